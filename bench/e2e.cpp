@@ -1,0 +1,642 @@
+// e2e: end-to-end throughput and latency of shell-pool against this machine's own spawn limit.
+//
+// One run measures three phases back to back, each for the same wall time:
+//   (a) baseline: vfork()+execve("/bin/true")+waitpid() in a tight loop, the physical limit.
+//   (b) daemon:   the real shell-poold on a private socket in a fresh temp dir, C clients
+//                 (default 8), each a closed loop of `execute /bin/true` on its own connection.
+//   (c) daemon:   the same with 1 client, so latency has no queueing in it.
+// Each row gives jobs/s and p50/p99 latency per job in µs (a: spawn to reaped; b, c: request
+// sent to whole response line read). `ratio b/a` is the daemon's throughput as a fraction of
+// the raw loop (1.00 = the daemon costs nothing); `added p50` (b - a) includes queueing when
+// C exceeds the cores; `added p50 per job` (c - a) is what the daemon adds to one job.
+// Compare only numbers from the same run. Exit status 1 when any job failed or the daemon
+// misbehaved. See bench/README.md.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <boost/json.hpp>
+
+#include "common/sys.h"
+#include "common/unique_fd.h"
+
+extern char** environ;
+
+namespace {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+struct Options {
+  double seconds = 3;
+  uint64_t count = 2000;
+  int clients = 8;
+  int repeat = 1;
+  int warmup = 20;
+  std::string daemon;
+  std::vector<std::string> daemon_args;
+  std::string json_file;
+};
+
+// Bounds on waiting for the daemon, in seconds.
+constexpr double kStartupTimeout = 10;   // for its socket to accept
+constexpr double kStopTimeout = 10;      // after SIGTERM, before SIGKILL
+constexpr int64_t kRequestTimeout = 30;  // for one response (SO_RCVTIMEO)
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t to_ns(double seconds) {
+  return static_cast<uint64_t>(seconds * 1e9);
+}
+
+struct PhaseStats {
+  uint64_t jobs = 0;      // completed with exit_code 0; errors and rejections are not jobs
+  uint64_t errors = 0;    // failed jobs, bad responses, broken connections
+  uint64_t rejected = 0;  // -32000 answers (queue full)
+  double secs = 0, jobs_per_s = 0, p50_us = 0, p99_us = 0;
+};
+
+// Nearest-rank percentile of a sorted sample, as in shared/limits/common.h.
+double percentile(const std::vector<uint64_t>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  auto i = static_cast<size_t>(p / 100.0 * static_cast<double>(sorted.size() - 1) + 0.5);
+  return static_cast<double>(sorted[std::min(i, sorted.size() - 1)]);
+}
+
+PhaseStats summarize(std::vector<uint64_t> lat_ns, double secs, uint64_t errors,
+                     uint64_t rejected) {
+  std::sort(lat_ns.begin(), lat_ns.end());
+  const double jobs = static_cast<double>(lat_ns.size());
+  return {lat_ns.size(),
+          errors,
+          rejected,
+          secs,
+          secs > 0 ? jobs / secs : 0,
+          percentile(lat_ns, 50) / 1e3,
+          percentile(lat_ns, 99) / 1e3};
+}
+
+// ---- (a) baseline --------------------------------------------------------------------------
+
+// vfork shares our memory until the child execs, so the child calls only execve and _exit.
+// Only called while this process has a single thread.
+__attribute__((noinline)) pid_t spawn_true() {
+  static char path[] = "/bin/true";
+  static char* argv[] = {path, nullptr};
+  pid_t pid = vfork();
+  if (pid == 0) {
+    execve(path, argv, environ);
+    _exit(127);
+  }
+  return pid;
+}
+
+bool spawn_and_reap_true() {
+  pid_t pid = spawn_true();
+  if (pid < 0) return false;
+  int status = 0;
+  auto r = sp::sys("waitpid", [&] { return waitpid(pid, &status, 0); });
+  return r.ok() && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+PhaseStats run_baseline(const Options& opt) {
+  uint64_t errors = 0;
+  for (int i = 0; i < opt.warmup; ++i) errors += spawn_and_reap_true() ? 0 : 1;
+  std::vector<uint64_t> lat;
+  lat.reserve(opt.count ? opt.count : 1 << 14);
+  const uint64_t t0 = now_ns();
+  const uint64_t end = t0 + to_ns(opt.seconds);
+  uint64_t t = t0;
+  while (t < end && (opt.count == 0 || lat.size() < opt.count)) {
+    const bool ok = spawn_and_reap_true();
+    const uint64_t t1 = now_ns();
+    if (ok) {
+      lat.push_back(t1 - t);
+    } else {
+      ++errors;
+    }
+    t = t1;
+  }
+  return summarize(std::move(lat), static_cast<double>(t - t0) / 1e9, errors, 0);
+}
+
+// ---- the daemon under test ------------------------------------------------------------------
+
+sp::Result<sp::UniqueFd> connect_unix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return sp::Error{ENAMETOOLONG, "socket path " + path};
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  auto fd = sp::sys("socket", [] { return ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0); });
+  if (!fd) return fd.error();
+  sp::UniqueFd owned(*fd);
+  auto r = sp::sys("connect", [&] {
+    return ::connect(owned.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  });
+  if (!r) return sp::Error{r.error().code, "connect " + path};
+  return owned;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("killed by ") + strsignal(WTERMSIG(status));
+  return "unknown status";
+}
+
+// The shell-poold child: started with posix_spawnp, stdout+stderr to a log file, stopped with
+// SIGTERM then SIGKILL after a bound. The destructor kills and reaps it if stop() was not called.
+class Daemon {
+ public:
+  Daemon() = default;
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+  ~Daemon() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      (void)wait_exit(-1);
+    }
+  }
+
+  sp::Status start(const std::string& exe, const std::vector<std::string>& extra,
+                   const std::string& socket, const std::string& log) {
+    std::vector<std::string> args = {exe, "--socket", socket};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    const int e = posix_spawnp(&pid_, exe.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (e != 0) {
+      pid_ = -1;
+      return sp::Error{e, "start " + exe};
+    }
+    log_ = log;
+    // A pidfd lets waits sleep in poll() until the exit; without one (old kernel) we nap.
+    pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0)));
+    return {};
+  }
+
+  // Until the socket accepts a connection; fails if the daemon exits or time runs out.
+  sp::Status wait_ready(const std::string& socket, double timeout_s) {
+    const uint64_t end = now_ns() + to_ns(timeout_s);
+    for (;;) {
+      auto fd = connect_unix(socket);
+      if (fd) return {};
+      if (auto st = wait_exit(10)) return sp::Error{0, "daemon exited during startup, " + *st};
+      if (now_ns() >= end) {
+        return sp::Error{0, "daemon socket did not accept within " +
+                                std::to_string(std::lround(timeout_s)) + " s (" +
+                                fd.error().message() + ")"};
+      }
+    }
+  }
+
+  // SIGTERM, then SIGKILL after timeout_s. Value: how it ended; error: it had to be killed.
+  sp::Result<std::string> stop(double timeout_s) {
+    if (pid_ <= 0) return std::string("already reaped");
+    ::kill(pid_, SIGTERM);
+    if (auto st = wait_exit(static_cast<int>(timeout_s * 1000))) return *st;
+    ::kill(pid_, SIGKILL);
+    (void)wait_exit(-1);
+    return sp::Error{
+        0, "daemon ignored SIGTERM for " + std::to_string(std::lround(timeout_s)) + " s; killed"};
+  }
+
+  std::string log_tail() const {
+    std::ifstream in(log_, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.size() > 4096) text.erase(0, text.size() - 4096);
+    return "---- daemon log (last 4 KiB) ----\n" + text + "----\n";
+  }
+
+ private:
+  // Waits up to timeout_ms (-1: forever) for the exit; reaps it and describes how it ended.
+  std::optional<std::string> wait_exit(int timeout_ms) {
+    const uint64_t end = now_ns() + static_cast<uint64_t>(std::max(timeout_ms, 0)) * 1'000'000;
+    for (;;) {
+      int status = 0;
+      const pid_t r =
+          sp::sys_raw([&] { return waitpid(pid_, &status, timeout_ms < 0 ? 0 : WNOHANG); });
+      if (r != 0) {
+        pid_ = -1;
+        pidfd_.reset();
+        return r > 0 ? describe_status(status) : std::string("not our child");
+      }
+      const uint64_t now = now_ns();
+      if (now >= end) return std::nullopt;
+      const int left_ms = static_cast<int>((end - now) / 1'000'000) + 1;
+      if (pidfd_) {
+        pollfd p{pidfd_.get(), POLLIN, 0};
+        ::poll(&p, 1, left_ms);
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(left_ms, 10)));
+      }
+    }
+  }
+
+  pid_t pid_ = -1;
+  sp::UniqueFd pidfd_;
+  std::string log_;
+};
+
+// A directory made by mkdtemp (mode 0700) for the socket and the log; removed with all it
+// holds on destruction.
+struct TempDir {
+  std::string path;
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+};
+
+// ---- (b), (c) clients -----------------------------------------------------------------------
+
+enum class Outcome { kOk, kRejected, kError };
+
+// Checks one response line against the request id; on kError, *why says what was wrong.
+Outcome check_response(std::string_view line, uint64_t id, const char** why) {
+  unsigned char storage[4096];
+  json::monotonic_resource mr(storage, sizeof storage);
+  boost::system::error_code ec;
+  const json::value v = json::parse(line, ec, &mr);
+  const json::object* obj = ec ? nullptr : v.if_object();
+  if (!obj) return *why = "not a JSON object", Outcome::kError;
+  const json::value* rid = obj->if_contains("id");
+  if (!rid || !rid->is_number() || rid->to_number<uint64_t>(ec) != id || ec) {
+    return *why = "id does not match the request", Outcome::kError;
+  }
+  if (const json::value* err = obj->if_contains("error")) {
+    const json::object* eo = err->if_object();
+    const json::value* code = eo ? eo->if_contains("code") : nullptr;
+    if (code && code->is_number() && code->to_number<int64_t>(ec) == -32000 && !ec) {
+      return Outcome::kRejected;
+    }
+    return *why = "error response", Outcome::kError;
+  }
+  const json::value* result = obj->if_contains("result");
+  const json::object* ro = result ? result->if_object() : nullptr;
+  const json::value* exit_code = ro ? ro->if_contains("exit_code") : nullptr;
+  if (!exit_code || !exit_code->is_number()) return *why = "no result.exit_code", Outcome::kError;
+  if (exit_code->to_number<int64_t>(ec) != 0 || ec) return *why = "exit_code != 0", Outcome::kError;
+  return Outcome::kOk;
+}
+
+// One client's connection: request lines out, response lines in. Used by one thread.
+class Conn {
+ public:
+  explicit Conn(sp::UniqueFd fd) : fd_(std::move(fd)) { buf_.reserve(1 << 16); }
+
+  sp::Status send_all(std::string_view data) {
+    while (!data.empty()) {
+      auto n = sp::sys("send",
+                       [&] { return ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL); });
+      if (!n) return n.error();
+      data.remove_prefix(static_cast<size_t>(*n));
+    }
+    return {};
+  }
+
+  // The next line without its '\n'; valid until the next call.
+  sp::Result<std::string_view> read_line() {
+    buf_.erase(0, consumed_);
+    consumed_ = 0;
+    size_t scanned = 0;
+    for (;;) {
+      if (const size_t nl = buf_.find('\n', scanned); nl != std::string::npos) {
+        consumed_ = nl + 1;
+        return std::string_view(buf_).substr(0, nl);
+      }
+      scanned = buf_.size();
+      if (buf_.size() > kMaxLine) return sp::Error{0, "response line over 64 MiB"};
+      char chunk[16384];
+      auto n = sp::sys("recv", [&] { return ::recv(fd_.get(), chunk, sizeof chunk, 0); });
+      if (!n && n.error().code == EAGAIN) return sp::Error{0, "no response within the timeout"};
+      if (!n) return n.error();
+      if (*n == 0) return sp::Error{0, "daemon closed the connection"};
+      buf_.append(chunk, static_cast<size_t>(*n));
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxLine = 64u << 20;
+  sp::UniqueFd fd_;
+  std::string buf_;
+  size_t consumed_ = 0;  // bytes of the line returned last, dropped at the next call
+};
+
+struct ClientResult {
+  std::vector<uint64_t> lat_ns;
+  uint64_t errors = 0;
+  uint64_t rejected = 0;
+  std::string first_error;
+};
+
+// Connects, warms up, waits at `start` with the others, then runs a closed loop until `stop`.
+void client_loop(const std::string& socket, const Options& opt, std::barrier<>& start,
+                 const std::atomic<bool>& stop, ClientResult& out) {
+  auto fail = [&](std::string what) {
+    ++out.errors;
+    if (out.first_error.empty()) out.first_error = std::move(what);
+  };
+  std::optional<Conn> conn;
+  if (auto fd = connect_unix(socket); !fd) {
+    fail(fd.error().message());
+  } else {
+    const timeval tv{kRequestTimeout, 0};
+    setsockopt(fd->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    conn.emplace(std::move(*fd));
+  }
+  uint64_t id = 0;
+  // One request/response; false when the connection is unusable.
+  auto one = [&](bool measured) {
+    char req[192];
+    const int n = snprintf(req, sizeof req,
+                           "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"execute\",\"params\":"
+                           "{\"command\":\"/bin/true\",\"args\":[],\"shell\":false}}\n",
+                           static_cast<unsigned long long>(++id));
+    const uint64_t t0 = now_ns();
+    if (auto st = conn->send_all(std::string_view(req, static_cast<size_t>(n))); !st) {
+      return fail(st.error().message()), false;
+    }
+    auto line = conn->read_line();
+    if (!line) return fail(line.error().message()), false;
+    const uint64_t t1 = now_ns();
+    const char* why = nullptr;
+    switch (check_response(*line, id, &why)) {
+      case Outcome::kOk:
+        if (measured) out.lat_ns.push_back(t1 - t0);
+        break;
+      case Outcome::kRejected:
+        if (measured) ++out.rejected;
+        // The queue is full: back off instead of hammering it in a loop.
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        break;
+      case Outcome::kError:
+        fail(std::string(why) + ": " + std::string(line->substr(0, 300)));
+        break;
+    }
+    return true;
+  };
+  bool alive = conn.has_value();
+  for (int i = 0; alive && i < opt.warmup; ++i) alive = one(false);
+  start.arrive_and_wait();
+  while (alive && !stop.load(std::memory_order_relaxed)) alive = one(true);
+}
+
+PhaseStats run_clients(const std::string& socket, const Options& opt, int clients, double secs,
+                       std::string& first_error) {
+  std::barrier<> start(clients + 1);
+  std::atomic<bool> stop{false};
+  std::vector<ClientResult> results(clients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i) {
+    threads.emplace_back(client_loop, std::cref(socket), std::cref(opt), std::ref(start),
+                         std::cref(stop), std::ref(results[i]));
+  }
+  start.arrive_and_wait();
+  const uint64_t t0 = now_ns();
+  std::this_thread::sleep_for(std::chrono::nanoseconds(to_ns(secs)));
+  stop.store(true);
+  for (auto& t : threads) t.join();
+  const double wall = static_cast<double>(now_ns() - t0) / 1e9;
+  std::vector<uint64_t> lat;
+  uint64_t errors = 0, rejected = 0;
+  for (auto& r : results) {
+    lat.insert(lat.end(), r.lat_ns.begin(), r.lat_ns.end());
+    errors += r.errors;
+    rejected += r.rejected;
+    if (first_error.empty()) first_error = r.first_error;
+  }
+  return summarize(std::move(lat), wall, errors, rejected);
+}
+
+// ---- a whole run ----------------------------------------------------------------------------
+
+struct Run {
+  PhaseStats a, b, c;
+  double ratio_b = 0, ratio_c = 0;  // jobs/s of b (c) over a
+  double added_b = 0, added_c = 0;  // p50 of b (c) minus p50 of a, µs
+  bool ok = true;                   // no job errors, daemon stopped on SIGTERM
+  std::string diagnostics;          // what went wrong, for stderr after the table
+
+  void derive() {
+    ratio_b = a.jobs_per_s > 0 ? b.jobs_per_s / a.jobs_per_s : 0;
+    ratio_c = a.jobs_per_s > 0 ? c.jobs_per_s / a.jobs_per_s : 0;
+    added_b = b.p50_us - a.p50_us;
+    added_c = c.p50_us - a.p50_us;
+  }
+};
+
+// Phases (b) and (c) against a fresh daemon; error only when nothing could be measured.
+sp::Status run_daemon_phases(const Options& opt, const std::string& exe, Run& run) {
+  const char* base = getenv("TMPDIR");
+  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/shell-pool-e2e.XXXXXX";
+  if (!mkdtemp(tmpl.data())) return sp::Error{errno, "mkdtemp " + tmpl};
+  const TempDir dir{tmpl};
+  const std::string socket = dir.path + "/sock";
+  Daemon daemon;
+  if (auto st = daemon.start(exe, opt.daemon_args, socket, dir.path + "/daemon.log"); !st) {
+    return st;
+  }
+  if (auto st = daemon.wait_ready(socket, kStartupTimeout); !st) {
+    fputs(daemon.log_tail().c_str(), stderr);
+    return st;
+  }
+  std::string first_error;
+  run.b = run_clients(socket, opt, opt.clients, run.a.secs, first_error);
+  run.c = run_clients(socket, opt, 1, run.a.secs, first_error);
+  auto stopped = daemon.stop(kStopTimeout);
+  run.ok = run.a.errors + run.b.errors + run.c.errors == 0 && stopped.ok();
+  run.derive();
+  std::string& d = run.diagnostics;
+  if (!first_error.empty()) d += "e2e: first error: " + first_error + "\n";
+  if (!stopped) d += "e2e: " + stopped.error().message() + "\n";
+  if (stopped && *stopped != "exit status 0") {
+    d += "e2e: warning: daemon ended with " + *stopped + " (expected 0 on SIGTERM)\n";
+  }
+  if (!run.ok) d += daemon.log_tail();
+  return {};
+}
+
+void print_run(const char* title, const Run& r, int clients) {
+  printf("%s\n", title);
+  printf("%-24s %8s %10s %11s %11s %7s %9s\n", "phase", "jobs", "jobs/s", "p50 µs", "p99 µs",
+         "errors", "rejected");
+  const std::string b_name = "(b) daemon, " + std::to_string(clients) + " clients";
+  const std::pair<const char*, const PhaseStats*> rows[] = {
+      {"(a) raw vfork+exec loop", &r.a}, {b_name.c_str(), &r.b}, {"(c) daemon, 1 client", &r.c}};
+  for (const auto& [name, s] : rows) {
+    printf("%-24s %8llu %10.1f %10.0f %10.0f %7llu %9llu\n", name,
+           static_cast<unsigned long long>(s->jobs), s->jobs_per_s, s->p50_us, s->p99_us,
+           static_cast<unsigned long long>(s->errors),
+           static_cast<unsigned long long>(s->rejected));
+  }
+  printf("ratio b/a = %.2f   (daemon jobs/s over raw jobs/s; 1.00 = no overhead)\n", r.ratio_b);
+  printf("ratio c/a = %.2f   (1 client)\n", r.ratio_c);
+  printf("added p50 = %.0f µs   (b - a; includes queueing of %d clients)\n", r.added_b, clients);
+  printf("added p50 per job = %.0f µs   (c - a; 1 client, no queueing)\n\n", r.added_c);
+}
+
+// Medians field by field over the runs (ratios: median of each run's own ratio); errors and
+// rejections are totals, so no failure hides behind a median.
+Run median_run(const std::vector<Run>& runs) {
+  auto med = [&](auto get) {
+    std::vector<double> v;
+    for (const Run& r : runs) v.push_back(static_cast<double>(get(r)));
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  };
+  Run m;
+  for (PhaseStats Run::*ph : {&Run::a, &Run::b, &Run::c}) {
+    for (double PhaseStats::*f :
+         {&PhaseStats::secs, &PhaseStats::jobs_per_s, &PhaseStats::p50_us, &PhaseStats::p99_us}) {
+      (m.*ph).*f = med([&](const Run& r) { return (r.*ph).*f; });
+    }
+    (m.*ph).jobs = static_cast<uint64_t>(med([&](const Run& r) { return (r.*ph).jobs; }));
+    for (const Run& r : runs) (m.*ph).errors += (r.*ph).errors;
+    for (const Run& r : runs) (m.*ph).rejected += (r.*ph).rejected;
+  }
+  for (double Run::*f : {&Run::ratio_b, &Run::ratio_c, &Run::added_b, &Run::added_c}) {
+    m.*f = med([&](const Run& r) { return r.*f; });
+  }
+  m.ok = std::all_of(runs.begin(), runs.end(), [](const Run& r) { return r.ok; });
+  return m;
+}
+
+json::object to_json(const PhaseStats& s) {
+  return {{"jobs", s.jobs},    {"errors", s.errors},         {"rejected", s.rejected},
+          {"seconds", s.secs}, {"jobs_per_s", s.jobs_per_s}, {"p50_us", s.p50_us},
+          {"p99_us", s.p99_us}};
+}
+
+json::object to_json(const Run& r) {
+  return {{"a", to_json(r.a)},
+          {"b", to_json(r.b)},
+          {"c", to_json(r.c)},
+          {"ratio_b_a", r.ratio_b},
+          {"ratio_c_a", r.ratio_c},
+          {"added_p50_us", r.added_b},
+          {"added_p50_per_job_us", r.added_c},
+          {"ok", r.ok}};
+}
+
+// --daemon, else shell-poold next to this binary, else in ../supervisor/ (the build tree).
+std::string find_daemon(const std::string& given) {
+  if (given.find('/') != std::string::npos) return access(given.c_str(), X_OK) == 0 ? given : "";
+  if (!given.empty()) return given;  // posix_spawnp searches PATH
+  std::error_code ec;
+  const fs::path dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
+  if (ec) return "";
+  for (const fs::path& p : {dir / "shell-poold", dir / ".." / "supervisor" / "shell-poold"}) {
+    if (access(p.c_str(), X_OK) == 0) return p.lexically_normal().string();
+  }
+  return "";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  CLI::App app{"shell-pool end-to-end benchmark: raw spawn loop vs. the daemon, same run"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--seconds", opt.seconds, "wall time per phase (a stops earlier at --count)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--count", opt.count,
+                 "phase (a) stops after this many spawns (0: no cap); "
+                 "(b) and (c) then run as long as (a) took");
+  app.add_option("--clients", opt.clients, "concurrent clients in phase (b)")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--daemon", opt.daemon,
+                 "shell-poold binary (default: next to e2e, then ../supervisor/)");
+  app.add_option("--daemon-arg", opt.daemon_args,
+                 "extra daemon argument, repeatable; write --daemon-arg=--flag for dashes")
+      ->allow_extra_args(false);
+  app.add_option("--repeat", opt.repeat, "run the a/b/c sequence K times, then print medians")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--warmup", opt.warmup, "unmeasured spawns (a) / requests per client (b, c)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--json", opt.json_file, "also write all numbers to this file as JSON");
+  CLI11_PARSE(app, argc, argv);
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+
+  const std::string exe = find_daemon(opt.daemon);
+  if (exe.empty()) {
+    fprintf(stderr, "e2e: %s\n",
+            opt.daemon.empty() ? "no shell-poold next to e2e or in ../supervisor/; pass --daemon"
+                               : "--daemon is not an executable file");
+    return 2;
+  }
+  printf("daemon %s, %.1f s or %llu spawns per phase, %d clients in (b)\n\n", exe.c_str(),
+         opt.seconds, static_cast<unsigned long long>(opt.count), opt.clients);
+  std::vector<Run> runs;
+  for (int k = 1; k <= opt.repeat; ++k) {
+    Run run;
+    run.a = run_baseline(opt);
+    if (auto st = run_daemon_phases(opt, exe, run); !st) {
+      fprintf(stderr, "e2e: %s\n", st.error().message().c_str());
+      return 1;
+    }
+    runs.push_back(run);
+    char title[64];
+    snprintf(title, sizeof title, "run %d/%d (%.2f s per phase)", k, opt.repeat, run.a.secs);
+    print_run(title, run, opt.clients);
+    fputs(run.diagnostics.c_str(), stderr);
+  }
+  const Run med = median_run(runs);
+  if (opt.repeat > 1) {
+    const std::string title =
+        "median of " + std::to_string(opt.repeat) + " runs (errors and rejected: totals)";
+    print_run(title.c_str(), med, opt.clients);
+  }
+  if (!opt.json_file.empty()) {
+    json::array all;
+    for (const Run& r : runs) all.push_back(to_json(r));
+    json::array extra(opt.daemon_args.begin(), opt.daemon_args.end());
+    const json::object doc{{"daemon", exe},          {"daemon_args", std::move(extra)},
+                           {"seconds", opt.seconds}, {"count", opt.count},
+                           {"clients", opt.clients}, {"runs", std::move(all)},
+                           {"median", to_json(med)}, {"ok", med.ok}};
+    std::ofstream out(opt.json_file);
+    out << json::serialize(doc) << "\n";
+    if (!out) {
+      fprintf(stderr, "e2e: cannot write %s\n", opt.json_file.c_str());
+      return 1;
+    }
+  }
+  if (!med.ok) fprintf(stderr, "e2e: FAILED: some jobs failed or the daemon misbehaved\n");
+  return med.ok ? 0 : 1;
+}

@@ -1,0 +1,27 @@
+// The environment a job gets: a scrubbed base taken from the daemon's own
+// environment (only the names below), then the session's variables, then the
+// request's; a later source overrides an earlier one. Pure; thread-compatible.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sp::frontend {
+
+using EnvPairs = std::vector<std::pair<std::string, std::string>>;
+
+// Names copied from the daemon's environment when present. PATH defaults to
+// /usr/local/bin:/usr/bin:/bin when the daemon has none.
+inline constexpr const char* kBaseEnvNames[] = {"PATH", "HOME",  "USER",   "LOGNAME", "SHELL",
+                                                "LANG", "LC_ALL", "TZ",    "TMPDIR"};
+
+EnvPairs base_env(char** environ_ptr);
+
+// Appends "NAME=value" strings for base, then each overlay in order, with
+// later values replacing earlier ones of the same name.
+void merge_env(std::vector<std::string>& out, const EnvPairs& base,
+               std::initializer_list<const EnvPairs*> overlays);
+
+}  // namespace sp::frontend

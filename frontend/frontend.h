@@ -1,0 +1,32 @@
+// Frontend: the process that speaks JSON-RPC 2.0 (one message per line) to
+// clients on the Unix socket the supervisor listens on, turns requests into
+// jobs in the shm ring and streams their output and results back.
+//
+// Runs in its own process (role "frontend"), single-threaded epoll loop. Owns
+// client connections; writes in shm only the slots it allocates (spec,
+// publish), output read cursors, control flags of its jobs, and sessions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sp::frontend {
+
+struct Options {
+  std::string shm_name;
+  int listen_fd = -1;    // listening socket, owned by the supervisor
+  int frontend_fd = -1;  // eventfd: our doorbell
+  int submit_fd = -1;    // eventfd: the workers' shared submission doorbell
+  std::vector<int> worker_fds;  // eventfd per worker: its doorbell
+  uint64_t max_output_bytes = 16ull << 20;
+  uint32_t max_connections = 1024;
+  uint64_t max_line_bytes = 1ull << 20;
+  double default_timeout_s = 0;
+  uint32_t kill_grace_ms = 2000;
+};
+
+// Runs until SIGTERM; returns the process exit code.
+int run(const Options& options);
+
+}  // namespace sp::frontend

@@ -1,0 +1,244 @@
+// Jobs: submission into the shm ring, and servicing the output rings and
+// results of the jobs this frontend submitted.
+#include <signal.h>
+#include <string.h>
+
+#include <boost/json.hpp>
+#include <cmath>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "frontend/server.h"
+#include "frontend/utf8.h"
+#include "shm/codec.h"
+#include "shm/output.h"
+#include "shm/repair.h"
+
+namespace sp::frontend {
+
+namespace json = boost::json;
+using shm::JobState;
+using shm::JobWord;
+
+namespace {
+
+constexpr uint64_t kRetryAfterMs = 50;
+constexpr double kMaxTimeoutS = 1e9;  // ~31 years: effectively none, and no overflow
+
+const char* state_name(JobState s) {
+  switch (s) {
+    case JobState::kExited:
+      return "exited";
+    case JobState::kTimedOut:
+      return "timed_out";
+    case JobState::kCancelled:
+      return "cancelled";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kLost:
+      return "lost";
+    default:
+      return "running";
+  }
+}
+
+json::value signal_name(int sig) {
+  if (!sig) return nullptr;
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? json::value(std::string("SIG") + abbrev) : json::value(sig);
+}
+
+}  // namespace
+
+std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply r, bool stream) {
+  if (seg_.header().draining.load() || stopping_)
+    return rpc::RpcError{rpc::Code::ShuttingDown, "the daemon is shutting down"};
+  std::optional<EnvPairs> session_env;
+  if (!p.session_id.empty()) {
+    session_env = sessions_.env_of(p.session_id);
+    if (!session_env)
+      return rpc::RpcError{rpc::Code::NotFound, "no session with session_id " + p.session_id,
+                           {{"session_id", p.session_id}}};
+  }
+  static const EnvPairs kNone;
+  merge_env(env_strings_, base_env_, {session_env ? &*session_env : &kNone, &p.env});
+  env_views_.assign(env_strings_.begin(), env_strings_.end());
+
+  argv_views_.clear();
+  std::string_view path;
+  if (p.shell) {
+    path = "/bin/sh";
+    argv_views_ = {"sh", "-c", p.command};
+    if (!p.args.empty()) argv_views_.push_back("sh");  // $0; args become $1...
+  } else {
+    path = p.command;
+    argv_views_.push_back(p.command);
+  }
+  for (const std::string& a : p.args) argv_views_.push_back(a);
+
+  double timeout_s = p.timeout_s.value_or(o_.default_timeout_s);
+  uint64_t timeout_ms = timeout_s > 0 ? uint64_t(std::ceil(std::min(timeout_s, kMaxTimeoutS) * 1e3)) : 0;
+
+  auto slot = jobs_.allocate(alloc_cursor_);
+  if (!slot)
+    return rpc::RpcError{rpc::Code::QueueFull,
+                         "queue full: " + std::to_string(jobs_.size()) +
+                             " jobs are queued or running; retry later",
+                         {{"retry_after_ms", kRetryAfterMs}}};
+  shm::JobSlot& s = jobs_.slot(*slot);
+  JobWord allocated = jobs_.load(*slot);
+  shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, timeout_ms, o_.kill_grace_ms};
+  auto words = shm::encode_spec({seg_.spec(*slot), seg_.caps().spec_bytes}, s.spec_words, in);
+  if (!words) {
+    s.spec_words = seg_.caps().spec_bytes / 8;  // unknown how much was written: zero all next time
+    jobs_.transition(*slot, allocated, {JobState::kFree, 0, 0, allocated.generation + 1});
+    return rpc::RpcError{rpc::Code::LimitExceeded, words.error().context};
+  }
+  s.spec_words = *words;
+  s.client = incarnation_;
+  s.job_id = seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
+  s.submit_ns = monotonic_ns();
+  s.start_ns.store(0, std::memory_order_relaxed);
+  s.end_ns.store(0, std::memory_order_relaxed);
+  s.result_words = 0;
+  s.out_head.store(0, std::memory_order_relaxed);
+  s.out_tail.store(0, std::memory_order_relaxed);
+  s.out_writer_waiting.store(0, std::memory_order_relaxed);
+  JobWord queued = allocated.with_state(JobState::kQueued);
+  jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer
+  if (!ring_.push(*slot)) {
+    jobs_.transition(*slot, queued, {JobState::kFree, 0, 0, queued.generation + 1});
+    return rpc::RpcError{rpc::Code::QueueFull, "queue full: the ring is full; retry later",
+                         {{"retry_after_ms", kRetryAfterMs}}};
+  }
+  submit_.ring();
+  seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
+
+  Pending& job = pending_[*slot];
+  job = Pending{};
+  job.slot = *slot;
+  job.job_id = s.job_id;
+  job.reply = std::move(r);
+  job.stream = stream;
+  job.base64 = p.base64;
+  uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
+  job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
+  c.jobs.push_back(*slot);
+  return std::nullopt;
+}
+
+void Frontend::service_all() {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (service(it->second)) {
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool Frontend::service(Pending& p) {
+  Conn* c = p.reply.conn_id ? conn(p.reply.conn_id) : nullptr;
+  // A stream whose client reads slowly waits here; its worker then stops
+  // reading the command's pipe, and the command blocks: nothing is lost.
+  if (p.stream && c && c->backlog() >= kMaxBacklogBytes) return false;
+  JobWord w = jobs_.load(p.slot);
+  shm::JobSlot& s = jobs_.slot(p.slot);
+  shm::OutputReader reader(s, seg_.output(p.slot), seg_.caps().output_bytes);
+  auto sink = [&](uint8_t stream, std::string_view bytes) { on_output(p, stream, bytes); };
+  if (reader.drain(sink)) ring_owner(w);
+  if (!shm::is_terminal(w.state)) return false;
+  // Everything a job wrote was published before its terminal state.
+  while (!reader.empty()) reader.drain(sink);
+  finish(p, w);
+  return true;
+}
+
+void Frontend::ring_owner(JobWord w) {
+  if (w.owner && w.owner <= worker_bells_.size()) worker_bells_[w.owner - 1].ring();
+}
+
+void Frontend::on_output(Pending& p, uint8_t stream, std::string_view bytes) {
+  int i = stream == shm::kStreamStderr ? 1 : 0;
+  uint64_t room = p.cap > p.seen[i] ? p.cap - p.seen[i] : 0;
+  p.seen[i] += bytes.size();
+  if (bytes.size() > room) {
+    p.truncated = true;
+    bytes = bytes.substr(0, room);
+  }
+  if (bytes.empty()) return;
+  if (p.stream) {
+    send_chunk(p, i, bytes, false);
+  } else {
+    p.data[i].append(bytes);
+  }
+}
+
+void Frontend::send_chunk(Pending& p, int stream, std::string_view bytes, bool final) {
+  if (p.reply.silent || !p.reply.conn_id) return;
+  std::string data;
+  if (p.base64) {
+    rpc::append_base64(data, bytes);
+  } else {
+    rpc::append_utf8_sanitized(data, bytes, p.carry[stream], final);
+  }
+  if (data.empty()) return;
+  std::string text = "{\"jsonrpc\":\"2.0\",\"id\":";
+  rpc::append_value(text, p.reply.id);
+  text += stream ? R"(,"result":{"type":"stderr","data":)" : R"(,"result":{"type":"stdout","data":)";
+  rpc::append_string(text, data);
+  text += "}}";
+  send(p.reply.conn_id, std::move(text));
+}
+
+void Frontend::finish(Pending& p, JobWord w) {
+  shm::JobSlot& s = jobs_.slot(p.slot);
+  shm::JobOutcome out = shm::decode_result(s.result, s.result_words);
+  uint64_t start = s.start_ns.load(), end = s.end_ns.load();
+  uint64_t duration_ms = start && end > start ? (end - start) / 1'000'000 : 0;
+  jobs_.release(p.slot, w);
+
+  if (Conn* c = p.reply.conn_id ? conn(p.reply.conn_id) : nullptr) {
+    std::erase(c->jobs, p.slot);
+    if (c->read_closed && c->jobs.empty() && !c->backlog()) dirty_.push_back(c->id);
+    update_events(*c);
+  }
+  json::object result;
+  if (p.stream) {
+    for (int i = 0; i < 2; ++i) send_chunk(p, i, {}, true);  // flush incomplete UTF-8
+    result["type"] = "exit";
+  } else {
+    for (int i = 0; i < 2; ++i) {
+      std::string text;
+      if (p.base64) {
+        rpc::append_base64(text, p.data[i]);
+      } else {
+        rpc::append_utf8_sanitized(text, p.data[i], p.carry[i], true);
+      }
+      result[i ? "stderr" : "stdout"] = std::move(text);
+    }
+  }
+  result["exit_code"] = out.exit_code;
+  result["duration_ms"] = duration_ms;
+  result["timed_out"] = w.state == JobState::kTimedOut;
+  result["signal"] = signal_name(out.signal);
+  result["truncated"] = p.truncated;
+  result["job_id"] = std::to_string(p.job_id);
+  result["status"] = state_name(w.state);
+  result["error"] = out.failure.empty() ? json::value(nullptr) : json::value(out.failure);
+  if (p.base64) result["encoding"] = "base64";
+  answer(p.reply, rpc::result_text(p.reply.id, result));
+}
+
+void Frontend::cancel(Pending& p, const char* why) {
+  JobWord w = jobs_.load(p.slot);
+  if (w.state == JobState::kQueued &&
+      shm::publish_terminal(seg_, p.slot, w, JobState::kCancelled, -1, 0, why)) {
+    bell_.ring();  // serviced (and its slot freed) on the next turn
+    return;
+  }
+  jobs_.set_control(p.slot, shm::kControlCancel);
+  ring_owner(jobs_.load(p.slot));
+}
+
+}  // namespace sp::frontend

@@ -1,0 +1,124 @@
+// The frontend's JSON-RPC 2.0 protocol layer: turns one request line into
+// calls to run (or errors to answer), validates the params of the built-in
+// methods, and serializes responses. Pure functions without I/O; no exception
+// escapes (failures are RpcError values). Thread-compatible: no shared state.
+// Boost.JSON is confined to this layer and its callers in frontend/.
+//
+// Every *_text function returns one complete JSON text without the trailing
+// '\n'. Values are serialized by append_value below, never by
+// boost::json::serialize, which writes "1.5E0" for doubles and the invalid
+// token "Infinity" for 1e400.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <boost/json/value.hpp>
+
+namespace sp::rpc {
+
+// Error codes on the wire. The server-defined ones (-32000..-32099) are the
+// table clients rely on; keep docs in step when adding one.
+enum class Code : int {
+  ParseError = -32700,
+  InvalidRequest = -32600,
+  MethodNotFound = -32601,
+  InvalidParams = -32602,
+  Internal = -32603,
+  QueueFull = -32000,      // retryable: data {"retry_after_ms": N}
+  NotFound = -32001,       // unknown session_id / job
+  LimitExceeded = -32002,  // request line too long, too many sessions, spec too large...
+  ShuttingDown = -32003,
+  SpawnFailed = -32004,  // reserved; spawn failures are normally reported in the result
+};
+
+struct RpcError {
+  Code code;
+  std::string message;
+  boost::json::value data = nullptr;  // serialized as "data" unless null
+};
+
+// Builds {code: QueueFull, data: {"retry_after_ms": retry_after_ms}}.
+RpcError queue_full_error(uint64_t retry_after_ms);
+
+// Largest nesting of arrays/objects accepted in a request line; deeper input
+// is a parse error (bounded recursion, no stack overflow).
+inline constexpr size_t kMaxJsonDepth = 64;
+
+// One element of a line: a request to run, or an error to answer.
+struct Call {
+  // The "id" member is absent and the request is valid: never answered, not
+  // even with an error. Always false when `error` is set (an invalid request
+  // is answered with id null even if it had no id).
+  bool notification = false;
+  boost::json::value id;          // echoed back; null when absent or invalid
+  std::string method;             // empty when `error` is set
+  boost::json::value params;      // object, array, or null (absent or JSON null)
+  std::optional<RpcError> error;  // set: answer with this error instead of running
+};
+
+struct Line {
+  bool batch = false;  // the line was a JSON array: answer with one array (batch_text)
+  std::vector<Call> calls;
+  std::optional<RpcError> error;  // parse error or empty batch: answer ONE error with id null
+};
+
+// Parses one request line (without its '\n'; a trailing '\r' is whitespace).
+// A line that is empty or only whitespace yields no calls and no error:
+// nothing to answer. The caller enforces the line-length limit beforehand.
+Line parse_line(std::string_view text);
+
+// Serialization.
+std::string result_text(const boost::json::value& id, const boost::json::value& result);
+std::string error_text(const boost::json::value& id, const RpcError& err);
+// "[a,b,c]". An empty vector (a batch of notifications only) yields "": send
+// nothing at all, as the spec requires.
+std::string batch_text(const std::vector<std::string>& member_texts);
+
+// Low-level writers for building texts without an intermediate
+// boost::json::value (e.g. streamed output chunks).
+// Appends `v` as JSON. Integers exactly; doubles in shortest round-trip form
+// (std::to_chars), with ".0" added to integral ones so a float id stays a
+// float; non-finite doubles as null.
+void append_value(std::string& out, const boost::json::value& v);
+// Appends `s` as a quoted JSON string. `s` must be valid UTF-8 (sanitize
+// command output with append_utf8_sanitized first); bytes are not checked.
+void append_string(std::string& out, std::string_view s);
+
+// Params of the built-in methods. Unknown fields are ignored (compatibility
+// with existing clients); a JSON null counts as absent for every optional
+// field. All errors are Code::InvalidParams with a message naming the field.
+template <typename T>
+using Parsed = std::variant<T, RpcError>;
+
+using EnvList = std::vector<std::pair<std::string, std::string>>;
+
+struct ExecParams {
+  std::string command;              // required, non-empty, no NUL
+  std::vector<std::string> args;    // "args": array of strings without NUL
+  bool shell = true;                // default: true iff args empty; "shell": bool overrides
+  std::optional<double> timeout_s;  // "timeout": finite number > 0 (seconds)
+  std::string working_dir;          // "working_dir": "" = daemon default
+  std::string session_id;           // "session_id": "" = no session
+  EnvList env;                      // "env": object string->string, in request order
+  bool base64 = false;              // "output_encoding": "utf8" (default) | "base64"
+  std::optional<uint64_t> max_output_bytes;  // "max_output_bytes": integer >= 0, per stream
+};
+// Used by execute and execute_stream. "stdin" must be absent, null or "".
+Parsed<ExecParams> parse_exec_params(const boost::json::value& params);
+
+struct SessionCreateParams {
+  std::string name;  // "name": optional, default ""
+  EnvList env_vars;  // "env_vars": optional object string->string
+};
+Parsed<SessionCreateParams> parse_session_create_params(const boost::json::value& params);
+
+// {"session_id": non-empty string}, as session_destroy takes it.
+Parsed<std::string> parse_session_id_param(const boost::json::value& params);
+
+}  // namespace sp::rpc

@@ -1,0 +1,353 @@
+#include "frontend/server.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/sys.h"
+
+extern char** environ;
+
+namespace sp::frontend {
+
+namespace {
+enum Tag : uint64_t { kListen = 1, kBell = 2, kSignal = 3 };
+constexpr uint64_t kStopFlushNs = 1'000'000'000;  // on SIGTERM: time to write last answers
+}  // namespace
+
+Frontend::Frontend(const Options& o, shm::Segment seg)
+    : o_(o),
+      seg_(std::move(seg)),
+      jobs_(seg_.jobs()),
+      ring_(seg_.ring()),
+      sessions_(seg_),
+      bell_(&seg_.header().frontend_bell, o.frontend_fd),
+      submit_(&seg_.header().submit_bell, o.submit_fd),
+      listen_(o.listen_fd) {
+  for (size_t i = 0; i < o.worker_fds.size(); ++i)
+    worker_bells_.emplace_back(&seg_.worker(uint32_t(i)).bell, o.worker_fds[i]);
+}
+
+Status Frontend::init() {
+  incarnation_ = seg_.header().frontend_incarnation.load();
+  base_env_ = base_env(environ);
+  sessions_.recover();
+  // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
+  if (auto r = sys("fcntl O_NONBLOCK", [&] { return ::fcntl(listen_.get(), F_SETFL, O_NONBLOCK); });
+      !r)
+    return r.error();
+  ::signal(SIGPIPE, SIG_IGN);  // we never spawn: ignoring is inherited by no one
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  auto sfd = sys("signalfd", [&] { return ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK); });
+  if (!sfd) return sfd.error();
+  signal_fd_.reset(*sfd);
+  auto ep = sys("epoll_create1", [] { return ::epoll_create1(EPOLL_CLOEXEC); });
+  if (!ep) return ep.error();
+  epoll_.reset(*ep);
+  for (auto [fd, t] : {std::pair{listen_.get(), kListen}, {o_.frontend_fd, kBell},
+                       {signal_fd_.get(), kSignal}}) {
+    epoll_event ev{EPOLLIN, {.u64 = t}};
+    if (auto r = sys("epoll_ctl", [&] { return ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev); });
+        !r)
+      return r.error();
+  }
+  return {};
+}
+
+int Frontend::run() {
+  spdlog::info("ready (incarnation {})", incarnation_);
+  check_draining();
+  epoll_event events[128];
+  uint64_t stop_deadline = 0;
+  for (;;) {
+    int timeout = -1;
+    if (stopping_) {
+      bool unsent = false;
+      for (auto& [id, c] : conns_) unsent |= c->backlog() > 0;
+      if (!unsent || monotonic_ns() >= stop_deadline) break;
+      timeout = 10;
+    }
+    int n = ::epoll_wait(epoll_.get(), events, 128, timeout);
+    if (n < 0 && errno != EINTR) {
+      spdlog::critical("epoll_wait: {}", std::strerror(errno));
+      return 1;
+    }
+    for (int i = 0; i < n; ++i) {
+      uint64_t t = events[i].data.u64;
+      if (t == kListen) {
+        accept_all();
+      } else if (t == kBell) {
+        bell_.acknowledge();
+        check_draining();
+        service_all();
+      } else if (t == kSignal) {
+        signalfd_siginfo si;
+        while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+        }
+        if (!stopping_) {
+          // The supervisor stops us last: deliver what the workers finished.
+          stopping_ = true;
+          stop_deadline = monotonic_ns() + kStopFlushNs;
+          service_all();
+        }
+      } else {
+        on_conn_event(t, events[i].events);
+      }
+    }
+    std::vector<uint64_t> dirty;
+    dirty.swap(dirty_);
+    for (uint64_t id : dirty)
+      if (Conn* c = conn(id)) flush(*c);
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+void Frontend::check_draining() {
+  if (!listen_ || !seg_.header().draining.load()) return;
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listen_.get(), nullptr);
+  listen_.reset();
+  spdlog::info("draining: not accepting connections");
+}
+
+Conn* Frontend::conn(uint64_t id) {
+  auto it = conns_.find(id);
+  return it == conns_.end() ? nullptr : it->second.get();
+}
+
+void Frontend::accept_all() {
+  while (listen_) {
+    int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN) spdlog::warn("accept: {}", std::strerror(errno));
+      return;
+    }
+    UniqueFd sock(fd);
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+        (cred.uid != ::getuid() && cred.uid != 0)) {
+      spdlog::warn("refused a connection from uid {} (pid {})", cred.uid, cred.pid);
+      continue;
+    }
+    if (conns_.size() >= o_.max_connections) {
+      std::string text = rpc::error_text(nullptr, {rpc::Code::LimitExceeded,
+                                                   "too many connections (the limit is " +
+                                                       std::to_string(o_.max_connections) + ")"}) +
+                         "\n";
+      [[maybe_unused]] ssize_t w = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
+      continue;
+    }
+    auto c = std::make_unique<Conn>();
+    c->id = next_conn_id_++;
+    c->fd = std::move(sock);
+    c->events = EPOLLIN | EPOLLRDHUP;
+    epoll_event ev{c->events, {.u64 = c->id}};
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) < 0) {
+      spdlog::error("epoll_ctl: {}", std::strerror(errno));
+      continue;
+    }
+    conns_.emplace(c->id, std::move(c));
+  }
+}
+
+void Frontend::update_events(Conn& c) {
+  bool reading = !c.read_closed && !stopping_ && c.backlog() < kMaxBacklogBytes &&
+                 c.jobs.size() < kMaxJobsPerConn;
+  uint32_t want = (reading ? EPOLLIN | EPOLLRDHUP : 0u) | (c.backlog() ? EPOLLOUT : 0u);
+  if (c.events == want) return;
+  // EPOLLHUP (the peer closed entirely) is reported even with no interest.
+  epoll_event ev{want, {.u64 = c.id}};
+  ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev);
+  c.events = want;
+}
+
+void Frontend::on_conn_event(uint64_t id, uint32_t events) {
+  Conn* c = conn(id);
+  if (!c) return;
+  if (events & (EPOLLHUP | EPOLLERR)) {
+    close_conn(id);  // the client is gone: its jobs are cancelled
+    return;
+  }
+  if (events & EPOLLIN) read_from(*c);
+  if ((c = conn(id)) && (events & EPOLLOUT)) flush(*c);
+}
+
+void Frontend::read_from(Conn& c) {
+  char buf[64 * 1024];
+  for (int turn = 0; turn < 16 && !c.read_closed; ++turn) {
+    ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      take_bytes(c, {buf, size_t(n)});
+      if (c.backlog() >= kMaxBacklogBytes || c.jobs.size() >= kMaxJobsPerConn) break;
+      if (size_t(n) < sizeof buf) break;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    if (n < 0) {
+      close_conn(c.id);
+      return;
+    }
+    // EOF: the client shut its write side. Answer what is in flight, then close.
+    if (!c.in.empty() && !c.skipping) handle_line(c, c.in);
+    c.in.clear();
+    c.read_closed = true;
+  }
+  if (c.read_closed && c.jobs.empty() && !c.backlog()) {
+    close_conn(c.id);
+    return;
+  }
+  update_events(c);
+}
+
+void Frontend::take_bytes(Conn& c, std::string_view data) {
+  auto too_long = [&] {
+    send(c.id, rpc::error_text(nullptr, {rpc::Code::LimitExceeded,
+                                         "request line exceeds " +
+                                             std::to_string(o_.max_line_bytes) + " bytes",
+                                         {{"limit", o_.max_line_bytes}}}));
+  };
+  while (!data.empty()) {
+    size_t nl = data.find('\n');
+    if (c.skipping) {
+      if (nl == std::string_view::npos) return;
+      c.skipping = false;
+      data.remove_prefix(nl + 1);
+      continue;
+    }
+    if (nl == std::string_view::npos) {
+      if (c.in.size() + data.size() > o_.max_line_bytes) {
+        too_long();
+        c.in.clear();
+        c.skipping = true;
+        return;
+      }
+      c.in.append(data);
+      return;
+    }
+    std::string_view line = data.substr(0, nl);
+    if (c.in.size() + line.size() > o_.max_line_bytes) {
+      too_long();
+    } else if (c.in.empty()) {
+      handle_line(c, line);
+    } else {
+      c.in.append(line);
+      handle_line(c, c.in);
+    }
+    c.in.clear();
+    data.remove_prefix(nl + 1);
+  }
+}
+
+void Frontend::handle_line(Conn& c, std::string_view line) {
+  rpc::Line parsed = rpc::parse_line(line);
+  if (parsed.error) {
+    send(c.id, rpc::error_text(nullptr, *parsed.error));
+    return;
+  }
+  std::shared_ptr<Batch> batch;
+  if (parsed.batch) {
+    batch = std::make_shared<Batch>();
+    batch->conn_id = c.id;
+    batch->remaining = parsed.calls.size();
+  }
+  for (rpc::Call& call : parsed.calls) {
+    Reply r{c.id, call.id, call.notification, batch};
+    handle_call(c, call, std::move(r));
+  }
+}
+
+void Frontend::send(uint64_t conn_id, std::string text) {
+  Conn* c = conn(conn_id);
+  if (!c) return;
+  if (c->out.empty()) {
+    c->out = std::move(text);
+  } else {
+    c->out += text;
+  }
+  c->out += '\n';
+  dirty_.push_back(conn_id);
+}
+
+void Frontend::answer(Reply& r, std::string text) {
+  if (r.batch) {
+    if (!r.silent) r.batch->answers.push_back(std::move(text));
+    if (--r.batch->remaining == 0 && !r.batch->answers.empty())
+      send(r.batch->conn_id, rpc::batch_text(r.batch->answers));
+    r.batch.reset();
+    return;
+  }
+  if (!r.silent && r.conn_id) send(r.conn_id, std::move(text));
+}
+
+void Frontend::flush(Conn& c) {
+  while (c.backlog()) {
+    ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_off, c.backlog(),
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      c.out_off += size_t(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) break;
+    close_conn(c.id);  // EPIPE / ECONNRESET: the client is gone
+    return;
+  }
+  bool was_full = c.out.size() >= kMaxBacklogBytes;
+  if (!c.backlog()) {
+    c.out.clear();
+    c.out_off = 0;
+  } else if (c.out_off > (1u << 20) && c.out_off * 2 > c.out.size()) {
+    c.out.erase(0, c.out_off);
+    c.out_off = 0;
+  }
+  if (c.read_closed && c.jobs.empty() && !c.backlog()) {
+    close_conn(c.id);
+    return;
+  }
+  update_events(c);
+  // Streams paused on this connection's backlog may move again.
+  if (was_full && c.backlog() < kMaxBacklogBytes) {
+    std::vector<uint32_t> slots = c.jobs;
+    for (uint32_t slot : slots)
+      if (auto it = pending_.find(slot); it != pending_.end() && it->second.stream)
+        if (service(it->second)) pending_.erase(it);
+  }
+}
+
+void Frontend::close_conn(uint64_t id) {
+  auto it = conns_.find(id);
+  if (it == conns_.end()) return;
+  for (uint32_t slot : it->second->jobs)
+    if (auto p = pending_.find(slot); p != pending_.end()) {
+      p->second.reply.conn_id = 0;
+      cancel(p->second, "cancelled: the client disconnected");
+    }
+  conns_.erase(it);  // closes the socket, which also removes it from epoll
+}
+
+int run(const Options& options) {
+  auto seg = shm::Segment::open(options.shm_name);
+  if (!seg) {
+    spdlog::critical("{}", seg.error().message());
+    return 1;
+  }
+  Frontend f(options, std::move(seg).value());
+  if (Status s = f.init(); !s) {
+    spdlog::critical("{}", s.error().message());
+    return 1;
+  }
+  return f.run();
+}
+
+}  // namespace sp::frontend

@@ -1,0 +1,129 @@
+// The frontend's event loop state (internal to frontend/). One instance per
+// frontend process, used from its single thread only. Split by concern:
+// server.cpp (loop, connections, framing, answers), methods.cpp (method
+// dispatch and sessions), jobs.cpp (submission into shm and servicing
+// output/results).
+#pragma once
+
+#include <boost/json/value.hpp>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/unique_fd.h"
+#include "frontend/env.h"
+#include "frontend/frontend.h"
+#include "frontend/protocol.h"
+#include "frontend/sessions.h"
+#include "shm/doorbell.h"
+#include "shm/segment.h"
+
+namespace sp::frontend {
+
+// Bounds per connection (documented in docs/protocol.md).
+inline constexpr size_t kMaxBacklogBytes = 4u << 20;  // unsent answers: stop reading requests
+                                                      // and draining its streams beyond this
+inline constexpr size_t kMaxJobsPerConn = 1024;       // in-flight jobs: stop reading beyond
+
+struct Conn {
+  uint64_t id = 0;
+  UniqueFd fd;
+  std::string in;         // an incomplete request line
+  bool skipping = false;  // discarding the rest of an over-long line
+  std::string out;        // answers not yet written, from out_off
+  size_t out_off = 0;
+  bool read_closed = false;  // peer shut its write side: answer what is in flight, then close
+  uint32_t events = 0;       // epoll interest currently registered
+  std::vector<uint32_t> jobs;  // slots of its unfinished jobs
+  size_t backlog() const { return out.size() - out_off; }
+};
+
+// Collects the answers of one batch line; sent as one array when all are in.
+struct Batch {
+  uint64_t conn_id = 0;
+  std::vector<std::string> answers;
+  size_t remaining = 0;
+};
+
+// Where an answer goes.
+struct Reply {
+  uint64_t conn_id = 0;  // 0: the client is gone
+  boost::json::value id;
+  bool silent = false;  // a notification
+  std::shared_ptr<Batch> batch;
+};
+
+// A job this frontend submitted and has not finished answering.
+struct Pending {
+  uint32_t slot = 0;
+  uint64_t job_id = 0;
+  Reply reply;
+  bool stream = false;
+  bool base64 = false;
+  uint64_t cap = 0;  // bytes kept per stream
+  uint64_t seen[2] = {};
+  bool truncated = false;
+  std::string data[2];   // execute: raw output kept so far
+  std::string carry[2];  // execute_stream: incomplete UTF-8 sequence between chunks
+};
+
+class Frontend {
+ public:
+  Frontend(const Options& o, shm::Segment seg);
+  Status init();
+  int run();
+
+ private:
+  // server.cpp
+  void accept_all();
+  void on_conn_event(uint64_t id, uint32_t events);
+  void read_from(Conn& c);
+  void take_bytes(Conn& c, std::string_view data);
+  void handle_line(Conn& c, std::string_view line);
+  void send(uint64_t conn_id, std::string text);
+  void answer(Reply& r, std::string text);
+  void flush(Conn& c);
+  void update_events(Conn& c);
+  void close_conn(uint64_t id);
+  Conn* conn(uint64_t id);
+  void check_draining();
+  // methods.cpp
+  void handle_call(Conn& c, rpc::Call& call, Reply r);
+  std::optional<rpc::RpcError> session_method(const std::string& method,
+                                              const boost::json::value& params,
+                                              boost::json::value& result);
+  // jobs.cpp
+  std::optional<rpc::RpcError> submit(Conn& c, rpc::ExecParams& p, Reply r, bool stream);
+  void service_all();
+  bool service(Pending& p);
+  void on_output(Pending& p, uint8_t stream, std::string_view bytes);
+  void finish(Pending& p, shm::JobWord w);
+  void send_chunk(Pending& p, int stream, std::string_view bytes, bool final);
+  void cancel(Pending& p, const char* why);
+  void ring_owner(shm::JobWord w);
+
+  Options o_;
+  shm::Segment seg_;
+  shm::JobTable jobs_;
+  shm::SubmitRing ring_;
+  Sessions sessions_;
+  shm::Doorbell bell_, submit_;
+  std::vector<shm::Doorbell> worker_bells_;
+  uint32_t incarnation_ = 0;
+  EnvPairs base_env_;
+  UniqueFd epoll_, signal_fd_, listen_;
+  std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
+  std::unordered_map<uint32_t, Pending> pending_;
+  std::vector<uint64_t> dirty_;  // connections with answers to write
+  uint64_t next_conn_id_ = 16;   // ids below are fixed epoll tags
+  uint32_t alloc_cursor_ = 0;
+  bool stopping_ = false;
+  // Reused per submission to avoid per-job allocations.
+  std::vector<std::string> env_strings_;
+  std::vector<std::string_view> env_views_, argv_views_;
+};
+
+}  // namespace sp::frontend

@@ -1,0 +1,125 @@
+#include "frontend/sessions.h"
+
+#include <sys/random.h>
+
+#include <cstring>
+
+#include "common/clock.h"
+
+namespace sp::frontend {
+
+namespace {
+
+using shm::SessionState;
+
+std::string new_uuid() {
+  unsigned char b[16];
+  if (::getrandom(b, sizeof b, 0) != sizeof b) {
+    uint64_t t = monotonic_ns();  // getrandom only fails before the pool is ready
+    std::memcpy(b, &t, 8);
+    std::memcpy(b + 8, &t, 8);
+  }
+  b[6] = (b[6] & 0x0f) | 0x40;  // version 4
+  b[8] = (b[8] & 0x3f) | 0x80;  // RFC 4122 variant
+  char out[37];
+  std::snprintf(out, sizeof out,
+                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                b[14], b[15]);
+  return out;
+}
+
+}  // namespace
+
+void Sessions::recover() {
+  for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
+    auto& s = seg_.session(i);
+    if (s.state.load() == uint32_t(SessionState::kWriting)) s.state.store(uint32_t(SessionState::kFree));
+  }
+}
+
+Result<std::string> Sessions::create(std::string_view name, const EnvPairs& env) {
+  if (name.size() >= shm::kSessionNameBytes)
+    return Error{ENAMETOOLONG, "session name is longer than " +
+                                   std::to_string(shm::kSessionNameBytes - 1) + " bytes"};
+  uint64_t bytes = 0;
+  for (auto& [k, v] : env) bytes += k.size() + v.size() + 2;
+  if (bytes > seg_.caps().session_env_bytes)
+    return Error{E2BIG, "session env_vars need " + std::to_string(bytes) + " bytes, the limit is " +
+                            std::to_string(seg_.caps().session_env_bytes)};
+  for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
+    auto& s = seg_.session(i);
+    uint32_t expected = uint32_t(SessionState::kFree);
+    if (!s.state.compare_exchange_strong(expected, uint32_t(SessionState::kWriting))) continue;
+    std::string id = new_uuid();
+    std::memset(s.id, 0, sizeof s.id);
+    std::memcpy(s.id, id.data(), id.size());
+    std::memset(s.name, 0, sizeof s.name);
+    std::memcpy(s.name, name.data(), name.size());
+    char* blob = seg_.session_env(i);
+    uint32_t at = 0;
+    for (auto& [k, v] : env) {
+      std::memcpy(blob + at, k.data(), k.size());
+      at += uint32_t(k.size());
+      blob[at++] = '=';
+      std::memcpy(blob + at, v.data(), v.size());
+      at += uint32_t(v.size());
+      blob[at++] = '\0';
+    }
+    s.env_bytes = at;
+    s.created_unix_ms = unix_ms();
+    s.state.store(uint32_t(SessionState::kLive), std::memory_order_release);
+    return id;
+  }
+  return Error{ENOSPC, "too many sessions (the limit is " +
+                           std::to_string(seg_.caps().session_slots) + ")"};
+}
+
+std::optional<uint32_t> Sessions::find(std::string_view id) const {
+  if (id.empty() || id.size() >= shm::kSessionIdBytes) return std::nullopt;
+  for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
+    auto& s = seg_.session(i);
+    if (s.state.load(std::memory_order_acquire) == uint32_t(SessionState::kLive) &&
+        id == std::string_view(s.id))
+      return i;
+  }
+  return std::nullopt;
+}
+
+EnvPairs Sessions::read_env(uint32_t i) const {
+  EnvPairs out;
+  const char* blob = seg_.session_env(i);
+  std::string_view all(blob, seg_.session(i).env_bytes);
+  while (!all.empty()) {
+    std::string_view entry(all.data());
+    size_t eq = entry.find('=');
+    out.emplace_back(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
+    all.remove_prefix(entry.size() + 1);
+  }
+  return out;
+}
+
+bool Sessions::destroy(std::string_view id) {
+  auto i = find(id);
+  if (!i) return false;
+  seg_.session(*i).state.store(uint32_t(SessionState::kFree), std::memory_order_release);
+  return true;
+}
+
+std::optional<EnvPairs> Sessions::env_of(std::string_view id) const {
+  auto i = find(id);
+  if (!i) return std::nullopt;
+  return read_env(*i);
+}
+
+std::vector<SessionInfo> Sessions::list() const {
+  std::vector<SessionInfo> out;
+  for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
+    auto& s = seg_.session(i);
+    if (s.state.load(std::memory_order_acquire) != uint32_t(SessionState::kLive)) continue;
+    out.push_back({s.id, s.name, read_env(i), s.created_unix_ms});
+  }
+  return out;
+}
+
+}  // namespace sp::frontend

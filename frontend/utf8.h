@@ -1,0 +1,27 @@
+// Byte-to-text helpers for command output on its way into JSON: a streaming
+// UTF-8 sanitizer (invalid bytes become U+FFFD, so output that is not UTF-8
+// never breaks a JSON text) and base64 for clients that asked for exact bytes.
+// Pure functions; thread-compatible (each stream owns its `carry`).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace sp::rpc {
+
+// Appends `in` to `out`, replacing every invalid UTF-8 sequence with U+FFFD
+// using the WHATWG "maximal subpart" rule (the same output a browser's
+// TextDecoder gives). Valid input is copied unchanged.
+//
+// `carry` holds an incomplete but so far valid trailing sequence (at most 3
+// bytes) between calls: pass the same carry for consecutive chunks of one
+// stream, starting empty. With final=true a leftover incomplete sequence is
+// flushed as one U+FFFD and carry is left empty. Splitting a stream into
+// chunks anywhere never changes the concatenated output.
+void append_utf8_sanitized(std::string& out, std::string_view in, std::string& carry, bool final);
+
+// Appends the standard base64 encoding (RFC 4648 section 4, with '=' padding)
+// of `in` to `out`.
+void append_base64(std::string& out, std::string_view in);
+
+}  // namespace sp::rpc

@@ -1,0 +1,59 @@
+// Codec: the Cap'n Proto job spec and result, built and read in place in a job
+// slot's memory. The only code that includes Cap'n Proto headers besides the
+// generated schema. Pure functions; thread-compatible. Never throws: Cap'n
+// Proto exceptions are caught here and returned as errors.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace sp::shm {
+
+struct SpecInput {
+  std::string_view path;
+  std::span<const std::string_view> argv;
+  std::span<const std::string_view> env;
+  std::string_view cwd;
+  uint64_t timeout_ms = 0;
+  uint32_t kill_grace_ms = 0;
+};
+
+// Upper bound of the encoded size, in bytes.
+uint64_t spec_size_bound(const SpecInput& in);
+
+// Builds the spec into `arena` (whose first `prev_words` words may hold an
+// earlier message: they are zeroed first). Returns the words used; E2BIG if
+// the spec does not fit.
+Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words,
+                             const SpecInput& in);
+
+// A decoded spec: the strings point into the arena (NUL-terminated, zero copy)
+// and stay valid while the arena is not reused.
+struct DecodedSpec {
+  const char* path = nullptr;
+  std::vector<const char*> argv;  // NULL-terminated, for execve
+  std::vector<const char*> env;   // NULL-terminated, for execve
+  const char* cwd = nullptr;      // nullptr: none
+  uint64_t timeout_ms = 0;
+  uint32_t kill_grace_ms = 0;
+};
+// Reuses `out`'s vectors. EBADMSG if the message is malformed.
+Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out);
+
+struct JobOutcome {
+  int32_t exit_code = -1;
+  int32_t signal = 0;
+  std::string failure;
+};
+// Builds the result into `buf` (zeroed first); a failure text too long for the
+// buffer is shortened. Returns the words used.
+uint32_t encode_result(std::span<unsigned char> buf, int32_t exit_code, int32_t signal,
+                       std::string_view failure);
+JobOutcome decode_result(std::span<const unsigned char> buf, uint32_t words);
+
+}  // namespace sp::shm

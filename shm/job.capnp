@@ -1,0 +1,23 @@
+# The versioned contract between shell-pool processes: a job's spec (written
+# by the frontend into the job slot's arena) and its result (written by the
+# worker, or by the supervisor for a lost job, into the slot). Both are built
+# and read in place in shared memory. Add fields only at the end.
+@0xd8040e582b8f610d;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("sp::schema");
+
+struct JobSpec {
+  path @0 :Text;          # program: a path, or a name looked up in the job's PATH
+  argv @1 :List(Text);    # argv[0] first
+  env @2 :List(Text);     # "NAME=value": the command's whole environment
+  cwd @3 :Text;           # empty: the daemon's working directory
+  timeoutMs @4 :UInt64;   # 0: no timeout
+  killGraceMs @5 :UInt32; # SIGTERM -> SIGKILL grace on timeout or cancel
+}
+
+struct JobResult {
+  exitCode @0 :Int32;     # -1 when killed by a signal or never started
+  signal @1 :Int32;       # terminating signal number, 0 if none
+  failure @2 :Text;       # why the job failed to start, or was lost
+}

@@ -1,0 +1,160 @@
+// Layout of the shell-pool shared-memory segment: plain data only.
+//
+// Every struct here is standard-layout, holds no pointers, no heap objects and
+// no locks (DESIGN.md, "Shared memory": Boost/pthread locks are not crash-safe).
+// Words that several processes change are lock-free atomics changed by single
+// CAS steps that carry an owner, so the supervisor can repair after any death.
+// The code that acts on these structs lives beside them (ring.h, job_table.h,
+// output.h, doorbell.h); this file only fixes the bytes. See docs/shm-layout.md.
+//
+// Region order after the header (all 64-byte aligned, sizes from Capacities):
+//   WorkerRecord[max_workers] | JobSlot[job_slots] | ring cells[ring_cells] |
+//   SessionSlot[session_slots] | session env blobs | spec arenas | output buffers
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace sp::shm {
+
+inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
+inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kMaxWorkers = 64;
+
+// Capacities are configuration; defaults are documented in docs/shm-layout.md.
+struct Capacities {
+  uint32_t job_slots = 1024;         // queued + running jobs at once (queue capacity)
+  uint32_t spec_bytes = 16 * 1024;   // per-job Cap'n Proto spec arena
+  uint32_t output_bytes = 32 * 1024; // per-job output ring (stdout+stderr records)
+  uint32_t session_slots = 64;
+  uint32_t session_env_bytes = 8 * 1024;  // per-session "K=V\0K=V\0..." blob
+  uint32_t workers = 2;
+};
+
+// Counters for `stats`: monotonic, relaxed, any process may add.
+struct Counters {
+  std::atomic<uint64_t> submitted;
+  std::atomic<uint64_t> started;
+  std::atomic<uint64_t> finished;
+  std::atomic<uint64_t> failed;
+  std::atomic<uint64_t> timed_out;
+  std::atomic<uint64_t> cancelled;
+  std::atomic<uint64_t> lost;
+  std::atomic<uint64_t> requeued;
+  std::atomic<uint64_t> worker_restarts;
+  std::atomic<uint64_t> frontend_restarts;
+};
+
+// A doorbell is an eventfd (inherited from the supervisor) plus this word:
+// the ringer writes the eventfd only when `pending` goes 0 -> 1; the sleeper
+// clears it before it looks for work. After any death the supervisor writes
+// every eventfd unconditionally, so a ringer killed between the two steps
+// cannot leave a bell stuck.
+struct alignas(64) BellWord {
+  std::atomic<uint32_t> pending;
+};
+
+struct alignas(64) Header {
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t header_bytes;
+  uint64_t total_bytes;
+  Capacities caps;
+  uint32_t ring_cells;  // power of two >= 2 * job_slots
+  uint64_t workers_off, jobs_off, ring_off, sessions_off, session_envs_off, specs_off, outputs_off;
+  int32_t supervisor_pid;
+  std::atomic<uint32_t> frontend_incarnation;  // bumped by the supervisor before each start
+  std::atomic<uint32_t> draining;              // 1: shutting down, accept no new jobs
+  std::atomic<uint64_t> next_job_id;           // daemon-wide job ids, fetch_add by the frontend
+  BellWord frontend_bell;                      // workers/supervisor -> frontend
+  BellWord submit_bell;                        // frontend/supervisor -> any idle worker
+  alignas(64) std::atomic<uint64_t> ring_head; // next position to consume
+  alignas(64) std::atomic<uint64_t> ring_tail; // next position to produce
+  alignas(64) Counters counters;
+};
+
+struct alignas(64) WorkerRecord {
+  std::atomic<int32_t> pid;           // 0: not running
+  std::atomic<uint32_t> incarnation;  // bumped by the supervisor before each start
+  std::atomic<uint32_t> running;      // jobs this worker runs now (for stats)
+  std::atomic<uint64_t> heartbeat_ns; // CLOCK_MONOTONIC of the last loop turn
+  BellWord bell;                      // frontend/supervisor -> this worker
+};
+
+// Job states. Terminal states are >= kExited.
+enum class JobState : uint8_t {
+  kFree = 0,
+  kAllocated = 1,  // frontend is writing the spec
+  kQueued = 2,     // on the ring, claimable
+  kClaimed = 3,    // a worker owns it, not started yet (requeued if it dies)
+  kRunning = 4,    // a process runs; pgid recorded
+  kExited = 5,
+  kTimedOut = 6,
+  kCancelled = 7,
+  kFailed = 8,  // could not start
+  kLost = 9,    // its worker died while it ran
+};
+inline constexpr bool is_terminal(JobState s) { return s >= JobState::kExited; }
+
+// Control flags, set by the frontend or the supervisor, read by the worker.
+inline constexpr uint32_t kControlCancel = 1u << 0;  // stop the job (TERM, grace, KILL)
+inline constexpr uint32_t kControlOrphan = 1u << 1;  // its client is gone: whoever sees it
+                                                     // terminal frees the slot
+
+// One job. `word` packs state | owner worker | owner incarnation | generation
+// (see job_table.h); every transition is one CAS on it.
+struct alignas(64) JobSlot {
+  std::atomic<uint64_t> word;
+  std::atomic<uint32_t> control;
+  std::atomic<int32_t> pgid;         // process group of the running command, 0 if none
+  uint32_t client;                   // frontend incarnation that submitted it
+  uint32_t spec_words;               // size of the spec message, in 8-byte words
+  uint64_t job_id;
+  uint64_t submit_ns;                // CLOCK_MONOTONIC
+  std::atomic<uint64_t> start_ns;
+  std::atomic<uint64_t> end_ns;
+  uint32_t result_words;             // size of the result message
+  uint32_t reserved;
+  alignas(8) unsigned char result[256];  // Cap'n Proto JobResult, written before the terminal CAS
+  // Output ring (single writer: the worker running the job; single reader: the frontend).
+  alignas(64) std::atomic<uint64_t> out_head;  // bytes published by the writer (whole records)
+  alignas(64) std::atomic<uint64_t> out_tail;  // bytes consumed by the reader
+  std::atomic<uint32_t> out_writer_waiting;    // writer paused on a full ring
+};
+
+inline constexpr uint32_t kSessionIdBytes = 40;
+inline constexpr uint32_t kSessionNameBytes = 128;
+enum class SessionState : uint32_t { kFree = 0, kWriting = 1, kLive = 2 };
+
+// Sessions are written by the frontend only; they live here so that they
+// survive a frontend restart.
+struct alignas(64) SessionSlot {
+  std::atomic<uint32_t> state;
+  uint32_t env_bytes;  // used bytes of this session's env blob
+  uint64_t created_unix_ms;
+  char id[kSessionIdBytes];      // NUL-terminated
+  char name[kSessionNameBytes];  // NUL-terminated
+};
+
+// Output records: an 8-byte header, then `len` bytes, padded to 8.
+inline constexpr uint8_t kStreamStdout = 1;
+inline constexpr uint8_t kStreamStderr = 2;
+inline constexpr uint8_t kStreamPad = 0xff;  // skip to the end of the ring
+struct RecordHeader {
+  uint32_t len;
+  uint8_t stream;
+  uint8_t pad[3];
+};
+
+template <typename T>
+inline constexpr bool kShmSafe = std::is_standard_layout_v<T> && std::is_trivially_destructible_v<T>;
+static_assert(kShmSafe<Header> && kShmSafe<WorkerRecord> && kShmSafe<JobSlot> &&
+              kShmSafe<SessionSlot> && kShmSafe<RecordHeader>);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+static_assert(std::atomic<int32_t>::is_always_lock_free);
+static_assert(sizeof(RecordHeader) == 8);
+
+}  // namespace sp::shm

@@ -1,0 +1,116 @@
+#include "shm/repair.h"
+
+#include <signal.h>
+
+#include "common/clock.h"
+#include "shm/codec.h"
+
+namespace sp::shm {
+
+bool publish_terminal(const Segment& seg, uint32_t slot, JobWord from, JobState state,
+                      int exit_code, int sig, std::string_view why) {
+  JobTable jobs = seg.jobs();
+  JobSlot& s = jobs.slot(slot);
+  s.result_words = encode_result(s.result, exit_code, sig, why);
+  s.end_ns.store(monotonic_ns(), std::memory_order_relaxed);
+  s.pgid.store(0, std::memory_order_relaxed);
+  if (!jobs.transition(slot, from, from.with_state(state))) return false;
+  auto& c = seg.header().counters;
+  (state == JobState::kFailed      ? c.failed
+   : state == JobState::kTimedOut  ? c.timed_out
+   : state == JobState::kCancelled ? c.cancelled
+   : state == JobState::kLost      ? c.lost
+                                   : c.finished)
+      .fetch_add(1, std::memory_order_relaxed);
+  jobs.release_if_orphaned(slot);
+  return true;
+}
+
+RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::string_view why) {
+  RepairReport report;
+  JobTable jobs = seg.jobs();
+  SubmitRing ring = seg.ring();
+  const auto owner = uint8_t(index + 1);
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    JobWord w = jobs.load(i);
+    if (w.owner != owner) continue;
+    if (w.state == JobState::kClaimed) {
+      JobWord queued{JobState::kQueued, 0, 0, w.generation};
+      if (!jobs.transition(i, w, queued)) continue;
+      if (ring.push(i)) {
+        ++report.requeued;
+        seg.header().counters.requeued.fetch_add(1, std::memory_order_relaxed);
+      } else if (JobWord q = jobs.load(i); q == queued) {
+        // The ring holds only cells of live jobs plus a few stale ones, and has
+        // twice as many cells as slots, so this needs many deaths in a row.
+        JobWord claimed = q.with_state(JobState::kClaimed);
+        jobs.transition(i, q, claimed);
+        publish_terminal(seg, i, claimed, JobState::kLost, -1, 0,
+                         "lost: its worker died and the ring was full");
+        ++report.lost;
+      }
+    } else if (w.state == JobState::kRunning) {
+      pid_t pgid = jobs.slot(i).pgid.load(std::memory_order_acquire);
+      if (pgid > 0) ::kill(-pgid, SIGKILL);
+      if (publish_terminal(seg, i, w, JobState::kLost, -1, 0, why)) ++report.lost;
+    }
+  }
+  return report;
+}
+
+RepairReport repair_after_frontend_death(const Segment& seg) {
+  RepairReport report;
+  JobTable jobs = seg.jobs();
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    JobWord w = jobs.load(i);
+    switch (w.state) {
+      case JobState::kFree:
+        break;
+      case JobState::kAllocated:
+      case JobState::kQueued:
+        // A cell may still name a queued slot: consumers drop cells of slots
+        // that are not queued, so freeing it here is safe.
+        if (jobs.transition(i, w, {JobState::kFree, 0, 0, w.generation + 1})) {
+          ++report.released;
+          if (w.state == JobState::kQueued) {
+            ++report.cancelled;
+            seg.header().counters.cancelled.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+        break;
+      case JobState::kClaimed:
+      case JobState::kRunning:
+        jobs.set_control(i, kControlCancel | kControlOrphan);
+        jobs.release_if_orphaned(i);  // it may have ended meanwhile
+        ++report.cancelled;
+        break;
+      default:  // terminal: nobody is left to read it
+        if (jobs.release(i, w)) ++report.released;
+        break;
+    }
+  }
+  return report;
+}
+
+uint32_t cancel_queued(const Segment& seg, std::string_view why) {
+  uint32_t n = 0;
+  JobTable jobs = seg.jobs();
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    JobWord w = jobs.load(i);
+    if (w.state == JobState::kQueued && publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, why))
+      ++n;
+  }
+  return n;
+}
+
+uint32_t unfinished_jobs(const Segment& seg) {
+  uint32_t n = 0;
+  JobTable jobs = seg.jobs();
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    JobState s = jobs.load(i).state;
+    if (s == JobState::kQueued || s == JobState::kClaimed || s == JobState::kRunning) ++n;
+  }
+  return n;
+}
+
+}  // namespace sp::shm

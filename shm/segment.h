@@ -1,0 +1,76 @@
+// Segment: one shell-pool instance's shared-memory segment, created, mapped
+// and removed with Boost.Interprocess (confined to segment.cpp). The
+// supervisor creates and removes it; the frontend and the workers open it.
+// Accessors return views over plain data; a Segment is move-only and its
+// mapping lives as long as the object.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/result.h"
+#include "shm/job_table.h"
+#include "shm/layout.h"
+#include "shm/ring.h"
+
+namespace sp::shm {
+
+struct Offsets {
+  uint32_t ring_cells;
+  uint64_t workers, jobs, ring, sessions, session_envs, specs, outputs, total;
+};
+Offsets compute_offsets(const Capacities& caps);
+
+// Checks capacities for sane bounds; the Error says which one and why.
+Status validate(const Capacities& caps);
+
+class Segment {
+ public:
+  // Supervisor: creates a fresh segment (fails with EEXIST if one exists).
+  static Result<Segment> create(const std::string& name, const Capacities& caps);
+  // Frontend/workers: maps an existing segment and checks magic and version.
+  static Result<Segment> open(const std::string& name);
+  // Removes the name; mappings stay valid until unmapped. False if absent.
+  static bool remove(const std::string& name);
+  // The segment name for the instance listening on `socket_path`.
+  static std::string name_for_socket(const std::string& socket_path);
+
+  Segment(Segment&&) noexcept;
+  Segment& operator=(Segment&&) noexcept;
+  ~Segment();
+
+  Header& header() const { return *reinterpret_cast<Header*>(base_); }
+  const Capacities& caps() const { return header().caps; }
+  WorkerRecord& worker(uint32_t i) const { return at<WorkerRecord>(header().workers_off)[i]; }
+  JobTable jobs() const { return {at<JobSlot>(header().jobs_off), caps().job_slots}; }
+  SubmitRing ring() const {
+    Header& h = header();
+    return {at<std::atomic<uint64_t>>(h.ring_off), h.ring_cells, &h.ring_head, &h.ring_tail};
+  }
+  SessionSlot& session(uint32_t i) const { return at<SessionSlot>(header().sessions_off)[i]; }
+  char* session_env(uint32_t i) const {
+    return reinterpret_cast<char*>(base_ + header().session_envs_off +
+                                   uint64_t(i) * caps().session_env_bytes);
+  }
+  unsigned char* spec(uint32_t job) const {
+    return base_ + header().specs_off + uint64_t(job) * caps().spec_bytes;
+  }
+  unsigned char* output(uint32_t job) const {
+    return base_ + header().outputs_off + uint64_t(job) * caps().output_bytes;
+  }
+  uint64_t size() const { return size_; }
+
+ private:
+  struct Impl;
+  Segment(std::unique_ptr<Impl> impl, unsigned char* base, uint64_t size);
+  template <typename T>
+  T* at(uint64_t off) const {
+    return reinterpret_cast<T*>(base_ + off);
+  }
+  std::unique_ptr<Impl> impl_;
+  unsigned char* base_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+}  // namespace sp::shm

@@ -1,0 +1,35 @@
+// The daemon's configuration, from shell-poold's flags. Plain data, copied
+// into each role's argv by the supervisor.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "shm/layout.h"
+
+namespace sp::supervisor {
+
+struct Config {
+  std::string socket_path;
+  shm::Capacities caps;                      // job_slots is the queue capacity
+  uint32_t max_concurrent = 0;               // 0: 64 per worker
+  uint64_t max_output_bytes = 16ull << 20;   // execute: per-stream cap, then truncated
+  uint32_t kill_grace_ms = 2000;             // TERM -> KILL on timeout and cancel
+  double default_timeout_s = 0;              // 0: none
+  double drain_timeout_s = 10;               // SIGTERM: how long running jobs may finish
+  uint32_t max_connections = 1024;
+  uint64_t max_line_bytes = 1ull << 20;      // request line limit
+  uint32_t max_restarts = 5;                 // per role within restart_window_s, then give up
+  double restart_window_s = 30;
+  std::string log_level = "info";
+
+  uint32_t jobs_per_worker() const {
+    uint32_t total = max_concurrent ? max_concurrent : 64 * caps.workers;
+    return (total + caps.workers - 1) / caps.workers;
+  }
+};
+
+// Runs the supervisor until it is told to stop; returns the process exit code.
+int run(const Config& config);
+
+}  // namespace sp::supervisor

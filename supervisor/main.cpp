@@ -1,0 +1,128 @@
+// shell-poold: one binary for every role. Without a role it is the
+// supervisor; the supervisor execs itself as `shell-poold frontend ...` and
+// `shell-poold worker --index N ...`. main() only parses flags and wires.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <sstream>
+#include <thread>
+
+#include "common/log.h"
+#include "common/paths.h"
+#include "frontend/frontend.h"
+#include "supervisor/config.h"
+#include "worker/worker.h"
+
+namespace {
+
+std::vector<int> parse_fd_list(const std::string& s) {
+  std::vector<int> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(std::stoi(item));
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "shell-poold: a crash-isolated daemon that runs shell commands for clients on a Unix "
+      "socket (JSON-RPC 2.0, one message per line).\n"
+      "Runs in the foreground and logs to stderr; SIGTERM/SIGINT drains running jobs and stops.",
+      "shell-poold"};
+  app.set_version_flag("--version", "shell-poold 0.1.0");
+
+  sp::supervisor::Config cfg;
+  cfg.socket_path = sp::default_socket_path();
+  unsigned cpus = std::thread::hardware_concurrency();
+  cfg.caps.workers = cpus ? std::min(cpus, sp::shm::kMaxWorkers) : 2;
+  app.add_option("--socket", cfg.socket_path, "Unix socket to listen on")
+      ->capture_default_str();
+  app.add_option("--workers", cfg.caps.workers, "Worker processes (default: number of CPUs)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, sp::shm::kMaxWorkers));
+  app.add_option("--max-concurrent", cfg.max_concurrent,
+                 "Jobs running at once, over all workers (default: 64 per worker)")
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--queue-size", cfg.caps.job_slots,
+                 "Jobs queued or running at once; beyond it requests get a retryable "
+                 "queue-full error")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--max-output", cfg.max_output_bytes,
+                 "execute: bytes kept per stream (stdout, stderr); more is dropped and the "
+                 "result says truncated")
+      ->capture_default_str();
+  app.add_option("--output-buffer", cfg.caps.output_bytes,
+                 "Shared-memory output buffer per job, bytes (multiple of 8)")
+      ->capture_default_str();
+  app.add_option("--spec-bytes", cfg.caps.spec_bytes,
+                 "Largest encoded job (command, args, env), bytes (multiple of 8)")
+      ->capture_default_str();
+  app.add_option("--sessions", cfg.caps.session_slots, "Sessions at once")->capture_default_str();
+  app.add_option("--session-env-bytes", cfg.caps.session_env_bytes,
+                 "Environment bytes per session")
+      ->capture_default_str();
+  app.add_option("--default-timeout", cfg.default_timeout_s,
+                 "Timeout in seconds for jobs that give none (0: none)")
+      ->capture_default_str();
+  app.add_option("--kill-grace-ms", cfg.kill_grace_ms,
+                 "On timeout or cancel: SIGTERM, then SIGKILL after this many ms")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", cfg.drain_timeout_s,
+                 "On SIGTERM: seconds running jobs may finish before they are killed")
+      ->capture_default_str();
+  app.add_option("--max-connections", cfg.max_connections, "Client connections at once")
+      ->capture_default_str();
+  app.add_option("--max-line", cfg.max_line_bytes, "Longest request line, bytes")
+      ->capture_default_str();
+  app.add_option("--max-restarts", cfg.max_restarts,
+                 "A role that dies more often than this within --restart-window ends the daemon")
+      ->capture_default_str();
+  app.add_option("--restart-window", cfg.restart_window_s, "Seconds, see --max-restarts")
+      ->capture_default_str();
+  app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+
+  // Internal roles, started by the supervisor; not for direct use.
+  sp::worker::Options wo;
+  std::string log_level = "info";
+  CLI::App* worker = app.add_subcommand("worker", "")->group("");
+  worker->add_option("--index", wo.index)->required();
+  worker->add_option("--shm", wo.shm_name)->required();
+  worker->add_option("--jobs", wo.jobs_per_worker)->required();
+  worker->add_option("--kill-grace-ms", wo.kill_grace_ms);
+  worker->add_option("--submit-fd", wo.submit_fd)->required();
+  worker->add_option("--bell-fd", wo.bell_fd)->required();
+  worker->add_option("--frontend-fd", wo.frontend_fd)->required();
+  worker->add_option("--log-level", log_level);
+
+  sp::frontend::Options fo;
+  std::string worker_fds;
+  CLI::App* frontend = app.add_subcommand("frontend", "")->group("");
+  frontend->add_option("--shm", fo.shm_name)->required();
+  frontend->add_option("--listen-fd", fo.listen_fd)->required();
+  frontend->add_option("--frontend-fd", fo.frontend_fd)->required();
+  frontend->add_option("--submit-fd", fo.submit_fd)->required();
+  frontend->add_option("--worker-fds", worker_fds)->required();
+  frontend->add_option("--max-output", fo.max_output_bytes);
+  frontend->add_option("--max-connections", fo.max_connections);
+  frontend->add_option("--max-line", fo.max_line_bytes);
+  frontend->add_option("--default-timeout", fo.default_timeout_s);
+  frontend->add_option("--kill-grace-ms", fo.kill_grace_ms);
+  frontend->add_option("--log-level", log_level);
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*worker) {
+    sp::init_logging("worker " + std::to_string(wo.index), log_level);
+    return sp::worker::run(wo);
+  }
+  if (*frontend) {
+    sp::init_logging("frontend", log_level);
+    fo.worker_fds = parse_fd_list(worker_fds);
+    return sp::frontend::run(fo);
+  }
+  sp::init_logging("supervisor", cfg.log_level);
+  return sp::supervisor::run(cfg);
+}

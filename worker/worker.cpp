@@ -1,0 +1,465 @@
+#include "worker/worker.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/sys.h"
+#include "shm/codec.h"
+#include "shm/doorbell.h"
+#include "shm/output.h"
+#include "shm/repair.h"
+#include "shm/segment.h"
+#include "worker/spawn.h"
+
+namespace sp::worker {
+
+namespace {
+
+using shm::JobState;
+using shm::JobWord;
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint64_t kEofGraceNs = 1000 * kMs;  // after the leader exits, how long escaped
+                                              // processes may keep its pipes open
+// epoll tags: kind:8 | entry:24 | generation:32.
+enum Kind : uint64_t { kSubmit = 1, kBell, kSignal, kTimer, kPidfd, kStdout, kStderr };
+
+struct Job {
+  bool active = false;
+  uint32_t generation = 0;  // bumped per use of this entry, guards stale epoll events
+  uint32_t slot = 0;
+  JobWord word;
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd pipe[2];  // [0] stdout, [1] stderr
+  bool paused[2] = {};
+  bool exited = false;
+  int exit_code = -1;
+  int signal = 0;
+  bool stopping = false;
+  bool timed_out = false;
+  bool cancelled = false;
+  uint64_t deadline_ns = 0;      // timeout
+  uint64_t kill_at_ns = 0;       // SIGKILL after the grace period
+  uint64_t eof_deadline_ns = 0;  // stop waiting for pipe EOF
+  uint64_t grace_ns = 0;
+};
+
+class Loop {
+ public:
+  Loop(const Options& o, shm::Segment seg)
+      : o_(o),
+        seg_(std::move(seg)),
+        jobs_(seg_.jobs()),
+        ring_(seg_.ring()),
+        rec_(seg_.worker(o.index)),
+        submit_(&seg_.header().submit_bell, o.submit_fd),
+        bell_(&rec_.bell, o.bell_fd),
+        frontend_(&seg_.header().frontend_bell, o.frontend_fd),
+        owner_(uint8_t(o.index + 1)),
+        incarnation_(uint16_t(rec_.incarnation.load())),
+        entries_(o.jobs_per_worker) {}
+
+  Status init();
+  int run();
+
+ private:
+  static uint64_t tag(Kind k, uint32_t entry = 0, uint32_t gen = 0) {
+    return uint64_t(k) << 56 | uint64_t(entry) << 32 | gen;
+  }
+  Status watch(int fd, uint64_t t, uint32_t events = EPOLLIN) {
+    epoll_event ev{events, {.u64 = t}};
+    return sys("epoll_ctl ADD", [&] { return ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev); })
+        .status();
+  }
+  void unwatch(int fd) { ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }
+
+  void dispatch(uint64_t t);
+  void claim_more();
+  void set_submit_interest(bool want);
+  void start(uint32_t slot);
+  void finish_unstarted(uint32_t slot, JobState state, std::string_view why);
+  void on_pipe(Job& j, uint32_t entry, int stream);
+  void on_exit(Job& j);
+  void on_bell();
+  void on_timer();
+  void stop(Job& j, int sig);
+  void close_pipe(Job& j, int stream);
+  void maybe_finish(Job& j);
+  void publish(uint32_t slot, JobWord from, JobState state, int exit_code, int sig,
+               std::string_view why);
+  void arm_timer();
+  void begin_shutdown();
+  shm::OutputWriter writer(uint32_t slot) {
+    return {jobs_.slot(slot), seg_.output(slot), seg_.caps().output_bytes};
+  }
+
+  Options o_;
+  shm::Segment seg_;
+  shm::JobTable jobs_;
+  shm::SubmitRing ring_;
+  shm::WorkerRecord& rec_;
+  shm::Doorbell submit_, bell_, frontend_;
+  uint8_t owner_;
+  uint16_t incarnation_;
+  std::vector<Job> entries_;
+  uint32_t active_ = 0;
+  bool want_submit_ = false;
+  bool shutting_down_ = false;
+  bool notify_frontend_ = false;
+  UniqueFd epoll_, signal_fd_, timer_, devnull_;
+  shm::DecodedSpec spec_;  // reused across jobs
+};
+
+Status Loop::init() {
+  auto ep = sys("epoll_create1", [] { return ::epoll_create1(EPOLL_CLOEXEC); });
+  if (!ep) return ep.error();
+  epoll_.reset(*ep);
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  auto sfd = sys("signalfd", [&] { return ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK); });
+  if (!sfd) return sfd.error();
+  signal_fd_.reset(*sfd);
+  auto tfd = sys("timerfd_create", [] {
+    return ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  });
+  if (!tfd) return tfd.error();
+  timer_.reset(*tfd);
+  auto dn = sys("open /dev/null", [] { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); });
+  if (!dn) return dn.error();
+  devnull_.reset(*dn);
+  for (auto [fd, k] : {std::pair{o_.bell_fd, kBell}, {signal_fd_.get(), kSignal},
+                       {timer_.get(), kTimer}})
+    if (auto s = watch(fd, tag(k)); !s) return s;
+  set_submit_interest(true);
+  return {};
+}
+
+int Loop::run() {
+  rec_.pid.store(::getpid());
+  spdlog::info("ready, up to {} jobs at once", o_.jobs_per_worker);
+  claim_more();  // jobs may have been queued before we started
+  epoll_event events[64];
+  while (!shutting_down_ || active_ > 0) {
+    rec_.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    int n = ::epoll_wait(epoll_.get(), events, 64, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      spdlog::critical("epoll_wait: {}", std::strerror(errno));
+      return 1;
+    }
+    for (int i = 0; i < n; ++i) dispatch(events[i].data.u64);
+    // New jobs only between batches: an entry freed in this batch may still
+    // have events in it, which the generation check then drops.
+    claim_more();
+    arm_timer();
+    if (notify_frontend_) {
+      notify_frontend_ = false;
+      frontend_.ring();
+    }
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+void Loop::dispatch(uint64_t t) {
+  auto kind = Kind(t >> 56);
+  uint32_t entry = uint32_t(t >> 32) & 0xffffff;
+  uint32_t gen = uint32_t(t);
+  switch (kind) {
+    case kSubmit:
+      submit_.acknowledge();
+      return;  // claim_more() runs after the batch
+    case kBell:
+      on_bell();
+      return;
+    case kSignal: {
+      signalfd_siginfo si;
+      while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+      }
+      begin_shutdown();
+      return;
+    }
+    case kTimer: {
+      uint64_t expirations;
+      [[maybe_unused]] ssize_t r = ::read(timer_.get(), &expirations, sizeof expirations);
+      on_timer();
+      return;
+    }
+    default:
+      break;
+  }
+  if (entry >= entries_.size()) return;
+  Job& j = entries_[entry];
+  if (!j.active || j.generation != gen) return;  // stale event for a finished job
+  if (kind == kPidfd) on_exit(j);
+  if (kind == kStdout) on_pipe(j, entry, 0);
+  if (kind == kStderr) on_pipe(j, entry, 1);
+}
+
+void Loop::set_submit_interest(bool want) {
+  if (want == want_submit_) return;
+  want_submit_ = want;
+  if (want) {
+    // EPOLLEXCLUSIVE: one submission wakes one idle worker, not all of them.
+    if (auto s = watch(o_.submit_fd, tag(kSubmit), EPOLLIN | EPOLLEXCLUSIVE); !s)
+      spdlog::error("{}", s.error().message());
+  } else {
+    unwatch(o_.submit_fd);
+  }
+}
+
+void Loop::claim_more() {
+  while (!shutting_down_ && active_ < entries_.size()) {
+    auto slot = ring_.claim(jobs_, owner_, incarnation_);
+    if (!slot) break;
+    start(*slot);
+  }
+  bool full = active_ >= entries_.size();
+  // At capacity with work left: pass the wake-up on to another worker.
+  if (full && !shutting_down_ && ring_.depth() > 0) submit_.force();
+  set_submit_interest(!full && !shutting_down_);
+}
+
+void Loop::start(uint32_t slot) {
+  shm::JobSlot& s = jobs_.slot(slot);
+  JobWord word = jobs_.load(slot);
+  if (s.control.load() & shm::kControlCancel)
+    return finish_unstarted(slot, JobState::kCancelled, "cancelled before it started");
+  if (Status st = shm::decode_spec(seg_.spec(slot), s.spec_words, spec_); !st)
+    return finish_unstarted(slot, JobState::kFailed, st.error().message());
+  auto program = resolve_program(spec_);
+  if (!program) return finish_unstarted(slot, JobState::kFailed, program.error().message());
+  auto child = spawn(spec_, *program, devnull_.get());
+  if (!child) return finish_unstarted(slot, JobState::kFailed, child.error().message());
+
+  uint64_t now = monotonic_ns();
+  s.pgid.store(child->pid, std::memory_order_release);
+  s.start_ns.store(now, std::memory_order_relaxed);
+  JobWord running = word.with_state(JobState::kRunning);
+  jobs_.transition(slot, word, running);  // we own it: nobody else moves a Claimed job
+  seg_.header().counters.started.fetch_add(1, std::memory_order_relaxed);
+
+  uint32_t entry = 0;
+  while (entries_[entry].active) ++entry;
+  Job& j = entries_[entry];
+  uint32_t gen = j.generation + 1;
+  j = Job{};
+  j.active = true;
+  j.generation = gen;
+  j.slot = slot;
+  j.word = running;
+  j.pid = child->pid;
+  j.pidfd = std::move(child->pidfd);
+  j.pipe[0] = std::move(child->out);
+  j.pipe[1] = std::move(child->err);
+  j.deadline_ns = spec_.timeout_ms ? now + spec_.timeout_ms * kMs : 0;
+  j.grace_ns = uint64_t(spec_.kill_grace_ms ? spec_.kill_grace_ms : o_.kill_grace_ms) * kMs;
+  ++active_;
+  rec_.running.store(active_, std::memory_order_relaxed);
+  bool ok = watch(j.pidfd.get(), tag(kPidfd, entry, gen)) &&
+            watch(j.pipe[0].get(), tag(kStdout, entry, gen)) &&
+            watch(j.pipe[1].get(), tag(kStderr, entry, gen));
+  if (!ok) {
+    spdlog::error("cannot watch job {}: epoll_ctl failed", s.job_id);
+    stop(j, SIGKILL);
+  }
+}
+
+void Loop::finish_unstarted(uint32_t slot, JobState state, std::string_view why) {
+  publish(slot, jobs_.load(slot), state, -1, 0, why);
+}
+
+void Loop::publish(uint32_t slot, JobWord from, JobState state, int exit_code, int sig,
+                   std::string_view why) {
+  if (!shm::publish_terminal(seg_, slot, from, state, exit_code, sig, why))
+    spdlog::error("job slot {} changed under its owner", slot);
+  notify_frontend_ = true;
+}
+
+void Loop::on_pipe(Job& j, uint32_t entry, int stream) {
+  shm::OutputWriter w = writer(j.slot);
+  int fd = j.pipe[stream].get();
+  // Bounded turns per event so one chatty job cannot starve the others.
+  for (int turn = 0; turn < 8; ++turn) {
+    auto room = w.reserve();
+    if (room.empty()) {
+      if (w.pause()) continue;
+      unwatch(fd);  // backpressure: the child blocks once its pipe fills
+      j.paused[stream] = true;
+      return;
+    }
+    ssize_t n = ::read(fd, room.data(), room.size());
+    if (n > 0) {
+      w.commit(stream == 0 ? shm::kStreamStdout : shm::kStreamStderr, uint32_t(n));
+      notify_frontend_ = true;
+      if (size_t(n) < room.size()) return;  // drained; epoll tells us when there is more
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    close_pipe(j, stream);  // EOF (or a read error, which ends the stream too)
+    maybe_finish(j);
+    return;
+  }
+  (void)entry;
+}
+
+void Loop::on_exit(Job& j) {
+  // Kill what is left of the group while the leader is an unreaped zombie, so
+  // its pgid cannot have been reused by an unrelated process yet.
+  ::kill(-j.pid, SIGKILL);
+  siginfo_t info{};
+  if (::waitid(P_PID, id_t(j.pid), &info, WEXITED) == 0) {
+    if (info.si_code == CLD_EXITED) {
+      j.exit_code = info.si_status;
+    } else {
+      j.signal = info.si_status;
+    }
+  }
+  j.exited = true;
+  unwatch(j.pidfd.get());
+  j.pidfd.reset();
+  jobs_.slot(j.slot).pgid.store(0, std::memory_order_relaxed);
+  if (j.pipe[0] || j.pipe[1]) j.eof_deadline_ns = monotonic_ns() + kEofGraceNs;
+  maybe_finish(j);
+}
+
+void Loop::close_pipe(Job& j, int stream) {
+  if (!j.pipe[stream]) return;
+  if (!j.paused[stream]) unwatch(j.pipe[stream].get());
+  j.pipe[stream].reset();
+  j.paused[stream] = false;
+}
+
+void Loop::maybe_finish(Job& j) {
+  if (!j.exited || j.pipe[0] || j.pipe[1]) return;
+  JobState state = j.cancelled   ? JobState::kCancelled
+                   : j.timed_out ? JobState::kTimedOut
+                                 : JobState::kExited;
+  std::string_view why = j.cancelled && shutting_down_ ? "the daemon is shutting down" : "";
+  publish(j.slot, j.word, state, j.exit_code, j.signal, why);
+  j.active = false;
+  --active_;
+  rec_.running.store(active_, std::memory_order_relaxed);
+}
+
+void Loop::stop(Job& j, int sig) {
+  if (j.exited) return;
+  ::kill(-j.pid, sig);
+  if (sig == SIGTERM) {
+    j.stopping = true;
+    j.kill_at_ns = monotonic_ns() + j.grace_ns;
+  } else {
+    j.kill_at_ns = 0;
+  }
+}
+
+void Loop::on_bell() {
+  bell_.acknowledge();
+  for (Job& j : entries_) {
+    if (!j.active) continue;
+    shm::JobSlot& s = jobs_.slot(j.slot);
+    if ((s.control.load() & shm::kControlCancel) && !j.cancelled) {
+      j.cancelled = true;
+      if (j.exited) {  // only its pipes are left: stop waiting for them
+        close_pipe(j, 0);
+        close_pipe(j, 1);
+        maybe_finish(j);
+        continue;
+      }
+      stop(j, SIGTERM);
+    }
+    for (int stream = 0; stream < 2; ++stream) {
+      if (!j.paused[stream] || writer(j.slot).reserve().empty()) continue;
+      j.paused[stream] = false;
+      s.out_writer_waiting.store(0, std::memory_order_relaxed);
+      uint32_t entry = uint32_t(&j - entries_.data());
+      if (!watch(j.pipe[stream].get(), tag(stream ? kStderr : kStdout, entry, j.generation)))
+        stop(j, SIGKILL);
+    }
+  }
+}
+
+void Loop::on_timer() {
+  uint64_t now = monotonic_ns();
+  for (Job& j : entries_) {
+    if (!j.active) continue;
+    if (j.deadline_ns && now >= j.deadline_ns && !j.exited) {
+      j.deadline_ns = 0;
+      j.timed_out = !j.cancelled;
+      stop(j, SIGTERM);
+    }
+    if (j.kill_at_ns && now >= j.kill_at_ns) stop(j, SIGKILL);
+    if (j.eof_deadline_ns && now >= j.eof_deadline_ns) {
+      j.eof_deadline_ns = 0;
+      // Output still waiting for a slow reader is kept; anything else is held
+      // open by a process that left the job's group, and is not waited for.
+      for (int stream = 0; stream < 2; ++stream)
+        if (!j.paused[stream]) close_pipe(j, stream);
+      maybe_finish(j);
+    }
+  }
+}
+
+void Loop::arm_timer() {
+  uint64_t next = 0;
+  for (const Job& j : entries_) {
+    if (!j.active) continue;
+    for (uint64_t t : {j.deadline_ns, j.kill_at_ns, j.eof_deadline_ns})
+      if (t && (!next || t < next)) next = t;
+  }
+  itimerspec its{};
+  if (next) {
+    its.it_value.tv_sec = time_t(next / 1'000'000'000u);
+    its.it_value.tv_nsec = long(next % 1'000'000'000u);
+  }
+  ::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &its, nullptr);
+}
+
+void Loop::begin_shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  spdlog::info("stopping: {} running jobs are killed", active_);
+  set_submit_interest(false);
+  for (Job& j : entries_) {
+    if (!j.active) continue;
+    j.cancelled = true;
+    stop(j, SIGKILL);
+    if (j.exited) {
+      close_pipe(j, 0);
+      close_pipe(j, 1);
+      maybe_finish(j);
+    }
+  }
+}
+
+}  // namespace
+
+int run(const Options& options) {
+  auto seg = shm::Segment::open(options.shm_name);
+  if (!seg) {
+    spdlog::critical("{}", seg.error().message());
+    return 1;
+  }
+  Loop loop(options, std::move(seg).value());
+  if (Status s = loop.init(); !s) {
+    spdlog::critical("{}", s.error().message());
+    return 1;
+  }
+  return loop.run();
+}
+
+}  // namespace sp::worker
