@@ -20,10 +20,10 @@ namespace {
 
 // Exit codes of the CLI itself (the command's own code otherwise).
 constexpr int kUsage = 2;
-constexpr int kNoDaemon = 69;     // EX_UNAVAILABLE
-constexpr int kProtocol = 76;     // EX_PROTOCOL
-constexpr int kTimedOut = 124;    // as timeout(1)
-constexpr int kCannotRun = 127;   // as a shell for "not found"
+constexpr int kNoDaemon = 69;    // EX_UNAVAILABLE
+constexpr int kProtocol = 76;    // EX_PROTOCOL
+constexpr int kTimedOut = 124;   // as timeout(1)
+constexpr int kCannotRun = 127;  // as a shell for "not found"
 constexpr int kLostOrCancelled = 125;
 
 [[noreturn]] void die(int code, const std::string& message) {
@@ -45,7 +45,8 @@ class Client {
   }
 
   void send(const std::string& method, json::object params) {
-    json::object req{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", std::move(params)}};
+    json::object req{
+        {"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", std::move(params)}};
     std::string line = json::serialize(req) + "\n";
     for (size_t off = 0; off < line.size();) {
       ssize_t n = ::send(fd_.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
@@ -162,10 +163,11 @@ int run_job(Client& client, json::object params) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"shell-pool: run commands through shell-poold.\n"
-               "Exit status: the command's own; 128+N if killed by signal N; 124 timed out;\n"
-               "125 cancelled or lost; 127 could not start; 69 no daemon.",
-               "shell-pool"};
+  CLI::App app{
+      "shell-pool: run commands through shell-poold.\n"
+      "Exit status: the command's own; 128+N if killed by signal N; 124 timed out;\n"
+      "125 cancelled or lost; 127 could not start; 69 no daemon.",
+      "shell-pool"};
   app.require_subcommand(1);
   std::string socket = sp::default_socket_path();
   app.add_option("--socket", socket, "daemon socket")->capture_default_str();
@@ -179,7 +181,8 @@ int main(int argc, char** argv) {
     sub->add_option("--session", session, "session id whose env_vars apply");
     sub->add_option("--env", env, "NAME=value for the command (repeatable)");
   };
-  CLI::App* exec = app.add_subcommand("exec", "run a program with arguments, no shell: exec -- CMD ARGS...");
+  CLI::App* exec =
+      app.add_subcommand("exec", "run a program with arguments, no shell: exec -- CMD ARGS...");
   job_options(exec);
   exec->add_option("command", command, "program and its arguments (after --)")->required();
   exec->positionals_at_end();  // exec --timeout 1 -- ls -l: everything after -- is the command

@@ -14,8 +14,8 @@ using EnvPairs = std::vector<std::pair<std::string, std::string>>;
 
 // Names copied from the daemon's environment when present. PATH defaults to
 // /usr/local/bin:/usr/bin:/bin when the daemon has none.
-inline constexpr const char* kBaseEnvNames[] = {"PATH", "HOME",  "USER",   "LOGNAME", "SHELL",
-                                                "LANG", "LC_ALL", "TZ",    "TMPDIR"};
+inline constexpr const char* kBaseEnvNames[] = {"PATH", "HOME",   "USER", "LOGNAME", "SHELL",
+                                                "LANG", "LC_ALL", "TZ",   "TMPDIR"};
 
 EnvPairs base_env(char** environ_ptr);
 

@@ -15,9 +15,9 @@ namespace sp::frontend {
 
 struct Options {
   std::string shm_name;
-  int listen_fd = -1;    // listening socket, owned by the supervisor
-  int frontend_fd = -1;  // eventfd: our doorbell
-  int submit_fd = -1;    // eventfd: the workers' shared submission doorbell
+  int listen_fd = -1;           // listening socket, owned by the supervisor
+  int frontend_fd = -1;         // eventfd: our doorbell
+  int submit_fd = -1;           // eventfd: the workers' shared submission doorbell
   std::vector<int> worker_fds;  // eventfd per worker: its doorbell
   uint64_t max_output_bytes = 16ull << 20;
   uint32_t max_connections = 1024;

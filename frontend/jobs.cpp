@@ -57,7 +57,8 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   if (!p.session_id.empty()) {
     session_env = sessions_.env_of(p.session_id);
     if (!session_env)
-      return rpc::RpcError{rpc::Code::NotFound, "no session with session_id " + p.session_id,
+      return rpc::RpcError{rpc::Code::NotFound,
+                           "no session with session_id " + p.session_id,
                            {{"session_id", p.session_id}}};
   }
   static const EnvPairs kNone;
@@ -77,14 +78,15 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   for (const std::string& a : p.args) argv_views_.push_back(a);
 
   double timeout_s = p.timeout_s.value_or(o_.default_timeout_s);
-  uint64_t timeout_ms = timeout_s > 0 ? uint64_t(std::ceil(std::min(timeout_s, kMaxTimeoutS) * 1e3)) : 0;
+  uint64_t timeout_ms =
+      timeout_s > 0 ? uint64_t(std::ceil(std::min(timeout_s, kMaxTimeoutS) * 1e3)) : 0;
 
   auto slot = jobs_.allocate(alloc_cursor_);
   if (!slot)
-    return rpc::RpcError{rpc::Code::QueueFull,
-                         "queue full: " + std::to_string(jobs_.size()) +
-                             " jobs are queued or running; retry later",
-                         {{"retry_after_ms", kRetryAfterMs}}};
+    return rpc::RpcError{
+        rpc::Code::QueueFull,
+        "queue full: " + std::to_string(jobs_.size()) + " jobs are queued or running; retry later",
+        {{"retry_after_ms", kRetryAfterMs}}};
   shm::JobSlot& s = jobs_.slot(*slot);
   JobWord allocated = jobs_.load(*slot);
   shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, timeout_ms, o_.kill_grace_ms};
@@ -108,7 +110,8 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer
   if (!ring_.push(*slot)) {
     jobs_.transition(*slot, queued, {JobState::kFree, 0, 0, queued.generation + 1});
-    return rpc::RpcError{rpc::Code::QueueFull, "queue full: the ring is full; retry later",
+    return rpc::RpcError{rpc::Code::QueueFull,
+                         "queue full: the ring is full; retry later",
                          {{"retry_after_ms", kRetryAfterMs}}};
   }
   submit_.ring();
@@ -185,7 +188,8 @@ void Frontend::send_chunk(Pending& p, int stream, std::string_view bytes, bool f
   if (data.empty()) return;
   std::string text = "{\"jsonrpc\":\"2.0\",\"id\":";
   rpc::append_value(text, p.reply.id);
-  text += stream ? R"(,"result":{"type":"stderr","data":)" : R"(,"result":{"type":"stdout","data":)";
+  text +=
+      stream ? R"(,"result":{"type":"stderr","data":)" : R"(,"result":{"type":"stdout","data":)";
   rpc::append_string(text, data);
   text += "}}";
   send(p.reply.conn_id, std::move(text));

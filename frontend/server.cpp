@@ -52,10 +52,11 @@ Status Frontend::init() {
   auto ep = sys("epoll_create1", [] { return ::epoll_create1(EPOLL_CLOEXEC); });
   if (!ep) return ep.error();
   epoll_.reset(*ep);
-  for (auto [fd, t] : {std::pair{listen_.get(), kListen}, {o_.frontend_fd, kBell},
-                       {signal_fd_.get(), kSignal}}) {
+  for (auto [fd, t] :
+       {std::pair{listen_.get(), kListen}, {o_.frontend_fd, kBell}, {signal_fd_.get(), kSignal}}) {
     epoll_event ev{EPOLLIN, {.u64 = t}};
-    if (auto r = sys("epoll_ctl", [&] { return ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev); });
+    if (auto r =
+            sys("epoll_ctl", [&] { return ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev); });
         !r)
       return r.error();
   }
@@ -212,10 +213,10 @@ void Frontend::read_from(Conn& c) {
 
 void Frontend::take_bytes(Conn& c, std::string_view data) {
   auto too_long = [&] {
-    send(c.id, rpc::error_text(nullptr, {rpc::Code::LimitExceeded,
-                                         "request line exceeds " +
-                                             std::to_string(o_.max_line_bytes) + " bytes",
-                                         {{"limit", o_.max_line_bytes}}}));
+    send(c.id, rpc::error_text(
+                   nullptr, {rpc::Code::LimitExceeded,
+                             "request line exceeds " + std::to_string(o_.max_line_bytes) + " bytes",
+                             {{"limit", o_.max_line_bytes}}}));
   };
   while (!data.empty()) {
     size_t nl = data.find('\n');
@@ -292,8 +293,8 @@ void Frontend::answer(Reply& r, std::string text) {
 
 void Frontend::flush(Conn& c) {
   while (c.backlog()) {
-    ssize_t n = ::send(c.fd.get(), c.out.data() + c.out_off, c.backlog(),
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n =
+        ::send(c.fd.get(), c.out.data() + c.out_off, c.backlog(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       c.out_off += size_t(n);
       continue;

@@ -35,8 +35,8 @@ struct Conn {
   bool skipping = false;  // discarding the rest of an over-long line
   std::string out;        // answers not yet written, from out_off
   size_t out_off = 0;
-  bool read_closed = false;  // peer shut its write side: answer what is in flight, then close
-  uint32_t events = 0;       // epoll interest currently registered
+  bool read_closed = false;    // peer shut its write side: answer what is in flight, then close
+  uint32_t events = 0;         // epoll interest currently registered
   std::vector<uint32_t> jobs;  // slots of its unfinished jobs
   size_t backlog() const { return out.size() - out_off; }
 };

@@ -23,9 +23,9 @@ std::string new_uuid() {
   b[8] = (b[8] & 0x3f) | 0x80;  // RFC 4122 variant
   char out[37];
   std::snprintf(out, sizeof out,
-                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-                b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-                b[14], b[15]);
+                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+                b[15]);
   return out;
 }
 
@@ -34,7 +34,8 @@ std::string new_uuid() {
 void Sessions::recover() {
   for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
     auto& s = seg_.session(i);
-    if (s.state.load() == uint32_t(SessionState::kWriting)) s.state.store(uint32_t(SessionState::kFree));
+    if (s.state.load() == uint32_t(SessionState::kWriting))
+      s.state.store(uint32_t(SessionState::kFree));
   }
 }
 
@@ -71,8 +72,8 @@ Result<std::string> Sessions::create(std::string_view name, const EnvPairs& env)
     s.state.store(uint32_t(SessionState::kLive), std::memory_order_release);
     return id;
   }
-  return Error{ENOSPC, "too many sessions (the limit is " +
-                           std::to_string(seg_.caps().session_slots) + ")"};
+  return Error{
+      ENOSPC, "too many sessions (the limit is " + std::to_string(seg_.caps().session_slots) + ")"};
 }
 
 std::optional<uint32_t> Sessions::find(std::string_view id) const {

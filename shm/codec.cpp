@@ -2,9 +2,9 @@
 
 #include <capnp/message.h>
 
+#include <kj/exception.h>
 #include <cerrno>
 #include <cstring>
-#include <kj/exception.h>
 
 #include "shm/job.capnp.h"
 
@@ -12,13 +12,17 @@ namespace sp::shm {
 
 namespace {
 
-uint64_t text_bytes(std::string_view s) { return (s.size() + 1 + 7) & ~uint64_t{7}; }
+uint64_t text_bytes(std::string_view s) {
+  return (s.size() + 1 + 7) & ~uint64_t{7};
+}
 
 kj::ArrayPtr<capnp::word> words_of(std::span<unsigned char> bytes, uint64_t words) {
   return {reinterpret_cast<capnp::word*>(bytes.data()), static_cast<size_t>(words)};
 }
 
-capnp::Text::Reader text(std::string_view s) { return {s.data(), s.size()}; }
+capnp::Text::Reader text(std::string_view s) {
+  return {s.data(), s.size()};
+}
 
 }  // namespace
 

@@ -25,9 +25,9 @@ inline constexpr uint32_t kMaxWorkers = 64;
 
 // Capacities are configuration; defaults are documented in docs/shm-layout.md.
 struct Capacities {
-  uint32_t job_slots = 1024;         // queued + running jobs at once (queue capacity)
-  uint32_t spec_bytes = 16 * 1024;   // per-job Cap'n Proto spec arena
-  uint32_t output_bytes = 32 * 1024; // per-job output ring (stdout+stderr records)
+  uint32_t job_slots = 1024;          // queued + running jobs at once (queue capacity)
+  uint32_t spec_bytes = 16 * 1024;    // per-job Cap'n Proto spec arena
+  uint32_t output_bytes = 32 * 1024;  // per-job output ring (stdout+stderr records)
   uint32_t session_slots = 64;
   uint32_t session_env_bytes = 8 * 1024;  // per-session "K=V\0K=V\0..." blob
   uint32_t workers = 2;
@@ -65,22 +65,22 @@ struct alignas(64) Header {
   uint32_t ring_cells;  // power of two >= 2 * job_slots
   uint64_t workers_off, jobs_off, ring_off, sessions_off, session_envs_off, specs_off, outputs_off;
   int32_t supervisor_pid;
-  std::atomic<uint32_t> frontend_incarnation;  // bumped by the supervisor before each start
-  std::atomic<uint32_t> draining;              // 1: shutting down, accept no new jobs
-  std::atomic<uint64_t> next_job_id;           // daemon-wide job ids, fetch_add by the frontend
-  BellWord frontend_bell;                      // workers/supervisor -> frontend
-  BellWord submit_bell;                        // frontend/supervisor -> any idle worker
-  alignas(64) std::atomic<uint64_t> ring_head; // next position to consume
-  alignas(64) std::atomic<uint64_t> ring_tail; // next position to produce
+  std::atomic<uint32_t> frontend_incarnation;   // bumped by the supervisor before each start
+  std::atomic<uint32_t> draining;               // 1: shutting down, accept no new jobs
+  std::atomic<uint64_t> next_job_id;            // daemon-wide job ids, fetch_add by the frontend
+  BellWord frontend_bell;                       // workers/supervisor -> frontend
+  BellWord submit_bell;                         // frontend/supervisor -> any idle worker
+  alignas(64) std::atomic<uint64_t> ring_head;  // next position to consume
+  alignas(64) std::atomic<uint64_t> ring_tail;  // next position to produce
   alignas(64) Counters counters;
 };
 
 struct alignas(64) WorkerRecord {
-  std::atomic<int32_t> pid;           // 0: not running
-  std::atomic<uint32_t> incarnation;  // bumped by the supervisor before each start
-  std::atomic<uint32_t> running;      // jobs this worker runs now (for stats)
-  std::atomic<uint64_t> heartbeat_ns; // CLOCK_MONOTONIC of the last loop turn
-  BellWord bell;                      // frontend/supervisor -> this worker
+  std::atomic<int32_t> pid;            // 0: not running
+  std::atomic<uint32_t> incarnation;   // bumped by the supervisor before each start
+  std::atomic<uint32_t> running;       // jobs this worker runs now (for stats)
+  std::atomic<uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC of the last loop turn
+  BellWord bell;                       // frontend/supervisor -> this worker
 };
 
 // Job states. Terminal states are >= kExited.
@@ -96,7 +96,9 @@ enum class JobState : uint8_t {
   kFailed = 8,  // could not start
   kLost = 9,    // its worker died while it ran
 };
-inline constexpr bool is_terminal(JobState s) { return s >= JobState::kExited; }
+inline constexpr bool is_terminal(JobState s) {
+  return s >= JobState::kExited;
+}
 
 // Control flags, set by the frontend or the supervisor, read by the worker.
 inline constexpr uint32_t kControlCancel = 1u << 0;  // stop the job (TERM, grace, KILL)
@@ -108,14 +110,14 @@ inline constexpr uint32_t kControlOrphan = 1u << 1;  // its client is gone: whoe
 struct alignas(64) JobSlot {
   std::atomic<uint64_t> word;
   std::atomic<uint32_t> control;
-  std::atomic<int32_t> pgid;         // process group of the running command, 0 if none
-  uint32_t client;                   // frontend incarnation that submitted it
-  uint32_t spec_words;               // size of the spec message, in 8-byte words
+  std::atomic<int32_t> pgid;  // process group of the running command, 0 if none
+  uint32_t client;            // frontend incarnation that submitted it
+  uint32_t spec_words;        // size of the spec message, in 8-byte words
   uint64_t job_id;
-  uint64_t submit_ns;                // CLOCK_MONOTONIC
+  uint64_t submit_ns;  // CLOCK_MONOTONIC
   std::atomic<uint64_t> start_ns;
   std::atomic<uint64_t> end_ns;
-  uint32_t result_words;             // size of the result message
+  uint32_t result_words;  // size of the result message
   uint32_t reserved;
   alignas(8) unsigned char result[256];  // Cap'n Proto JobResult, written before the terminal CAS
   // Output ring (single writer: the worker running the job; single reader: the frontend).
@@ -149,7 +151,7 @@ struct RecordHeader {
 };
 
 template <typename T>
-inline constexpr bool kShmSafe = std::is_standard_layout_v<T> && std::is_trivially_destructible_v<T>;
+inline constexpr bool kShmSafe = std::is_standard_layout_v<T>&& std::is_trivially_destructible_v<T>;
 static_assert(kShmSafe<Header> && kShmSafe<WorkerRecord> && kShmSafe<JobSlot> &&
               kShmSafe<SessionSlot> && kShmSafe<RecordHeader>);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);

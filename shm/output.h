@@ -17,7 +17,9 @@
 
 namespace sp::shm {
 
-inline constexpr uint64_t align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+inline constexpr uint64_t align8(uint64_t n) {
+  return (n + 7) & ~uint64_t{7};
+}
 
 class OutputWriter {
  public:

@@ -97,7 +97,8 @@ uint32_t cancel_queued(const Segment& seg, std::string_view why) {
   JobTable jobs = seg.jobs();
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     JobWord w = jobs.load(i);
-    if (w.state == JobState::kQueued && publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, why))
+    if (w.state == JobState::kQueued &&
+        publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, why))
       ++n;
   }
   return n;

@@ -24,10 +24,10 @@ bool publish_terminal(const Segment& seg, uint32_t slot, JobWord from, JobState 
                       int exit_code, int sig, std::string_view why);
 
 struct RepairReport {
-  uint32_t lost = 0;        // running jobs marked lost (their process groups killed)
-  uint32_t requeued = 0;    // claimed-not-started jobs put back on the ring
-  uint32_t cancelled = 0;   // queued jobs dropped or running jobs told to stop
-  uint32_t released = 0;    // slots freed
+  uint32_t lost = 0;       // running jobs marked lost (their process groups killed)
+  uint32_t requeued = 0;   // claimed-not-started jobs put back on the ring
+  uint32_t cancelled = 0;  // queued jobs dropped or running jobs told to stop
+  uint32_t released = 0;   // slots freed
 };
 
 // After worker `index` died: kill the process groups of its running jobs and

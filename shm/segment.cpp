@@ -15,7 +15,9 @@ namespace bip = boost::interprocess;
 namespace sp::shm {
 
 namespace {
-uint64_t up64(uint64_t n) { return (n + 63) & ~uint64_t{63}; }
+uint64_t up64(uint64_t n) {
+  return (n + 63) & ~uint64_t{63};
+}
 }  // namespace
 
 Offsets compute_offsets(const Capacities& caps) {

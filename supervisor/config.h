@@ -11,15 +11,15 @@ namespace sp::supervisor {
 
 struct Config {
   std::string socket_path;
-  shm::Capacities caps;                      // job_slots is the queue capacity
-  uint32_t max_concurrent = 0;               // 0: 64 per worker
-  uint64_t max_output_bytes = 16ull << 20;   // execute: per-stream cap, then truncated
-  uint32_t kill_grace_ms = 2000;             // TERM -> KILL on timeout and cancel
-  double default_timeout_s = 0;              // 0: none
-  double drain_timeout_s = 10;               // SIGTERM: how long running jobs may finish
+  shm::Capacities caps;                     // job_slots is the queue capacity
+  uint32_t max_concurrent = 0;              // 0: 64 per worker
+  uint64_t max_output_bytes = 16ull << 20;  // execute: per-stream cap, then truncated
+  uint32_t kill_grace_ms = 2000;            // TERM -> KILL on timeout and cancel
+  double default_timeout_s = 0;             // 0: none
+  double drain_timeout_s = 10;              // SIGTERM: how long running jobs may finish
   uint32_t max_connections = 1024;
-  uint64_t max_line_bytes = 1ull << 20;      // request line limit
-  uint32_t max_restarts = 5;                 // per role within restart_window_s, then give up
+  uint64_t max_line_bytes = 1ull << 20;  // request line limit
+  uint32_t max_restarts = 5;             // per role within restart_window_s, then give up
   double restart_window_s = 30;
   std::string log_level = "info";
 

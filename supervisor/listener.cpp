@@ -17,8 +17,8 @@ Result<sockaddr_un> address_of(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof addr.sun_path)
-    return Error{ENAMETOOLONG, "socket path must be 1.." + std::to_string(sizeof addr.sun_path - 1) +
-                                   " bytes: " + path};
+    return Error{ENAMETOOLONG, "socket path must be 1.." +
+                                   std::to_string(sizeof addr.sun_path - 1) + " bytes: " + path};
   std::memcpy(addr.sun_path, path.data(), path.size());
   return addr;
 }
@@ -41,9 +41,8 @@ SocketState probe_socket(const std::string& path) {
   if (!addr) return SocketState::kAbsent;
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return SocketState::kStale;
-  int r = sys_raw([&] {
-    return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr);
-  });
+  int r = sys_raw(
+      [&] { return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr); });
   return r == 0 ? SocketState::kLive : SocketState::kStale;
 }
 

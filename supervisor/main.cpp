@@ -36,8 +36,7 @@ int main(int argc, char** argv) {
   cfg.socket_path = sp::default_socket_path();
   unsigned cpus = std::thread::hardware_concurrency();
   cfg.caps.workers = cpus ? std::min(cpus, sp::shm::kMaxWorkers) : 2;
-  app.add_option("--socket", cfg.socket_path, "Unix socket to listen on")
-      ->capture_default_str();
+  app.add_option("--socket", cfg.socket_path, "Unix socket to listen on")->capture_default_str();
   app.add_option("--workers", cfg.caps.workers, "Worker processes (default: number of CPUs)")
       ->capture_default_str()
       ->check(CLI::Range(1u, sp::shm::kMaxWorkers));
@@ -60,8 +59,7 @@ int main(int argc, char** argv) {
                  "Largest encoded job (command, args, env), bytes (multiple of 8)")
       ->capture_default_str();
   app.add_option("--sessions", cfg.caps.session_slots, "Sessions at once")->capture_default_str();
-  app.add_option("--session-env-bytes", cfg.caps.session_env_bytes,
-                 "Environment bytes per session")
+  app.add_option("--session-env-bytes", cfg.caps.session_env_bytes, "Environment bytes per session")
       ->capture_default_str();
   app.add_option("--default-timeout", cfg.default_timeout_s,
                  "Timeout in seconds for jobs that give none (0: none)")

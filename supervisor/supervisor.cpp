@@ -186,10 +186,9 @@ void Supervisor::start_worker(uint32_t i) {
   auto args = common_args();
   args.insert(args.begin(), {"worker", "--index", std::to_string(i)});
   args.insert(args.end(), {"--jobs", std::to_string(cfg_.jobs_per_worker()), "--kill-grace-ms",
-                           std::to_string(cfg_.kill_grace_ms), "--submit-fd", "3", "--bell-fd",
-                           "4", "--frontend-fd", "5"});
-  workers_[i].pid =
-      spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
+                           std::to_string(cfg_.kill_grace_ms), "--submit-fd", "3", "--bell-fd", "4",
+                           "--frontend-fd", "5"});
+  workers_[i].pid = spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
   workers_[i].started_ns = monotonic_ns();
   spdlog::info("started worker {} (pid {})", i, workers_[i].pid);
 }
@@ -257,7 +256,8 @@ void Supervisor::schedule_restart(Role& role) {
   }
   // First restart at once; then 100 ms doubling up to 5 s.
   size_t n = role.crashes.size();
-  uint64_t delay = n <= 1 ? 0 : std::min<uint64_t>(100 * kMs << std::min<size_t>(n - 2, 6), 5000 * kMs);
+  uint64_t delay =
+      n <= 1 ? 0 : std::min<uint64_t>(100 * kMs << std::min<size_t>(n - 2, 6), 5000 * kMs);
   role.restart_at_ns = now + delay;
   if (delay) spdlog::info("restarting {} in {} ms", role.name, delay / kMs);
 }
@@ -398,6 +398,8 @@ int Supervisor::run() {
 
 }  // namespace
 
-int run(const Config& config) { return Supervisor(config).run(); }
+int run(const Config& config) {
+  return Supervisor(config).run();
+}
 
 }  // namespace sp::supervisor

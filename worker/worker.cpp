@@ -132,16 +132,15 @@ Status Loop::init() {
   auto sfd = sys("signalfd", [&] { return ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK); });
   if (!sfd) return sfd.error();
   signal_fd_.reset(*sfd);
-  auto tfd = sys("timerfd_create", [] {
-    return ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-  });
+  auto tfd = sys("timerfd_create",
+                 [] { return ::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK); });
   if (!tfd) return tfd.error();
   timer_.reset(*tfd);
   auto dn = sys("open /dev/null", [] { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); });
   if (!dn) return dn.error();
   devnull_.reset(*dn);
-  for (auto [fd, k] : {std::pair{o_.bell_fd, kBell}, {signal_fd_.get(), kSignal},
-                       {timer_.get(), kTimer}})
+  for (auto [fd, k] :
+       {std::pair{o_.bell_fd, kBell}, {signal_fd_.get(), kSignal}, {timer_.get(), kTimer}})
     if (auto s = watch(fd, tag(k)); !s) return s;
   set_submit_interest(true);
   return {};
