@@ -117,6 +117,7 @@ class Loop {
   bool want_submit_ = false;
   bool shutting_down_ = false;
   bool notify_frontend_ = false;
+  uint64_t armed_ns_ = 0;  // deadline the timerfd is armed for, 0: disarmed
   UniqueFd epoll_, signal_fd_, timer_, devnull_;
   shm::DecodedSpec spec_;  // reused across jobs
 };
@@ -332,6 +333,12 @@ void Loop::on_exit(Job& j) {
   unwatch(j.pidfd.get());
   j.pidfd.reset();
   jobs_.slot(j.slot).pgid.store(0, std::memory_order_relaxed);
+  // The group is dead: its pipes are at EOF unless an escaped process holds
+  // them. Read them now rather than in another loop turn.
+  uint32_t entry = uint32_t(&j - entries_.data());
+  for (int stream = 0; stream < 2; ++stream)
+    if (j.pipe[stream] && !j.paused[stream]) on_pipe(j, entry, stream);
+  if (!j.active) return;  // on_pipe finished it
   if (j.pipe[0] || j.pipe[1]) j.eof_deadline_ns = monotonic_ns() + kEofGraceNs;
   maybe_finish(j);
 }
@@ -420,6 +427,8 @@ void Loop::arm_timer() {
     for (uint64_t t : {j.deadline_ns, j.kill_at_ns, j.eof_deadline_ns})
       if (t && (!next || t < next)) next = t;
   }
+  if (next == armed_ns_) return;  // unchanged: no syscall
+  armed_ns_ = next;
   itimerspec its{};
   if (next) {
     its.it_value.tv_sec = time_t(next / 1'000'000'000u);
