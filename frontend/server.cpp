@@ -114,7 +114,7 @@ int Frontend::run() {
 
 void Frontend::check_draining() {
   if (!listen_ || !seg_.header().draining.load()) return;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listen_.get(), nullptr);
+  if (!accept_paused_) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listen_.get(), nullptr);
   listen_.reset();
   spdlog::info("draining: not accepting connections");
 }
@@ -129,7 +129,15 @@ void Frontend::accept_all() {
     int fd = ::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN) spdlog::warn("accept: {}", std::strerror(errno));
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of fds: stop accepting (the listening fd would stay readable and
+        // spin us) until a connection closes; waiting clients sit in the backlog.
+        spdlog::warn("accept: {}; pausing accepts until a connection closes", std::strerror(errno));
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listen_.get(), nullptr);
+        accept_paused_ = true;
+      } else if (errno != EAGAIN) {
+        spdlog::warn("accept: {}", std::strerror(errno));
+      }
       return;
     }
     UniqueFd sock(fd);
@@ -335,6 +343,11 @@ void Frontend::close_conn(uint64_t id) {
       cancel(p->second, "cancelled: the client disconnected");
     }
   conns_.erase(it);  // closes the socket, which also removes it from epoll
+  if (accept_paused_ && listen_) {
+    accept_paused_ = false;
+    epoll_event ev{EPOLLIN, {.u64 = kListen}};
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listen_.get(), &ev);
+  }
 }
 
 int run(const Options& options) {

@@ -121,6 +121,7 @@ class Frontend {
   uint64_t next_conn_id_ = 16;   // ids below are fixed epoll tags
   uint32_t alloc_cursor_ = 0;
   bool stopping_ = false;
+  bool accept_paused_ = false;  // out of fds: the listening fd is out of epoll
   // Reused per submission to avoid per-job allocations.
   std::vector<std::string> env_strings_;
   std::vector<std::string_view> env_views_, argv_views_;

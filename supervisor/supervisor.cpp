@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -120,6 +121,12 @@ Status Supervisor::setup() {
     workers_[i].name = "worker " + std::to_string(i);
   }
   frontend_.name = "frontend";
+  // Connections and job pipes are fds: use the whole hard limit (inherited by the roles).
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   // Orphaned job processes of a dead worker are re-parented to us, so we can
   // kill them even if the worker died before recording their process group.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);

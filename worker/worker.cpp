@@ -330,8 +330,7 @@ void Loop::on_exit(Job& j) {
     }
   }
   j.exited = true;
-  unwatch(j.pidfd.get());
-  j.pidfd.reset();
+  j.pidfd.reset();  // closing drops it from epoll: after exec nobody else holds it
   jobs_.slot(j.slot).pgid.store(0, std::memory_order_relaxed);
   // The group is dead: its pipes are at EOF unless an escaped process holds
   // them. Read them now rather than in another loop turn.
@@ -345,8 +344,7 @@ void Loop::on_exit(Job& j) {
 
 void Loop::close_pipe(Job& j, int stream) {
   if (!j.pipe[stream]) return;
-  if (!j.paused[stream]) unwatch(j.pipe[stream].get());
-  j.pipe[stream].reset();
+  j.pipe[stream].reset();  // closing drops it from epoll: after exec nobody else holds it
   j.paused[stream] = false;
 }
 
