@@ -18,6 +18,7 @@ namespace sp::frontend {
 namespace {
 enum Tag : uint64_t { kListen = 1, kBell = 2, kSignal = 3 };
 constexpr uint64_t kStopFlushNs = 1'000'000'000;  // on SIGTERM: time to write last answers
+constexpr int kIdleCheckMs = 1000;
 }  // namespace
 
 Frontend::Frontend(const Options& o, shm::Segment seg)
@@ -69,7 +70,7 @@ int Frontend::run() {
   epoll_event events[128];
   uint64_t stop_deadline = 0;
   for (;;) {
-    int timeout = -1;
+    int timeout = kIdleCheckMs;  // bounded: see the n == 0 case below
     if (stopping_) {
       bool unsent = false;
       for (auto& [id, c] : conns_) unsent |= c->backlog() > 0;
@@ -80,6 +81,10 @@ int Frontend::run() {
     if (n < 0 && errno != EINTR) {
       spdlog::critical("epoll_wait: {}", std::strerror(errno));
       return 1;
+    }
+    if (n == 0) {  // idle tick: re-check what the doorbell would have said
+      check_draining();
+      service_all();
     }
     for (int i = 0; i < n; ++i) {
       uint64_t t = events[i].data.u64;

@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1u, sp::shm::kMaxWorkers));
   app.add_option("--max-concurrent", cfg.max_concurrent,
-                 "Jobs running at once, over all workers (default: 64 per worker)")
+                 "Jobs running at once over all workers, rounded up to a multiple of --workers "
+                 "(default: 64 per worker)")
       ->check(CLI::Range(1u, 1u << 20));
   app.add_option("--queue-size", cfg.caps.job_slots,
                  "Jobs queued or running at once; beyond it requests get a retryable "

@@ -29,6 +29,7 @@ using shm::JobState;
 using shm::JobWord;
 
 constexpr uint64_t kMs = 1'000'000;
+constexpr int kIdleCheckMs = 1000;
 constexpr uint64_t kEofGraceNs = 1000 * kMs;  // after the leader exits, how long escaped
                                               // processes may keep its pipes open
 // epoll tags: kind:8 | entry:24 | generation:32.
@@ -154,12 +155,15 @@ int Loop::run() {
   epoll_event events[64];
   while (!shutting_down_ || active_ > 0) {
     rec_.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
-    int n = ::epoll_wait(epoll_.get(), events, 64, -1);
+    int n = ::epoll_wait(epoll_.get(), events, 64, kIdleCheckMs);
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::critical("epoll_wait: {}", std::strerror(errno));
       return 1;
     }
+    // Bounded wait: an idle tick re-checks what a doorbell would have said,
+    // so a lost wake-up delays work by a second at most, never forever.
+    if (n == 0) on_bell();
     for (int i = 0; i < n; ++i) dispatch(events[i].data.u64);
     // New jobs only between batches: an entry freed in this batch may still
     // have events in it, which the generation check then drops.
