@@ -109,7 +109,13 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   JobWord queued = allocated.with_state(JobState::kQueued);
   jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer
   if (!ring_.push(*slot)) {
-    jobs_.transition(*slot, queued, {JobState::kFree, 0, 0, queued.generation + 1});
+    // A stale cell may have let a worker claim it meanwhile: then it runs for
+    // no one, and frees itself when it ends.
+    if (!jobs_.transition(*slot, queued, {JobState::kFree, 0, 0, queued.generation + 1})) {
+      jobs_.set_control(*slot, shm::kControlCancel | shm::kControlOrphan);
+      jobs_.release_if_orphaned(*slot);
+      ring_owner(jobs_.load(*slot));
+    }
     return rpc::RpcError{rpc::Code::QueueFull,
                          "queue full: the ring is full; retry later",
                          {{"retry_after_ms", kRetryAfterMs}}};
@@ -236,8 +242,7 @@ void Frontend::finish(Pending& p, JobWord w) {
 
 void Frontend::cancel(Pending& p, const char* why) {
   JobWord w = jobs_.load(p.slot);
-  if (w.state == JobState::kQueued &&
-      shm::publish_terminal(seg_, p.slot, w, JobState::kCancelled, -1, 0, why)) {
+  if (shm::finish_queued(seg_, p.slot, w, JobState::kCancelled, why)) {
     bell_.ring();  // serviced (and its slot freed) on the next turn
     return;
   }

@@ -49,9 +49,11 @@ class JobTable {
   }
 
   // One CAS: `from` must be exactly the current word.
+  // seq_cst: the orphan handshake (release_if_orphaned) needs it; on x86 a
+  // locked cmpxchg costs the same either way.
   bool transition(uint32_t i, JobWord from, JobWord to) const {
     uint64_t expected = from.pack();
-    return slots_[i].word.compare_exchange_strong(expected, to.pack(), std::memory_order_acq_rel);
+    return slots_[i].word.compare_exchange_strong(expected, to.pack(), std::memory_order_seq_cst);
   }
 
   // Frontend: takes a free slot (Free -> Allocated), scanning from `cursor`.
@@ -90,13 +92,15 @@ class JobTable {
   // Anyone: if the job is terminal and orphaned, free it. The setter of the
   // orphan flag and the setter of the terminal state both call this after
   // their own step, so one of them always sees both (seq_cst on both sides).
+  // The word is read first and the CAS is from exactly that word, so a slot
+  // already reused by a later job (new generation) is never freed by mistake.
   void release_if_orphaned(uint32_t i) const {
-    if (!(slots_[i].control.load(std::memory_order_seq_cst) & kControlOrphan)) return;
     JobWord w = JobWord::unpack(slots_[i].word.load(std::memory_order_seq_cst));
-    if (is_terminal(w.state)) release(i, w);
+    if (!is_terminal(w.state)) return;
+    if (!(slots_[i].control.load(std::memory_order_seq_cst) & kControlOrphan)) return;
+    release(i, w);
   }
 
-  // Sets control flags; returns the word seen right after (seq_cst).
   void set_control(uint32_t i, uint32_t flags) const {
     slots_[i].control.fetch_or(flags, std::memory_order_seq_cst);
   }

@@ -22,6 +22,9 @@ namespace sp::shm {
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
 inline constexpr uint32_t kLayoutVersion = 1;
 inline constexpr uint32_t kMaxWorkers = 64;
+// Owner stamp of a queued job taken off the queue by the frontend or the
+// supervisor (to cancel it) rather than by a worker.
+inline constexpr uint8_t kOwnerController = 0xff;
 
 // Capacities are configuration; defaults are documented in docs/shm-layout.md.
 struct Capacities {

@@ -59,6 +59,8 @@ class OutputWriter {
   // writer must not sleep).
   bool pause() {
     slot_.out_writer_waiting.store(1, std::memory_order_seq_cst);
+    // Store-then-load handshake with the reader's drain(): needs a full fence.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     if (!reserve().empty()) {
       slot_.out_writer_waiting.store(0, std::memory_order_relaxed);
       return true;

@@ -26,6 +26,14 @@ bool publish_terminal(const Segment& seg, uint32_t slot, JobWord from, JobState 
   return true;
 }
 
+bool finish_queued(const Segment& seg, uint32_t slot, JobWord queued, JobState state,
+                   std::string_view why) {
+  if (queued.state != JobState::kQueued) return false;
+  JobWord taken{JobState::kClaimed, kOwnerController, 0, queued.generation};
+  if (!seg.jobs().transition(slot, queued, taken)) return false;
+  return publish_terminal(seg, slot, taken, state, -1, 0, why);
+}
+
 RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::string_view why) {
   RepairReport report;
   JobTable jobs = seg.jobs();
@@ -40,13 +48,10 @@ RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::
       if (ring.push(i)) {
         ++report.requeued;
         seg.header().counters.requeued.fetch_add(1, std::memory_order_relaxed);
-      } else if (JobWord q = jobs.load(i); q == queued) {
+      } else if (finish_queued(seg, i, queued, JobState::kLost,
+                               "lost: its worker died and the ring was full")) {
         // The ring holds only cells of live jobs plus a few stale ones, and has
         // twice as many cells as slots, so this needs many deaths in a row.
-        JobWord claimed = q.with_state(JobState::kClaimed);
-        jobs.transition(i, q, claimed);
-        publish_terminal(seg, i, claimed, JobState::kLost, -1, 0,
-                         "lost: its worker died and the ring was full");
         ++report.lost;
       }
     } else if (w.state == JobState::kRunning) {
@@ -79,6 +84,11 @@ RepairReport repair_after_frontend_death(const Segment& seg) {
         }
         break;
       case JobState::kClaimed:
+        if (w.owner == kOwnerController) {  // it died inside finish_queued
+          if (jobs.transition(i, w, {JobState::kFree, 0, 0, w.generation + 1})) ++report.released;
+          break;
+        }
+        [[fallthrough]];
       case JobState::kRunning:
         jobs.set_control(i, kControlCancel | kControlOrphan);
         jobs.release_if_orphaned(i);  // it may have ended meanwhile
@@ -97,9 +107,7 @@ uint32_t cancel_queued(const Segment& seg, std::string_view why) {
   JobTable jobs = seg.jobs();
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     JobWord w = jobs.load(i);
-    if (w.state == JobState::kQueued &&
-        publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, why))
-      ++n;
+    if (finish_queued(seg, i, w, JobState::kCancelled, why)) ++n;
   }
   return n;
 }

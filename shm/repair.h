@@ -23,6 +23,13 @@ namespace sp::shm {
 bool publish_terminal(const Segment& seg, uint32_t slot, JobWord from, JobState state,
                       int exit_code, int sig, std::string_view why);
 
+// Ends a job that is still queued, for the frontend (cancel) or the
+// supervisor (shutdown): one CAS takes it off the queue (Queued -> Claimed by
+// kOwnerController) so no worker can start it while the result is written,
+// then publish_terminal. False if a worker claimed it first.
+bool finish_queued(const Segment& seg, uint32_t slot, JobWord queued, JobState state,
+                   std::string_view why);
+
 struct RepairReport {
   uint32_t lost = 0;       // running jobs marked lost (their process groups killed)
   uint32_t requeued = 0;   // claimed-not-started jobs put back on the ring

@@ -48,6 +48,10 @@ class SubmitRing {
         tail_->compare_exchange_strong(t, t + 1, std::memory_order_acq_rel);  // help
       } else if (seq == uint32_t(t - (mask_ + 1)) && full(c)) {
         return false;  // the previous lap's job is still there: full
+      } else if (int32_t(seq - uint32_t(t)) > 0) {
+        // Pushed (and maybe popped) at t already, but tail was never moved:
+        // its pusher died between its two CASes. Help.
+        tail_->compare_exchange_strong(t, t + 1, std::memory_order_acq_rel);
       }
       // Otherwise our view of tail was stale: reload.
     }

@@ -183,6 +183,10 @@ void Supervisor::start_frontend() {
   frontend_.pid = spawn(args, fds);
   frontend_.started_ns = monotonic_ns();
   frontend_stop_sent_ = false;
+  if (frontend_.pid < 0) {
+    frontend_.pid = 0;
+    return schedule_restart(frontend_);
+  }
   spdlog::info("started frontend (pid {})", frontend_.pid);
 }
 
@@ -197,6 +201,10 @@ void Supervisor::start_worker(uint32_t i) {
                            "--frontend-fd", "5"});
   workers_[i].pid = spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
   workers_[i].started_ns = monotonic_ns();
+  if (workers_[i].pid < 0) {
+    workers_[i].pid = 0;
+    return schedule_restart(workers_[i]);
+  }
   spdlog::info("started worker {} (pid {})", i, workers_[i].pid);
 }
 
@@ -243,9 +251,15 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     if (r.lost || r.requeued)
       spdlog::log(log, "worker {} repair: {} jobs lost, {} requeued", index, r.lost, r.requeued);
     if (!expected) seg_->header().counters.worker_restarts.fetch_add(1);
+    // Stopping: no worker will run what the repair requeued.
+    if (phase_ == Phase::kStopping)
+      shm::cancel_queued(*seg_, "cancelled: the daemon is shutting down");
   }
   ring_all();
-  if (phase_ == Phase::kRunning) schedule_restart(role);
+  // While draining, running and requeued jobs still need their workers; a
+  // frontend is not restarted then (the listening socket is already closed).
+  if (phase_ == Phase::kRunning || (phase_ == Phase::kDraining && !is_frontend))
+    schedule_restart(role);
 }
 
 void Supervisor::schedule_restart(Role& role) {
@@ -346,8 +360,10 @@ int Supervisor::run() {
     auto consider = [&](uint64_t t) {
       if (t) next = std::min(next, std::max(t, now));
     };
-    consider(frontend_.restart_at_ns);
-    for (const Role& w : workers_) consider(w.restart_at_ns);
+    if (phase_ != Phase::kStopping) {
+      if (phase_ == Phase::kRunning) consider(frontend_.restart_at_ns);
+      for (const Role& w : workers_) consider(w.restart_at_ns);
+    }
     if (phase_ == Phase::kDraining) consider(now + 20 * kMs);  // poll for the last job's end
     if (phase_ == Phase::kStopping) consider(kill_deadline_ns_);
     uint64_t wait = next - now;
@@ -365,8 +381,8 @@ int Supervisor::run() {
       }
     }
     now = monotonic_ns();
-    if (phase_ == Phase::kRunning) {
-      if (frontend_.restart_at_ns && now >= frontend_.restart_at_ns) {
+    if (phase_ != Phase::kStopping) {
+      if (phase_ == Phase::kRunning && frontend_.restart_at_ns && now >= frontend_.restart_at_ns) {
         frontend_.restart_at_ns = 0;
         start_frontend();
       }

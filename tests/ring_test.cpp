@@ -220,3 +220,37 @@ TEST_CASE("claimers killed at random points lose no job and wedge no cell",
     REQUIRE(completions[i].load() <= 1);
   }
 }
+
+TEST_CASE("a pusher killed between its cell CAS and its tail CAS wedges nothing", "[ring][crash]") {
+  TestSegment seg;
+  auto jobs = seg->jobs();
+  // The state a pusher leaves when killed right after its cell CAS: cell 0
+  // holds job 5 for position 0 (seq 0, full), tail still 0.
+  JobWord w = jobs.load(5);
+  REQUIRE(jobs.transition(5, w, w.with_state(JobState::kQueued)));
+  auto* cells = reinterpret_cast<std::atomic<uint64_t>*>(
+      reinterpret_cast<unsigned char*>(&seg->header()) + seg->header().ring_off);
+  cells[0].store(uint64_t{1} << 31 | 5);
+  REQUIRE(seg->header().ring_tail.load() == 0);
+
+  SECTION("the cell is consumed first, then a push helps tail past it") {
+    auto got = seg->ring().claim(jobs, 1, 1);
+    REQUIRE(got);
+    CHECK(*got == 5);
+  }
+  SECTION("a push finds the full cell and helps tail past it") {}
+
+  // Push in a child with a deadline: a spinning push fails the test, not hangs it.
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::alarm(5);
+    JobWord w6 = jobs.load(6);
+    jobs.transition(6, w6, w6.with_state(JobState::kQueued));
+    _exit(seg->ring().push(6) ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));  // not killed by the alarm
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(seg->header().ring_tail.load() == 2);
+}

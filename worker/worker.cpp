@@ -124,6 +124,11 @@ class Loop {
 };
 
 Status Loop::init() {
+  // Inherited at fixed numbers by dup2, which clears FD_CLOEXEC: set it again,
+  // or every command would inherit (and could drain) our doorbells.
+  for (int fd : {o_.submit_fd, o_.bell_fd, o_.frontend_fd})
+    if (auto r = sys("fcntl FD_CLOEXEC", [&] { return ::fcntl(fd, F_SETFD, FD_CLOEXEC); }); !r)
+      return r.error();
   auto ep = sys("epoll_create1", [] { return ::epoll_create1(EPOLL_CLOEXEC); });
   if (!ep) return ep.error();
   epoll_.reset(*ep);
@@ -246,14 +251,18 @@ void Loop::start(uint32_t slot) {
     return finish_unstarted(slot, JobState::kFailed, st.error().message());
   auto program = resolve_program(spec_);
   if (!program) return finish_unstarted(slot, JobState::kFailed, program.error().message());
+  // Running before the process exists: if we die from here on, the job ends
+  // lost (and the supervisor kills the orphan); it is never started twice.
+  JobWord running = word.with_state(JobState::kRunning);
+  jobs_.transition(slot, word, running);  // we own it: nobody else moves a Claimed job
   auto child = spawn(spec_, *program, devnull_.get());
-  if (!child) return finish_unstarted(slot, JobState::kFailed, child.error().message());
-
+  if (!child) {
+    publish(slot, running, JobState::kFailed, -1, 0, child.error().message());
+    return;
+  }
   uint64_t now = monotonic_ns();
   s.pgid.store(child->pid, std::memory_order_release);
   s.start_ns.store(now, std::memory_order_relaxed);
-  JobWord running = word.with_state(JobState::kRunning);
-  jobs_.transition(slot, word, running);  // we own it: nobody else moves a Claimed job
   seg_.header().counters.started.fetch_add(1, std::memory_order_relaxed);
 
   uint32_t entry = 0;
@@ -294,6 +303,7 @@ void Loop::publish(uint32_t slot, JobWord from, JobState state, int exit_code, i
 }
 
 void Loop::on_pipe(Job& j, uint32_t entry, int stream) {
+  if (!j.pipe[stream] || j.paused[stream]) return;  // stale event from this batch
   shm::OutputWriter w = writer(j.slot);
   int fd = j.pipe[stream].get();
   // Bounded turns per event so one chatty job cannot starve the others.
@@ -325,6 +335,9 @@ void Loop::on_exit(Job& j) {
   // Kill what is left of the group while the leader is an unreaped zombie, so
   // its pgid cannot have been reused by an unrelated process yet.
   ::kill(-j.pid, SIGKILL);
+  // Before reaping: once reaped, the pgid may be reused, and a repair after
+  // our death must not kill(-pgid) a stranger.
+  jobs_.slot(j.slot).pgid.store(0, std::memory_order_release);
   siginfo_t info{};
   if (::waitid(P_PID, id_t(j.pid), &info, WEXITED) == 0) {
     if (info.si_code == CLD_EXITED) {
@@ -334,13 +347,15 @@ void Loop::on_exit(Job& j) {
     }
   }
   j.exited = true;
-  j.pidfd.reset();  // closing drops it from epoll: after exec nobody else holds it
-  jobs_.slot(j.slot).pgid.store(0, std::memory_order_relaxed);
+  j.pidfd.reset();                   // closing drops it from epoll: after exec nobody else holds it
+  j.deadline_ns = j.kill_at_ns = 0;  // nothing left to signal
   // The group is dead: its pipes are at EOF unless an escaped process holds
   // them. Read them now rather than in another loop turn.
   uint32_t entry = uint32_t(&j - entries_.data());
-  for (int stream = 0; stream < 2; ++stream)
+  for (int stream = 0; stream < 2; ++stream) {
+    if (j.cancelled) close_pipe(j, stream);  // nobody waits for a cancelled job's output
     if (j.pipe[stream] && !j.paused[stream]) on_pipe(j, entry, stream);
+  }
   if (!j.active) return;  // on_pipe finished it
   if (j.pipe[0] || j.pipe[1]) j.eof_deadline_ns = monotonic_ns() + kEofGraceNs;
   maybe_finish(j);
@@ -402,21 +417,28 @@ void Loop::on_bell() {
 }
 
 void Loop::on_timer() {
+  armed_ns_ = 0;  // the one-shot timer fired: arm_timer() must set it again
   uint64_t now = monotonic_ns();
   for (Job& j : entries_) {
     if (!j.active) continue;
-    if (j.deadline_ns && now >= j.deadline_ns && !j.exited) {
+    if (j.deadline_ns && now >= j.deadline_ns) {
       j.deadline_ns = 0;
-      j.timed_out = !j.cancelled;
-      stop(j, SIGTERM);
+      if (!j.exited && !j.stopping) {  // a cancel already under way keeps its grace
+        j.timed_out = !j.cancelled;
+        stop(j, SIGTERM);
+      }
     }
-    if (j.kill_at_ns && now >= j.kill_at_ns) stop(j, SIGKILL);
+    if (j.kill_at_ns && now >= j.kill_at_ns) {
+      j.kill_at_ns = 0;
+      stop(j, SIGKILL);
+    }
     if (j.eof_deadline_ns && now >= j.eof_deadline_ns) {
       j.eof_deadline_ns = 0;
-      // Output still waiting for a slow reader is kept; anything else is held
-      // open by a process that left the job's group, and is not waited for.
+      // Output still waiting for a slow reader is kept (unless nobody waits
+      // for it any more); anything else is held open by a process that left
+      // the job's group, and is not waited for.
       for (int stream = 0; stream < 2; ++stream)
-        if (!j.paused[stream]) close_pipe(j, stream);
+        if (!j.paused[stream] || j.cancelled) close_pipe(j, stream);
       maybe_finish(j);
     }
   }
