@@ -156,9 +156,19 @@ Status Loop::init() {
 int Loop::run() {
   rec_.pid.store(::getpid());
   spdlog::info("ready, up to {} jobs at once", o_.jobs_per_worker);
-  claim_more();  // jobs may have been queued before we started
   epoll_event events[64];
-  while (!shutting_down_ || active_ > 0) {
+  for (;;) {
+    // Between batches (and first of all: jobs may have been queued before we
+    // started): claim new jobs, arm the timer for them, wake the frontend.
+    // An entry freed in a batch may still have events in it, which the
+    // generation check then drops.
+    claim_more();
+    arm_timer();
+    if (notify_frontend_) {
+      notify_frontend_ = false;
+      frontend_.ring();
+    }
+    if (shutting_down_ && active_ == 0) break;
     rec_.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
     int n = ::epoll_wait(epoll_.get(), events, 64, kIdleCheckMs);
     if (n < 0) {
@@ -170,14 +180,6 @@ int Loop::run() {
     // so a lost wake-up delays work by a second at most, never forever.
     if (n == 0) on_bell();
     for (int i = 0; i < n; ++i) dispatch(events[i].data.u64);
-    // New jobs only between batches: an entry freed in this batch may still
-    // have events in it, which the generation check then drops.
-    claim_more();
-    arm_timer();
-    if (notify_frontend_) {
-      notify_frontend_ = false;
-      frontend_.ring();
-    }
   }
   spdlog::info("stopped");
   return 0;
