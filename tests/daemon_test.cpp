@@ -512,7 +512,8 @@ TEST_CASE("sessions carry their env vars into execute until destroyed", "[daemon
   CHECK(num(error_of(c.call("execute", p)), "code") == -32001);
   p["session_id"] = "00000000-0000-0000-0000-000000000000";
   CHECK(num(error_of(c.call("execute", p)), "code") == -32001);
-  for (const json::value& s : result_of(c.call("session_list", nullptr)).at("sessions").as_array())
+  json::object remaining = result_of(c.call("session_list", nullptr));
+  for (const json::value& s : remaining.at("sessions").as_array())
     CHECK(str(s.as_object(), "session_id") != id);
   stop_cleanly(d);
 }
