@@ -13,6 +13,7 @@
 
 #include "common/paths.h"
 #include "common/unique_fd.h"
+#include "frontend/utf8.h"
 
 namespace json = boost::json;
 
@@ -89,32 +90,6 @@ class Client {
   std::string buf_;
 };
 
-std::string base64_decode(std::string_view in) {
-  auto val = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = val(c);
-    if (v < 0) continue;  // padding
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(char((acc >> bits) & 0xff));
-    }
-  }
-  return out;
-}
-
 void write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
@@ -141,7 +116,9 @@ int run_job(Client& client, json::object params) {
     json::object r = client.next();
     std::string type = json::value_to<std::string>(r.at("type"));
     if (type == "stdout" || type == "stderr") {
-      write_all(type == "stdout" ? 1 : 2, base64_decode(r.at("data").as_string()));
+      auto bytes = sp::rpc::decode_base64(r.at("data").as_string());
+      if (!bytes) die(kProtocol, "the daemon sent output that is not base64");
+      write_all(type == "stdout" ? 1 : 2, *bytes);
       continue;
     }
     std::string status = r.contains("status") ? json::value_to<std::string>(r.at("status")) : "";

@@ -4,6 +4,7 @@
 // Pure functions; thread-compatible (each stream owns its `carry`).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -23,5 +24,9 @@ void append_utf8_sanitized(std::string& out, std::string_view in, std::string& c
 // Appends the standard base64 encoding (RFC 4648 section 4, with '=' padding)
 // of `in` to `out`.
 void append_base64(std::string& out, std::string_view in);
+
+// Decodes standard base64 (RFC 4648 section 4; '=' padding optional).
+// nullopt if `in` has a character outside the alphabet or a stray '='.
+std::optional<std::string> decode_base64(std::string_view in);
 
 }  // namespace sp::rpc

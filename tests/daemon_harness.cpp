@@ -1,5 +1,7 @@
 #include "tests/daemon_harness.h"
 
+#include "frontend/utf8.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -545,25 +547,7 @@ Streamed read_stream(Client& c, const json::value& id, double timeout_s) {
 }
 
 std::string base64_decode(std::string_view in) {
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (char c : in) {
-    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
-            : c >= 'a' && c <= 'z' ? c - 'a' + 26
-            : c >= '0' && c <= '9' ? c - '0' + 52
-            : c == '+'             ? 62
-            : c == '/'             ? 63
-                                   : -1;
-    if (v < 0) continue;
-    acc = (acc << 6) | uint32_t(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(char((acc >> bits) & 0xff));
-    }
-  }
-  return out;
+  return sp::rpc::decode_base64(in).value_or("<not base64>");
 }
 
 // ---- CLI ----

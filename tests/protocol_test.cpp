@@ -471,7 +471,11 @@ TEST_CASE("base64 matches the RFC 4648 test vectors") {
     std::string out;
     append_base64(out, in);
     CHECK(out == want);
+    CHECK(decode_base64(want) == std::optional<std::string>(in));
   }
+  CHECK(decode_base64("//79AAE=") == std::string("\xFF\xFE\xFD\x00\x01", 5));
+  CHECK(decode_base64("Zm9v\n") == std::nullopt);  // not in the alphabet
+  CHECK(decode_base64("Zm=9v") == std::nullopt);   // '=' inside
   std::string bin = "x:";
   append_base64(bin, std::string_view("\xFF\xFE\xFD\x00\x01", 5));
   CHECK(bin == "x://79AAE=");
