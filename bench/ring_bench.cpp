@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "common/unique_fd.h"
 #include "shm/repair.h"
 #include "shm/segment.h"
 
@@ -73,7 +74,8 @@ void ring_efd(int fd) {
 }
 
 void BM_HandoffRawEventfd(benchmark::State& state) {
-  int to = ::eventfd(0, EFD_CLOEXEC), back = ::eventfd(0, EFD_CLOEXEC);
+  sp::UniqueFd to_fd(::eventfd(0, EFD_CLOEXEC)), back_fd(::eventfd(0, EFD_CLOEXEC));
+  int to = to_fd.get(), back = back_fd.get();
   std::atomic<bool> stop{false};
   std::thread peer([&] {
     for (;;) {
@@ -89,14 +91,13 @@ void BM_HandoffRawEventfd(benchmark::State& state) {
   stop = true;
   ring_efd(to);
   peer.join();
-  ::close(to);
-  ::close(back);
 }
 BENCHMARK(BM_HandoffRawEventfd)->UseRealTime();
 
 void BM_HandoffRing(benchmark::State& state) {
   BenchSegment b;
-  int to = ::eventfd(0, EFD_CLOEXEC), back = ::eventfd(0, EFD_CLOEXEC);
+  sp::UniqueFd to_fd(::eventfd(0, EFD_CLOEXEC)), back_fd(::eventfd(0, EFD_CLOEXEC));
+  int to = to_fd.get(), back = back_fd.get();
   std::atomic<bool> stop{false};
   std::thread worker([&] {
     auto ring = b.seg.ring();
@@ -115,8 +116,6 @@ void BM_HandoffRing(benchmark::State& state) {
   stop = true;
   ring_efd(to);
   worker.join();
-  ::close(to);
-  ::close(back);
 }
 BENCHMARK(BM_HandoffRing)->UseRealTime();
 
