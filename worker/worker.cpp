@@ -90,7 +90,7 @@ class Loop {
   void set_submit_interest(bool want);
   void start(uint32_t slot);
   void finish_unstarted(uint32_t slot, JobState state, std::string_view why);
-  void on_pipe(Job& j, uint32_t entry, int stream);
+  void on_pipe(Job& j, int stream);
   void on_exit(Job& j);
   void on_bell();
   void on_timer();
@@ -216,8 +216,8 @@ void Loop::dispatch(uint64_t t) {
   Job& j = entries_[entry];
   if (!j.active || j.generation != gen) return;  // stale event for a finished job
   if (kind == kPidfd) on_exit(j);
-  if (kind == kStdout) on_pipe(j, entry, 0);
-  if (kind == kStderr) on_pipe(j, entry, 1);
+  if (kind == kStdout) on_pipe(j, 0);
+  if (kind == kStderr) on_pipe(j, 1);
 }
 
 void Loop::set_submit_interest(bool want) {
@@ -304,7 +304,7 @@ void Loop::publish(uint32_t slot, JobWord from, JobState state, int exit_code, i
   notify_frontend_ = true;
 }
 
-void Loop::on_pipe(Job& j, uint32_t entry, int stream) {
+void Loop::on_pipe(Job& j, int stream) {
   if (!j.pipe[stream] || j.paused[stream]) return;  // stale event from this batch
   shm::OutputWriter w = writer(j.slot);
   int fd = j.pipe[stream].get();
@@ -330,7 +330,6 @@ void Loop::on_pipe(Job& j, uint32_t entry, int stream) {
     maybe_finish(j);
     return;
   }
-  (void)entry;
 }
 
 void Loop::on_exit(Job& j) {
@@ -353,10 +352,9 @@ void Loop::on_exit(Job& j) {
   j.deadline_ns = j.kill_at_ns = 0;  // nothing left to signal
   // The group is dead: its pipes are at EOF unless an escaped process holds
   // them. Read them now rather than in another loop turn.
-  uint32_t entry = uint32_t(&j - entries_.data());
   for (int stream = 0; stream < 2; ++stream) {
     if (j.cancelled) close_pipe(j, stream);  // nobody waits for a cancelled job's output
-    if (j.pipe[stream] && !j.paused[stream]) on_pipe(j, entry, stream);
+    if (j.pipe[stream] && !j.paused[stream]) on_pipe(j, stream);
   }
   if (!j.active) return;  // on_pipe finished it
   if (j.pipe[0] || j.pipe[1]) j.eof_deadline_ns = monotonic_ns() + kEofGraceNs;
