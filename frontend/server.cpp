@@ -77,6 +77,7 @@ int Frontend::run() {
       if (!unsent || monotonic_ns() >= stop_deadline) break;
       timeout = 10;
     }
+    seg_.header().frontend_heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
     int n = ::epoll_wait(epoll_.get(), events, 128, timeout);
     if (n < 0 && errno != EINTR) {
       spdlog::critical("epoll_wait: {}", std::strerror(errno));

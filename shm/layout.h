@@ -20,7 +20,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint32_t kMaxWorkers = 64;
 // Owner stamp of a queued job taken off the queue by the frontend or the
 // supervisor (to cancel it) rather than by a worker.
@@ -48,6 +48,7 @@ struct Counters {
   std::atomic<uint64_t> requeued;
   std::atomic<uint64_t> worker_restarts;
   std::atomic<uint64_t> frontend_restarts;
+  std::atomic<uint64_t> hang_kills;  // roles killed for a stale heartbeat
 };
 
 // A doorbell is an eventfd (inherited from the supervisor) plus this word:
@@ -71,6 +72,8 @@ struct alignas(64) Header {
   std::atomic<uint32_t> frontend_incarnation;   // bumped by the supervisor before each start
   std::atomic<uint32_t> draining;               // 1: shutting down, accept no new jobs
   std::atomic<uint64_t> next_job_id;            // daemon-wide job ids, fetch_add by the frontend
+  std::atomic<uint64_t> frontend_heartbeat_ns;  // CLOCK_MONOTONIC of the frontend's last loop turn
+  std::atomic<uint64_t> started_unix_ms;        // when the supervisor created the segment
   BellWord frontend_bell;                       // workers/supervisor -> frontend
   BellWord submit_bell;                         // frontend/supervisor -> any idle worker
   alignas(64) std::atomic<uint64_t> ring_head;  // next position to consume

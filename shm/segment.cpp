@@ -1,5 +1,7 @@
 #include "shm/segment.h"
 
+#include "common/clock.h"
+
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +102,7 @@ Result<Segment> Segment::create(const std::string& name, const Capacities& caps)
     h->outputs_off = o.outputs;
     h->supervisor_pid = ::getpid();
     h->next_job_id.store(1);
+    h->started_unix_ms.store(unix_ms());
     auto* cells = reinterpret_cast<std::atomic<uint64_t>*>(base + o.ring);
     for (uint32_t i = 0; i < o.ring_cells; ++i)
       cells[i].store(SubmitRing::initial_cell(i), std::memory_order_relaxed);

@@ -19,6 +19,7 @@ struct Config {
   double drain_timeout_s = 10;              // SIGTERM: how long running jobs may finish
   uint32_t max_connections = 1024;
   uint64_t max_line_bytes = 1ull << 20;  // request line limit
+  double hang_timeout_s = 10;            // a role whose heartbeat is older is killed; 0: off
   uint32_t max_restarts = 5;             // per role within restart_window_s, then give up
   double restart_window_s = 30;
   std::string log_level = "info";

@@ -75,6 +75,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-line", cfg.max_line_bytes, "Longest request line, bytes")
       ->capture_default_str();
+  app.add_option("--hang-timeout", cfg.hang_timeout_s,
+                 "Seconds without a heartbeat after which a worker or the frontend is killed "
+                 "and restarted (0: never)")
+      ->capture_default_str();
   app.add_option("--max-restarts", cfg.max_restarts,
                  "A role that dies more often than this within --restart-window ends the daemon")
       ->capture_default_str();

@@ -41,6 +41,7 @@ struct Role {
   pid_t pid = 0;
   uint64_t started_ns = 0;
   uint64_t restart_at_ns = 0;  // 0: no restart pending
+  bool hang_killed = false;    // we killed it for a stale heartbeat
   std::deque<uint64_t> crashes;
 };
 
@@ -61,6 +62,8 @@ class Supervisor {
   pid_t spawn(const std::vector<std::string>& args, const std::vector<int>& fds);
   void reap();
   void on_death(Role& role, int status, bool is_frontend, uint32_t index);
+  void check_hangs(uint64_t now);
+  std::string death_cause(const Role& role, int status) const;
   void schedule_restart(Role& role);
   void begin_drain();
   void begin_stop();
@@ -182,6 +185,7 @@ void Supervisor::start_frontend() {
                std::to_string(cfg_.kill_grace_ms)});
   frontend_.pid = spawn(args, fds);
   frontend_.started_ns = monotonic_ns();
+  frontend_.hang_killed = false;
   frontend_stop_sent_ = false;
   if (frontend_.pid < 0) {
     frontend_.pid = 0;
@@ -201,6 +205,7 @@ void Supervisor::start_worker(uint32_t i) {
                            "--frontend-fd", "5"});
   workers_[i].pid = spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
   workers_[i].started_ns = monotonic_ns();
+  workers_[i].hang_killed = false;
   if (workers_[i].pid < 0) {
     workers_[i].pid = 0;
     return schedule_restart(workers_[i]);
@@ -235,7 +240,7 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
   role.pid = 0;
   bool expected = phase_ == Phase::kStopping;
   auto log = expected ? spdlog::level::info : spdlog::level::warn;
-  spdlog::log(log, "{} {}", role.name, describe_status(status));
+  spdlog::log(log, "{} {}", role.name, death_cause(role, status));
   if (is_frontend) {
     shm::RepairReport r = shm::repair_after_frontend_death(*seg_);
     if (r.cancelled || r.released)
@@ -244,7 +249,7 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     if (!expected) seg_->header().counters.frontend_restarts.fetch_add(1);
   } else {
     seg_->worker(index).pid.store(0);
-    std::string why = "lost: worker " + std::to_string(index) + " " + describe_status(status) +
+    std::string why = "lost: worker " + std::to_string(index) + " " + death_cause(role, status) +
                       " while the job ran";
     shm::RepairReport r = shm::repair_after_worker_death(*seg_, index, why);
     sweep_adopted();
@@ -260,6 +265,32 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
   // frontend is not restarted then (the listening socket is already closed).
   if (phase_ == Phase::kRunning || (phase_ == Phase::kDraining && !is_frontend))
     schedule_restart(role);
+}
+
+std::string Supervisor::death_cause(const Role& role, int status) const {
+  if (role.hang_killed)
+    return "hung (no heartbeat for " + std::to_string(cfg_.hang_timeout_s) + " s) and was killed";
+  return describe_status(status);
+}
+
+// A role that stopped beating (stuck, or SIGSTOPped) is killed; the reaper
+// then repairs and restarts it like any other death.
+void Supervisor::check_hangs(uint64_t now) {
+  if (cfg_.hang_timeout_s <= 0 || phase_ == Phase::kStopping) return;
+  const auto limit = uint64_t(cfg_.hang_timeout_s * 1e9);
+  auto check = [&](Role& role, uint64_t beat) {
+    if (role.pid <= 0 || role.hang_killed) return;
+    uint64_t last = std::max(beat, role.started_ns);  // a beat from before the restart is stale
+    if (now <= last || now - last < limit) return;
+    spdlog::warn("{} (pid {}) has not beaten its heartbeat for {} ms: killing it", role.name,
+                 role.pid, (now - last) / kMs);
+    role.hang_killed = true;
+    seg_->header().counters.hang_kills.fetch_add(1);
+    ::kill(role.pid, SIGKILL);
+  };
+  check(frontend_, seg_->header().frontend_heartbeat_ns.load());
+  for (uint32_t i = 0; i < workers_.size(); ++i)
+    check(workers_[i], seg_->worker(i).heartbeat_ns.load());
 }
 
 void Supervisor::schedule_restart(Role& role) {
@@ -381,6 +412,7 @@ int Supervisor::run() {
       }
     }
     now = monotonic_ns();
+    check_hangs(now);
     if (phase_ != Phase::kStopping) {
       if (phase_ == Phase::kRunning && frontend_.restart_at_ns && now >= frontend_.restart_at_ns) {
         frontend_.restart_at_ns = 0;

@@ -351,3 +351,46 @@ TEST_CASE("jobs sent while the workers start still time out and get their answer
     stop_cleanly(d);
   }
 }
+
+TEST_CASE("a worker that stops beating is killed, its jobs end lost, and it is replaced",
+          "[daemon][crash][hang]") {
+  START_DAEMON(d, {"--workers", "1", "--hang-timeout", "1"});
+  REQUIRE(wait_until([&] { return d.worker_pids().size() == 1; }, 10));
+  Client c(d.socket());
+  REQUIRE(c.send_line(Client::request(1, "execute", sh("sleep 100.246"))));
+  REQUIRE(wait_until([] { return !pids_matching("sleep 100.246").empty(); }, 10));
+  pid_t stuck = d.worker_pids().at(0);
+  REQUIRE(::kill(stuck, SIGSTOP) == 0);  // a hang: alive, but its loop no longer turns
+  auto v = c.read_json(15);
+  INFO(c.last_line());
+  REQUIRE(v);
+  json::object r = result_of(v->as_object());
+  CHECK(str(r, "status") == "lost");
+  CHECK_THAT(str(r, "error"), Contains("hung"));
+  CHECK(wait_until([] { return pids_matching("sleep 100.246").empty(); }, 5));
+  CHECK(wait_until(
+      [&] {
+        std::vector<pid_t> w = d.worker_pids();
+        return w.size() == 1 && w[0] != stuck;
+      },
+      10));
+  Client fresh(d.socket());
+  CHECK(str(execute(fresh, sh("echo ok")), "stdout") == "ok\n");
+  stop_cleanly(d);
+}
+
+TEST_CASE("a frontend that stops beating is replaced on the same socket", "[daemon][crash][hang]") {
+  START_DAEMON(d, {"--hang-timeout", "1"});
+  pid_t stuck = d.frontend_pid();
+  REQUIRE(stuck > 0);
+  REQUIRE(::kill(stuck, SIGSTOP) == 0);
+  REQUIRE(wait_until(
+      [&] {
+        pid_t f = d.frontend_pid();
+        return f > 0 && f != stuck;
+      },
+      15));
+  Client fresh(d.socket());
+  CHECK(str(execute(fresh, sh("echo ok")), "stdout") == "ok\n");
+  stop_cleanly(d);
+}
