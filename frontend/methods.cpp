@@ -1,6 +1,7 @@
 // Method dispatch: the seed's methods by their exact names.
 #include <boost/json.hpp>
 
+#include "common/clock.h"
 #include "frontend/server.h"
 
 namespace sp::frontend {
@@ -41,7 +42,58 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
     if (auto e = session_method(m, call.params, result)) return fail(*e);
     return answer(r, rpc::result_text(r.id, result));
   }
+  if (m == "health") return answer(r, rpc::result_text(r.id, health()));
   fail({rpc::Code::MethodNotFound, "method not found: " + m});
+}
+
+// Pool state and counters: what an operator or a load balancer asks.
+json::value Frontend::health() {
+  const shm::Header& h = seg_.header();
+  const shm::Capacities& caps = seg_.caps();
+  uint64_t now = monotonic_ns();
+  json::array workers;
+  for (uint32_t i = 0; i < caps.workers; ++i) {
+    const shm::WorkerRecord& w = seg_.worker(i);
+    uint64_t beat = w.heartbeat_ns.load();
+    workers.push_back(
+        json::object{{"index", i},
+                     {"pid", w.pid.load()},
+                     {"running", w.running.load()},
+                     {"incarnation", w.incarnation.load()},
+                     {"heartbeat_age_ms", beat && now > beat ? (now - beat) / 1'000'000 : 0}});
+  }
+  uint32_t queued = 0, running = 0;
+  for (uint32_t i = 0; i < jobs_.size(); ++i) {
+    shm::JobState s = jobs_.load(i).state;
+    queued += s == shm::JobState::kQueued;
+    running += s == shm::JobState::kClaimed || s == shm::JobState::kRunning;
+  }
+  const shm::Counters& c = h.counters;
+  json::object counters{{"submitted", c.submitted.load()},
+                        {"started", c.started.load()},
+                        {"finished", c.finished.load()},
+                        {"failed", c.failed.load()},
+                        {"timed_out", c.timed_out.load()},
+                        {"cancelled", c.cancelled.load()},
+                        {"lost", c.lost.load()},
+                        {"requeued", c.requeued.load()},
+                        {"worker_restarts", c.worker_restarts.load()},
+                        {"frontend_restarts", c.frontend_restarts.load()},
+                        {"hang_kills", c.hang_kills.load()},
+                        {"deaths_by_signal", c.deaths_signal.load()},
+                        {"deaths_by_exit", c.deaths_exit.load()}};
+  return json::object{
+      {"status", h.draining.load() ? "draining" : "ok"},
+      {"uptime_ms", unix_ms() - h.started_unix_ms.load()},
+      {"workers", std::move(workers)},
+      {"jobs", json::object{{"queued", queued},
+                            {"running", running},
+                            {"queue_capacity", caps.job_slots},
+                            {"max_concurrent", caps.workers * caps.jobs_per_worker}}},
+      {"connections", conns_.size()},
+      {"sessions", sessions_.list().size()},
+      {"isolation", "process-group"},  // each job in its own session and process group
+      {"counters", std::move(counters)}};
 }
 
 std::optional<rpc::RpcError> Frontend::session_method(const std::string& method,

@@ -92,6 +92,7 @@ class Frontend {
   void check_draining();
   // methods.cpp
   void handle_call(Conn& c, rpc::Call& call, Reply r);
+  boost::json::value health();
   std::optional<rpc::RpcError> session_method(const std::string& method,
                                               const boost::json::value& params,
                                               boost::json::value& result);

@@ -34,6 +34,7 @@ struct Capacities {
   uint32_t session_slots = 64;
   uint32_t session_env_bytes = 8 * 1024;  // per-session "K=V\0K=V\0..." blob
   uint32_t workers = 2;
+  uint32_t jobs_per_worker = 64;  // jobs one worker runs at once
 };
 
 // Counters for `stats`: monotonic, relaxed, any process may add.
@@ -48,7 +49,9 @@ struct Counters {
   std::atomic<uint64_t> requeued;
   std::atomic<uint64_t> worker_restarts;
   std::atomic<uint64_t> frontend_restarts;
-  std::atomic<uint64_t> hang_kills;  // roles killed for a stale heartbeat
+  std::atomic<uint64_t> hang_kills;     // roles killed for a stale heartbeat
+  std::atomic<uint64_t> deaths_signal;  // roles killed by a signal we did not send (crash, OOM)
+  std::atomic<uint64_t> deaths_exit;    // roles that exited on their own
 };
 
 // A doorbell is an eventfd (inherited from the supervisor) plus this word:
@@ -82,7 +85,7 @@ struct alignas(64) Header {
 };
 
 struct alignas(64) WorkerRecord {
-  std::atomic<int32_t> pid;            // 0: not running
+  std::atomic<int32_t> pid;            // written by the supervisor; 0: not running
   std::atomic<uint32_t> incarnation;   // bumped by the supervisor before each start
   std::atomic<uint32_t> running;       // jobs this worker runs now (for stats)
   std::atomic<uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC of the last loop turn

@@ -93,7 +93,6 @@ int main(int argc, char** argv) {
   CLI::App* worker = app.add_subcommand("worker", "")->group("");
   worker->add_option("--index", wo.index)->required();
   worker->add_option("--shm", wo.shm_name)->required();
-  worker->add_option("--jobs", wo.jobs_per_worker)->required();
   worker->add_option("--kill-grace-ms", wo.kill_grace_ms);
   worker->add_option("--submit-fd", wo.submit_fd)->required();
   worker->add_option("--bell-fd", wo.bell_fd)->required();

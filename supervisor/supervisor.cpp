@@ -63,6 +63,7 @@ class Supervisor {
   void reap();
   void on_death(Role& role, int status, bool is_frontend, uint32_t index);
   void check_hangs(uint64_t now);
+  void count_death(const Role& role, int status) const;
   std::string death_cause(const Role& role, int status) const;
   void schedule_restart(Role& role);
   void begin_drain();
@@ -99,6 +100,7 @@ Status Supervisor::setup() {
       break;
   }
   shm_name_ = shm::Segment::name_for_socket(cfg_.socket_path);
+  cfg_.caps.jobs_per_worker = cfg_.jobs_per_worker();
   if (shm::Segment::remove(shm_name_))
     spdlog::warn("removed stale shared memory /dev/shm/{} left by an earlier instance", shm_name_);
 
@@ -200,9 +202,8 @@ void Supervisor::start_worker(uint32_t i) {
   rec.running.store(0);
   auto args = common_args();
   args.insert(args.begin(), {"worker", "--index", std::to_string(i)});
-  args.insert(args.end(), {"--jobs", std::to_string(cfg_.jobs_per_worker()), "--kill-grace-ms",
-                           std::to_string(cfg_.kill_grace_ms), "--submit-fd", "3", "--bell-fd", "4",
-                           "--frontend-fd", "5"});
+  args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.kill_grace_ms), "--submit-fd",
+                           "3", "--bell-fd", "4", "--frontend-fd", "5"});
   workers_[i].pid = spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
   workers_[i].started_ns = monotonic_ns();
   workers_[i].hang_killed = false;
@@ -210,6 +211,7 @@ void Supervisor::start_worker(uint32_t i) {
     workers_[i].pid = 0;
     return schedule_restart(workers_[i]);
   }
+  rec.pid.store(workers_[i].pid);
   spdlog::info("started worker {} (pid {})", i, workers_[i].pid);
 }
 
@@ -246,7 +248,10 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     if (r.cancelled || r.released)
       spdlog::log(log, "frontend repair: {} jobs cancelled, {} slots freed", r.cancelled,
                   r.released);
-    if (!expected) seg_->header().counters.frontend_restarts.fetch_add(1);
+    if (!expected) {
+      seg_->header().counters.frontend_restarts.fetch_add(1);
+      count_death(role, status);
+    }
   } else {
     seg_->worker(index).pid.store(0);
     std::string why = "lost: worker " + std::to_string(index) + " " + death_cause(role, status) +
@@ -255,7 +260,10 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     sweep_adopted();
     if (r.lost || r.requeued)
       spdlog::log(log, "worker {} repair: {} jobs lost, {} requeued", index, r.lost, r.requeued);
-    if (!expected) seg_->header().counters.worker_restarts.fetch_add(1);
+    if (!expected) {
+      seg_->header().counters.worker_restarts.fetch_add(1);
+      count_death(role, status);
+    }
     // Stopping: no worker will run what the repair requeued.
     if (phase_ == Phase::kStopping)
       shm::cancel_queued(*seg_, "cancelled: the daemon is shutting down");
@@ -265,6 +273,13 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
   // frontend is not restarted then (the listening socket is already closed).
   if (phase_ == Phase::kRunning || (phase_ == Phase::kDraining && !is_frontend))
     schedule_restart(role);
+}
+
+// Deaths by cause, for `health` (hang kills are counted when we kill).
+void Supervisor::count_death(const Role& role, int status) const {
+  auto& c = seg_->header().counters;
+  if (role.hang_killed) return;
+  (WIFSIGNALED(status) ? c.deaths_signal : c.deaths_exit).fetch_add(1);
 }
 
 std::string Supervisor::death_cause(const Role& role, int status) const {
@@ -380,7 +395,7 @@ int Supervisor::run() {
     return 1;
   }
   spdlog::info("listening on {} with {} workers, up to {} jobs at once, queue {}, shm {} ({} MiB)",
-               cfg_.socket_path, cfg_.caps.workers, cfg_.jobs_per_worker() * cfg_.caps.workers,
+               cfg_.socket_path, cfg_.caps.workers, cfg_.caps.jobs_per_worker * cfg_.caps.workers,
                cfg_.caps.job_slots, shm_name_, seg_->size() >> 20);
   for (uint32_t i = 0; i < workers_.size(); ++i) start_worker(i);
   start_frontend();

@@ -394,3 +394,33 @@ TEST_CASE("a frontend that stops beating is replaced on the same socket", "[daem
   CHECK(str(execute(fresh, sh("echo ok")), "stdout") == "ok\n");
   stop_cleanly(d);
 }
+
+TEST_CASE("health reports the pool and counts deaths by cause", "[daemon][health]") {
+  START_DAEMON(d, {"--workers", "2", "--max-concurrent", "6", "--hang-timeout", "1"});
+  REQUIRE(wait_until([&] { return d.worker_pids().size() == 2; }, 10));
+  Client c(d.socket());
+  json::object h = result_of(c.call("health", nullptr));
+  CHECK(str(h, "status") == "ok");
+  REQUIRE(h.at("workers").as_array().size() == 2);
+  const json::object& jobs = h.at("jobs").as_object();
+  CHECK(num(jobs, "max_concurrent") == 6);
+  CHECK(num(jobs, "queue_capacity") == 1024);
+  CHECK(num(h.at("counters").as_object(), "worker_restarts") == 0);
+
+  pid_t crashed = d.worker_pids().at(0);
+  REQUIRE(::kill(crashed, SIGKILL) == 0);
+  REQUIRE(wait_until(
+      [&] { return d.worker_pids().size() == 2 && !contains(d.worker_pids(), crashed); }, 10));
+  pid_t stuck = d.worker_pids().at(0);
+  REQUIRE(::kill(stuck, SIGSTOP) == 0);
+  REQUIRE(wait_until(
+      [&] { return d.worker_pids().size() == 2 && !contains(d.worker_pids(), stuck); }, 15));
+
+  h = result_of(c.call("health", nullptr));
+  const json::object& counters = h.at("counters").as_object();
+  CHECK(num(counters, "worker_restarts") == 2);
+  CHECK(num(counters, "deaths_by_signal") == 1);
+  CHECK(num(counters, "hang_kills") == 1);
+  for (const json::value& w : h.at("workers").as_array()) CHECK(num(w.as_object(), "pid") > 0);
+  stop_cleanly(d);
+}

@@ -69,7 +69,7 @@ class Loop {
         frontend_(&seg_.header().frontend_bell, o.frontend_fd),
         owner_(uint8_t(o.index + 1)),
         incarnation_(uint16_t(rec_.incarnation.load())),
-        entries_(o.jobs_per_worker) {}
+        entries_(seg_.caps().jobs_per_worker) {}
 
   Status init();
   int run();
@@ -154,8 +154,7 @@ Status Loop::init() {
 }
 
 int Loop::run() {
-  rec_.pid.store(::getpid());
-  spdlog::info("ready, up to {} jobs at once", o_.jobs_per_worker);
+  spdlog::info("ready, up to {} jobs at once", entries_.size());
   epoll_event events[64];
   for (;;) {
     // Between batches (and first of all: jobs may have been queued before we

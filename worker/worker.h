@@ -1,5 +1,5 @@
 // Worker: one prespawned process that claims jobs from the submission ring
-// and runs up to `jobs_per_worker` of them at once in a single-threaded epoll
+// and runs up to caps.jobs_per_worker of them at once in a single-threaded epoll
 // loop, moving each child's output into its job's shm output ring.
 //
 // Runs in its own process (role "worker N"); owns its children and their
@@ -15,7 +15,6 @@ namespace sp::worker {
 struct Options {
   uint32_t index = 0;  // 0-based; the job owner stamp is index + 1
   std::string shm_name;
-  uint32_t jobs_per_worker = 64;
   uint32_t kill_grace_ms = 2000;  // default TERM -> KILL grace when the spec has none
   int submit_fd = -1;             // eventfd: jobs were queued
   int bell_fd = -1;               // eventfd: this worker's doorbell (cancel, output space)
