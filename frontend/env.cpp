@@ -4,13 +4,18 @@
 
 namespace sp::frontend {
 
-EnvPairs base_env(char** env) {
+EnvPairs base_env(char** env, const std::vector<std::string>& extra_names) {
   EnvPairs out;
-  for (const char* name : kBaseEnvNames) {
-    size_t n = std::strlen(name);
-    for (char** e = env; e && *e; ++e)
-      if (std::strncmp(*e, name, n) == 0 && (*e)[n] == '=') out.emplace_back(name, *e + n + 1);
-  }
+  auto copy = [&](std::string_view name) {
+    for (char** e = env; e && *e; ++e) {
+      if (std::strncmp(*e, name.data(), name.size()) == 0 && (*e)[name.size()] == '=') {
+        out.emplace_back(std::string(name), *e + name.size() + 1);
+        return;
+      }
+    }
+  };
+  for (const char* name : kBaseEnvNames) copy(name);
+  for (const std::string& name : extra_names) copy(name);
   bool has_path = false;
   for (auto& [k, v] : out) has_path |= k == "PATH";
   if (!has_path) out.emplace_back("PATH", "/usr/local/bin:/usr/bin:/bin");

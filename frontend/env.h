@@ -17,7 +17,8 @@ using EnvPairs = std::vector<std::pair<std::string, std::string>>;
 inline constexpr const char* kBaseEnvNames[] = {"PATH", "HOME",   "USER", "LOGNAME", "SHELL",
                                                 "LANG", "LC_ALL", "TZ",   "TMPDIR"};
 
-EnvPairs base_env(char** environ_ptr);
+// `extra_names`: more names to copy (configured passthrough).
+EnvPairs base_env(char** environ_ptr, const std::vector<std::string>& extra_names);
 
 // Appends "NAME=value" strings for base, then each overlay in order, with
 // later values replacing earlier ones of the same name.

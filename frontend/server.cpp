@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/sys.h"
@@ -18,7 +20,7 @@ namespace sp::frontend {
 namespace {
 enum Tag : uint64_t { kListen = 1, kBell = 2, kSignal = 3 };
 constexpr uint64_t kStopFlushNs = 1'000'000'000;  // on SIGTERM: time to write last answers
-constexpr int kIdleCheckMs = 1000;
+
 }  // namespace
 
 Frontend::Frontend(const Options& o, shm::Segment seg)
@@ -36,7 +38,7 @@ Frontend::Frontend(const Options& o, shm::Segment seg)
 
 Status Frontend::init() {
   incarnation_ = seg_.header().frontend_incarnation.load();
-  base_env_ = base_env(environ);
+  base_env_ = base_env(environ, o_.env_pass);
   sessions_.recover();
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
   if (auto r = sys("fcntl O_NONBLOCK", [&] { return ::fcntl(listen_.get(), F_SETFL, O_NONBLOCK); });
@@ -70,7 +72,7 @@ int Frontend::run() {
   epoll_event events[128];
   uint64_t stop_deadline = 0;
   for (;;) {
-    int timeout = kIdleCheckMs;  // bounded: see the n == 0 case below
+    int timeout = int(seg_.caps().tick_ms);  // bounded: see the n == 0 case below
     if (stopping_) {
       bool unsent = false;
       for (auto& [id, c] : conns_) unsent |= c->backlog() > 0;
@@ -125,6 +127,11 @@ void Frontend::check_draining() {
   spdlog::info("draining: not accepting connections");
 }
 
+bool Frontend::allowed(uid_t uid) const {
+  if (uid == ::getuid() || uid == 0) return true;
+  return std::find(o_.allow_uids.begin(), o_.allow_uids.end(), uid) != o_.allow_uids.end();
+}
+
 Conn* Frontend::conn(uint64_t id) {
   auto it = conns_.find(id);
   return it == conns_.end() ? nullptr : it->second.get();
@@ -149,9 +156,11 @@ void Frontend::accept_all() {
     UniqueFd sock(fd);
     ucred cred{};
     socklen_t len = sizeof cred;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
-        (cred.uid != ::getuid() && cred.uid != 0)) {
-      spdlog::warn("refused a connection from uid {} (pid {})", cred.uid, cred.pid);
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || !allowed(cred.uid)) {
+      // Closed unread; logged once per uid so a refused peer cannot flood the log.
+      if (refused_uids_.size() < 1024 && refused_uids_.insert(cred.uid).second)
+        spdlog::warn("refused connections from uid {} (first: pid {}); allow it with --allow-uid",
+                     cred.uid, cred.pid);
       continue;
     }
     if (conns_.size() >= o_.max_connections) {
@@ -177,7 +186,7 @@ void Frontend::accept_all() {
 
 void Frontend::update_events(Conn& c) {
   bool reading = !c.read_closed && !stopping_ && c.backlog() < kMaxBacklogBytes &&
-                 c.jobs.size() < kMaxJobsPerConn;
+                 c.jobs.size() < o_.max_inflight;
   uint32_t want = (reading ? EPOLLIN | EPOLLRDHUP : 0u) | (c.backlog() ? EPOLLOUT : 0u);
   if (c.events == want) return;
   // EPOLLHUP (the peer closed entirely) is reported even with no interest.
@@ -203,7 +212,7 @@ void Frontend::read_from(Conn& c) {
     ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
       take_bytes(c, {buf, size_t(n)});
-      if (c.backlog() >= kMaxBacklogBytes || c.jobs.size() >= kMaxJobsPerConn) break;
+      if (c.backlog() >= kMaxBacklogBytes || c.jobs.size() >= o_.max_inflight) break;
       if (size_t(n) < sizeof buf) break;
       continue;
     }

@@ -5,12 +5,15 @@
 // output/results).
 #pragma once
 
+#include <sys/types.h>
 #include <boost/json/value.hpp>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -26,7 +29,6 @@ namespace sp::frontend {
 // Bounds per connection (documented in docs/protocol.md).
 inline constexpr size_t kMaxBacklogBytes = 4u << 20;  // unsent answers: stop reading requests
                                                       // and draining its streams beyond this
-inline constexpr size_t kMaxJobsPerConn = 1024;       // in-flight jobs: stop reading beyond
 
 struct Conn {
   uint64_t id = 0;
@@ -89,6 +91,7 @@ class Frontend {
   void update_events(Conn& c);
   void close_conn(uint64_t id);
   Conn* conn(uint64_t id);
+  bool allowed(uid_t uid) const;
   void check_draining();
   // methods.cpp
   void handle_call(Conn& c, rpc::Call& call, Reply r);
@@ -122,7 +125,8 @@ class Frontend {
   uint64_t next_conn_id_ = 16;   // ids below are fixed epoll tags
   uint32_t alloc_cursor_ = 0;
   bool stopping_ = false;
-  bool accept_paused_ = false;  // out of fds: the listening fd is out of epoll
+  std::unordered_set<uid_t> refused_uids_;  // logged once each (bounded)
+  bool accept_paused_ = false;              // out of fds: the listening fd is out of epoll
   // Reused per submission to avoid per-job allocations.
   std::vector<std::string> env_strings_;
   std::vector<std::string_view> env_views_, argv_views_;

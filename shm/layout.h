@@ -35,6 +35,7 @@ struct Capacities {
   uint32_t session_env_bytes = 8 * 1024;  // per-session "K=V\0K=V\0..." blob
   uint32_t workers = 2;
   uint32_t jobs_per_worker = 64;  // jobs one worker runs at once
+  uint32_t tick_ms = 1000;        // idle wake-up and heartbeat period of the roles
 };
 
 // Counters for `stats`: monotonic, relaxed, any process may add.

@@ -55,6 +55,7 @@ Status validate(const Capacities& c) {
   if (c.session_env_bytes < 256 || c.session_env_bytes > (16u << 20))
     return bad("session env bytes must be 256 B..16 MiB");
   if (c.workers < 1 || c.workers > kMaxWorkers) return bad("workers must be 1..64");
+  if (c.tick_ms < 10 || c.tick_ms > 1000) return bad("tick must be 10..1000 ms");
   if (c.jobs_per_worker < 1 || c.jobs_per_worker > 65536)
     return bad("jobs per worker must be 1..65536");
   return {};

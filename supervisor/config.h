@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "shm/layout.h"
 
@@ -23,6 +24,9 @@ struct Config {
   uint32_t max_restarts = 5;             // per role within restart_window_s, then give up
   double restart_window_s = 30;
   std::string log_level = "info";
+  std::vector<std::string> env_pass;  // daemon env names passed to jobs beyond the base set
+  std::vector<uint32_t> allow_uids;   // peers allowed besides the daemon's uid and root
+  uint32_t max_inflight = 1024;       // unfinished jobs per connection before it is not read
 
   uint32_t jobs_per_worker() const {
     uint32_t total = max_concurrent ? max_concurrent : 64 * caps.workers;

@@ -86,6 +86,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  app.add_option("--env-pass", cfg.env_pass,
+                 "Name of a daemon environment variable jobs also get (repeatable); jobs get "
+                 "only PATH HOME USER LOGNAME SHELL LANG LC_ALL TZ TMPDIR otherwise");
+  app.add_option("--allow-uid", cfg.allow_uids,
+                 "A uid that may connect besides the daemon's own and root (repeatable)");
+  app.add_option("--max-inflight", cfg.max_inflight,
+                 "Unfinished jobs per connection; beyond it the connection's further requests "
+                 "wait")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
 
   // Internal roles, started by the supervisor; not for direct use.
   sp::worker::Options wo;
@@ -112,6 +122,9 @@ int main(int argc, char** argv) {
   frontend->add_option("--max-line", fo.max_line_bytes);
   frontend->add_option("--default-timeout", fo.default_timeout_s);
   frontend->add_option("--kill-grace-ms", fo.kill_grace_ms);
+  frontend->add_option("--max-inflight", fo.max_inflight);
+  frontend->add_option("--env-pass", fo.env_pass);
+  frontend->add_option("--allow-uid", fo.allow_uids);
   frontend->add_option("--log-level", log_level);
 
   CLI11_PARSE(app, argc, argv);

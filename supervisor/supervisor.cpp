@@ -101,6 +101,9 @@ Status Supervisor::setup() {
   }
   shm_name_ = shm::Segment::name_for_socket(cfg_.socket_path);
   cfg_.caps.jobs_per_worker = cfg_.jobs_per_worker();
+  // Roles beat at least 4 times per hang timeout, so an idle one is never taken for hung.
+  if (cfg_.hang_timeout_s > 0)
+    cfg_.caps.tick_ms = uint32_t(std::clamp(cfg_.hang_timeout_s * 1000 / 4, 10.0, 1000.0));
   if (shm::Segment::remove(shm_name_))
     spdlog::warn("removed stale shared memory /dev/shm/{} left by an earlier instance", shm_name_);
 
@@ -179,12 +182,16 @@ void Supervisor::start_frontend() {
   args.insert(args.begin(), "frontend");
   for (std::string a : {"--listen-fd", "3", "--frontend-fd", "4", "--submit-fd", "5"})
     args.push_back(a);
-  args.insert(args.end(),
-              {"--worker-fds", worker_fds, "--max-output", std::to_string(cfg_.max_output_bytes),
-               "--max-connections", std::to_string(cfg_.max_connections), "--max-line",
-               std::to_string(cfg_.max_line_bytes), "--default-timeout",
-               std::to_string(cfg_.default_timeout_s), "--kill-grace-ms",
-               std::to_string(cfg_.kill_grace_ms)});
+  args.insert(
+      args.end(),
+      {"--worker-fds", worker_fds, "--max-output", std::to_string(cfg_.max_output_bytes),
+       "--max-connections", std::to_string(cfg_.max_connections), "--max-line",
+       std::to_string(cfg_.max_line_bytes), "--default-timeout",
+       std::to_string(cfg_.default_timeout_s), "--kill-grace-ms",
+       std::to_string(cfg_.kill_grace_ms), "--max-inflight", std::to_string(cfg_.max_inflight)});
+  for (const std::string& name : cfg_.env_pass) args.insert(args.end(), {"--env-pass", name});
+  for (uint32_t uid : cfg_.allow_uids)
+    args.insert(args.end(), {"--allow-uid", std::to_string(uid)});
   frontend_.pid = spawn(args, fds);
   frontend_.started_ns = monotonic_ns();
   frontend_.hang_killed = false;
@@ -325,6 +332,7 @@ void Supervisor::schedule_restart(Role& role) {
   size_t n = role.crashes.size();
   uint64_t delay =
       n <= 1 ? 0 : std::min<uint64_t>(100 * kMs << std::min<size_t>(n - 2, 6), 5000 * kMs);
+  delay += delay ? uint64_t(std::rand()) % (delay / 4 + 1) : 0;  // jitter: restarts do not align
   role.restart_at_ns = now + delay;
   if (delay) spdlog::info("restarting {} in {} ms", role.name, delay / kMs);
 }

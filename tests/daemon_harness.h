@@ -72,8 +72,7 @@ struct DaemonOptions {
   std::string socket = {};              // default: <temp dir>/sock
   bool wait_ready = true;               // wait (10 s) until the socket accepts a connection
   // With wait_ready: also wait until the frontend and every worker sleep in
-  // epoll_wait. Jobs that reach a worker while it starts up get their timeout
-  // and their answer late (see the [startup] test); other tests wait.
+  // epoll_wait, so tests that look for the role processes find them all.
   bool wait_workers = true;
 };
 

@@ -29,7 +29,6 @@ using shm::JobState;
 using shm::JobWord;
 
 constexpr uint64_t kMs = 1'000'000;
-constexpr int kIdleCheckMs = 1000;
 constexpr uint64_t kEofGraceNs = 1000 * kMs;  // after the leader exits, how long escaped
                                               // processes may keep its pipes open
 // epoll tags: kind:8 | entry:24 | generation:32.
@@ -169,14 +168,15 @@ int Loop::run() {
     }
     if (shutting_down_ && active_ == 0) break;
     rec_.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
-    int n = ::epoll_wait(epoll_.get(), events, 64, kIdleCheckMs);
+    int n = ::epoll_wait(epoll_.get(), events, 64, int(seg_.caps().tick_ms));
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::critical("epoll_wait: {}", std::strerror(errno));
       return 1;
     }
     // Bounded wait: an idle tick re-checks what a doorbell would have said,
-    // so a lost wake-up delays work by a second at most, never forever.
+    // so a lost wake-up delays work by one tick (≤ 1 s), never forever; it is
+    // also the heartbeat the supervisor watches.
     if (n == 0) on_bell();
     for (int i = 0; i < n; ++i) dispatch(events[i].data.u64);
   }
