@@ -23,7 +23,8 @@ using shm::JobWord;
 namespace {
 
 constexpr uint64_t kRetryAfterMs = 50;
-constexpr double kMaxTimeoutS = 1e9;  // ~31 years: effectively none, and no overflow
+constexpr double kMaxTimeoutS = 1e9;         // ~31 years: effectively none, and no overflow
+constexpr uint64_t kMaxGraceMs = 3'600'000;  // a kill grace beyond an hour is taken as an hour
 
 const char* state_name(JobState s) {
   switch (s) {
@@ -89,7 +90,13 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
         {{"retry_after_ms", kRetryAfterMs}}};
   shm::JobSlot& s = jobs_.slot(*slot);
   JobWord allocated = jobs_.load(*slot);
-  shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, timeout_ms, o_.kill_grace_ms};
+  const rpc::JobLimits& l = p.limits;
+  shm::Rlimits limits{l.cpu_seconds.value_or(0), l.address_space_bytes.value_or(0),
+                      l.open_files.value_or(0), l.processes.value_or(0),
+                      l.file_size_bytes.value_or(0)};
+  auto grace =
+      uint32_t(std::min<uint64_t>(p.kill_grace_ms.value_or(o_.kill_grace_ms), kMaxGraceMs));
+  shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, timeout_ms, grace, limits};
   auto words = shm::encode_spec({seg_.spec(*slot), seg_.caps().spec_bytes}, s.spec_words, in);
   if (!words) {
     s.spec_words = seg_.caps().spec_bytes / 8;  // unknown how much was written: zero all next time

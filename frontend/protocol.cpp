@@ -461,6 +461,34 @@ std::optional<RpcError> read_encoding(Obj obj, bool& base64) {
   return bad_params("\"output_encoding\" must be \"utf8\" or \"base64\"");
 }
 
+std::optional<RpcError> read_limits(Obj obj, JobLimits& out) {
+  const json::value* v = field(obj, "limits");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) return bad_params("\"limits\" must be an object");
+  const std::pair<const char*, std::optional<uint64_t>*> known[] = {
+      {"cpu_seconds", &out.cpu_seconds},
+      {"address_space_bytes", &out.address_space_bytes},
+      {"open_files", &out.open_files},
+      {"processes", &out.processes},
+      {"file_size_bytes", &out.file_size_bytes}};
+  Obj limits = &v->get_object();
+  for (const auto& [key, value] : *limits) {
+    bool found = false;
+    for (const auto& [name, slot] : known) {
+      if (key != name) continue;
+      found = true;
+      if (auto e = read_byte_count(limits, name, *slot)) return e;
+      if (*slot == uint64_t{0}) return bad_params(quoted(name) + " in \"limits\" must be >= 1");
+    }
+    // A misspelt limit silently not applied would be worse than an error.
+    if (!found)
+      return bad_params("unknown field " + quoted(std::string(key).substr(0, 64)) +
+                        " in \"limits\"; known: cpu_seconds, address_space_bytes, open_files, "
+                        "processes, file_size_bytes");
+  }
+  return std::nullopt;
+}
+
 std::optional<RpcError> check_stdin(Obj obj) {
   const json::value* v = field(obj, "stdin");
   if (v == nullptr) return std::nullopt;
@@ -490,6 +518,8 @@ Parsed<ExecParams> parse_exec_params(const json::value& params) {
     if (auto e = read_env(obj, "env", p.env)) return *e;
     if (auto e = read_encoding(obj, p.base64)) return *e;
     if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
+    if (auto e = read_byte_count(obj, "kill_grace_ms", p.kill_grace_ms)) return *e;
+    if (auto e = read_limits(obj, p.limits)) return *e;
     if (auto e = check_stdin(obj)) return *e;
     return p;
   } catch (const std::exception& e) {

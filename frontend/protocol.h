@@ -98,6 +98,15 @@ using Parsed = std::variant<T, RpcError>;
 
 using EnvList = std::vector<std::pair<std::string, std::string>>;
 
+// Per-job resource limits (setrlimit in the child; unset: the daemon's own).
+struct JobLimits {
+  std::optional<uint64_t> cpu_seconds;          // RLIMIT_CPU: then SIGXCPU
+  std::optional<uint64_t> address_space_bytes;  // RLIMIT_AS
+  std::optional<uint64_t> open_files;           // RLIMIT_NOFILE
+  std::optional<uint64_t> processes;            // RLIMIT_NPROC (per uid; root is exempt)
+  std::optional<uint64_t> file_size_bytes;      // RLIMIT_FSIZE: then SIGXFSZ / EFBIG
+};
+
 struct ExecParams {
   std::string command;              // required, non-empty, no NUL
   std::vector<std::string> args;    // "args": array of strings without NUL
@@ -108,6 +117,8 @@ struct ExecParams {
   EnvList env;                      // "env": object string->string, in request order
   bool base64 = false;              // "output_encoding": "utf8" (default) | "base64"
   std::optional<uint64_t> max_output_bytes;  // "max_output_bytes": integer >= 0, per stream
+  std::optional<uint64_t> kill_grace_ms;     // "kill_grace_ms": TERM -> KILL on timeout/cancel
+  JobLimits limits;                          // "limits": {"cpu_seconds": N, ...}
 };
 // Used by execute and execute_stream. "stdin" must be absent, null or "".
 Parsed<ExecParams> parse_exec_params(const boost::json::value& params);

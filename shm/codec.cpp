@@ -27,8 +27,8 @@ capnp::Text::Reader text(std::string_view s) {
 }  // namespace
 
 uint64_t spec_size_bound(const SpecInput& in) {
-  // root pointer + struct (2 data words, 4 pointers) + texts + list pointer words.
-  uint64_t n = 8 + 6 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
+  // root pointer + struct (7 data words, 4 pointers) + texts + list pointer words.
+  uint64_t n = 8 + 11 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
   for (auto a : in.argv) n += 8 + text_bytes(a);
   for (auto e : in.env) n += 8 + text_bytes(e);
   return n;
@@ -52,6 +52,11 @@ Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words
     spec.setCwd(text(in.cwd));
     spec.setTimeoutMs(in.timeout_ms);
     spec.setKillGraceMs(in.kill_grace_ms);
+    spec.setCpuSeconds(in.limits.cpu_seconds);
+    spec.setAddressSpaceBytes(in.limits.address_space_bytes);
+    spec.setOpenFiles(in.limits.open_files);
+    spec.setProcesses(in.limits.processes);
+    spec.setFileSizeBytes(in.limits.file_size_bytes);
     auto segments = message.getSegmentsForOutput();
     return static_cast<uint32_t>(segments[0].size());
   } catch (const kj::Exception& e) {
@@ -75,6 +80,8 @@ Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out)
     out.cwd = spec.hasCwd() && spec.getCwd().size() ? spec.getCwd().cStr() : nullptr;
     out.timeout_ms = spec.getTimeoutMs();
     out.kill_grace_ms = spec.getKillGraceMs();
+    out.limits = {spec.getCpuSeconds(), spec.getAddressSpaceBytes(), spec.getOpenFiles(),
+                  spec.getProcesses(), spec.getFileSizeBytes()};
     if (out.argv.size() < 2 || !*out.path) return Error{EBADMSG, "job spec has no program"};
     return {};
   } catch (const kj::Exception& e) {

@@ -14,6 +14,15 @@
 
 namespace sp::shm {
 
+// Resource limits of a job; 0: not set.
+struct Rlimits {
+  uint64_t cpu_seconds = 0;
+  uint64_t address_space_bytes = 0;
+  uint64_t open_files = 0;
+  uint64_t processes = 0;
+  uint64_t file_size_bytes = 0;
+};
+
 struct SpecInput {
   std::string_view path;
   std::span<const std::string_view> argv;
@@ -21,6 +30,7 @@ struct SpecInput {
   std::string_view cwd;
   uint64_t timeout_ms = 0;
   uint32_t kill_grace_ms = 0;
+  Rlimits limits;
 };
 
 // Upper bound of the encoded size, in bytes.
@@ -41,6 +51,7 @@ struct DecodedSpec {
   const char* cwd = nullptr;      // nullptr: none
   uint64_t timeout_ms = 0;
   uint32_t kill_grace_ms = 0;
+  Rlimits limits;
 };
 // Reuses `out`'s vectors. EBADMSG if the message is malformed.
 Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out);

@@ -14,6 +14,12 @@ struct JobSpec {
   cwd @3 :Text;           # empty: the daemon's working directory
   timeoutMs @4 :UInt64;   # 0: no timeout
   killGraceMs @5 :UInt32; # SIGTERM -> SIGKILL grace on timeout or cancel
+  # Resource limits set in the child before exec (soft = hard); 0: not set.
+  cpuSeconds @6 :UInt64;
+  addressSpaceBytes @7 :UInt64;
+  openFiles @8 :UInt64;
+  processes @9 :UInt64;
+  fileSizeBytes @10 :UInt64;
 }
 
 struct JobResult {

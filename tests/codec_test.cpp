@@ -13,7 +13,7 @@ TEST_CASE("a spec round-trips through its arena without copies", "[codec]") {
   std::memset(arena, 0xab, sizeof arena);  // garbage: encode must zero what it needs
   std::vector<std::string_view> argv{"sh", "-c", "echo $X"};
   std::vector<std::string_view> env{"PATH=/bin", "X=1"};
-  SpecInput in{"/bin/sh", argv, env, "/tmp", 1500, 250};
+  SpecInput in{"/bin/sh", argv, env, "/tmp", 1500, 250, Rlimits{10, 1 << 30, 64, 100, 4096}};
   auto words = encode_spec({arena, sizeof arena}, sizeof arena / 8, in);
   REQUIRE(words);
   CHECK(*words * 8 <= spec_size_bound(in));
@@ -28,6 +28,11 @@ TEST_CASE("a spec round-trips through its arena without copies", "[codec]") {
   CHECK(std::string(out.cwd) == "/tmp");
   CHECK(out.timeout_ms == 1500);
   CHECK(out.kill_grace_ms == 250);
+  CHECK(out.limits.cpu_seconds == 10);
+  CHECK(out.limits.address_space_bytes == 1 << 30);
+  CHECK(out.limits.open_files == 64);
+  CHECK(out.limits.processes == 100);
+  CHECK(out.limits.file_size_bytes == 4096);
   // Zero copy: the strings live in the arena.
   CHECK(reinterpret_cast<const unsigned char*>(out.argv[0]) >= arena);
   CHECK(reinterpret_cast<const unsigned char*>(out.argv[0]) < arena + sizeof arena);
@@ -36,7 +41,7 @@ TEST_CASE("a spec round-trips through its arena without copies", "[codec]") {
 TEST_CASE("an empty cwd decodes as none", "[codec]") {
   alignas(8) unsigned char arena[1024] = {};
   std::vector<std::string_view> argv{"true"};
-  SpecInput in{"true", argv, {}, "", 0, 0};
+  SpecInput in{"true", argv, {}, "", 0, 0, {}};
   auto words = encode_spec({arena, sizeof arena}, 0, in);
   REQUIRE(words);
   DecodedSpec out;
@@ -49,7 +54,7 @@ TEST_CASE("a spec too large for its arena is refused with E2BIG", "[codec]") {
   alignas(8) unsigned char arena[1024] = {};
   std::string big(2000, 'x');
   std::vector<std::string_view> argv{big};
-  SpecInput in{"x", argv, {}, "", 0, 0};
+  SpecInput in{"x", argv, {}, "", 0, 0, {}};
   auto words = encode_spec({arena, sizeof arena}, 0, in);
   REQUIRE_FALSE(words);
   CHECK(words.error().code == E2BIG);

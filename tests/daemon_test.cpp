@@ -754,3 +754,54 @@ TEST_CASE("peers are checked by uid: others are refused unless allowed", "[daemo
     stop_cleanly(d);
   }
 }
+
+// ---- limits ----
+
+TEST_CASE("per-job limits are what the command sees and what stops it", "[daemon][limits]") {
+  START_DAEMON(d);
+  Client c(d.socket());
+  json::object p = sh("ulimit -n; ulimit -f; ulimit -v");
+  p["limits"] = {
+      {"open_files", 64}, {"file_size_bytes", 512 * 1024}, {"address_space_bytes", 1 << 30}};
+  CHECK(str(execute(c, p), "stdout") == "64\n1024\n1048576\n");  // dash: 512 B blocks, KiB
+
+  json::object spin = sh("while :; do :; done");
+  spin["limits"] = {{"cpu_seconds", 1}};
+  spin["timeout"] = 60;
+  json::object r = execute(c, spin);
+  CHECK(str(r, "status") == "exited");
+  CHECK(str(r, "signal") == "SIGXCPU");
+
+  json::object big = sh("head -c 100000 /dev/zero > big; echo $?");
+  big["limits"] = {{"file_size_bytes", 1000}};
+  big["working_dir"] = d.dir();
+  CHECK(str(execute(c, big), "stdout") == "153\n");  // head died of SIGXFSZ (128 + 25)
+
+  json::object bad = sh("true");
+  bad["limits"] = {{"cpu_secs", 1}};
+  json::object e = error_of(c.call("execute", bad));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("cpu_secs") && Contains("cpu_seconds"));
+  bad["limits"] = {{"open_files", 0}};
+  CHECK(num(error_of(c.call("execute", bad)), "code") == -32602);
+  bad["limits"] = "lots";
+  CHECK(num(error_of(c.call("execute", bad)), "code") == -32602);
+  stop_cleanly(d);
+}
+
+TEST_CASE("kill_grace_ms sets how long a timed-out command has after SIGTERM", "[daemon][limits]") {
+  // The daemon's default grace is a minute: a result well before that means
+  // the job's own 100 ms grace was used.
+  START_DAEMON(d, {"--kill-grace-ms", "60000"});
+  Client c(d.socket());
+  json::object p = sh("trap '' TERM; sleep 100.913");
+  p["timeout"] = 0.2;
+  p["kill_grace_ms"] = 100;
+  auto v = c.try_call("execute", p, 30);
+  REQUIRE(v);
+  json::object r = result_of(*v);
+  CHECK(str(r, "status") == "timed_out");
+  CHECK(str(r, "signal") == "SIGKILL");
+  CHECK(wait_until([] { return pids_matching("sleep 100.913").empty(); }, 5));
+  stop_cleanly(d);
+}

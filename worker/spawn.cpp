@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,6 +47,18 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
   if (::setsid() < 0) fail("setsid");
   if (spec.cwd && ::chdir(spec.cwd) < 0) fail("chdir");
   if (::dup2(devnull, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) fail("dup2");
+  const std::pair<int, uint64_t> limits[] = {{RLIMIT_CPU, spec.limits.cpu_seconds},
+                                             {RLIMIT_AS, spec.limits.address_space_bytes},
+                                             {RLIMIT_NOFILE, spec.limits.open_files},
+                                             {RLIMIT_NPROC, spec.limits.processes},
+                                             {RLIMIT_FSIZE, spec.limits.file_size_bytes}};
+  for (const auto& [resource, value] : limits) {
+    if (value == 0) continue;
+    // CPU: hard one second above soft, so the command first gets SIGXCPU
+    // (catchable: time to clean up), then the kernel's SIGKILL.
+    rlimit rl{rlim_t(value), rlim_t(resource == RLIMIT_CPU ? value + 1 : value)};
+    if (::setrlimit(resource, &rl) < 0) fail("setrlimit");
+  }
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -99,7 +112,9 @@ Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, in
     std::string what = std::strcmp(failure.step, "chdir") == 0
                            ? "cannot change directory to " + std::string(spec.cwd)
                        : std::strcmp(failure.step, "exec") == 0 ? "cannot execute " + program
-                                                                : std::string(failure.step);
+                       : std::strcmp(failure.step, "setrlimit") == 0
+                           ? std::string("cannot set the job's resource limits")
+                           : std::string(failure.step);
     return Error{failure.error, what};
   }
   Child child;
