@@ -139,6 +139,7 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   job.base64 = p.base64;
   uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
   job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
+  job.kill_on_cap = p.kill_on_output_cap;
   c.jobs.push_back(*slot);
   return std::nullopt;
 }
@@ -181,6 +182,10 @@ void Frontend::on_output(Pending& p, uint8_t stream, std::string_view bytes) {
   if (bytes.size() > room) {
     p.truncated = true;
     bytes = bytes.substr(0, room);
+    if (p.kill_on_cap && !p.killed_for_output) {
+      p.killed_for_output = true;
+      cancel(p, "killed: its output exceeded the cap");
+    }
   }
   if (bytes.empty()) return;
   if (p.stream) {
@@ -242,6 +247,8 @@ void Frontend::finish(Pending& p, JobWord w) {
   result["truncated"] = p.truncated;
   result["job_id"] = std::to_string(p.job_id);
   result["status"] = state_name(w.state);
+  if (p.killed_for_output && w.state == JobState::kCancelled)
+    out.failure = "killed: its output exceeded " + std::to_string(p.cap) + " bytes on a stream";
   result["error"] = out.failure.empty() ? json::value(nullptr) : json::value(out.failure);
   if (p.base64) result["encoding"] = "base64";
   answer(p.reply, rpc::result_text(p.reply.id, result));

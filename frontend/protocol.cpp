@@ -489,6 +489,16 @@ std::optional<RpcError> read_limits(Obj obj, JobLimits& out) {
   return std::nullopt;
 }
 
+std::optional<RpcError> read_output_policy(Obj obj, bool& kill) {
+  const json::value* v = field(obj, "output_policy");
+  if (v == nullptr) return std::nullopt;
+  if (v->is_string() && (v->get_string() == "truncate" || v->get_string() == "kill")) {
+    kill = v->get_string() == "kill";
+    return std::nullopt;
+  }
+  return bad_params("\"output_policy\" must be \"truncate\" or \"kill\"");
+}
+
 std::optional<RpcError> check_stdin(Obj obj) {
   const json::value* v = field(obj, "stdin");
   if (v == nullptr) return std::nullopt;
@@ -520,6 +530,7 @@ Parsed<ExecParams> parse_exec_params(const json::value& params) {
     if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
     if (auto e = read_byte_count(obj, "kill_grace_ms", p.kill_grace_ms)) return *e;
     if (auto e = read_limits(obj, p.limits)) return *e;
+    if (auto e = read_output_policy(obj, p.kill_on_output_cap)) return *e;
     if (auto e = check_stdin(obj)) return *e;
     return p;
   } catch (const std::exception& e) {

@@ -117,6 +117,7 @@ struct ExecParams {
   EnvList env;                      // "env": object string->string, in request order
   bool base64 = false;              // "output_encoding": "utf8" (default) | "base64"
   std::optional<uint64_t> max_output_bytes;  // "max_output_bytes": integer >= 0, per stream
+  bool kill_on_output_cap = false;           // "output_policy": "truncate" (default) | "kill"
   std::optional<uint64_t> kill_grace_ms;     // "kill_grace_ms": TERM -> KILL on timeout/cancel
   JobLimits limits;                          // "limits": {"cpu_seconds": N, ...}
 };

@@ -68,6 +68,8 @@ struct Pending {
   uint64_t cap = 0;  // bytes kept per stream
   uint64_t seen[2] = {};
   bool truncated = false;
+  bool kill_on_cap = false;  // output_policy "kill": past the cap the job is stopped
+  bool killed_for_output = false;
   std::string data[2];   // execute: raw output kept so far
   std::string carry[2];  // execute_stream: incomplete UTF-8 sequence between chunks
 };

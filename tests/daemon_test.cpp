@@ -805,3 +805,22 @@ TEST_CASE("kill_grace_ms sets how long a timed-out command has after SIGTERM", "
   CHECK(wait_until([] { return pids_matching("sleep 100.913").empty(); }, 5));
   stop_cleanly(d);
 }
+
+TEST_CASE("output_policy kill stops a job whose output passes the cap", "[daemon][limits]") {
+  START_DAEMON(d, {"--kill-grace-ms", "200"});
+  Client c(d.socket());
+  json::object p = sh("yes sp-flood-381");  // never ends on its own
+  p["max_output_bytes"] = 100000;
+  p["output_policy"] = "kill";
+  auto v = c.try_call("execute", p, 30);
+  REQUIRE(v);
+  json::object r = result_of(*v);
+  CHECK(str(r, "status") == "cancelled");
+  CHECK(r.at("truncated") == true);
+  CHECK(str(r, "stdout").size() == 100000);
+  CHECK_THAT(str(r, "error"), Contains("output exceeded"));
+  CHECK(wait_until([] { return pids_matching("sp-flood-381").empty(); }, 5));
+  p["output_policy"] = "explode";
+  CHECK(num(error_of(c.call("execute", p)), "code") == -32602);
+  stop_cleanly(d);
+}
