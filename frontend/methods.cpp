@@ -81,7 +81,8 @@ json::value Frontend::health() {
                         {"frontend_restarts", c.frontend_restarts.load()},
                         {"hang_kills", c.hang_kills.load()},
                         {"deaths_by_signal", c.deaths_signal.load()},
-                        {"deaths_by_exit", c.deaths_exit.load()}};
+                        {"deaths_by_exit", c.deaths_exit.load()},
+                        {"recycles", c.recycles.load()}};
   return json::object{
       {"status", h.draining.load() ? "draining" : "ok"},
       {"uptime_ms", unix_ms() - h.started_unix_ms.load()},

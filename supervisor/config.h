@@ -27,6 +27,7 @@ struct Config {
   std::vector<std::string> env_pass;  // daemon env names passed to jobs beyond the base set
   std::vector<uint32_t> allow_uids;   // peers allowed besides the daemon's uid and root
   uint32_t max_inflight = 1024;       // unfinished jobs per connection before it is not read
+  uint64_t recycle_after = 0;         // restart a worker after about this many jobs; 0: never
 
   uint32_t jobs_per_worker() const {
     uint32_t total = max_concurrent ? max_concurrent : 64 * caps.workers;

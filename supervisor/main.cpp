@@ -89,6 +89,10 @@ int main(int argc, char** argv) {
   app.add_option("--env-pass", cfg.env_pass,
                  "Name of a daemon environment variable jobs also get (repeatable); jobs get "
                  "only PATH HOME USER LOGNAME SHELL LANG LC_ALL TZ TMPDIR otherwise");
+  app.add_option("--recycle-after", cfg.recycle_after,
+                 "Replace a worker after about this many jobs (+ up to 10 % jitter), once its "
+                 "jobs are done (0: never)")
+      ->capture_default_str();
   app.add_option("--allow-uid", cfg.allow_uids,
                  "A uid that may connect besides the daemon's own and root (repeatable)");
   app.add_option("--max-inflight", cfg.max_inflight,
@@ -104,6 +108,7 @@ int main(int argc, char** argv) {
   worker->add_option("--index", wo.index)->required();
   worker->add_option("--shm", wo.shm_name)->required();
   worker->add_option("--kill-grace-ms", wo.kill_grace_ms);
+  worker->add_option("--recycle-after", wo.recycle_after);
   worker->add_option("--submit-fd", wo.submit_fd)->required();
   worker->add_option("--bell-fd", wo.bell_fd)->required();
   worker->add_option("--frontend-fd", wo.frontend_fd)->required();

@@ -24,6 +24,7 @@
 #include "shm/segment.h"
 #include "supervisor/config.h"
 #include "supervisor/listener.h"
+#include "worker/worker.h"
 
 namespace sp::supervisor {
 
@@ -209,6 +210,10 @@ void Supervisor::start_worker(uint32_t i) {
   rec.running.store(0);
   auto args = common_args();
   args.insert(args.begin(), {"worker", "--index", std::to_string(i)});
+  if (cfg_.recycle_after) {  // up to 10 % jitter, so workers do not recycle at once
+    uint64_t n = cfg_.recycle_after + uint64_t(std::rand()) % (cfg_.recycle_after / 10 + 1);
+    args.insert(args.end(), {"--recycle-after", std::to_string(n)});
+  }
   args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.kill_grace_ms), "--submit-fd",
                            "3", "--bell-fd", "4", "--frontend-fd", "5"});
   workers_[i].pid = spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
@@ -247,6 +252,13 @@ void Supervisor::reap() {
 
 void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t index) {
   role.pid = 0;
+  if (!is_frontend && WIFEXITED(status) && WEXITSTATUS(status) == worker::kExitRecycled) {
+    // A planned exit with no job left: restart now, no repair, no crash count.
+    seg_->worker(index).pid.store(0);
+    seg_->header().counters.recycles.fetch_add(1);
+    if (phase_ != Phase::kStopping) role.restart_at_ns = monotonic_ns();
+    return;
+  }
   bool expected = phase_ == Phase::kStopping;
   auto log = expected ? spdlog::level::info : spdlog::level::warn;
   spdlog::log(log, "{} {}", role.name, death_cause(role, status));

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <set>
 #include <thread>
 
 #include "tests/daemon_harness.h"
@@ -422,5 +423,24 @@ TEST_CASE("health reports the pool and counts deaths by cause", "[daemon][health
   CHECK(num(counters, "deaths_by_signal") == 1);
   CHECK(num(counters, "hang_kills") == 1);
   for (const json::value& w : h.at("workers").as_array()) CHECK(num(w.as_object(), "pid") > 0);
+  stop_cleanly(d);
+}
+
+TEST_CASE("--recycle-after replaces a worker after its jobs, without counting a crash",
+          "[daemon][recycle]") {
+  START_DAEMON(d, {"--workers", "1", "--recycle-after", "5"});
+  Client c(d.socket());
+  std::set<pid_t> workers_seen;
+  for (int i = 0; i < 30; ++i) {
+    json::object r = execute(c, sh("echo job-" + std::to_string(i)));
+    REQUIRE(str(r, "stdout") == "job-" + std::to_string(i) + "\n");
+    for (pid_t w : d.worker_pids()) workers_seen.insert(w);
+  }
+  json::object h = result_of(c.call("health", nullptr));
+  const json::object& counters = h.at("counters").as_object();
+  CHECK(num(counters, "recycles") >= 5);
+  CHECK(num(counters, "worker_restarts") == 0);
+  CHECK(num(counters, "deaths_by_exit") == 0);
+  CHECK(workers_seen.size() >= 4);
   stop_cleanly(d);
 }

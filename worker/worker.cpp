@@ -86,6 +86,7 @@ class Loop {
 
   void dispatch(uint64_t t);
   void claim_more();
+  bool recycling() const;
   void set_submit_interest(bool want);
   void start(uint32_t slot);
   void finish_unstarted(uint32_t slot, JobState state, std::string_view why);
@@ -116,6 +117,7 @@ class Loop {
   uint32_t active_ = 0;
   bool want_submit_ = false;
   bool shutting_down_ = false;
+  uint64_t claimed_ = 0;  // jobs taken, for --recycle-after
   bool notify_frontend_ = false;
   uint64_t armed_ns_ = 0;  // deadline the timerfd is armed for, 0: disarmed
   UniqueFd epoll_, signal_fd_, timer_, devnull_;
@@ -167,6 +169,10 @@ int Loop::run() {
       frontend_.ring();
     }
     if (shutting_down_ && active_ == 0) break;
+    if (recycling() && active_ == 0) {
+      spdlog::info("recycled after {} jobs", claimed_);
+      return kExitRecycled;
+    }
     rec_.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
     int n = ::epoll_wait(epoll_.get(), events, 64, int(seg_.caps().tick_ms));
     if (n < 0) {
@@ -231,14 +237,19 @@ void Loop::set_submit_interest(bool want) {
   }
 }
 
+bool Loop::recycling() const {
+  return o_.recycle_after && claimed_ >= o_.recycle_after;
+}
+
 void Loop::claim_more() {
-  while (!shutting_down_ && active_ < entries_.size()) {
+  while (!shutting_down_ && !recycling() && active_ < entries_.size()) {
     auto slot = ring_.claim(jobs_, owner_, incarnation_);
     if (!slot) break;
+    ++claimed_;
     start(*slot);
   }
-  bool full = active_ >= entries_.size();
-  // At capacity with work left: pass the wake-up on to another worker.
+  bool full = active_ >= entries_.size() || recycling();
+  // Not taking work with work left: pass the wake-up on to another worker.
   if (full && !shutting_down_ && ring_.depth() > 0) submit_.force();
   set_submit_interest(!full && !shutting_down_);
 }

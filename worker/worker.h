@@ -16,12 +16,17 @@ struct Options {
   uint32_t index = 0;  // 0-based; the job owner stamp is index + 1
   std::string shm_name;
   uint32_t kill_grace_ms = 2000;  // default TERM -> KILL grace when the spec has none
+  uint64_t recycle_after = 0;     // exit (kExitRecycled) after this many jobs; 0: never
   int submit_fd = -1;             // eventfd: jobs were queued
   int bell_fd = -1;               // eventfd: this worker's doorbell (cancel, output space)
   int frontend_fd = -1;           // eventfd: the frontend's doorbell
 };
 
-// Runs until SIGTERM/SIGINT; then kills its jobs' process groups, records
+// Exit status of a worker that ended because of recycle_after, done with all
+// its jobs: the supervisor restarts it at once and does not count a crash.
+inline constexpr int kExitRecycled = 75;
+
+// Runs until SIGTERM/SIGINT (or recycling); then kills its jobs' process groups, records
 // them cancelled and returns the process exit code.
 int run(const Options& options);
 
