@@ -84,10 +84,8 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
 
   auto slot = jobs_.allocate(alloc_cursor_);
   if (!slot)
-    return rpc::RpcError{
-        rpc::Code::QueueFull,
-        "queue full: " + std::to_string(jobs_.size()) + " jobs are queued or running; retry later",
-        {{"retry_after_ms", kRetryAfterMs}}};
+    return rpc::queue_full_error(kRetryAfterMs, "queue full: " + std::to_string(jobs_.size()) +
+                                                    " jobs are queued or running; retry later");
   shm::JobSlot& s = jobs_.slot(*slot);
   JobWord allocated = jobs_.load(*slot);
   const rpc::JobLimits& l = p.limits;
@@ -123,9 +121,7 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
       jobs_.release_if_orphaned(*slot);
       ring_owner(jobs_.load(*slot));
     }
-    return rpc::RpcError{rpc::Code::QueueFull,
-                         "queue full: the ring is full; retry later",
-                         {{"retry_after_ms", kRetryAfterMs}}};
+    return rpc::queue_full_error(kRetryAfterMs, "queue full: the ring is full; retry later");
   }
   submit_.ring();
   seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);

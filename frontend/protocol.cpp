@@ -138,10 +138,10 @@ Call make_call(json::value v) {
 
 }  // namespace
 
-RpcError queue_full_error(uint64_t retry_after_ms) {
+RpcError queue_full_error(uint64_t retry_after_ms, std::string message) {
   json::object data;
   data["retry_after_ms"] = retry_after_ms;
-  return {Code::QueueFull, "queue full, retry later", std::move(data)};
+  return {Code::QueueFull, std::move(message), std::move(data)};
 }
 
 Line parse_line(std::string_view text) {

@@ -44,7 +44,7 @@ struct RpcError {
 };
 
 // Builds {code: QueueFull, data: {"retry_after_ms": retry_after_ms}}.
-RpcError queue_full_error(uint64_t retry_after_ms);
+RpcError queue_full_error(uint64_t retry_after_ms, std::string message = "queue full, retry later");
 
 // Largest nesting of arrays/objects accepted in a request line; deeper input
 // is a parse error (bounded recursion, no stack overflow).

@@ -84,17 +84,15 @@ class OutputReader {
   OutputReader(JobSlot& slot, const unsigned char* data, uint32_t size)
       : slot_(slot), data_(data), size_(size) {}
 
-  // Calls fn(stream, bytes) for each published record, up to `max_bytes` of
-  // data (at least one record if any), then frees their space. Returns true
-  // if the writer was waiting for space (the caller rings its doorbell).
+  // Calls fn(stream, bytes) for each published record, then frees their
+  // space. Returns true if the writer was waiting for space (the caller rings
+  // its doorbell).
   template <typename Fn>
-  bool drain(Fn&& fn, uint64_t max_bytes = UINT64_MAX) {
+  bool drain(Fn&& fn) {
     const uint64_t start = slot_.out_tail.load(std::memory_order_relaxed);
     const uint64_t head = slot_.out_head.load(std::memory_order_acquire);
     uint64_t tail = start;
-    uint64_t delivered = 0;
-    bool any = false;
-    while (tail != head && (delivered < max_bytes || !any)) {
+    while (tail != head) {
       uint64_t pos = tail % size_;
       RecordHeader h;
       std::memcpy(&h, data_ + pos, sizeof h);
@@ -104,8 +102,6 @@ class OutputReader {
       }
       fn(h.stream, std::string_view(reinterpret_cast<const char*>(data_ + pos + sizeof h), h.len));
       tail += sizeof h + align8(h.len);
-      delivered += h.len;
-      any = true;
     }
     if (tail == start) return false;  // nothing freed: leave a waiting writer's flag alone
     slot_.out_tail.store(tail, std::memory_order_seq_cst);

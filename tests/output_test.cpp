@@ -91,11 +91,9 @@ TEST_CASE("a reader that frees nothing leaves a waiting writer's flag set", "[ou
   while (write_record(w, sp::shm::kStreamStdout, std::string(512, 'x'))) {
   }
   CHECK_FALSE(w.pause());
-  OutputReader(slot, seg->output(3), seg->caps().output_bytes)
-      .drain([](uint8_t, std::string_view) {}, 0);  // frees one record at least
+  CHECK(r.drain([](uint8_t, std::string_view) {}));  // freed space: the writer is to be rung
   CHECK(slot.out_writer_waiting.load() == 0);
-  // Now empty it entirely, then a drain with nothing to read must not clear a new wait.
-  r.drain([](uint8_t, std::string_view) {});
+  // Empty now: a drain with nothing to read must not clear a new wait.
   slot.out_writer_waiting.store(1);
   CHECK_FALSE(r.drain([](uint8_t, std::string_view) {}));
   CHECK(slot.out_writer_waiting.load() == 1);
