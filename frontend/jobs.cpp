@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "common/clock.h"
+#include "common/crash_point.h"
 #include "common/log.h"
 #include "frontend/server.h"
 #include "frontend/utf8.h"
@@ -113,6 +114,7 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   s.out_writer_waiting.store(0, std::memory_order_relaxed);
   JobWord queued = allocated.with_state(JobState::kQueued);
   jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer
+  crash_point("mid_enqueue");
   if (!ring_.push(*slot)) {
     // A stale cell may have let a worker claim it meanwhile: then it runs for
     // no one, and frees itself when it ends.
@@ -172,6 +174,7 @@ void Frontend::ring_owner(JobWord w) {
 }
 
 void Frontend::on_output(Pending& p, uint8_t stream, std::string_view bytes) {
+  crash_point("reading_output");
   int i = stream == shm::kStreamStderr ? 1 : 0;
   uint64_t room = p.cap > p.seen[i] ? p.cap - p.seen[i] : 0;
   p.seen[i] += bytes.size();

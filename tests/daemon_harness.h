@@ -74,6 +74,7 @@ struct DaemonOptions {
   // With wait_ready: also wait until the frontend and every worker sleep in
   // epoll_wait, so tests that look for the role processes find them all.
   bool wait_workers = true;
+  std::string binary = SHELL_POOLD;  // or SHELL_POOLD_CRASHPOINTS
 };
 
 // One shell-poold process started by fork+exec, with stderr (and stdout) in

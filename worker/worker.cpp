@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/crash_point.h"
 #include "common/log.h"
 #include "common/sys.h"
 #include "shm/codec.h"
@@ -245,6 +246,7 @@ void Loop::claim_more() {
   while (!shutting_down_ && !recycling() && active_ < entries_.size()) {
     auto slot = ring_.claim(jobs_, owner_, incarnation_);
     if (!slot) break;
+    crash_point("after_claim");
     ++claimed_;
     start(*slot);
   }
@@ -274,6 +276,7 @@ void Loop::start(uint32_t slot) {
   }
   uint64_t now = monotonic_ns();
   s.pgid.store(child->pid, std::memory_order_release);
+  crash_point("after_spawn");
   s.start_ns.store(now, std::memory_order_relaxed);
   seg_.header().counters.started.fetch_add(1, std::memory_order_relaxed);
 
@@ -329,6 +332,7 @@ void Loop::on_pipe(Job& j, int stream) {
     }
     ssize_t n = ::read(fd, room.data(), room.size());
     if (n > 0) {
+      crash_point("mid_output_record");
       w.commit(stream == 0 ? shm::kStreamStdout : shm::kStreamStderr, uint32_t(n));
       notify_frontend_ = true;
       if (size_t(n) < room.size()) return;  // drained; epoll tells us when there is more

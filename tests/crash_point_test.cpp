@@ -1,0 +1,152 @@
+// Crash-point tests: shell-poold-crashpoints (the daemon with live crash
+// points, common/crash_point.h) makes a worker or the frontend SIGKILL itself
+// at one named instruction, once; each test checks that the job ends as the
+// crash table in docs/shm-layout.md says and that the daemon is whole after.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "tests/daemon_harness.h"
+
+using namespace sp::test;
+using Catch::Contains;
+
+namespace {
+
+// A daemon that dies once at `point`; the marker file says whether it did.
+struct CrashDaemon {
+  explicit CrashDaemon(const std::string& point,
+                       std::vector<std::string> flags = {"--workers", "1"})
+      : marker(dir.path() + "/crashed"),
+        daemon(DaemonOptions{
+            .flags = std::move(flags),
+            .env = {"SHELL_POOL_CRASH_POINT=" + point, "SHELL_POOL_CRASH_MARKER=" + marker},
+            .binary = SHELL_POOLD_CRASHPOINTS}) {}
+  bool crashed() const { return file_exists(marker); }
+
+  TempDir dir;
+  std::string marker;
+  TestDaemon daemon;
+};
+
+json::object counters(Client& c) {
+  return result_of(c.call("health", nullptr)).at("counters").as_object();
+}
+
+// The pool is back: nothing queued or running, and a job runs.
+void check_whole(const TestDaemon& d) {
+  Client c = Client::connect_retry(d.socket(), 10);
+  REQUIRE(c.connected());
+  CHECK(wait_until(
+      [&] {
+        auto h = c.try_call("health", nullptr, 5);
+        if (!h) return false;
+        json::object jobs = result_of(*h).at("jobs").as_object();
+        return num(jobs, "queued") == 0 && num(jobs, "running") == 0;
+      },
+      10, 0.05));
+  CHECK(str(execute(c, sh("echo whole")), "stdout") == "whole\n");
+}
+
+}  // namespace
+
+TEST_CASE("a worker that dies right after its claim: the job is requeued and runs once",
+          "[daemon][crashpoint]") {
+  CrashDaemon cd("after_claim");
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  Client c(cd.daemon.socket());
+  std::string ran = cd.dir.path() + "/ran";
+  json::object r = execute(c, sh("echo run >> " + ran + "; echo done"), 20);
+  CHECK(cd.crashed());
+  CHECK(str(r, "status") == "exited");
+  CHECK(str(r, "stdout") == "done\n");
+  CHECK(read_file(ran) == "run\n");  // exactly once
+  json::object n = counters(c);
+  CHECK(num(n, "requeued") == 1);
+  CHECK(num(n, "worker_restarts") == 1);
+  CHECK(num(n, "lost") == 0);
+  check_whole(cd.daemon);
+  stop_cleanly(cd.daemon);
+}
+
+TEST_CASE("a worker that dies right after spawning: the job ends lost and its processes die",
+          "[daemon][crashpoint]") {
+  CrashDaemon cd("after_spawn");
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  Client c(cd.daemon.socket());
+  // The background sleep shares the job's process group: it must die too.
+  json::object r = execute(c, sh("sleep 100.4411 & sleep 100.4412"), 20);
+  CHECK(cd.crashed());
+  CHECK(str(r, "status") == "lost");
+  CHECK(num(r, "exit_code") == -1);
+  CHECK_THAT(str(r, "error"), Contains("worker"));
+  CHECK(wait_until([] { return pids_matching("sleep 100.441").empty(); }, 10));
+  CHECK(num(counters(c), "lost") == 1);
+  check_whole(cd.daemon);
+  stop_cleanly(cd.daemon);
+}
+
+TEST_CASE("a worker that dies in the middle of an output record: nothing of it is seen",
+          "[daemon][crashpoint]") {
+  CrashDaemon cd("mid_output_record");
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  Client c(cd.daemon.socket());
+  json::object r = execute(c, sh("printf half-written; sleep 100.4421"), 20);
+  CHECK(cd.crashed());
+  CHECK(str(r, "status") == "lost");
+  CHECK(str(r, "stdout").empty());  // the bytes were in the ring, but never published
+  CHECK(wait_until([] { return pids_matching("sleep 100.4421").empty(); }, 10));
+  // The restarted worker writes records into fresh rings as before.
+  CHECK(str(execute(c, sh("printf complete")), "stdout") == "complete");
+  check_whole(cd.daemon);
+  stop_cleanly(cd.daemon);
+}
+
+TEST_CASE("a frontend that dies between queuing a job and ringing it: the job never runs",
+          "[daemon][crashpoint]") {
+  CrashDaemon cd("mid_enqueue");
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  pid_t frontend = cd.daemon.frontend_pid();
+  Client c(cd.daemon.socket());
+  std::string ran = cd.dir.path() + "/ran";
+  REQUIRE(c.send_line(Client::request(1, "execute", sh("touch " + ran))));
+  CHECK_FALSE(c.read_line(10));  // the connection closes, unanswered
+  CHECK(c.eof());
+  CHECK(cd.crashed());
+  REQUIRE(wait_until(
+      [&] {
+        pid_t now = cd.daemon.frontend_pid();
+        return now && now != frontend;
+      },
+      10));
+  check_whole(cd.daemon);  // its half-queued slot was freed, not left queued
+  Client fresh(cd.daemon.socket());
+  CHECK(num(counters(fresh), "frontend_restarts") == 1);
+  CHECK_FALSE(file_exists(ran));
+  stop_cleanly(cd.daemon);
+}
+
+TEST_CASE("a frontend that dies while reading a job's output: the job is killed",
+          "[daemon][crashpoint]") {
+  CrashDaemon cd("reading_output");
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  Client c(cd.daemon.socket());
+  REQUIRE(c.send_line(Client::request(1, "execute_stream", sh("echo first; sleep 100.4431"))));
+  CHECK_FALSE(c.read_line(10));  // the connection closes; the chunk was never sent
+  CHECK(c.eof());
+  CHECK(cd.crashed());
+  // As on any disconnect, the job is cancelled: its process is killed.
+  CHECK(wait_until([] { return pids_matching("sleep 100.4431").empty(); }, 10));
+  check_whole(cd.daemon);
+  Client fresh(cd.daemon.socket());
+  json::object n = counters(fresh);
+  CHECK(num(n, "cancelled") == 1);
+  CHECK(num(n, "frontend_restarts") == 1);
+  stop_cleanly(cd.daemon);
+}
