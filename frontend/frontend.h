@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "shm/codec.h"
+
 namespace sp::frontend {
 
 struct Options {
@@ -24,9 +26,14 @@ struct Options {
   uint64_t max_line_bytes = 1ull << 20;
   double default_timeout_s = 0;
   uint32_t kill_grace_ms = 2000;
-  uint32_t max_inflight = 1024;       // unfinished jobs per connection before it is not read
-  std::vector<std::string> env_pass;  // extra daemon env names jobs get
-  std::vector<uint32_t> allow_uids;   // peers allowed besides our uid and root
+  uint32_t max_inflight = 1024;             // unfinished jobs per connection before it is not read
+  std::vector<std::string> env_pass;        // extra daemon env names jobs get
+  std::vector<uint32_t> allow_uids;         // peers allowed besides our uid and root
+  shm::Rlimits default_limits;              // for jobs that set none (0: none)
+  shm::Rlimits max_limits;                  // ceilings: a job asking more is refused (0: none)
+  double max_timeout_s = 0;                 // ceiling for "timeout" (0: none)
+  std::string isolation = "process-group";  // how jobs are isolated: cgroup-v2, cgroup-v1
+  std::string isolation_note;               // why not in cgroups, when they are not
 };
 
 // Runs until SIGTERM; returns the process exit code.

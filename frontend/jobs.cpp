@@ -50,6 +50,44 @@ json::value signal_name(int sig) {
   return abbrev ? json::value(std::string("SIG") + abbrev) : json::value(sig);
 }
 
+// The job's limits and timeout: what it asks for, else the daemon's default,
+// else the daemon's ceiling; more than the ceiling is refused.
+std::optional<rpc::RpcError> effective_limits(const Options& o, const rpc::ExecParams& p,
+                                              shm::Rlimits& limits, uint64_t& timeout_ms) {
+  const rpc::JobLimits& l = p.limits;
+  const std::optional<uint64_t>* asked[] = {&l.cpu_seconds,     &l.address_space_bytes,
+                                            &l.open_files,      &l.processes,
+                                            &l.file_size_bytes, &l.memory_bytes};
+  static_assert(std::size(asked) == std::size(shm::kLimitNames));
+  for (size_t i = 0; i < std::size(asked); ++i) {
+    auto [name, field] = shm::kLimitNames[i];
+    uint64_t ceiling = o.max_limits.*field;
+    uint64_t v = asked[i]->value_or(0);
+    if (v && ceiling && v > ceiling)
+      return rpc::RpcError{rpc::Code::InvalidParams,
+                           "invalid params: \"" + std::string(name) + "\" in \"limits\" is " +
+                               std::to_string(v) + ", above the daemon's ceiling of " +
+                               std::to_string(ceiling)};
+    if (!v) v = o.default_limits.*field ? o.default_limits.*field : ceiling;
+    limits.*field = v;
+  }
+  if (l.memory_bytes && o.isolation == "process-group")
+    return rpc::RpcError{rpc::Code::InvalidParams,
+                         "invalid params: \"memory_bytes\" in \"limits\" needs per-job cgroups, "
+                         "which this daemon does not have: " +
+                             o.isolation_note};
+  double timeout_s = p.timeout_s.value_or(o.default_timeout_s);
+  if (o.max_timeout_s > 0) {
+    if (timeout_s > o.max_timeout_s)
+      return rpc::RpcError{rpc::Code::InvalidParams,
+                           "invalid params: \"timeout\" is above the daemon's ceiling of " +
+                               fmt::format("{:g}", o.max_timeout_s) + " s"};
+    if (timeout_s <= 0) timeout_s = o.max_timeout_s;
+  }
+  timeout_ms = timeout_s > 0 ? uint64_t(std::ceil(std::min(timeout_s, kMaxTimeoutS) * 1e3)) : 0;
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply r, bool stream) {
@@ -79,9 +117,9 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   }
   for (const std::string& a : p.args) argv_views_.push_back(a);
 
-  double timeout_s = p.timeout_s.value_or(o_.default_timeout_s);
-  uint64_t timeout_ms =
-      timeout_s > 0 ? uint64_t(std::ceil(std::min(timeout_s, kMaxTimeoutS) * 1e3)) : 0;
+  shm::Rlimits limits;
+  uint64_t timeout_ms = 0;
+  if (auto e = effective_limits(o_, p, limits, timeout_ms)) return e;
 
   auto slot = jobs_.allocate(alloc_cursor_);
   if (!slot)
@@ -89,10 +127,6 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
                                                     " jobs are queued or running; retry later");
   shm::JobSlot& s = jobs_.slot(*slot);
   JobWord allocated = jobs_.load(*slot);
-  const rpc::JobLimits& l = p.limits;
-  shm::Rlimits limits{l.cpu_seconds.value_or(0), l.address_space_bytes.value_or(0),
-                      l.open_files.value_or(0), l.processes.value_or(0),
-                      l.file_size_bytes.value_or(0)};
   auto grace =
       uint32_t(std::min<uint64_t>(p.kill_grace_ms.value_or(o_.kill_grace_ms), kMaxGraceMs));
   shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, timeout_ms, grace, limits};

@@ -82,7 +82,8 @@ json::value Frontend::health() {
                         {"hang_kills", c.hang_kills.load()},
                         {"deaths_by_signal", c.deaths_signal.load()},
                         {"deaths_by_exit", c.deaths_exit.load()},
-                        {"recycles", c.recycles.load()}};
+                        {"recycles", c.recycles.load()},
+                        {"oom_kills", c.oom_kills.load()}};
   return json::object{
       {"status", h.draining.load() ? "draining" : "ok"},
       {"uptime_ms", unix_ms() - h.started_unix_ms.load()},
@@ -93,7 +94,8 @@ json::value Frontend::health() {
                             {"max_concurrent", caps.workers * caps.jobs_per_worker}}},
       {"connections", conns_.size()},
       {"sessions", sessions_.list().size()},
-      {"isolation", "process-group"},  // each job in its own session and process group
+      {"isolation", o_.isolation},            // cgroup-v2, cgroup-v1 or process-group
+      {"isolation_note", o_.isolation_note},  // which jobs get cgroups, or why none do
       {"counters", std::move(counters)}};
 }
 

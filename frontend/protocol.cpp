@@ -466,11 +466,9 @@ std::optional<RpcError> read_limits(Obj obj, JobLimits& out) {
   if (v == nullptr) return std::nullopt;
   if (!v->is_object()) return bad_params("\"limits\" must be an object");
   const std::pair<const char*, std::optional<uint64_t>*> known[] = {
-      {"cpu_seconds", &out.cpu_seconds},
-      {"address_space_bytes", &out.address_space_bytes},
-      {"open_files", &out.open_files},
-      {"processes", &out.processes},
-      {"file_size_bytes", &out.file_size_bytes}};
+      {"cpu_seconds", &out.cpu_seconds},         {"address_space_bytes", &out.address_space_bytes},
+      {"open_files", &out.open_files},           {"processes", &out.processes},
+      {"file_size_bytes", &out.file_size_bytes}, {"memory_bytes", &out.memory_bytes}};
   Obj limits = &v->get_object();
   for (const auto& [key, value] : *limits) {
     bool found = false;
@@ -484,7 +482,7 @@ std::optional<RpcError> read_limits(Obj obj, JobLimits& out) {
     if (!found)
       return bad_params("unknown field " + quoted(std::string(key).substr(0, 64)) +
                         " in \"limits\"; known: cpu_seconds, address_space_bytes, open_files, "
-                        "processes, file_size_bytes");
+                        "processes, file_size_bytes, memory_bytes");
   }
   return std::nullopt;
 }

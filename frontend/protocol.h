@@ -105,6 +105,7 @@ struct JobLimits {
   std::optional<uint64_t> open_files;           // RLIMIT_NOFILE
   std::optional<uint64_t> processes;            // RLIMIT_NPROC (per uid; root is exempt)
   std::optional<uint64_t> file_size_bytes;      // RLIMIT_FSIZE: then SIGXFSZ / EFBIG
+  std::optional<uint64_t> memory_bytes;         // the job cgroup's memory limit (cgroups only)
 };
 
 struct ExecParams {

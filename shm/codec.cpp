@@ -4,6 +4,7 @@
 
 #include <kj/exception.h>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "shm/job.capnp.h"
@@ -26,9 +27,29 @@ capnp::Text::Reader text(std::string_view s) {
 
 }  // namespace
 
+Status parse_limit(std::string_view name_value, Rlimits& out) {
+  size_t eq = name_value.find('=');
+  std::string_view name = name_value.substr(0, eq);
+  std::string_view value = eq == std::string_view::npos ? "" : name_value.substr(eq + 1);
+  for (const auto& [known, field] : kLimitNames) {
+    if (name != known) continue;
+    uint64_t v = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+    if (ec != std::errc() || end != value.data() + value.size() || v == 0)
+      return Error{EINVAL, std::string(name) + " needs a positive integer, not \"" +
+                               std::string(value) + "\""};
+    out.*field = v;
+    return {};
+  }
+  std::string names;
+  for (const auto& [known, field] : kLimitNames)
+    names += (names.empty() ? "" : ", ") + std::string(known);
+  return Error{EINVAL, "unknown limit \"" + std::string(name) + "\"; known: " + names};
+}
+
 uint64_t spec_size_bound(const SpecInput& in) {
-  // root pointer + struct (7 data words, 4 pointers) + texts + list pointer words.
-  uint64_t n = 8 + 11 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
+  // root pointer + struct (8 data words, 4 pointers) + texts + list pointer words.
+  uint64_t n = 8 + 12 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
   for (auto a : in.argv) n += 8 + text_bytes(a);
   for (auto e : in.env) n += 8 + text_bytes(e);
   return n;
@@ -57,6 +78,7 @@ Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words
     spec.setOpenFiles(in.limits.open_files);
     spec.setProcesses(in.limits.processes);
     spec.setFileSizeBytes(in.limits.file_size_bytes);
+    spec.setMemoryBytes(in.limits.memory_bytes);
     auto segments = message.getSegmentsForOutput();
     return static_cast<uint32_t>(segments[0].size());
   } catch (const kj::Exception& e) {
@@ -81,7 +103,7 @@ Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out)
     out.timeout_ms = spec.getTimeoutMs();
     out.kill_grace_ms = spec.getKillGraceMs();
     out.limits = {spec.getCpuSeconds(), spec.getAddressSpaceBytes(), spec.getOpenFiles(),
-                  spec.getProcesses(), spec.getFileSizeBytes()};
+                  spec.getProcesses(),  spec.getFileSizeBytes(),     spec.getMemoryBytes()};
     if (out.argv.size() < 2 || !*out.path) return Error{EBADMSG, "job spec has no program"};
     return {};
   } catch (const kj::Exception& e) {

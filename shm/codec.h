@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -21,7 +22,22 @@ struct Rlimits {
   uint64_t open_files = 0;
   uint64_t processes = 0;
   uint64_t file_size_bytes = 0;
+  uint64_t memory_bytes = 0;  // not an rlimit: the job cgroup's memory limit
 };
+
+// The limits by the names requests and flags use ("limits": {"processes": 64},
+// --limit processes=64).
+inline constexpr std::pair<std::string_view, uint64_t Rlimits::*> kLimitNames[] = {
+    {"cpu_seconds", &Rlimits::cpu_seconds},
+    {"address_space_bytes", &Rlimits::address_space_bytes},
+    {"open_files", &Rlimits::open_files},
+    {"processes", &Rlimits::processes},
+    {"file_size_bytes", &Rlimits::file_size_bytes},
+    {"memory_bytes", &Rlimits::memory_bytes}};
+
+// Sets one limit from "NAME=VALUE" (VALUE a positive integer). EINVAL, with
+// the names known, if NAME is unknown or VALUE is not such an integer.
+Status parse_limit(std::string_view name_value, Rlimits& out);
 
 struct SpecInput {
   std::string_view path;

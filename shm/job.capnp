@@ -20,6 +20,8 @@ struct JobSpec {
   openFiles @8 :UInt64;
   processes @9 :UInt64;
   fileSizeBytes @10 :UInt64;
+  # The job's cgroup memory limit (memory.max), where jobs get cgroups; 0: none.
+  memoryBytes @11 :UInt64;
 }
 
 struct JobResult {

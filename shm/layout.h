@@ -20,7 +20,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 3;
+inline constexpr uint32_t kLayoutVersion = 4;
 inline constexpr uint32_t kMaxWorkers = 64;
 // Owner stamp of a queued job taken off the queue by the frontend or the
 // supervisor (to cancel it) rather than by a worker.
@@ -54,6 +54,7 @@ struct Counters {
   std::atomic<uint64_t> deaths_signal;  // roles killed by a signal we did not send (crash, OOM)
   std::atomic<uint64_t> deaths_exit;    // roles that exited on their own
   std::atomic<uint64_t> recycles;       // workers replaced by --recycle-after
+  std::atomic<uint64_t> oom_kills;      // jobs killed by their cgroup's memory limit
 };
 
 // A doorbell is an eventfd (inherited from the supervisor) plus this word:

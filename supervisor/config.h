@@ -6,7 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "shm/codec.h"
 #include "shm/layout.h"
+#include "worker/cgroups.h"
 
 namespace sp::supervisor {
 
@@ -28,6 +30,10 @@ struct Config {
   std::vector<uint32_t> allow_uids;   // peers allowed besides the daemon's uid and root
   uint32_t max_inflight = 1024;       // unfinished jobs per connection before it is not read
   uint64_t recycle_after = 0;         // restart a worker after about this many jobs; 0: never
+  worker::CgroupMode cgroups = worker::CgroupMode::kAuto;  // per-job cgroups
+  shm::Rlimits default_limits;                             // per-job limits for jobs that set none
+  shm::Rlimits max_limits;   // per-job ceilings; also the default where no default is set
+  double max_timeout_s = 0;  // ceiling for a job's timeout; 0: none
 
   uint32_t jobs_per_worker() const {
     uint32_t total = max_concurrent ? max_concurrent : 64 * caps.workers;

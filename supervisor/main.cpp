@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -14,6 +15,21 @@
 #include "worker/worker.h"
 
 namespace {
+
+// --limit / --max-limit values ("NAME=VALUE", repeatable) into `out`.
+CLI::Validator limit_validator() {
+  return CLI::Validator(
+      [](std::string& s) {
+        sp::shm::Rlimits probe;
+        sp::Status st = sp::shm::parse_limit(s, probe);
+        return st ? std::string() : st.error().context;
+      },
+      "NAME=VALUE");
+}
+
+void parse_limits(const std::vector<std::string>& items, sp::shm::Rlimits& out) {
+  for (const std::string& item : items) (void)sp::shm::parse_limit(item, out);  // validated
+}
 
 std::vector<int> parse_fd_list(const std::string& s) {
   std::vector<int> out;
@@ -101,6 +117,35 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1u, 1u << 20));
 
+  std::vector<std::string> default_limits, max_limits;
+  std::string limit_names;
+  for (const auto& [name, field] : sp::shm::kLimitNames)
+    limit_names += (limit_names.empty() ? "" : ", ") + std::string(name);
+  app.add_option("--limit", default_limits,
+                 "Per-job limit for jobs that set none, NAME=VALUE (repeatable); NAME is one of " +
+                     limit_names)
+      ->check(limit_validator());
+  app.add_option("--max-limit", max_limits,
+                 "Per-job ceiling, NAME=VALUE (repeatable): a job asking more is refused, a job "
+                 "asking nothing (with no --limit) gets the ceiling")
+      ->check(limit_validator());
+  app.add_option("--max-timeout", cfg.max_timeout_s,
+                 "Ceiling for a job's timeout in seconds: longer is refused, none gets it (0: "
+                 "none)")
+      ->capture_default_str();
+  std::map<std::string, sp::worker::CgroupMode> cgroup_modes{
+      {"auto", sp::worker::CgroupMode::kAuto},
+      {"always", sp::worker::CgroupMode::kAlways},
+      {"off", sp::worker::CgroupMode::kOff}};
+  app.add_option("--cgroups", cfg.cgroups,
+                 "Per-job cgroups (they make memory_bytes work, processes bind root, and kill "
+                 "a job whole): auto gives one to jobs with a processes or memory_bytes limit "
+                 "where the host allows, always to every job (and refuses to start where the "
+                 "host does not allow), off to none")
+      ->transform(CLI::CheckedTransformer(cgroup_modes))
+      ->default_str("auto");
+  app.set_config("--config", "", "Read options from this TOML file (names as the long flags)");
+
   // Internal roles, started by the supervisor; not for direct use.
   sp::worker::Options wo;
   std::string log_level = "info";
@@ -112,6 +157,7 @@ int main(int argc, char** argv) {
   worker->add_option("--submit-fd", wo.submit_fd)->required();
   worker->add_option("--bell-fd", wo.bell_fd)->required();
   worker->add_option("--frontend-fd", wo.frontend_fd)->required();
+  worker->add_option("--cgroups", wo.cgroups);
   worker->add_option("--log-level", log_level);
 
   sp::frontend::Options fo;
@@ -130,6 +176,12 @@ int main(int argc, char** argv) {
   frontend->add_option("--max-inflight", fo.max_inflight);
   frontend->add_option("--env-pass", fo.env_pass);
   frontend->add_option("--allow-uid", fo.allow_uids);
+  std::vector<std::string> fe_default_limits, fe_max_limits;
+  frontend->add_option("--limit", fe_default_limits);
+  frontend->add_option("--max-limit", fe_max_limits);
+  frontend->add_option("--max-timeout", fo.max_timeout_s);
+  frontend->add_option("--isolation", fo.isolation);
+  frontend->add_option("--isolation-note", fo.isolation_note);
   frontend->add_option("--log-level", log_level);
 
   CLI11_PARSE(app, argc, argv);
@@ -141,8 +193,12 @@ int main(int argc, char** argv) {
   if (*frontend) {
     sp::init_logging("frontend", log_level);
     fo.worker_fds = parse_fd_list(worker_fds);
+    parse_limits(fe_default_limits, fo.default_limits);
+    parse_limits(fe_max_limits, fo.max_limits);
     return sp::frontend::run(fo);
   }
+  parse_limits(default_limits, cfg.default_limits);
+  parse_limits(max_limits, cfg.max_limits);
   sp::init_logging("supervisor", cfg.log_level);
   return sp::supervisor::run(cfg);
 }

@@ -24,6 +24,7 @@
 #include "shm/segment.h"
 #include "supervisor/config.h"
 #include "supervisor/listener.h"
+#include "worker/cgroups.h"
 #include "worker/worker.h"
 
 namespace sp::supervisor {
@@ -45,6 +46,13 @@ struct Role {
   bool hang_killed = false;    // we killed it for a stale heartbeat
   std::deque<uint64_t> crashes;
 };
+
+// Limits as --limit/--max-limit arguments for the frontend.
+void add_limit_args(std::vector<std::string>& args, const char* flag, const shm::Rlimits& l) {
+  for (const auto& [name, field] : shm::kLimitNames)
+    if (l.*field)
+      args.insert(args.end(), {flag, std::string(name) + "=" + std::to_string(l.*field)});
+}
 
 std::string describe_status(int status) {
   if (WIFSIGNALED(status)) return std::string("killed by signal ") + sigabbrev_np(WTERMSIG(status));
@@ -70,6 +78,7 @@ class Supervisor {
   void begin_drain();
   void begin_stop();
   void sweep_adopted();
+  void kill_job_cgroups(uint32_t index);
   void ring_all() const;
   bool children_alive() const;
   std::vector<std::string> common_args() const;
@@ -79,6 +88,7 @@ class Supervisor {
   std::string shm_name_;
   UniqueFd listen_;
   std::optional<shm::Segment> seg_;
+  worker::Cgroups cgroups_;
   UniqueFd submit_efd_, frontend_efd_;
   std::vector<UniqueFd> worker_efds_;
   Role frontend_;
@@ -114,6 +124,17 @@ Status Supervisor::setup() {
   auto seg = shm::Segment::create(shm_name_, cfg_.caps);
   if (!seg) return seg.error();
   seg_.emplace(std::move(seg).value());
+  auto cgroups = worker::Cgroups::create(shm_name_, cfg_.cgroups);
+  if (!cgroups)
+    return Error{cgroups.error().code, "--cgroups always: " + cgroups.error().message()};
+  cgroups_ = std::move(cgroups).value();
+  if (cgroups_.enabled()) {
+    spdlog::info("{} run in cgroups of their own ({})", cgroups_.scope(), cgroups_.isolation());
+  } else {
+    spdlog::info("jobs are isolated by process group only: {}", cgroups_.why_not());
+    if (cfg_.default_limits.memory_bytes || cfg_.max_limits.memory_bytes)
+      return Error{ENOTSUP, "memory_bytes limits need per-job cgroups: " + cgroups_.why_not()};
+  }
 
   auto efd = [](UniqueFd& out) -> Status {
     auto fd = sys("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
@@ -193,6 +214,13 @@ void Supervisor::start_frontend() {
   for (const std::string& name : cfg_.env_pass) args.insert(args.end(), {"--env-pass", name});
   for (uint32_t uid : cfg_.allow_uids)
     args.insert(args.end(), {"--allow-uid", std::to_string(uid)});
+  add_limit_args(args, "--limit", cfg_.default_limits);
+  add_limit_args(args, "--max-limit", cfg_.max_limits);
+  args.insert(args.end(), {"--max-timeout", std::to_string(cfg_.max_timeout_s), "--isolation",
+                           cgroups_.isolation()});
+  args.insert(args.end(),
+              {"--isolation-note",
+               cgroups_.enabled() ? "cgroups for " + cgroups_.scope() : cgroups_.why_not()});
   frontend_.pid = spawn(args, fds);
   frontend_.started_ns = monotonic_ns();
   frontend_.hang_killed = false;
@@ -216,6 +244,7 @@ void Supervisor::start_worker(uint32_t i) {
   }
   args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.kill_grace_ms), "--submit-fd",
                            "3", "--bell-fd", "4", "--frontend-fd", "5"});
+  if (cgroups_.enabled()) args.insert(args.end(), {"--cgroups", cgroups_.encode()});
   workers_[i].pid = spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
   workers_[i].started_ns = monotonic_ns();
   workers_[i].hang_killed = false;
@@ -273,6 +302,7 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     }
   } else {
     seg_->worker(index).pid.store(0);
+    kill_job_cgroups(index);
     std::string why = "lost: worker " + std::to_string(index) + " " + death_cause(role, status) +
                       " while the job ran";
     shm::RepairReport r = shm::repair_after_worker_death(*seg_, index, why);
@@ -379,6 +409,17 @@ void Supervisor::begin_stop() {
   ring_all();
 }
 
+// The cgroups of a dead worker's running jobs: whatever left their process
+// groups dies too (the repair kills the groups).
+void Supervisor::kill_job_cgroups(uint32_t index) {
+  if (!cgroups_.enabled()) return;
+  shm::JobTable jobs = seg_->jobs();
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    shm::JobWord w = jobs.load(i);
+    if (w.owner == index + 1 && w.state == shm::JobState::kRunning) cgroups_.kill(i);
+  }
+}
+
 void Supervisor::sweep_adopted() {
   std::string path = "/proc/self/task/" + std::to_string(::getpid()) + "/children";
   std::ifstream in(path);
@@ -399,6 +440,7 @@ bool Supervisor::children_alive() const {
 
 void Supervisor::cleanup() {
   sweep_adopted();
+  cgroups_.remove();
   if (seg_) shm::Segment::remove(shm_name_);
 }
 
@@ -410,6 +452,7 @@ int Supervisor::run() {
 
   if (Status s = setup(); !s) {
     spdlog::critical("{}", s.error().message());
+    cgroups_.remove();
     if (seg_) shm::Segment::remove(shm_name_);
     if (listen_) ::unlink(cfg_.socket_path.c_str());
     return 1;

@@ -38,12 +38,19 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
 // Runs in the vfork child: async-signal-safe calls only, no allocation, no
 // return; failures are written to `failure` and end in _exit(127).
 [[noreturn]] void exec_child(const shm::DecodedSpec& spec, const char* program, int devnull,
-                             int out, int err, ChildFailure* failure) {
+                             int out, int err, const char* const* cgroup_procs,
+                             ChildFailure* failure) {
   auto fail = [failure](const char* step) {
     failure->error = errno;
     failure->step = step;
     _exit(127);
   };
+  // Into the job's cgroup first, so everything it starts is counted and killed
+  // with it. Writing "0" moves the writer; exec closes the fd (O_CLOEXEC).
+  for (const char* const* p = cgroup_procs; p && *p; ++p) {
+    int fd = ::open(*p, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, "0", 1) != 1) fail("cgroup");
+  }
   if (::setsid() < 0) fail("setsid");
   if (spec.cwd && ::chdir(spec.cwd) < 0) fail("chdir");
   if (::dup2(devnull, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) fail("dup2");
@@ -95,7 +102,8 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec) {
   return Error{ENOENT, "command not found: " + std::string(name)};
 }
 
-Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull) {
+Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
+                    const char* const* cgroup_procs) {
   auto out = make_pipe();
   if (!out) return out.error();
   auto err = make_pipe();
@@ -105,7 +113,7 @@ Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, in
   const char* prog = program.c_str();
   int out_w = out->second.get(), err_w = err->second.get();
   pid_t pid = ::vfork();
-  if (pid == 0) exec_child(spec, prog, devnull, out_w, err_w, &failure);
+  if (pid == 0) exec_child(spec, prog, devnull, out_w, err_w, cgroup_procs, &failure);
   if (pid < 0) return Error{errno, "vfork"};
   if (failure.step) {
     ::waitpid(pid, nullptr, 0);
@@ -114,6 +122,8 @@ Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, in
                        : std::strcmp(failure.step, "exec") == 0 ? "cannot execute " + program
                        : std::strcmp(failure.step, "setrlimit") == 0
                            ? std::string("cannot set the job's resource limits")
+                       : std::strcmp(failure.step, "cgroup") == 0
+                           ? std::string("cannot move into the job's cgroup")
                            : std::string(failure.step);
     return Error{failure.error, what};
   }

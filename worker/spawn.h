@@ -26,8 +26,10 @@ struct Child {
 // ENOENT if it is nowhere; EACCES if found but not executable.
 Result<std::string> resolve_program(const shm::DecodedSpec& spec);
 
-// Starts the command. On failure nothing is left running and the Error says
-// what failed (chdir, exec, pipe...) with the child's errno.
-Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull);
+// Starts the command, in the cgroups whose cgroup.procs paths `cgroup_procs`
+// lists (null-terminated; null: none). On failure nothing is left running
+// and the Error says what failed (chdir, exec, pipe...) with the child's errno.
+Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
+                    const char* const* cgroup_procs);
 
 }  // namespace sp::worker

@@ -20,6 +20,7 @@
 #include "shm/output.h"
 #include "shm/repair.h"
 #include "shm/segment.h"
+#include "worker/cgroups.h"
 #include "worker/spawn.h"
 
 namespace sp::worker {
@@ -50,6 +51,8 @@ struct Job {
   bool stopping = false;
   bool timed_out = false;
   bool cancelled = false;
+  bool in_cgroup = false;        // runs in its own cgroup (Cgroups::wanted)
+  bool oom_killed = false;       // by its cgroup's memory limit
   uint64_t deadline_ns = 0;      // timeout
   uint64_t kill_at_ns = 0;       // SIGKILL after the grace period
   uint64_t eof_deadline_ns = 0;  // stop waiting for pipe EOF
@@ -69,6 +72,7 @@ class Loop {
         frontend_(&seg_.header().frontend_bell, o.frontend_fd),
         owner_(uint8_t(o.index + 1)),
         incarnation_(uint16_t(rec_.incarnation.load())),
+        cgroups_(Cgroups::decode(o.cgroups)),
         entries_(seg_.caps().jobs_per_worker) {}
 
   Status init();
@@ -114,6 +118,7 @@ class Loop {
   shm::Doorbell submit_, bell_, frontend_;
   uint8_t owner_;
   uint16_t incarnation_;
+  Cgroups cgroups_;
   std::vector<Job> entries_;
   uint32_t active_ = 0;
   bool want_submit_ = false;
@@ -265,12 +270,18 @@ void Loop::start(uint32_t slot) {
     return finish_unstarted(slot, JobState::kFailed, st.error().message());
   auto program = resolve_program(spec_);
   if (!program) return finish_unstarted(slot, JobState::kFailed, program.error().message());
+  bool in_cgroup = cgroups_.wanted(spec_.limits.memory_bytes, spec_.limits.processes);
+  if (in_cgroup)
+    if (Status st = cgroups_.prepare(slot, spec_.limits.memory_bytes, spec_.limits.processes); !st)
+      return finish_unstarted(slot, JobState::kFailed,
+                              "cannot set up the job's cgroup: " + st.error().message());
   // Running before the process exists: if we die from here on, the job ends
   // lost (and the supervisor kills the orphan); it is never started twice.
   JobWord running = word.with_state(JobState::kRunning);
   jobs_.transition(slot, word, running);  // we own it: nobody else moves a Claimed job
-  auto child = spawn(spec_, *program, devnull_.get());
+  auto child = spawn(spec_, *program, devnull_.get(), in_cgroup ? cgroups_.procs() : nullptr);
   if (!child) {
+    if (in_cgroup) cgroups_.release(slot);
     publish(slot, running, JobState::kFailed, -1, 0, child.error().message());
     return;
   }
@@ -290,6 +301,7 @@ void Loop::start(uint32_t slot) {
   j.slot = slot;
   j.word = running;
   j.pid = child->pid;
+  j.in_cgroup = in_cgroup;
   j.pidfd = std::move(child->pidfd);
   j.pipe[0] = std::move(child->out);
   j.pipe[1] = std::move(child->err);
@@ -361,6 +373,12 @@ void Loop::on_exit(Job& j) {
       j.signal = info.si_status;
     }
   }
+  // Where the job has a cgroup, also what left the group (after the reap: an
+  // unreaped leader would be listed, and killed again, as a zombie).
+  if (j.in_cgroup) {
+    cgroups_.kill(j.slot);
+    j.oom_killed = cgroups_.oom_killed(j.slot);  // the leader, or a process it waited for
+  }
   j.exited = true;
   j.pidfd.reset();                   // closing drops it from epoll: after exec nobody else holds it
   j.deadline_ns = j.kill_at_ns = 0;  // nothing left to signal
@@ -386,7 +404,12 @@ void Loop::maybe_finish(Job& j) {
   JobState state = j.cancelled   ? JobState::kCancelled
                    : j.timed_out ? JobState::kTimedOut
                                  : JobState::kExited;
-  std::string_view why = j.cancelled && shutting_down_ ? "the daemon is shutting down" : "";
+  std::string_view why = j.cancelled && shutting_down_ ? "the daemon is shutting down"
+                         : j.oom_killed ? "out of memory: the kernel killed a process of the job "
+                                          "at its memory_bytes limit"
+                                        : "";
+  if (j.oom_killed) seg_.header().counters.oom_kills.fetch_add(1, std::memory_order_relaxed);
+  if (j.in_cgroup) cgroups_.release(j.slot);
   publish(j.slot, j.word, state, j.exit_code, j.signal, why);
   j.active = false;
   --active_;
@@ -396,6 +419,7 @@ void Loop::maybe_finish(Job& j) {
 void Loop::stop(Job& j, int sig) {
   if (j.exited) return;
   ::kill(-j.pid, sig);
+  if (sig == SIGKILL && j.in_cgroup) cgroups_.kill(j.slot);
   if (sig == SIGTERM) {
     j.stopping = true;
     j.kill_at_ns = monotonic_ns() + j.grace_ns;

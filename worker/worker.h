@@ -20,6 +20,7 @@ struct Options {
   int submit_fd = -1;             // eventfd: jobs were queued
   int bell_fd = -1;               // eventfd: this worker's doorbell (cancel, output space)
   int frontend_fd = -1;           // eventfd: the frontend's doorbell
+  std::string cgroups;            // Cgroups::encode() of the daemon's job cgroups; "": none
 };
 
 // Exit status of a worker that ended because of recycle_after, done with all

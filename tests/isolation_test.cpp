@@ -1,0 +1,229 @@
+// Isolation and limits against the real shell-poold: per-job cgroups (where
+// the host allows them), a fork bomb and a memory hog held by them, the
+// daemon's default limits and ceilings, and options from a config file.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "tests/daemon_harness.h"
+
+using namespace sp::test;
+using Catch::Contains;
+
+namespace {
+
+json::object health(Client& c) {
+  return result_of(c.call("health", nullptr));
+}
+
+// Whether the daemon runs its jobs in cgroups; says why not when it does not.
+bool has_cgroups(Client& c) {
+  json::object h = health(c);
+  std::string isolation = str(h, "isolation");
+  if (isolation == "process-group") WARN("no per-job cgroups here: " << h.at("isolation_note"));
+  return isolation != "process-group";
+}
+
+// Directories named `name` under /sys/fs/cgroup, a few levels deep.
+std::vector<std::string> cgroup_dirs_named(const std::string& name) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> out;
+  std::error_code ec;
+  fs::recursive_directory_iterator it("/sys/fs/cgroup",
+                                      fs::directory_options::skip_permission_denied, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it.depth() > 4 || !it->is_directory(ec)) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (it->path().filename() == name) out.push_back(it->path());
+  }
+  return out;
+}
+
+}  // namespace
+
+// execute params for a shell line with a processes limit, which (with the
+// default --cgroups auto) gives the job a cgroup.
+json::object limited(std::string_view command) {
+  return {{"command", command}, {"limits", {{"processes", 1000}}}};
+}
+
+TEST_CASE(
+    "a job with a processes limit runs in a cgroup of its own, and the tree is gone after stop",
+    "[daemon][isolation]") {
+  START_DAEMON(d, {"--workers", "1"});
+  Client c(d.socket());
+  if (!has_cgroups(c)) return;
+  CHECK_THAT(str(health(c), "isolation_note"), Contains("processes or memory_bytes"));
+  std::string cgroup = str(execute(c, limited("cat /proc/self/cgroup")), "stdout");
+  CHECK_THAT(cgroup, Contains("/" + d.shm_name() + "/job-"));
+  // A job without such limits is not moved (a cgroup costs it time).
+  cgroup = str(execute(c, sh("cat /proc/self/cgroup")), "stdout");
+  CHECK_THAT(cgroup, !Contains(d.shm_name()));
+  // A process that left the job's process group dies with the job.
+  json::object r = execute(c, limited("setsid sleep 100.6611 >/dev/null 2>&1 & echo started"));
+  CHECK(str(r, "stdout") == "started\n");
+  CHECK(wait_until([] { return pids_matching("sleep 100.6611").empty(); }, 5));
+  CHECK_FALSE(cgroup_dirs_named(d.shm_name()).empty());
+  stop_cleanly(d);
+  CHECK(cgroup_dirs_named(d.shm_name()).empty());
+}
+
+TEST_CASE("--cgroups always gives every job a cgroup", "[daemon][isolation]") {
+  bool available = false;
+  {
+    START_DAEMON(probe, {"--workers", "1"});
+    Client c(probe.socket());
+    available = has_cgroups(c);
+    stop_cleanly(probe);
+  }
+  if (!available) {
+    TestDaemon d(
+        DaemonOptions{.flags = {"--workers", "1", "--cgroups", "always"}, .wait_ready = false});
+    auto code = d.wait_exit(10);  // refuses to start, saying why
+    REQUIRE(code);
+    CHECK(*code == 1);
+    CHECK_THAT(d.log(), Contains("--cgroups always"));
+    return;
+  }
+  START_DAEMON(d, {"--workers", "1", "--cgroups", "always"});
+  Client c(d.socket());
+  CHECK_THAT(str(health(c), "isolation_note"), Contains("every job"));
+  CHECK_THAT(str(execute(c, sh("cat /proc/self/cgroup")), "stdout"),
+             Contains("/" + d.shm_name() + "/job-"));
+  stop_cleanly(d);
+}
+
+TEST_CASE("a killed worker's job dies whole, processes that left its group too",
+          "[daemon][isolation][crash]") {
+  START_DAEMON(d, {"--workers", "1"});
+  Client c(d.socket());
+  if (!has_cgroups(c)) return;
+  REQUIRE(c.send_line(Client::request(
+      1, "execute", limited("setsid sleep 100.6621 >/dev/null 2>&1 & sleep 100.6622"))));
+  REQUIRE(wait_until([] { return pids_matching("sleep 100.662").size() >= 2; }, 10));
+  REQUIRE(::kill(d.worker_pid(0), SIGKILL) == 0);
+  auto v = c.read_json(10);
+  REQUIRE(v);
+  CHECK(str(result_of(v->as_object()), "status") == "lost");
+  CHECK(wait_until([] { return pids_matching("sleep 100.662").empty(); }, 5));
+  stop_cleanly(d);
+}
+
+TEST_CASE("a fork bomb is held to the job's processes limit, even for root",
+          "[daemon][isolation][hostile]") {
+  START_DAEMON(d, {"--workers", "1"});
+  Client c(d.socket());
+  if (!has_cgroups(c) && ::geteuid() == 0) {
+    WARN("skipped: without cgroups RLIMIT_NPROC does not bind root");
+    return;
+  }
+  constexpr size_t kLimit = 40;
+  std::string marker = "bomb-6631";
+  json::object params{{"command", "f(){ f|f& }; f; sleep 2 # " + marker},
+                      {"timeout", 20},
+                      {"limits", {{"processes", kLimit}}}};
+  REQUIRE(c.send_line(Client::request(1, "execute", params)));
+  // While it rages, its processes never pass the limit and the daemon answers.
+  Client other(d.socket());
+  size_t most = 0;
+  auto start = Clock::now();
+  while (seconds_since(start) < 1.5) {
+    most = std::max(most, pids_matching(marker).size());
+    auto h = other.try_call("health", nullptr, 5);
+    REQUIRE(h);
+  }
+  CHECK(most > 1);
+  CHECK(most <= kLimit);
+  auto v = c.read_json(20);
+  REQUIRE(v);
+  json::object r = result_of(v->as_object());
+  CHECK(str(r, "status") == "exited");
+  CHECK(wait_until([&] { return pids_matching(marker).empty(); }, 5));
+  CHECK(str(execute(other, sh("echo calm")), "stdout") == "calm\n");
+  stop_cleanly(d);
+}
+
+TEST_CASE("memory_bytes stops a job that allocates past it and says it ran out of memory",
+          "[daemon][isolation][limits]") {
+  START_DAEMON(d, {"--workers", "1"});
+  Client c(d.socket());
+  if (!has_cgroups(c)) return;
+  // dash keeps a command substitution's output in memory: 256 MB of it.
+  json::object params{{"command", "x=$(head -c 256000000 /dev/zero | tr '\\0' a); echo survived"},
+                      {"limits", {{"memory_bytes", 64 << 20}}}};
+  json::object r = execute(c, params, 60);
+  CHECK(str(r, "stdout").empty());
+  CHECK_THAT(str(r, "error"), Contains("out of memory"));
+  CHECK(num(health(c).at("counters").as_object(), "oom_kills") == 1);
+  // The next job in the same slot starts with a clean count.
+  json::object small{{"command", "echo fine"}, {"limits", {{"memory_bytes", 64 << 20}}}};
+  CHECK(execute(c, small).at("error").is_null());
+  stop_cleanly(d);
+}
+
+TEST_CASE("without cgroups memory_bytes is refused with the reason", "[daemon][isolation]") {
+  START_DAEMON(d, {"--workers", "1", "--cgroups", "off"});
+  Client c(d.socket());
+  json::object h = health(c);
+  CHECK(str(h, "isolation") == "process-group");
+  CHECK_THAT(str(h, "isolation_note"), Contains("--cgroups off"));
+  json::object e = error_of(c.call(
+      "execute", json::object{{"command", "true"}, {"limits", {{"memory_bytes", 1 << 20}}}}));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("memory_bytes"));
+  CHECK_THAT(str(e, "message"), Contains("cgroups"));
+  stop_cleanly(d);
+}
+
+TEST_CASE("--limit sets per-job defaults and --max-limit and --max-timeout set ceilings",
+          "[daemon][limits]") {
+  START_DAEMON(d, {"--workers", "1", "--limit", "open_files=64", "--max-limit", "open_files=128",
+                   "--max-limit", "file_size_bytes=1048576", "--max-timeout", "1"});
+  Client c(d.socket());
+  CHECK(str(execute(c, sh("ulimit -n")), "stdout") == "64\n");  // the default
+  json::object asked{{"command", "ulimit -n"}, {"limits", {{"open_files", 100}}}};
+  CHECK(str(execute(c, asked), "stdout") == "100\n");
+  // No default for file size: the ceiling applies (dash counts 512-byte blocks).
+  CHECK(str(execute(c, sh("ulimit -f")), "stdout") == "2048\n");
+
+  json::object over{{"command", "true"}, {"limits", {{"open_files", 129}}}};
+  json::object e = error_of(c.call("execute", over));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("open_files") && Contains("128"));
+  e = error_of(c.call("execute", json::object{{"command", "true"}, {"timeout", 2}}));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("timeout"));
+  // A job without a timeout gets the ceiling.
+  json::object r = execute(c, sh("sleep 30"));
+  CHECK(str(r, "status") == "timed_out");
+  stop_cleanly(d);
+}
+
+TEST_CASE("--config reads the daemon's options from a TOML file", "[daemon][config]") {
+  TempDir dir;
+  std::string path = dir.path() + "/shell-pool.toml";
+  std::ofstream(path) << "queue-size = 7\nmax-limit = [\"open_files=77\"]\n";
+  START_DAEMON(d, {"--workers", "1", "--config", path});
+  Client c(d.socket());
+  CHECK(num(health(c).at("jobs").as_object(), "queue_capacity") == 7);
+  CHECK(str(execute(c, sh("ulimit -n")), "stdout") == "77\n");
+  stop_cleanly(d);
+}
+
+TEST_CASE("bad limit flags stop the daemon at start with a clear message", "[daemon][limits]") {
+  for (const char* bad : {"nofiles=3", "open_files=0", "open_files=lots"}) {
+    INFO(bad);
+    TestDaemon d(DaemonOptions{.flags = {"--limit", bad}, .wait_ready = false});
+    auto code = d.wait_exit(10);
+    REQUIRE(code);
+    CHECK(*code != 0);
+    CHECK_THAT(d.log(), Contains("limit") || Contains("open_files"));
+  }
+}

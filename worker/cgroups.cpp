@@ -1,0 +1,298 @@
+#include "worker/cgroups.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "common/sys.h"
+#include "common/unique_fd.h"
+
+namespace sp::worker {
+
+namespace {
+
+constexpr uint32_t kV1KillRounds = 100;  // a job at its pids.max cannot outgrow these
+constexpr int kRmdirTries = 50;          // x 10 ms, for processes still leaving a cgroup
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Status write_text(const std::string& path, std::string_view text) {
+  auto fd = sys("open", [&] { return ::open(path.c_str(), O_WRONLY | O_CLOEXEC); });
+  if (!fd) return Error{fd.error().code, "cannot open " + path};
+  UniqueFd f(*fd);
+  if (auto w = sys("write", [&] { return ::write(f.get(), text.data(), text.size()); }); !w)
+    return Error{w.error().code, "cannot write " + std::string(text) + " to " + path};
+  return {};
+}
+
+Status make_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) == 0 || errno == EEXIST) return {};
+  return Error{errno, "cannot create " + path};
+}
+
+bool has_word(std::string_view list, std::string_view word, char sep) {
+  while (!list.empty()) {
+    size_t end = list.find(sep);
+    if (list.substr(0, end) == word) return true;
+    if (end == std::string_view::npos) break;
+    list.remove_prefix(end + 1);
+  }
+  return false;
+}
+
+// Mount point of the cgroup2 hierarchy (controller ""), or of the cgroup v1
+// hierarchy that carries `controller`; "" if none.
+std::string mount_of(std::string_view controller) {
+  std::ifstream in("/proc/self/mountinfo");
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream f(line);
+    std::string id, parent, dev, root, point, rest;
+    f >> id >> parent >> dev >> root >> point;
+    size_t dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream tail(line.substr(dash + 3));
+    std::string type, source, options;
+    tail >> type >> source >> options;
+    if (controller.empty() ? type == "cgroup2"
+                           : type == "cgroup" && has_word(options, controller, ','))
+      return point;
+  }
+  return {};
+}
+
+// This process's cgroup path in the hierarchy of `controller` ("" for v2).
+std::string path_of(std::string_view controller) {
+  std::ifstream in("/proc/self/cgroup");
+  for (std::string line; std::getline(in, line);) {
+    size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    std::string_view list = std::string_view(line).substr(a + 1, b - a - 1);
+    bool match = controller.empty() ? line.compare(0, a, "0") == 0 && list.empty()
+                                    : has_word(list, controller, ',');
+    if (match) return line.substr(b + 1);
+  }
+  return {};
+}
+
+std::string join(const std::string& mount, const std::string& path) {
+  return path == "/" ? mount : mount + path;
+}
+
+std::vector<pid_t> pids_in(const std::string& procs) {
+  std::vector<pid_t> out;
+  std::ifstream in(procs);
+  for (pid_t p; in >> p;) out.push_back(p);
+  return out;
+}
+
+}  // namespace
+
+Result<Cgroups> Cgroups::create(std::string_view instance, CgroupMode mode) {
+  Cgroups c;
+  if (mode == CgroupMode::kOff) {
+    c.why_not_ = "per-job cgroups are turned off (--cgroups off)";
+    return c;
+  }
+  std::string name = "/" + std::string(instance);
+  std::string why2, why1;
+
+  // v2: a delegated subtree with both controllers.
+  if (std::string mount = mount_of(""); mount.empty()) {
+    why2 = "no cgroup2 mount";
+  } else {
+    std::string base = join(mount, path_of(""));
+    std::string controllers = read_text(base + "/cgroup.controllers");
+    if (!has_word(controllers.substr(0, controllers.find('\n')), "memory", ' ') ||
+        !has_word(controllers.substr(0, controllers.find('\n')), "pids", ' ')) {
+      why2 = base + " lacks the memory and pids controllers";
+    } else {
+      // Controllers are enabled for children only in a cgroup without
+      // processes of its own (except at the root): move the daemon into a
+      // leaf of its own first, as a service with Delegate=yes does.
+      Status enabled = write_text(base + "/cgroup.subtree_control", "+memory +pids");
+      if (!enabled && enabled.error().code == EBUSY) {
+        std::string leaf = base + name + "-daemon";
+        if (Status s = make_dir(leaf); s) {
+          if (Status moved = write_text(leaf + "/cgroup.procs", "0"); moved)
+            enabled = write_text(base + "/cgroup.subtree_control", "+memory +pids");
+        }
+      }
+      if (!enabled) {
+        why2 = enabled.error().message();
+      } else {
+        c.version_ = 2;
+        c.roots_ = {base + name};
+      }
+    }
+  }
+  // v1: writable pids and memory hierarchies.
+  if (!c.version_) {
+    for (const char* ctl : {"pids", "memory"}) {
+      std::string mount = mount_of(ctl);
+      std::string base = mount.empty() ? "" : join(mount, path_of(ctl));
+      if (base.empty() || ::access(base.c_str(), W_OK) != 0) {
+        why1 = std::string("no writable cgroup v1 ") + ctl + " hierarchy";
+        c.roots_.clear();
+        break;
+      }
+      c.roots_.push_back(base + name);
+    }
+    if (!c.roots_.empty()) c.version_ = 1;
+  }
+  if (!c.version_) {
+    c.why_not_ = "no usable cgroups (" + why2 + "; " + why1 + ")";
+    if (mode == CgroupMode::kAlways) return Error{ENOTSUP, c.why_not_};
+    return c;
+  }
+  c.every_job_ = mode == CgroupMode::kAlways;
+  c.remove();  // a stale tree of an earlier instance on the same socket
+  for (const std::string& root : c.roots_) {
+    Status s = make_dir(root);
+    if (s && c.version_ == 2) s = write_text(root + "/cgroup.subtree_control", "+memory +pids");
+    if (!s) {
+      c.remove();
+      if (mode == CgroupMode::kAlways) return s.error();
+      Cgroups none;
+      none.why_not_ = s.error().message();
+      return none;
+    }
+  }
+  return c;
+}
+
+std::string Cgroups::encode() const {
+  std::string out = std::to_string(version_) + (every_job_ ? ",all" : ",limited");
+  for (const std::string& r : roots_) out += "," + r;
+  return out;
+}
+
+Cgroups Cgroups::decode(std::string_view text) {
+  Cgroups c;
+  std::vector<std::string> parts;
+  while (!text.empty()) {
+    size_t comma = text.find(',');
+    parts.emplace_back(text.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  if (parts.size() < 3 || (parts[0] != "1" && parts[0] != "2")) return c;
+  c.version_ = parts[0][0] - '0';
+  c.every_job_ = parts[1] == "all";
+  c.roots_.assign(parts.begin() + 2, parts.end());
+  return c;
+}
+
+std::string Cgroups::scope() const {
+  if (!version_) return "none";
+  return every_job_ ? "every job" : "jobs with a processes or memory_bytes limit";
+}
+
+std::string Cgroups::isolation() const {
+  return version_ ? "cgroup-v" + std::to_string(version_) : "process-group";
+}
+
+std::string Cgroups::job_dir(size_t i, uint32_t slot) const {
+  return roots_[i] + "/job-" + std::to_string(slot);
+}
+
+Status Cgroups::prepare(uint32_t slot, uint64_t memory_bytes, uint64_t processes) {
+  auto limit = [](uint64_t v, const char* none) { return v ? std::to_string(v) : none; };
+  procs_.clear();
+  for (size_t i = 0; i < roots_.size(); ++i) {
+    std::string dir = job_dir(i, slot);
+    if (Status s = make_dir(dir); !s) return s;
+    procs_.push_back(dir + "/cgroup.procs");
+  }
+  Status s;
+  if (version_ == 2) {
+    s = write_text(job_dir(0, slot) + "/pids.max", limit(processes, "max"));
+    if (s) s = write_text(job_dir(0, slot) + "/memory.max", limit(memory_bytes, "max"));
+  } else {
+    s = write_text(job_dir(0, slot) + "/pids.max", limit(processes, "max"));
+    if (s) s = write_text(job_dir(1, slot) + "/memory.limit_in_bytes", limit(memory_bytes, "-1"));
+  }
+  if (!s) return s;
+  if (oom_base_.size() <= slot) oom_base_.resize(slot + 1);
+  oom_base_[slot] = oom_count(slot);
+  procs_ptrs_.clear();
+  for (const std::string& p : procs_) procs_ptrs_.push_back(p.c_str());
+  procs_ptrs_.push_back(nullptr);
+  return {};
+}
+
+void Cgroups::kill(uint32_t slot) const {
+  if (!version_) return;
+  if (version_ == 2) {
+    (void)write_text(job_dir(0, slot) + "/cgroup.kill", "1");
+    return;
+  }
+  // v1 has no cgroup.kill: kill what is listed until nothing new is (a
+  // process may fork between our read and our kill; once killed it cannot).
+  // pids.max bounds how many there can be.
+  std::string procs = job_dir(0, slot) + "/cgroup.procs";
+  std::vector<pid_t> killed;
+  for (uint32_t round = 0; round < kV1KillRounds; ++round) {
+    bool any = false;
+    for (pid_t p : pids_in(procs)) {
+      if (std::find(killed.begin(), killed.end(), p) != killed.end()) continue;
+      ::kill(p, SIGKILL);
+      killed.push_back(p);
+      any = true;
+    }
+    if (!any) return;
+  }
+}
+
+uint64_t Cgroups::oom_count(uint32_t slot) const {
+  std::string file = version_ == 2 ? job_dir(0, slot) + "/memory.events"
+                                   : job_dir(1, slot) + "/memory.oom_control";
+  std::istringstream in(read_text(file));
+  for (std::string key; in >> key;) {
+    uint64_t value = 0;
+    if (!(in >> value)) break;
+    if (key == "oom_kill") return value;
+  }
+  return 0;
+}
+
+bool Cgroups::oom_killed(uint32_t slot) const {
+  if (!version_) return false;
+  return oom_count(slot) > (slot < oom_base_.size() ? oom_base_[slot] : 0);
+}
+
+void Cgroups::release(uint32_t slot) const {
+  for (size_t i = 0; i < roots_.size(); ++i) ::rmdir(job_dir(i, slot).c_str());
+}
+
+void Cgroups::remove() const {
+  for (const std::string& root : roots_) {
+    std::vector<uint32_t> slots;
+    if (DIR* d = ::opendir(root.c_str())) {
+      while (dirent* e = ::readdir(d))
+        if (std::strncmp(e->d_name, "job-", 4) == 0)
+          slots.push_back(uint32_t(std::strtoul(e->d_name + 4, nullptr, 10)));
+      ::closedir(d);
+    }
+    for (uint32_t slot : slots) {
+      if (root == roots_[0]) kill(slot);
+      std::string dir = root + "/job-" + std::to_string(slot);
+      for (int i = 0; i < kRmdirTries && ::rmdir(dir.c_str()) != 0 && errno == EBUSY; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ::rmdir(root.c_str());
+  }
+}
+
+}  // namespace sp::worker
