@@ -82,6 +82,7 @@ json::value Frontend::health() {
                         {"hang_kills", c.hang_kills.load()},
                         {"deaths_by_signal", c.deaths_signal.load()},
                         {"deaths_by_exit", c.deaths_exit.load()},
+                        {"deaths_by_oom", c.deaths_oom.load()},
                         {"recycles", c.recycles.load()},
                         {"oom_kills", c.oom_kills.load()}};
   return json::object{

@@ -51,7 +51,8 @@ struct Counters {
   std::atomic<uint64_t> worker_restarts;
   std::atomic<uint64_t> frontend_restarts;
   std::atomic<uint64_t> hang_kills;     // roles killed for a stale heartbeat
-  std::atomic<uint64_t> deaths_signal;  // roles killed by a signal we did not send (crash, OOM)
+  std::atomic<uint64_t> deaths_signal;  // roles killed by a signal we did not send (a crash)
+  std::atomic<uint64_t> deaths_oom;     // roles SIGKILLed while the kernel's OOM kill count rose
   std::atomic<uint64_t> deaths_exit;    // roles that exited on their own
   std::atomic<uint64_t> recycles;       // workers replaced by --recycle-after
   std::atomic<uint64_t> oom_kills;      // jobs killed by their cgroup's memory limit

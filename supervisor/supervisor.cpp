@@ -44,6 +44,7 @@ struct Role {
   uint64_t started_ns = 0;
   uint64_t restart_at_ns = 0;  // 0: no restart pending
   bool hang_killed = false;    // we killed it for a stale heartbeat
+  bool oom_killed = false;     // its last death looked like the kernel's OOM killer
   std::deque<uint64_t> crashes;
 };
 
@@ -52,6 +53,16 @@ void add_limit_args(std::vector<std::string>& args, const char* flag, const shm:
   for (const auto& [name, field] : shm::kLimitNames)
     if (l.*field)
       args.insert(args.end(), {flag, std::string(name) + "=" + std::to_string(l.*field)});
+}
+
+// The kernel's count of OOM kills since boot (memory cgroups' included).
+uint64_t kernel_oom_kills() {
+  std::ifstream in("/proc/vmstat");
+  std::string key;
+  uint64_t value = 0;
+  while (in >> key >> value)
+    if (key == "oom_kill") return value;
+  return 0;
 }
 
 std::string describe_status(int status) {
@@ -73,6 +84,7 @@ class Supervisor {
   void on_death(Role& role, int status, bool is_frontend, uint32_t index);
   void check_hangs(uint64_t now);
   void count_death(const Role& role, int status) const;
+  bool killed_by_oom(const Role& role, int status);
   std::string death_cause(const Role& role, int status) const;
   void schedule_restart(Role& role);
   void begin_drain();
@@ -98,6 +110,9 @@ class Supervisor {
   uint64_t kill_deadline_ns_ = 0;
   bool frontend_stop_sent_ = false;
   int exit_code_ = 0;
+  // For telling OOM kills of roles from other SIGKILLs: the kernel's OOM kill
+  // count and our jobs' (counters.oom_kills) when last looked at.
+  uint64_t kernel_ooms_seen_ = 0, job_ooms_seen_ = 0;
 };
 
 Status Supervisor::setup() {
@@ -157,6 +172,7 @@ Status Supervisor::setup() {
     nofile.rlim_cur = nofile.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &nofile);
   }
+  kernel_ooms_seen_ = kernel_oom_kills();
   // Orphaned job processes of a dead worker are re-parented to us, so we can
   // kill them even if the worker died before recording their process group.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -289,6 +305,7 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     return;
   }
   bool expected = phase_ == Phase::kStopping;
+  role.oom_killed = killed_by_oom(role, status);
   auto log = expected ? spdlog::level::info : spdlog::level::warn;
   spdlog::log(log, "{} {}", role.name, death_cause(role, status));
   if (is_frontend) {
@@ -328,12 +345,26 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
 void Supervisor::count_death(const Role& role, int status) const {
   auto& c = seg_->header().counters;
   if (role.hang_killed) return;
+  if (role.oom_killed) return (void)c.deaths_oom.fetch_add(1);
   (WIFSIGNALED(status) ? c.deaths_signal : c.deaths_exit).fetch_add(1);
+}
+
+// A SIGKILL we did not send, while the kernel counted more OOM kills than our
+// jobs' cgroups did: the OOM killer's. (A kill -9 from elsewhere at the same
+// moment as an unrelated OOM kill on the host would be taken for one too.)
+bool Supervisor::killed_by_oom(const Role& role, int status) {
+  uint64_t kernel = kernel_oom_kills(), jobs = seg_->header().counters.oom_kills.load();
+  bool oom = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !role.hang_killed &&
+             kernel - kernel_ooms_seen_ > jobs - job_ooms_seen_;
+  kernel_ooms_seen_ = kernel;
+  job_ooms_seen_ = jobs;
+  return oom;
 }
 
 std::string Supervisor::death_cause(const Role& role, int status) const {
   if (role.hang_killed)
     return "hung (no heartbeat for " + std::to_string(cfg_.hang_timeout_s) + " s) and was killed";
+  if (role.oom_killed) return describe_status(status) + " (out of memory: the kernel's OOM killer)";
   return describe_status(status);
 }
 

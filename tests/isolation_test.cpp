@@ -2,12 +2,14 @@
 // the host allows them), a fork bomb and a memory hog held by them, the
 // daemon's default limits and ceilings, and options from a config file.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "tests/daemon_harness.h"
@@ -226,4 +228,70 @@ TEST_CASE("bad limit flags stop the daemon at start with a clear message", "[dae
     CHECK(*code != 0);
     CHECK_THAT(d.log(), Contains("limit") || Contains("open_files"));
   }
+}
+
+TEST_CASE("a role killed by the kernel's OOM killer is counted as an OOM death",
+          "[daemon][health][crash]") {
+  // Put the frontend alone in a small cgroup v1 memory cgroup, then make it
+  // buffer a big execute output: the kernel OOM-kills it.
+  std::string mount, path;
+  {
+    std::ifstream in("/proc/self/mountinfo");
+    for (std::string line; std::getline(in, line);)
+      if (line.find(" - cgroup cgroup ") != std::string::npos &&
+          line.find(",memory") != std::string::npos) {
+        std::istringstream f(line);
+        std::string id, parent, dev, root;
+        f >> id >> parent >> dev >> root >> mount;
+      }
+    std::ifstream cg("/proc/self/cgroup");
+    for (std::string line; std::getline(cg, line);)
+      if (line.find(":memory:") != std::string::npos) path = line.substr(line.rfind(':') + 1);
+  }
+  std::string dir =
+      mount + (path == "/" ? "" : path) + "/sp-test-oom-" + std::to_string(::getpid());
+  if (mount.empty() || ::mkdir(dir.c_str(), 0755) != 0) {
+    WARN("skipped: no writable cgroup v1 memory hierarchy here");
+    return;
+  }
+  auto write = [](const std::string& file, const std::string& text) {
+    std::ofstream(file) << text;
+  };
+  START_DAEMON(d, {"--workers", "1"});
+  pid_t frontend = d.frontend_pid();
+  write(dir + "/memory.limit_in_bytes", std::to_string(8 << 20));
+  if (file_exists(dir + "/memory.memsw.limit_in_bytes"))
+    write(dir + "/memory.memsw.limit_in_bytes", std::to_string(8 << 20));
+  write(dir + "/cgroup.procs", std::to_string(frontend));
+  Client c(d.socket());
+  REQUIRE(c.send_line(Client::request(1, "execute", sh("head -c 40000000 /dev/zero"))));
+  CHECK_FALSE(c.read_line(30));  // the frontend died with it
+  REQUIRE(wait_until(
+      [&] {
+        pid_t now = d.frontend_pid();
+        return now && now != frontend;
+      },
+      10));
+  Client fresh = Client::connect_retry(d.socket(), 10);
+  json::object counters = health(fresh).at("counters").as_object();
+  CHECK(num(counters, "deaths_by_oom") == 1);
+  CHECK(num(counters, "deaths_by_signal") == 0);
+  CHECK_THAT(d.log(), Contains("OOM killer"));
+  stop_cleanly(d);
+  CHECK(wait_until([&] { return ::rmdir(dir.c_str()) == 0; }, 5));
+}
+
+TEST_CASE("request data never reaches the daemon's log", "[daemon][security]") {
+  START_DAEMON(d, {"--workers", "1"});
+  Client c(d.socket());
+  const std::string secret = "s3cr3t-9921";
+  execute(c, json::object{{"command", "echo $TOKEN"}, {"env", {{"TOKEN", secret}}}});
+  execute(c, json::object{{"command", "true"}, {"working_dir", "/nonexistent-" + secret}});
+  execute(c, json::object{{"command", "/nonexistent/" + secret}, {"args", {secret}}});
+  c.call("session_create", json::object{{"name", secret}, {"env_vars", {{"K", secret}}}});
+  error_of(c.call("execute", json::object{{"command", secret}, {"timeout", secret}}));
+  REQUIRE(c.send_line("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"" + secret + "\"}"));
+  REQUIRE(c.read_line());
+  stop_cleanly(d);
+  CHECK_THAT(d.log(), !Contains(secret));
 }
