@@ -22,6 +22,7 @@ struct Options {
   int submit_fd = -1;           // eventfd: the workers' shared submission doorbell
   std::vector<int> worker_fds;  // eventfd per worker: its doorbell
   uint64_t max_output_bytes = 16ull << 20;
+  uint64_t output_budget = 256ull << 20;  // execute output held at once, over all jobs
   uint32_t max_connections = 1024;
   uint64_t max_line_bytes = 1ull << 20;
   double default_timeout_s = 0;

@@ -177,23 +177,53 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
 }
 
 void Frontend::service_all() {
-  for (auto it = pending_.begin(); it != pending_.end();) {
-    if (service(it->second)) {
-      it = pending_.erase(it);
-    } else {
-      ++it;
+  for (;;) {
+    // Over the output budget, only the oldest execute job that still keeps
+    // output drains; the others wait (their commands block on their pipes)
+    // until it ends and frees its share. It always can: its own buffer is
+    // bounded by its cap. So memory stays under budget + one job's output,
+    // and every job finishes in turn.
+    oldest_keeping_ = UINT64_MAX;
+    if (buffered_ >= o_.output_budget)
+      for (const auto& [slot, p] : pending_)
+        if (keeps_output(p) && !backlogged(p))
+          oldest_keeping_ = std::min(oldest_keeping_, p.job_id);
+    held_back_ = false;
+    size_t before = pending_.size();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (service(it->second)) {
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
     }
+    // Jobs were held back and a finished one freed budget: go again.
+    if (!held_back_ || pending_.size() == before) return;
   }
 }
 
-bool Frontend::service(Pending& p) {
+bool Frontend::keeps_output(const Pending& p) const {
+  return !p.stream && p.reply.conn_id && (p.seen[0] < p.cap || p.seen[1] < p.cap);
+}
+
+bool Frontend::backlogged(const Pending& p) {
   Conn* c = p.reply.conn_id ? conn(p.reply.conn_id) : nullptr;
-  // A stream whose client reads slowly waits here; its worker then stops
+  return c && c->backlog() >= kMaxBacklogBytes;
+}
+
+bool Frontend::service(Pending& p) {
+  // A job whose client reads slowly waits here (a stream's chunks, or the
+  // answers of pipelined requests, would pile up); its worker then stops
   // reading the command's pipe, and the command blocks: nothing is lost.
-  if (p.stream && c && c->backlog() >= kMaxBacklogBytes) return false;
+  if (backlogged(p)) return false;
   JobWord w = jobs_.load(p.slot);
   shm::JobSlot& s = jobs_.slot(p.slot);
   shm::OutputReader reader(s, seg_.output(p.slot), seg_.caps().output_bytes);
+  if (buffered_ >= o_.output_budget && p.job_id != oldest_keeping_ && keeps_output(p) &&
+      !reader.empty()) {
+    held_back_ = true;  // see service_all()
+    return false;
+  }
   auto sink = [&](uint8_t stream, std::string_view bytes) { on_output(p, stream, bytes); };
   if (reader.drain(sink)) ring_owner(w);
   if (!shm::is_terminal(w.state)) return false;
@@ -223,8 +253,9 @@ void Frontend::on_output(Pending& p, uint8_t stream, std::string_view bytes) {
   if (bytes.empty()) return;
   if (p.stream) {
     send_chunk(p, i, bytes, false);
-  } else {
+  } else if (p.reply.conn_id) {  // nobody waits for a gone client's output
     p.data[i].append(bytes);
+    buffered_ += bytes.size();
   }
 }
 
@@ -258,6 +289,7 @@ void Frontend::finish(Pending& p, JobWord w) {
     if (c->read_closed && c->jobs.empty() && !c->backlog()) dirty_.push_back(c->id);
     update_events(*c);
   }
+  buffered_ -= p.data[0].size() + p.data[1].size();
   json::object result;
   if (p.stream) {
     for (int i = 0; i < 2; ++i) send_chunk(p, i, {}, true);  // flush incomplete UTF-8

@@ -340,11 +340,11 @@ void Frontend::flush(Conn& c) {
     return;
   }
   update_events(c);
-  // Streams paused on this connection's backlog may move again.
+  // Jobs paused on this connection's backlog may move again.
   if (was_full && c.backlog() < kMaxBacklogBytes) {
     std::vector<uint32_t> slots = c.jobs;
     for (uint32_t slot : slots)
-      if (auto it = pending_.find(slot); it != pending_.end() && it->second.stream)
+      if (auto it = pending_.find(slot); it != pending_.end())
         if (service(it->second)) pending_.erase(it);
   }
 }

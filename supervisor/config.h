@@ -17,6 +17,7 @@ struct Config {
   shm::Capacities caps;                     // job_slots is the queue capacity
   uint32_t max_concurrent = 0;              // 0: 64 per worker
   uint64_t max_output_bytes = 16ull << 20;  // execute: per-stream cap, then truncated
+  uint64_t output_budget = 256ull << 20;    // execute output the frontend holds, all jobs
   uint32_t kill_grace_ms = 2000;            // TERM -> KILL on timeout and cancel
   double default_timeout_s = 0;             // 0: none
   double drain_timeout_s = 10;              // SIGTERM: how long running jobs may finish

@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
                  "execute: bytes kept per stream (stdout, stderr); more is dropped and the "
                  "result says truncated")
       ->capture_default_str();
+  app.add_option("--output-budget", cfg.output_budget,
+                 "execute output the frontend holds at once over all jobs, bytes; beyond it "
+                 "jobs drain one at a time, oldest first (their commands wait)")
+      ->capture_default_str();
   app.add_option("--output-buffer", cfg.caps.output_bytes,
                  "Shared-memory output buffer per job, bytes (multiple of 8)")
       ->capture_default_str();
@@ -169,6 +173,7 @@ int main(int argc, char** argv) {
   frontend->add_option("--submit-fd", fo.submit_fd)->required();
   frontend->add_option("--worker-fds", worker_fds)->required();
   frontend->add_option("--max-output", fo.max_output_bytes);
+  frontend->add_option("--output-budget", fo.output_budget);
   frontend->add_option("--max-connections", fo.max_connections);
   frontend->add_option("--max-line", fo.max_line_bytes);
   frontend->add_option("--default-timeout", fo.default_timeout_s);

@@ -223,9 +223,9 @@ void Supervisor::start_frontend() {
   args.insert(
       args.end(),
       {"--worker-fds", worker_fds, "--max-output", std::to_string(cfg_.max_output_bytes),
-       "--max-connections", std::to_string(cfg_.max_connections), "--max-line",
-       std::to_string(cfg_.max_line_bytes), "--default-timeout",
-       std::to_string(cfg_.default_timeout_s), "--kill-grace-ms",
+       "--output-budget", std::to_string(cfg_.output_budget), "--max-connections",
+       std::to_string(cfg_.max_connections), "--max-line", std::to_string(cfg_.max_line_bytes),
+       "--default-timeout", std::to_string(cfg_.default_timeout_s), "--kill-grace-ms",
        std::to_string(cfg_.kill_grace_ms), "--max-inflight", std::to_string(cfg_.max_inflight)});
   for (const std::string& name : cfg_.env_pass) args.insert(args.end(), {"--env-pass", name});
   for (uint32_t uid : cfg_.allow_uids)

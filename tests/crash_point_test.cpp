@@ -31,7 +31,7 @@ struct CrashDaemon {
 };
 
 json::object counters(Client& c) {
-  return result_of(c.call("health", nullptr)).at("counters").as_object();
+  return health(c).at("counters").as_object();
 }
 
 // The pool is back: nothing queued or running, and a job runs.

@@ -576,4 +576,24 @@ CliRun run_cli(const std::vector<std::string>& args, const std::string& dir, dou
   return run;
 }
 
+json::object health(Client& c) {
+  return result_of(c.call("health", nullptr));
+}
+
+std::vector<pid_t> role_pids(const TestDaemon& d) {
+  std::vector<pid_t> roles = d.worker_pids();
+  roles.push_back(d.frontend_pid());
+  return roles;
+}
+
+void check_same_roles(TestDaemon& d, Client& c, const std::vector<pid_t>& roles) {
+  CHECK(d.running());
+  CHECK(role_pids(d) == roles);
+  json::object counters = health(c).at("counters").as_object();
+  CHECK(num(counters, "worker_restarts") == 0);
+  CHECK(num(counters, "frontend_restarts") == 0);
+  CHECK(num(counters, "deaths_by_signal") == 0);
+  CHECK(num(counters, "deaths_by_exit") == 0);
+}
+
 }  // namespace sp::test

@@ -209,6 +209,12 @@ inline json::object sh(std::string_view command) {
 }
 // Runs `execute` with `params` on `c` and returns its result.
 json::object execute(Client& c, const json::object& params, double timeout_s = 30);
+// The `health` result as seen from `c`.
+json::object health(Client& c);
+// The frontend and the workers: the processes a client's input reaches.
+std::vector<pid_t> role_pids(const TestDaemon& d);
+// Nothing crashed or was restarted: the roles are still the processes `roles`.
+void check_same_roles(TestDaemon& d, Client& c, const std::vector<pid_t>& roles);
 
 // Checks after the daemon exited: its socket file and /dev/shm entry are
 // gone, and none of `former_children` nor any process carrying its shm name

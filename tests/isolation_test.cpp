@@ -19,10 +19,6 @@ using Catch::Contains;
 
 namespace {
 
-json::object health(Client& c) {
-  return result_of(c.call("health", nullptr));
-}
-
 // Whether the daemon runs its jobs in cgroups; says why not when it does not.
 bool has_cgroups(Client& c) {
   json::object h = health(c);
@@ -294,4 +290,43 @@ TEST_CASE("request data never reaches the daemon's log", "[daemon][security]") {
   REQUIRE(c.read_line());
   stop_cleanly(d);
   CHECK_THAT(d.log(), !Contains(secret));
+}
+
+TEST_CASE("over --output-budget, execute jobs drain one at a time and all finish whole",
+          "[daemon][limits]") {
+  constexpr uint64_t kBudget = 1 << 20, kEach = 3'000'000;
+  START_DAEMON(d, {"--workers", "2", "--output-budget", std::to_string(kBudget)});
+  std::vector<Client> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.emplace_back(d.socket());
+    REQUIRE(clients.back().send_line(Client::request(
+        1, "execute",
+        sh("head -c " + std::to_string(kEach) + " /dev/zero | tr '\\0' x; sleep 0.5"))));
+  }
+  Client watcher(d.socket());
+  uint64_t most = 0;
+  std::vector<std::optional<json::value>> answers(clients.size());
+  auto start = Clock::now();
+  size_t done = 0;
+  while (done < clients.size() && seconds_since(start) < 60) {
+    most = std::max<uint64_t>(most, num(health(watcher), "output_buffered_bytes"));
+    for (size_t i = 0; i < clients.size(); ++i)
+      if (!answers[i] && (answers[i] = clients[i].read_json(0.05))) ++done;
+  }
+  REQUIRE(done == clients.size());
+  for (auto& a : answers) {
+    json::object r = result_of(a->as_object());
+    std::string out = str(r, "stdout");
+    CHECK(out.size() == kEach);
+    CHECK(out.find_first_not_of('x') == std::string::npos);
+    CHECK_FALSE(r.at("truncated").as_bool());
+  }
+
+  // Without the budget all six would hold their output during their sleeps.
+  CHECK(most >= kEach);
+  // Under budget plus the one job allowed past it (plus what each job drained
+  // in the pass that crossed the budget: at most an output ring each).
+  CHECK(most <= kBudget + kEach + 6 * 64 * 1024);
+  CHECK(num(health(watcher), "output_buffered_bytes") == 0);
+  stop_cleanly(d);
 }

@@ -63,7 +63,8 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
     if (value == 0) continue;
     // CPU: hard one second above soft, so the command first gets SIGXCPU
     // (catchable: time to clean up), then the kernel's SIGKILL.
-    rlimit rl{rlim_t(value), rlim_t(resource == RLIMIT_CPU ? value + 1 : value)};
+    bool room = value < RLIM_INFINITY - 1;
+    rlimit rl{rlim_t(value), rlim_t(resource == RLIMIT_CPU && room ? value + 1 : value)};
     if (::setrlimit(resource, &rl) < 0) fail("setrlimit");
   }
   sigset_t none;
