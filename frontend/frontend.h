@@ -27,7 +27,7 @@ struct Options {
   uint64_t max_line_bytes = 1ull << 20;
   double default_timeout_s = 0;
   uint32_t kill_grace_ms = 2000;
-  uint32_t max_inflight = 1024;             // unfinished jobs per connection before it is not read
+  uint32_t max_inflight = 256;              // unfinished jobs per connection before it is not read
   std::vector<std::string> env_pass;        // extra daemon env names jobs get
   std::vector<uint32_t> allow_uids;         // peers allowed besides our uid and root
   shm::Rlimits default_limits;              // for jobs that set none (0: none)

@@ -178,16 +178,19 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
 
 void Frontend::service_all() {
   for (;;) {
-    // Over the output budget, only the oldest execute job that still keeps
-    // output drains; the others wait (their commands block on their pipes)
-    // until it ends and frees its share. It always can: its own buffer is
-    // bounded by its cap. So memory stays under budget + one job's output,
-    // and every job finishes in turn.
-    oldest_keeping_ = UINT64_MAX;
-    if (buffered_ >= o_.output_budget)
-      for (const auto& [slot, p] : pending_)
-        if (keeps_output(p) && !backlogged(p))
-          oldest_keeping_ = std::min(oldest_keeping_, p.job_id);
+    // Over the output budget (execute output held plus unsent answers), of
+    // the execute jobs that would keep more output only the oldest with
+    // output waiting drains; the others wait, their commands blocked on
+    // their pipes. A job that goes quiet hands the turn on, so no job waits
+    // on another that prints nothing.
+    bool over = over_budget();
+    draining_ = UINT64_MAX;
+    if (over)
+      for (auto& [slot, p] : pending_)
+        if (p.job_id < draining_ && keeps_output(p) && !backlogged(p) &&
+            !shm::OutputReader(jobs_.slot(slot), seg_.output(slot), seg_.caps().output_bytes)
+                 .empty())
+          draining_ = p.job_id;
     held_back_ = false;
     size_t before = pending_.size();
     for (auto it = pending_.begin(); it != pending_.end();) {
@@ -197,13 +200,20 @@ void Frontend::service_all() {
         ++it;
       }
     }
-    // Jobs were held back and a finished one freed budget: go again.
-    if (!held_back_ || pending_.size() == before) return;
+    // Go again if jobs were held back and a finished one freed budget, or
+    // if the budget was crossed during the pass (to pick the job to drain).
+    bool crossed = !over && over_budget();
+    if (!crossed && (!held_back_ || pending_.size() == before)) return;
   }
 }
 
+bool Frontend::over_budget() const {
+  return buffered_ + unsent_ >= o_.output_budget;
+}
+
 bool Frontend::keeps_output(const Pending& p) const {
-  return !p.stream && p.reply.conn_id && (p.seen[0] < p.cap || p.seen[1] < p.cap);
+  return !p.stream && p.reply.conn_id && !p.reply.silent &&
+         (p.seen[0] < p.cap || p.seen[1] < p.cap);
 }
 
 bool Frontend::backlogged(const Pending& p) {
@@ -219,8 +229,7 @@ bool Frontend::service(Pending& p) {
   JobWord w = jobs_.load(p.slot);
   shm::JobSlot& s = jobs_.slot(p.slot);
   shm::OutputReader reader(s, seg_.output(p.slot), seg_.caps().output_bytes);
-  if (buffered_ >= o_.output_budget && p.job_id != oldest_keeping_ && keeps_output(p) &&
-      !reader.empty()) {
+  if (over_budget() && p.job_id != draining_ && keeps_output(p) && !reader.empty()) {
     held_back_ = true;  // see service_all()
     return false;
   }
@@ -253,7 +262,7 @@ void Frontend::on_output(Pending& p, uint8_t stream, std::string_view bytes) {
   if (bytes.empty()) return;
   if (p.stream) {
     send_chunk(p, i, bytes, false);
-  } else if (p.reply.conn_id) {  // nobody waits for a gone client's output
+  } else if (p.reply.conn_id && !p.reply.silent) {  // nobody waits for it otherwise
     p.data[i].append(bytes);
     buffered_ += bytes.size();
   }

@@ -94,7 +94,7 @@ json::value Frontend::health() {
                             {"queue_capacity", caps.job_slots},
                             {"max_concurrent", caps.workers * caps.jobs_per_worker}}},
       {"connections", conns_.size()},
-      {"output_buffered_bytes", buffered_},
+      {"output_buffered_bytes", buffered_ + unsent_},
       {"output_budget", o_.output_budget},
       {"sessions", sessions_.list().size()},
       {"isolation", o_.isolation},            // cgroup-v2, cgroup-v1 or process-group

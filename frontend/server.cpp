@@ -294,6 +294,7 @@ void Frontend::handle_line(Conn& c, std::string_view line) {
 void Frontend::send(uint64_t conn_id, std::string text) {
   Conn* c = conn(conn_id);
   if (!c) return;
+  unsent_ += text.size() + 1;
   if (c->out.empty()) {
     c->out = std::move(text);
   } else {
@@ -320,6 +321,7 @@ void Frontend::flush(Conn& c) {
         ::send(c.fd.get(), c.out.data() + c.out_off, c.backlog(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       c.out_off += size_t(n);
+      unsent_ -= uint64_t(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -352,6 +354,7 @@ void Frontend::flush(Conn& c) {
 void Frontend::close_conn(uint64_t id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
+  unsent_ -= it->second->backlog();
   for (uint32_t slot : it->second->jobs)
     if (auto p = pending_.find(slot); p != pending_.end()) {
       p->second.reply.conn_id = 0;

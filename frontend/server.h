@@ -110,6 +110,7 @@ class Frontend {
   void send_chunk(Pending& p, int stream, std::string_view bytes, bool final);
   void cancel(Pending& p, const char* why);
   bool keeps_output(const Pending& p) const;
+  bool over_budget() const;           // buffered_ + unsent_ against o_.output_budget
   bool backlogged(const Pending& p);  // its client's unsent answers are at kMaxBacklogBytes
   void ring_owner(shm::JobWord w);
 
@@ -128,9 +129,10 @@ class Frontend {
   std::vector<uint64_t> dirty_;  // connections with answers to write
   uint64_t next_conn_id_ = 16;   // ids below are fixed epoll tags
   uint32_t alloc_cursor_ = 0;
-  uint64_t buffered_ = 0;  // execute output held in Pending::data, against o_.output_budget
-  uint64_t oldest_keeping_ = UINT64_MAX;  // over budget: the one job that may drain (job_id)
-  bool held_back_ = false;                // service() skipped a job for the budget
+  uint64_t buffered_ = 0;           // execute output held in Pending::data
+  uint64_t unsent_ = 0;             // answers not yet written, all connections
+  uint64_t draining_ = UINT64_MAX;  // over budget: the one execute job that may drain (job_id)
+  bool held_back_ = false;          // service() skipped a job for the budget
   bool stopping_ = false;
   std::unordered_set<uid_t> refused_uids_;  // logged once each (bounded)
   bool accept_paused_ = false;              // out of fds: the listening fd is out of epoll

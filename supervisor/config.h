@@ -29,7 +29,7 @@ struct Config {
   std::string log_level = "info";
   std::vector<std::string> env_pass;  // daemon env names passed to jobs beyond the base set
   std::vector<uint32_t> allow_uids;   // peers allowed besides the daemon's uid and root
-  uint32_t max_inflight = 1024;       // unfinished jobs per connection before it is not read
+  uint32_t max_inflight = 256;        // unfinished jobs per connection before it is not read
   uint64_t recycle_after = 0;         // restart a worker after about this many jobs; 0: never
   worker::CgroupMode cgroups = worker::CgroupMode::kAuto;  // per-job cgroups
   shm::Rlimits default_limits;                             // per-job limits for jobs that set none

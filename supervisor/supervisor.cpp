@@ -44,7 +44,9 @@ struct Role {
   uint64_t started_ns = 0;
   uint64_t restart_at_ns = 0;  // 0: no restart pending
   bool hang_killed = false;    // we killed it for a stale heartbeat
-  bool oom_killed = false;     // its last death looked like the kernel's OOM killer
+  bool oom_killed = false;     // its last death was the kernel's OOM killer
+  std::string cgroup;          // its memory cgroup's name (Cgroups::prepare_role)
+  uint64_t oom_base = 0;       // OOM kills in that cgroup when it was started
   std::deque<uint64_t> crashes;
 };
 
@@ -53,16 +55,6 @@ void add_limit_args(std::vector<std::string>& args, const char* flag, const shm:
   for (const auto& [name, field] : shm::kLimitNames)
     if (l.*field)
       args.insert(args.end(), {flag, std::string(name) + "=" + std::to_string(l.*field)});
-}
-
-// The kernel's count of OOM kills since boot (memory cgroups' included).
-uint64_t kernel_oom_kills() {
-  std::ifstream in("/proc/vmstat");
-  std::string key;
-  uint64_t value = 0;
-  while (in >> key >> value)
-    if (key == "oom_kill") return value;
-  return 0;
 }
 
 std::string describe_status(int status) {
@@ -79,12 +71,12 @@ class Supervisor {
   Status setup();
   void start_frontend();
   void start_worker(uint32_t i);
-  pid_t spawn(const std::vector<std::string>& args, const std::vector<int>& fds);
+  pid_t spawn(const std::vector<std::string>& args, const std::vector<int>& fds, Role& role);
   void reap();
   void on_death(Role& role, int status, bool is_frontend, uint32_t index);
   void check_hangs(uint64_t now);
   void count_death(const Role& role, int status) const;
-  bool killed_by_oom(const Role& role, int status);
+  bool killed_by_oom(const Role& role, int status) const;
   std::string death_cause(const Role& role, int status) const;
   void schedule_restart(Role& role);
   void begin_drain();
@@ -110,12 +102,15 @@ class Supervisor {
   uint64_t kill_deadline_ns_ = 0;
   bool frontend_stop_sent_ = false;
   int exit_code_ = 0;
-  // For telling OOM kills of roles from other SIGKILLs: the kernel's OOM kill
-  // count and our jobs' (counters.oom_kills) when last looked at.
-  uint64_t kernel_ooms_seen_ = 0, job_ooms_seen_ = 0;
 };
 
 Status Supervisor::setup() {
+  // Defaults above their ceilings would refuse jobs for params they never sent.
+  if (cfg_.max_timeout_s > 0 && cfg_.default_timeout_s > cfg_.max_timeout_s)
+    return Error{EINVAL, "--default-timeout is above --max-timeout"};
+  for (const auto& [name, field] : shm::kLimitNames)
+    if (cfg_.max_limits.*field && cfg_.default_limits.*field > cfg_.max_limits.*field)
+      return Error{EINVAL, "--limit " + std::string(name) + " is above its --max-limit"};
   switch (probe_socket(cfg_.socket_path)) {
     case SocketState::kLive:
       return Error{EADDRINUSE, "another shell-poold is already listening on " + cfg_.socket_path};
@@ -164,15 +159,19 @@ Status Supervisor::setup() {
   for (uint32_t i = 0; i < cfg_.caps.workers; ++i) {
     if (Status s = efd(worker_efds_[i]); !s) return s;
     workers_[i].name = "worker " + std::to_string(i);
+    // A worker's jobs without cgroups of their own share its cgroup, and
+    // their OOM kills would count as its own: only with every job in its own
+    // cgroup does a worker get one.
+    if (cgroups_.every_job()) workers_[i].cgroup = "worker-" + std::to_string(i);
   }
   frontend_.name = "frontend";
+  frontend_.cgroup = "frontend";
   // Connections and job pipes are fds: use the whole hard limit (inherited by the roles).
   rlimit nofile{};
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
     nofile.rlim_cur = nofile.rlim_max;
     ::setrlimit(RLIMIT_NOFILE, &nofile);
   }
-  kernel_ooms_seen_ = kernel_oom_kills();
   // Orphaned job processes of a dead worker are re-parented to us, so we can
   // kill them even if the worker died before recording their process group.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -183,7 +182,11 @@ std::vector<std::string> Supervisor::common_args() const {
   return {"--shm", shm_name_, "--log-level", cfg_.log_level};
 }
 
-pid_t Supervisor::spawn(const std::vector<std::string>& args, const std::vector<int>& fds) {
+pid_t Supervisor::spawn(const std::vector<std::string>& args, const std::vector<int>& fds,
+                        Role& role) {
+  // Its own memory cgroup, where there are cgroups: tells its OOM kills apart.
+  std::string procs = cgroups_.prepare_role(role.cgroup);
+  role.oom_base = cgroups_.role_oom_kills(role.cgroup);
   std::vector<const char*> argv;
   argv.push_back("shell-poold");
   for (const auto& a : args) argv.push_back(a.c_str());
@@ -193,6 +196,11 @@ pid_t Supervisor::spawn(const std::vector<std::string>& args, const std::vector<
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) _exit(1);
+    if (!procs.empty()) {  // best effort: without it only its OOM kills go uncounted
+      int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd >= 0) [[maybe_unused]]
+        ssize_t w = ::write(fd, "0", 1);  // exec closes fd
+    }
     // Move the inherited fds out of the way first, then to their fixed numbers
     // (dup2 clears FD_CLOEXEC on the copies; everything else closes on exec).
     int tmp[128];
@@ -237,7 +245,7 @@ void Supervisor::start_frontend() {
   args.insert(args.end(),
               {"--isolation-note",
                cgroups_.enabled() ? "cgroups for " + cgroups_.scope() : cgroups_.why_not()});
-  frontend_.pid = spawn(args, fds);
+  frontend_.pid = spawn(args, fds, frontend_);
   frontend_.started_ns = monotonic_ns();
   frontend_.hang_killed = false;
   frontend_stop_sent_ = false;
@@ -261,7 +269,8 @@ void Supervisor::start_worker(uint32_t i) {
   args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.kill_grace_ms), "--submit-fd",
                            "3", "--bell-fd", "4", "--frontend-fd", "5"});
   if (cgroups_.enabled()) args.insert(args.end(), {"--cgroups", cgroups_.encode()});
-  workers_[i].pid = spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
+  workers_[i].pid =
+      spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()}, workers_[i]);
   workers_[i].started_ns = monotonic_ns();
   workers_[i].hang_killed = false;
   if (workers_[i].pid < 0) {
@@ -352,13 +361,9 @@ void Supervisor::count_death(const Role& role, int status) const {
 // A SIGKILL we did not send, while the kernel counted more OOM kills than our
 // jobs' cgroups did: the OOM killer's. (A kill -9 from elsewhere at the same
 // moment as an unrelated OOM kill on the host would be taken for one too.)
-bool Supervisor::killed_by_oom(const Role& role, int status) {
-  uint64_t kernel = kernel_oom_kills(), jobs = seg_->header().counters.oom_kills.load();
-  bool oom = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !role.hang_killed &&
-             kernel - kernel_ooms_seen_ > jobs - job_ooms_seen_;
-  kernel_ooms_seen_ = kernel;
-  job_ooms_seen_ = jobs;
-  return oom;
+bool Supervisor::killed_by_oom(const Role& role, int status) const {
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !role.hang_killed &&
+         cgroups_.role_oom_kills(role.cgroup) > role.oom_base;
 }
 
 std::string Supervisor::death_cause(const Role& role, int status) const {

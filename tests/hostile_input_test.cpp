@@ -179,7 +179,8 @@ TEST_CASE("limits up to 2^64-1 are accepted and run the command, or are refused 
   START_DAEMON(d, {"--workers", "2"});
   Client c(d.socket());
   REQUIRE(c.connected());
-  for (const char* limit : {"cpu_seconds", "address_space_bytes", "file_size_bytes"})
+  for (const char* limit :
+       {"cpu_seconds", "address_space_bytes", "file_size_bytes", "processes", "memory_bytes"})
     for (uint64_t value : {UINT64_MAX - 1, UINT64_MAX}) {
       json::object p = sh("echo ran");
       p["limits"] = {{limit, value}};
@@ -273,8 +274,8 @@ TEST_CASE(
       {"output_policy", with(not_string, {"", "drop", "KILL", json::array{"kill"}})},
       {"stdin", with(not_string, {"data"})},
   };
-  for (const char* limit :
-       {"cpu_seconds", "address_space_bytes", "open_files", "processes", "file_size_bytes"})
+  for (const char* limit : {"cpu_seconds", "address_space_bytes", "open_files", "processes",
+                            "file_size_bytes", "memory_bytes"})
     exec_params.push_back({limit, with(not_count, {0}), limit});
 
   size_t checked = 0;

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -20,6 +22,8 @@ namespace {
 
 constexpr uint32_t kV1KillRounds = 100;  // a job at its pids.max cannot outgrow these
 constexpr int kRmdirTries = 50;          // x 10 ms, for processes still leaving a cgroup
+constexpr uint64_t kPidMaxLimit = 1 << 22;
+constexpr uint64_t kMemoryNoLimit = 1ull << 62;
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -125,10 +129,16 @@ Result<Cgroups> Cgroups::create(std::string_view instance, CgroupMode mode) {
       if (!enabled && enabled.error().code == EBUSY) {
         std::string leaf = base + name + "-daemon";
         if (Status s = make_dir(leaf); s) {
-          if (Status moved = write_text(leaf + "/cgroup.procs", "0"); moved)
+          if (Status moved = write_text(leaf + "/cgroup.procs", "0"); moved) {
             enabled = write_text(base + "/cgroup.subtree_control", "+memory +pids");
+            // Others share our cgroup: it is not ours to reorganize. Go back.
+            if (!enabled) (void)write_text(base + "/cgroup.procs", "0");
+          }
+          if (!enabled) ::rmdir(leaf.c_str());
         }
       }
+      if (enabled && ::access((base + "/cgroup.kill").c_str(), F_OK) != 0)
+        enabled = Error{ENOTSUP, "the kernel has no cgroup.kill (it needs 5.14)"};
       if (!enabled) {
         why2 = enabled.error().message();
       } else {
@@ -215,13 +225,22 @@ Status Cgroups::prepare(uint32_t slot, uint64_t memory_bytes, uint64_t processes
     if (Status s = make_dir(dir); !s) return s;
     procs_.push_back(dir + "/cgroup.procs");
   }
-  Status s;
+  // Values past what the kernel takes are no limit (pid_max is at most 2^22).
+  if (processes >= kPidMaxLimit) processes = 0;
+  if (memory_bytes >= kMemoryNoLimit) memory_bytes = 0;
+  std::string mem = job_dir(roots_.size() - 1, slot);
+  Status s = write_text(job_dir(0, slot) + "/pids.max", limit(processes, "max"));
+  if (!s) return s;
+  // Swap counts against memory_bytes too, or a job would swap instead of
+  // stopping (the swap files exist only where swap accounting is on).
   if (version_ == 2) {
-    s = write_text(job_dir(0, slot) + "/pids.max", limit(processes, "max"));
-    if (s) s = write_text(job_dir(0, slot) + "/memory.max", limit(memory_bytes, "max"));
+    s = write_text(mem + "/memory.max", limit(memory_bytes, "max"));
+    if (s) (void)write_text(mem + "/memory.swap.max", memory_bytes ? "0" : "max");
   } else {
-    s = write_text(job_dir(0, slot) + "/pids.max", limit(processes, "max"));
-    if (s) s = write_text(job_dir(1, slot) + "/memory.limit_in_bytes", limit(memory_bytes, "-1"));
+    (void)write_text(mem + "/memory.memsw.limit_in_bytes", "-1");  // memsw >= memory, always
+    s = write_text(mem + "/memory.limit_in_bytes", limit(memory_bytes, "-1"));
+    if (s && memory_bytes)
+      (void)write_text(mem + "/memory.memsw.limit_in_bytes", std::to_string(memory_bytes));
   }
   if (!s) return s;
   if (oom_base_.size() <= slot) oom_base_.resize(slot + 1);
@@ -256,8 +275,11 @@ void Cgroups::kill(uint32_t slot) const {
 }
 
 uint64_t Cgroups::oom_count(uint32_t slot) const {
-  std::string file = version_ == 2 ? job_dir(0, slot) + "/memory.events"
-                                   : job_dir(1, slot) + "/memory.oom_control";
+  return oom_count_in(job_dir(roots_.size() - 1, slot));
+}
+
+uint64_t Cgroups::oom_count_in(const std::string& dir) const {
+  std::string file = dir + (version_ == 2 ? "/memory.events" : "/memory.oom_control");
   std::istringstream in(read_text(file));
   for (std::string key; in >> key;) {
     uint64_t value = 0;
@@ -272,6 +294,18 @@ bool Cgroups::oom_killed(uint32_t slot) const {
   return oom_count(slot) > (slot < oom_base_.size() ? oom_base_[slot] : 0);
 }
 
+std::string Cgroups::prepare_role(std::string_view role) const {
+  if (!version_ || role.empty()) return {};
+  std::string dir = memory_root() + "/role-" + std::string(role);
+  if (!make_dir(dir)) return {};
+  return dir + "/cgroup.procs";
+}
+
+uint64_t Cgroups::role_oom_kills(std::string_view role) const {
+  if (!version_ || role.empty()) return 0;
+  return oom_count_in(memory_root() + "/role-" + std::string(role));
+}
+
 void Cgroups::release(uint32_t slot) const {
   for (size_t i = 0; i < roots_.size(); ++i) ::rmdir(job_dir(i, slot).c_str());
 }
@@ -279,12 +313,16 @@ void Cgroups::release(uint32_t slot) const {
 void Cgroups::remove() const {
   for (const std::string& root : roots_) {
     std::vector<uint32_t> slots;
+    std::vector<std::string> roles;
     if (DIR* d = ::opendir(root.c_str())) {
-      while (dirent* e = ::readdir(d))
+      while (dirent* e = ::readdir(d)) {
         if (std::strncmp(e->d_name, "job-", 4) == 0)
           slots.push_back(uint32_t(std::strtoul(e->d_name + 4, nullptr, 10)));
+        if (std::strncmp(e->d_name, "role-", 5) == 0) roles.push_back(root + "/" + e->d_name);
+      }
       ::closedir(d);
     }
+    for (const std::string& dir : roles) ::rmdir(dir.c_str());  // the roles are gone by now
     for (uint32_t slot : slots) {
       if (root == roots_[0]) kill(slot);
       std::string dir = root + "/job-" + std::to_string(slot);

@@ -57,6 +57,7 @@ class Cgroups {
   bool wanted(uint64_t memory_bytes, uint64_t processes) const {
     return version_ && (every_job_ || memory_bytes || processes);
   }
+  bool every_job() const { return version_ && every_job_; }
   // Which jobs get a cgroup, in words (for health).
   std::string scope() const;
   // "cgroup-v2", "cgroup-v1" or "process-group".
@@ -78,9 +79,25 @@ class Cgroups {
   // Kills every job and removes the whole tree (best effort, bounded).
   void remove() const;
 
+  // The daemon's own roles get memory cgroups too (role-<name>), so that an
+  // OOM kill of one can be told from other SIGKILLs. The supervisor makes
+  // one before it starts the role; the role's fork child enters it through
+  // the path returned before exec. No cgroups, or role "": "", and 0 kills.
+  std::string prepare_role(std::string_view role) const;
+  // OOM kills in the role's cgroup so far.
+  uint64_t role_oom_kills(std::string_view role) const;
+
+  Cgroups(Cgroups&&) = default;
+  Cgroups& operator=(Cgroups&&) = default;
+  Cgroups(const Cgroups&) = delete;  // procs_ptrs_ points into procs_
+  Cgroups& operator=(const Cgroups&) = delete;
+
  private:
   std::string job_dir(size_t i, uint32_t slot) const;
+  // The memory controller's tree: v2 the one root, v1 the second.
+  const std::string& memory_root() const { return roots_.back(); }
   uint64_t oom_count(uint32_t slot) const;
+  uint64_t oom_count_in(const std::string& dir) const;
 
   int version_ = 0;
   bool every_job_ = false;          // kAlways

@@ -59,8 +59,11 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
                                              {RLIMIT_NOFILE, spec.limits.open_files},
                                              {RLIMIT_NPROC, spec.limits.processes},
                                              {RLIMIT_FSIZE, spec.limits.file_size_bytes}};
+  bool in_cgroup = cgroup_procs && *cgroup_procs;
   for (const auto& [resource, value] : limits) {
-    if (value == 0) continue;
+    // RLIMIT_NPROC counts all of the uid's processes: in a cgroup, pids.max
+    // counts the job's alone and is the limit.
+    if (value == 0 || (resource == RLIMIT_NPROC && in_cgroup)) continue;
     // CPU: hard one second above soft, so the command first gets SIGXCPU
     // (catchable: time to clean up), then the kernel's SIGKILL.
     bool room = value < RLIM_INFINITY - 1;
