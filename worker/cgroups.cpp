@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -92,6 +93,19 @@ std::string path_of(std::string_view controller) {
 
 std::string join(const std::string& mount, const std::string& path) {
   return path == "/" ? mount : mount + path;
+}
+
+// Whether `pid`'s cgroup in the v1 pids hierarchy ends with `suffix`.
+bool in_pids_cgroup(pid_t pid, std::string_view suffix) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+  for (std::string line; std::getline(in, line);) {
+    size_t a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    if (!has_word(std::string_view(line).substr(a + 1, b - a - 1), "pids", ',')) continue;
+    return line.size() >= suffix.size() &&
+           line.compare(line.size() - suffix.size(), suffix.size(), suffix) == 0;
+  }
+  return false;
 }
 
 std::vector<pid_t> pids_in(const std::string& procs) {
@@ -259,16 +273,21 @@ void Cgroups::kill(uint32_t slot) const {
   }
   // v1 has no cgroup.kill: kill what is listed until nothing new is (a
   // process may fork between our read and our kill; once killed it cannot).
-  // pids.max bounds how many there can be.
+  // pids.max bounds how many there can be. A listed pid may have exited and
+  // been reused by then: pin the process (pidfd) and check it is still in
+  // the job's cgroup before signalling it.
   std::string procs = job_dir(0, slot) + "/cgroup.procs";
+  std::string member = job_dir(0, slot).substr(roots_[0].rfind('/'));  // "/<tree>/job-N"
   std::vector<pid_t> killed;
   for (uint32_t round = 0; round < kV1KillRounds; ++round) {
     bool any = false;
     for (pid_t p : pids_in(procs)) {
       if (std::find(killed.begin(), killed.end(), p) != killed.end()) continue;
-      ::kill(p, SIGKILL);
       killed.push_back(p);
       any = true;
+      UniqueFd pidfd(int(::syscall(SYS_pidfd_open, p, 0)));
+      if (!pidfd || !in_pids_cgroup(p, member)) continue;  // gone, or not ours any more
+      ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
     }
     if (!any) return;
   }
