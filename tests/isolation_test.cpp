@@ -221,6 +221,18 @@ TEST_CASE("bad limit flags stop the daemon at start with a clear message", "[dae
     CHECK(*code != 0);
     CHECK_THAT(d.log(), Contains("limit") || Contains("open_files"));
   }
+  // A default above its ceiling would refuse jobs for params they never sent.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> clashes = {
+      {{"--limit", "open_files=200", "--max-limit", "open_files=100"}, "open_files"},
+      {{"--default-timeout", "10", "--max-timeout", "5"}, "--max-timeout"}};
+  for (const auto& [flags, named] : clashes) {
+    INFO(named);
+    TestDaemon d(DaemonOptions{.flags = flags, .wait_ready = false});
+    auto code = d.wait_exit(10);
+    REQUIRE(code);
+    CHECK(*code == 1);
+    CHECK_THAT(d.log(), Contains(named));
+  }
 }
 
 TEST_CASE("a frontend killed by the kernel's OOM killer is counted as an OOM death",
