@@ -427,8 +427,9 @@ std::optional<RpcError> read_timeout(Obj obj, std::optional<double>& out) {
   return std::nullopt;
 }
 
-std::optional<RpcError> read_byte_count(Obj obj, std::string_view key,
-                                        std::optional<uint64_t>& out) {
+// `within`: where the field is, for the message (e.g. " in \"limits\"").
+std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::optional<uint64_t>& out,
+                                        std::string_view within = "") {
   const json::value* v = field(obj, key);
   if (v == nullptr) return std::nullopt;
   if (v->is_int64() && v->get_int64() >= 0) {
@@ -439,7 +440,7 @@ std::optional<RpcError> read_byte_count(Obj obj, std::string_view key,
              std::floor(v->get_double()) == v->get_double()) {
     out = static_cast<uint64_t>(v->get_double());  // 1e6 written by a client
   } else {
-    return bad_params(quoted(key) + " must be an integer >= 0");
+    return bad_params(quoted(key) + std::string(within) + " must be an integer >= 0");
   }
   return std::nullopt;
 }
@@ -475,7 +476,7 @@ std::optional<RpcError> read_limits(Obj obj, JobLimits& out) {
     for (const auto& [name, slot] : known) {
       if (key != name) continue;
       found = true;
-      if (auto e = read_byte_count(limits, name, *slot)) return e;
+      if (auto e = read_byte_count(limits, name, *slot, " in \"limits\"")) return e;
       if (*slot == uint64_t{0}) return bad_params(quoted(name) + " in \"limits\" must be >= 1");
     }
     // A misspelt limit silently not applied would be worse than an error.

@@ -334,6 +334,10 @@ TEST_CASE("execute params: every invalid field is a -32602 naming it") {
   CHECK_THAT(exec_error(R"({"command":"x","stdin":"data"})"),
              Contains("\"stdin\" is not supported yet"));
   CHECK_THAT(exec_error(R"({"command":"x","stdin":5})"), Contains("\"stdin\" must be a string"));
+  CHECK(exec_error(R"({"command":"x","limits":{"memory_bytes":"1G"}})") ==
+        "invalid params: \"memory_bytes\" in \"limits\" must be an integer >= 0");
+  CHECK_THAT(exec_error(R"({"command":"x","limits":{"memory":1}})"),
+             Contains("unknown field \"memory\" in \"limits\"") && Contains("memory_bytes"));
 }
 
 TEST_CASE("a long env key in an error message is cut at a code point boundary") {
