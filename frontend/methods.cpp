@@ -34,6 +34,13 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
       return fail({rpc::Code::InvalidRequest,
                    "execute_stream answers with several messages and cannot be part of a "
                    "batch; send it on its own line"});
+    // Single lines are not read past --max-inflight; a batch's members are
+    // all read at once, so they are held to it here.
+    if (c.jobs.size() >= o_.max_inflight)
+      return fail({rpc::Code::LimitExceeded,
+                   "more than --max-inflight (" + std::to_string(o_.max_inflight) +
+                       ") unfinished jobs on this connection",
+                   {{"limit", o_.max_inflight}}});
     if (auto e = submit(c, std::get<rpc::ExecParams>(parsed), r, stream)) return fail(*e);
     return;  // answered when the job ends
   }

@@ -71,6 +71,8 @@ int Frontend::run() {
   check_draining();
   epoll_event events[128];
   uint64_t stop_deadline = 0;
+  const uint64_t tick_ns = uint64_t(seg_.caps().tick_ms) * 1'000'000;
+  uint64_t next_tick_ns = monotonic_ns() + tick_ns;
   for (;;) {
     int timeout = int(seg_.caps().tick_ms);  // bounded: see the n == 0 case below
     if (stopping_) {
@@ -85,7 +87,11 @@ int Frontend::run() {
       spdlog::critical("epoll_wait: {}", std::strerror(errno));
       return 1;
     }
-    if (n == 0) {  // idle tick: re-check what the doorbell would have said
+    // The tick: re-check what a doorbell would have said (a lost wake-up, or
+    // a job held for the output budget whose turn came without one). By time,
+    // not only when idle: a busy connection must not starve it.
+    if (uint64_t now = monotonic_ns(); n == 0 || now >= next_tick_ns) {
+      next_tick_ns = now + tick_ns;
       check_draining();
       service_all();
     }
@@ -115,6 +121,8 @@ int Frontend::run() {
     dirty.swap(dirty_);
     for (uint64_t id : dirty)
       if (Conn* c = conn(id)) flush(*c);
+    // Jobs held for the budget may go on once answers were written.
+    if (held_back_ && !over_budget()) service_all();
   }
   spdlog::info("stopped");
   return 0;
@@ -306,9 +314,16 @@ void Frontend::send(uint64_t conn_id, std::string text) {
 
 void Frontend::answer(Reply& r, std::string text) {
   if (r.batch) {
-    if (!r.silent) r.batch->answers.push_back(std::move(text));
-    if (--r.batch->remaining == 0 && !r.batch->answers.empty())
-      send(r.batch->conn_id, rpc::batch_text(r.batch->answers));
+    Batch& b = *r.batch;
+    if (!r.silent) {
+      b.held_bytes += text.size();
+      unsent_ += text.size();  // held for the budget like written answers
+      b.answers.push_back(std::move(text));
+    }
+    if (--b.remaining == 0) {
+      unsent_ -= b.held_bytes;
+      if (!b.answers.empty()) send(b.conn_id, rpc::batch_text(b.answers));
+    }
     r.batch.reset();
     return;
   }

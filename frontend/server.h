@@ -47,6 +47,7 @@ struct Conn {
 struct Batch {
   uint64_t conn_id = 0;
   std::vector<std::string> answers;
+  uint64_t held_bytes = 0;  // of answers, counted in Frontend::unsent_ until sent
   size_t remaining = 0;
 };
 

@@ -358,9 +358,9 @@ void Supervisor::count_death(const Role& role, int status) const {
   (WIFSIGNALED(status) ? c.deaths_signal : c.deaths_exit).fetch_add(1);
 }
 
-// A SIGKILL we did not send, while the kernel counted more OOM kills than our
-// jobs' cgroups did: the OOM killer's. (A kill -9 from elsewhere at the same
-// moment as an unrelated OOM kill on the host would be taken for one too.)
+// A SIGKILL we did not send, while the OOM count of the role's own memory
+// cgroup rose since it started: the OOM killer's. (Roles without a cgroup
+// of their own are never told apart.)
 bool Supervisor::killed_by_oom(const Role& role, int status) const {
   return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !role.hang_killed &&
          cgroups_.role_oom_kills(role.cgroup) > role.oom_base;

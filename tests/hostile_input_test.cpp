@@ -327,3 +327,24 @@ TEST_CASE(
   check_same_roles(d, c, roles);
   stop_cleanly(d);
 }
+
+TEST_CASE("a batch's jobs are held to --max-inflight like single lines", "[daemon][hostile]") {
+  START_DAEMON(d, {"--workers", "1", "--max-inflight", "2"});
+  Client c(d.socket());
+  std::string batch = "[";
+  for (int i = 1; i <= 5; ++i)
+    batch += (i > 1 ? "," : "") + Client::request(i, "execute", sh("sleep 0.2"));
+  REQUIRE(c.send_line(batch + "]"));
+  auto v = c.read_json(10);
+  REQUIRE(v);
+  REQUIRE(v->is_array());
+  int ran = 0, refused = 0;
+  for (const json::value& a : v->as_array()) {
+    const json::object& o = a.as_object();
+    if (o.contains("result")) ++ran;
+    if (o.contains("error") && num(o.at("error").as_object(), "code") == -32002) ++refused;
+  }
+  CHECK(ran == 2);
+  CHECK(refused == 3);
+  stop_cleanly(d);
+}

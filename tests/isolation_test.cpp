@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include "tests/daemon_harness.h"
 
@@ -333,11 +335,24 @@ TEST_CASE("over --output-budget, a job that went quiet does not hold back the ot
           "[daemon][limits]") {
   START_DAEMON(d, {"--workers", "2", "--output-budget", std::to_string(1 << 20)});
   Client quiet(d.socket()), loud(d.socket());
-  // The older job takes the budget, then prints nothing for a while.
-  REQUIRE(quiet.send_line(
-      Client::request(1, "execute", sh("head -c 2000000 /dev/zero | tr '\\0' q; sleep 4.2231"))));
-  REQUIRE(wait_until([&] { return num(health(loud), "output_buffered_bytes") >= 2000000; }, 10));
+  // Another client keeps the frontend busy all along (it never idles).
+  std::atomic<bool> polling{true};
+  std::thread poller([&] {
+    Client p(d.socket());
+    while (polling && p.try_call("health", nullptr, 5))
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  });
+  // The older job prints 2 MB over about a second, taking the budget, then
+  // prints nothing for a while; the younger one prints meanwhile, and is held
+  // while the older one prints.
+  REQUIRE(quiet.send_line(Client::request(
+      1, "execute",
+      sh("for i in $(seq 20); do head -c 100000 /dev/zero | tr '\\0' q; sleep 0.05; done; "
+         "sleep 4.2231"))));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   json::object r = execute(loud, sh("head -c 3000000 /dev/zero | tr '\\0' l"), 10);
+  polling = false;
+  poller.join();
   CHECK(str(r, "stdout").size() == 3000000);
   CHECK_FALSE(quiet.read_line(0.1));  // the older job still runs
   auto v = quiet.read_json(10);

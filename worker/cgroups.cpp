@@ -151,8 +151,6 @@ Result<Cgroups> Cgroups::create(std::string_view instance, CgroupMode mode) {
           if (!enabled) ::rmdir(leaf.c_str());
         }
       }
-      if (enabled && ::access((base + "/cgroup.kill").c_str(), F_OK) != 0)
-        enabled = Error{ENOTSUP, "the kernel has no cgroup.kill (it needs 5.14)"};
       if (!enabled) {
         why2 = enabled.error().message();
       } else {
@@ -185,6 +183,8 @@ Result<Cgroups> Cgroups::create(std::string_view instance, CgroupMode mode) {
   for (const std::string& root : c.roots_) {
     Status s = make_dir(root);
     if (s && c.version_ == 2) s = write_text(root + "/cgroup.subtree_control", "+memory +pids");
+    if (s && c.version_ == 2 && ::access((root + "/cgroup.kill").c_str(), F_OK) != 0)
+      s = Error{ENOTSUP, "the kernel has no cgroup.kill (it needs 5.14)"};
     if (!s) {
       c.remove();
       if (mode == CgroupMode::kAlways) return s.error();
@@ -286,8 +286,13 @@ void Cgroups::kill(uint32_t slot) const {
       killed.push_back(p);
       any = true;
       UniqueFd pidfd(int(::syscall(SYS_pidfd_open, p, 0)));
-      if (!pidfd || !in_pids_cgroup(p, member)) continue;  // gone, or not ours any more
-      ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+      bool no_pidfd = !pidfd && (errno == ENOSYS || errno == EPERM);      // old kernel, seccomp
+      if ((!pidfd && !no_pidfd) || !in_pids_cgroup(p, member)) continue;  // gone, or not ours
+      if (no_pidfd) {
+        ::kill(p, SIGKILL);  // without a pidfd, the check above is all there is
+      } else {
+        ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+      }
     }
     if (!any) return;
   }
