@@ -70,8 +70,9 @@ int main(int argc, char** argv) {
                  "result says truncated")
       ->capture_default_str();
   app.add_option("--output-budget", cfg.output_budget,
-                 "execute output the frontend holds at once over all jobs, bytes; beyond it "
-                 "jobs drain one at a time, oldest first (their commands wait)")
+                 "Output the frontend holds for clients (execute output plus unsent answers), "
+                 "bytes; beyond it only the oldest execute job with output waiting drains (the "
+                 "others' commands wait)")
       ->capture_default_str();
   app.add_option("--output-buffer", cfg.caps.output_bytes,
                  "Shared-memory output buffer per job, bytes (multiple of 8)")
@@ -137,17 +138,18 @@ int main(int argc, char** argv) {
                  "Ceiling for a job's timeout in seconds: longer is refused, none gets it (0: "
                  "none)")
       ->capture_default_str();
-  std::map<std::string, sp::worker::CgroupMode> cgroup_modes{
+  const std::map<std::string, sp::worker::CgroupMode> cgroup_modes{
       {"auto", sp::worker::CgroupMode::kAuto},
       {"always", sp::worker::CgroupMode::kAlways},
       {"off", sp::worker::CgroupMode::kOff}};
-  app.add_option("--cgroups", cfg.cgroups,
+  std::string cgroups = "auto";
+  app.add_option("--cgroups", cgroups,
                  "Per-job cgroups (they make memory_bytes work, processes bind root, and kill "
                  "a job whole): auto gives one to jobs with a processes or memory_bytes limit "
                  "where the host allows, always to every job (and refuses to start where the "
                  "host does not allow), off to none")
-      ->transform(CLI::CheckedTransformer(cgroup_modes))
-      ->default_str("auto");
+      ->check(CLI::IsMember({"auto", "always", "off"}))
+      ->capture_default_str();
   app.set_config("--config", "", "Read options from this TOML file (names as the long flags)");
 
   // Internal roles, started by the supervisor; not for direct use.
@@ -204,6 +206,7 @@ int main(int argc, char** argv) {
   }
   parse_limits(default_limits, cfg.default_limits);
   parse_limits(max_limits, cfg.max_limits);
+  cfg.cgroups = cgroup_modes.at(cgroups);  // checked by IsMember
   sp::init_logging("supervisor", cfg.log_level);
   return sp::supervisor::run(cfg);
 }
