@@ -231,6 +231,7 @@ bool Frontend::service(Pending& p) {
   shm::OutputReader reader(s, seg_.output(p.slot), seg_.caps().output_bytes);
   if (over_budget() && p.job_id != draining_ && keeps_output(p) && !reader.empty()) {
     held_back_ = true;  // see service_all()
+    ++budget_holds_;
     return false;
   }
   auto sink = [&](uint8_t stream, std::string_view bytes) { on_output(p, stream, bytes); };

@@ -103,6 +103,7 @@ json::value Frontend::health() {
       {"connections", conns_.size()},
       {"output_buffered_bytes", buffered_ + unsent_},
       {"output_budget", o_.output_budget},
+      {"output_budget_holds", budget_holds_},
       {"sessions", sessions_.list().size()},
       {"isolation", o_.isolation},            // cgroup-v2, cgroup-v1 or process-group
       {"isolation_note", o_.isolation_note},  // which jobs get cgroups, or why none do

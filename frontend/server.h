@@ -134,6 +134,7 @@ class Frontend {
   uint64_t unsent_ = 0;             // answers not yet written, all connections
   uint64_t draining_ = UINT64_MAX;  // over budget: the one execute job that may drain (job_id)
   bool held_back_ = false;          // service() skipped a job for the budget
+  uint64_t budget_holds_ = 0;       // times it did, since this frontend started (health)
   bool stopping_ = false;
   std::unordered_set<uid_t> refused_uids_;  // logged once each (bounded)
   bool accept_paused_ = false;              // out of fds: the listening fd is out of epoll
