@@ -54,15 +54,9 @@ json::value signal_name(int sig) {
 // else the daemon's ceiling; more than the ceiling is refused.
 std::optional<rpc::RpcError> effective_limits(const Options& o, const rpc::ExecParams& p,
                                               shm::Rlimits& limits, uint64_t& timeout_ms) {
-  const rpc::JobLimits& l = p.limits;
-  const std::optional<uint64_t>* asked[] = {&l.cpu_seconds,     &l.address_space_bytes,
-                                            &l.open_files,      &l.processes,
-                                            &l.file_size_bytes, &l.memory_bytes};
-  static_assert(std::size(asked) == std::size(shm::kLimitNames));
-  for (size_t i = 0; i < std::size(asked); ++i) {
-    auto [name, field] = shm::kLimitNames[i];
+  for (const auto& [name, field] : shm::kLimitNames) {
     uint64_t ceiling = o.max_limits.*field;
-    uint64_t v = asked[i]->value_or(0);
+    uint64_t v = p.limits.*field;
     if (v && ceiling && v > ceiling)
       return rpc::RpcError{rpc::Code::InvalidParams,
                            "invalid params: \"" + std::string(name) + "\" in \"limits\" is " +
@@ -71,7 +65,7 @@ std::optional<rpc::RpcError> effective_limits(const Options& o, const rpc::ExecP
     if (!v) v = o.default_limits.*field ? o.default_limits.*field : ceiling;
     limits.*field = v;
   }
-  if (l.memory_bytes && o.isolation == "process-group")
+  if (p.limits.memory_bytes && o.isolation == "process-group")
     return rpc::RpcError{rpc::Code::InvalidParams,
                          "invalid params: \"memory_bytes\" in \"limits\" needs per-job cgroups, "
                          "which this daemon does not have: " +

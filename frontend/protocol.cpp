@@ -1,5 +1,6 @@
 #include "frontend/protocol.h"
 
+#include <algorithm>
 #include <bit>
 #include <charconv>
 #include <cmath>
@@ -462,28 +463,27 @@ std::optional<RpcError> read_encoding(Obj obj, bool& base64) {
   return bad_params("\"output_encoding\" must be \"utf8\" or \"base64\"");
 }
 
-std::optional<RpcError> read_limits(Obj obj, JobLimits& out) {
+std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out) {
   const json::value* v = field(obj, "limits");
   if (v == nullptr) return std::nullopt;
   if (!v->is_object()) return bad_params("\"limits\" must be an object");
-  const std::pair<const char*, std::optional<uint64_t>*> known[] = {
-      {"cpu_seconds", &out.cpu_seconds},         {"address_space_bytes", &out.address_space_bytes},
-      {"open_files", &out.open_files},           {"processes", &out.processes},
-      {"file_size_bytes", &out.file_size_bytes}, {"memory_bytes", &out.memory_bytes}};
   Obj limits = &v->get_object();
-  for (const auto& [key, value] : *limits) {
-    bool found = false;
-    for (const auto& [name, slot] : known) {
-      if (key != name) continue;
-      found = true;
-      if (auto e = read_byte_count(limits, name, *slot, " in \"limits\"")) return e;
-      if (*slot == uint64_t{0}) return bad_params(quoted(name) + " in \"limits\" must be >= 1");
-    }
+  for (const auto& member : *limits) {
+    std::string_view key = member.key();  // a variable clang 14's lambdas can capture
+    auto known = std::find_if(std::begin(shm::kLimitNames), std::end(shm::kLimitNames),
+                              [&](const auto& n) { return key == n.first; });
     // A misspelt limit silently not applied would be worse than an error.
-    if (!found)
+    if (known == std::end(shm::kLimitNames)) {
+      std::string names;
+      for (const auto& [name, field] : shm::kLimitNames)
+        names += (names.empty() ? "" : ", ") + std::string(name);
       return bad_params("unknown field " + quoted(std::string(key).substr(0, 64)) +
-                        " in \"limits\"; known: cpu_seconds, address_space_bytes, open_files, "
-                        "processes, file_size_bytes, memory_bytes");
+                        " in \"limits\"; known: " + names);
+    }
+    std::optional<uint64_t> n;
+    if (auto e = read_byte_count(limits, key, n, " in \"limits\"")) return e;
+    if (*n == 0) return bad_params(quoted(key) + " in \"limits\" must be >= 1");
+    out.*known->second = *n;
   }
   return std::nullopt;
 }

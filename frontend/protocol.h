@@ -20,6 +20,8 @@
 
 #include <boost/json/value.hpp>
 
+#include "shm/codec.h"
+
 namespace sp::rpc {
 
 // Error codes on the wire. The server-defined ones (-32000..-32099) are the
@@ -98,16 +100,6 @@ using Parsed = std::variant<T, RpcError>;
 
 using EnvList = std::vector<std::pair<std::string, std::string>>;
 
-// Per-job resource limits (setrlimit in the child; unset: the daemon's own).
-struct JobLimits {
-  std::optional<uint64_t> cpu_seconds;          // RLIMIT_CPU: then SIGXCPU
-  std::optional<uint64_t> address_space_bytes;  // RLIMIT_AS
-  std::optional<uint64_t> open_files;           // RLIMIT_NOFILE
-  std::optional<uint64_t> processes;            // RLIMIT_NPROC (per uid; root is exempt)
-  std::optional<uint64_t> file_size_bytes;      // RLIMIT_FSIZE: then SIGXFSZ / EFBIG
-  std::optional<uint64_t> memory_bytes;         // the job cgroup's memory limit (cgroups only)
-};
-
 struct ExecParams {
   std::string command;              // required, non-empty, no NUL
   std::vector<std::string> args;    // "args": array of strings without NUL
@@ -120,7 +112,7 @@ struct ExecParams {
   std::optional<uint64_t> max_output_bytes;  // "max_output_bytes": integer >= 0, per stream
   bool kill_on_output_cap = false;           // "output_policy": "truncate" (default) | "kill"
   std::optional<uint64_t> kill_grace_ms;     // "kill_grace_ms": TERM -> KILL on timeout/cancel
-  JobLimits limits;                          // "limits": {"cpu_seconds": N, ...}
+  shm::Rlimits limits;  // "limits": {"cpu_seconds": N, ...} by shm::kLimitNames; 0: not asked
 };
 // Used by execute and execute_stream. "stdin" must be absent, null or "".
 Parsed<ExecParams> parse_exec_params(const boost::json::value& params);
