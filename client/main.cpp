@@ -1,103 +1,20 @@
 // shell-pool: the command-line client of shell-poold. Streams a command's
 // output as it comes (byte-exact: it asks for base64) and exits with the
-// command's exit code; manages sessions. Only wires flags to requests.
-#include <sys/socket.h>
-#include <sys/un.h>
+// command's exit code; submits detached jobs and finds them again; manages
+// sessions. Only wires flags to requests.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <boost/json.hpp>
 #include <cstdio>
 #include <iostream>
 #include <string>
 
+#include "client/client.h"
 #include "common/paths.h"
-#include "common/unique_fd.h"
-#include "frontend/utf8.h"
 
-namespace json = boost::json;
+using namespace sp::cli;
 
 namespace {
-
-// Exit codes of the CLI itself (the command's own code otherwise).
-constexpr int kUsage = 2;
-constexpr int kNoDaemon = 69;    // EX_UNAVAILABLE
-constexpr int kProtocol = 76;    // EX_PROTOCOL
-constexpr int kTimedOut = 124;   // as timeout(1)
-constexpr int kCannotRun = 127;  // as a shell for "not found"
-constexpr int kLostOrCancelled = 125;
-
-[[noreturn]] void die(int code, const std::string& message) {
-  std::fprintf(stderr, "shell-pool: %s\n", message.c_str());
-  std::exit(code);
-}
-
-class Client {
- public:
-  explicit Client(const std::string& path) : path_(path) {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) die(kUsage, "socket path too long: " + path);
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!fd_ || ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-      die(kNoDaemon, "cannot connect to shell-poold at " + path + ": " + std::strerror(errno) +
-                         "\n  is the daemon running? start it with: shell-poold --socket " + path);
-  }
-
-  void send(const std::string& method, json::object params) {
-    json::object req{
-        {"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", std::move(params)}};
-    std::string line = json::serialize(req) + "\n";
-    for (size_t off = 0; off < line.size();) {
-      ssize_t n = ::send(fd_.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) die(kNoDaemon, std::string("lost the connection: ") + std::strerror(errno));
-      off += size_t(n);
-    }
-  }
-
-  // Next response line as JSON; dies on a closed connection.
-  json::object next() {
-    for (;;) {
-      size_t nl = buf_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        boost::system::error_code ec;
-        json::value v = json::parse(line, ec);
-        if (ec || !v.is_object()) die(kProtocol, "unreadable answer from the daemon: " + line);
-        json::object& o = v.as_object();
-        if (auto* e = o.if_contains("error")) {
-          const json::object& err = e->as_object();
-          std::string msg = err.contains("message") ? json::value_to<std::string>(err.at("message"))
-                                                    : json::serialize(err);
-          die(kCannotRun, msg + " (code " + json::serialize(err.at("code")) + ")");
-        }
-        return o.at("result").as_object();
-      }
-      char chunk[65536];
-      ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) die(kNoDaemon, "the daemon closed the connection before the job ended");
-      buf_.append(chunk, size_t(n));
-    }
-  }
-
- private:
-  std::string path_;
-  sp::UniqueFd fd_;
-  std::string buf_;
-};
-
-void write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) std::exit(kProtocol);  // our own stdout is gone
-    data.remove_prefix(size_t(n));
-  }
-}
 
 json::object env_params(const std::vector<std::string>& env) {
   json::object o;
@@ -116,24 +33,50 @@ int run_job(Client& client, json::object params) {
     json::object r = client.next();
     std::string type = json::value_to<std::string>(r.at("type"));
     if (type == "stdout" || type == "stderr") {
-      auto bytes = sp::rpc::decode_base64(r.at("data").as_string());
-      if (!bytes) die(kProtocol, "the daemon sent output that is not base64");
-      write_all(type == "stdout" ? 1 : 2, *bytes);
+      write_all(type == "stdout" ? 1 : 2, from_base64(r.at("data")));
       continue;
     }
-    std::string status = r.contains("status") ? json::value_to<std::string>(r.at("status")) : "";
-    if (auto* e = r.if_contains("error"); e && e->is_string())
-      std::fprintf(stderr, "shell-pool: %s\n", e->as_string().c_str());
-    if (status == "timed_out") return kTimedOut;
-    if (status == "failed") return kCannotRun;
-    if (status == "lost" || status == "cancelled") return kLostOrCancelled;
-    if (auto* sig = r.if_contains("signal"); sig && sig->is_string()) {
-      std::string name = json::value_to<std::string>(*sig).substr(3);
-      for (int s = 1; s < 65; ++s)
-        if (const char* a = sigabbrev_np(s); a && name == a) return 128 + s;
-      return 128;
+    return exit_code_of(r);
+  }
+}
+
+// Writes a job's output from `cursor` on (stdout and stderr each to ours);
+// with `follow`, waits for more until the job ends. Returns the final state.
+std::string print_logs(Client& client, const std::string& id, const std::string& stream,
+                       bool follow) {
+  uint64_t cursor = 0;
+  for (;;) {
+    json::object params{{"job_id", id},
+                        {"stream", stream},
+                        {"cursor", cursor},
+                        {"max_bytes", 1 << 20},
+                        {"output_encoding", "base64"}};
+    if (follow) params["wait"] = 30;
+    json::object r = client.call("job_output", std::move(params));
+    if (stream == "both") {
+      for (const json::value& chunk : r.at("chunks").as_array()) {
+        const json::object& c = chunk.as_object();
+        write_all(c.at("stream") == "stderr" ? 2 : 1, from_base64(c.at("data")));
+      }
+    } else {
+      write_all(stream == "stderr" ? 2 : 1, from_base64(r.at("data")));
     }
-    return int(r.at("exit_code").to_number<int64_t>());
+    cursor = uint64_t(r.at("next_cursor").to_number<int64_t>());
+    if (r.at("eof").as_bool() || (!follow && r.at("data").as_string().empty()))
+      return std::string(r.at("state").as_string());
+  }
+}
+
+void print_jobs(const json::array& jobs) {
+  std::printf("%-24s %-10s %5s %-10s %s\n", "JOB_ID", "STATE", "EXIT", "DURATION", "COMMAND");
+  for (const json::value& v : jobs) {
+    const json::object& j = v.as_object();
+    std::string exit = j.at("exit_code").is_null() ? "-" : json::serialize(j.at("exit_code"));
+    if (j.at("signal").is_string()) exit = std::string(j.at("signal").as_string()).substr(3);
+    std::string duration = std::to_string(j.at("duration_ms").to_number<int64_t>()) + "ms";
+    std::printf("%-24s %-10s %5s %-10s %s\n", std::string(j.at("job_id").as_string()).c_str(),
+                std::string(j.at("state").as_string()).c_str(), exit.c_str(), duration.c_str(),
+                std::string(j.at("command").as_string()).c_str());
   }
 }
 
@@ -142,8 +85,9 @@ int run_job(Client& client, json::object params) {
 int main(int argc, char** argv) {
   CLI::App app{
       "shell-pool: run commands through shell-poold.\n"
-      "Exit status: the command's own; 128+N if killed by signal N; 124 timed out;\n"
-      "125 cancelled or lost; 127 could not start; 69 no daemon.",
+      "Exit status of run, exec and wait: the command's own; 128+N if killed by signal N;\n"
+      "124 timed out; 125 cancelled or lost; 127 could not start; 69 no daemon;\n"
+      "75 wait --timeout ran out first.",
       "shell-pool"};
   app.require_subcommand(1);
   std::string socket = sp::default_socket_path();
@@ -168,9 +112,49 @@ int main(int argc, char** argv) {
   job_options(run);
   run->add_option("line", line, "shell command line")->required();
 
+  // Detached jobs.
+  std::string id, job_id, stream = "both", state, signal;
+  double wait_timeout = -1;
+  bool follow = false, as_json = false;
+  uint64_t grace_ms = 0;
+  CLI::App* submit = app.add_subcommand(
+      "submit",
+      "start a detached job and print its job id: submit 'shell line', or submit -- PROG ARGS...");
+  job_options(submit);
+  submit->add_option("--id", job_id,
+                     "your own job id (letters, digits, . _ : -): submitting it again is a no-op");
+  submit->add_option("command", command, "one word: a shell line; several: a program and args")
+      ->required();
+  submit->positionals_at_end();
+  CLI::App* status = app.add_subcommand("status", "print a job's status as JSON");
+  status->add_option("job_id", id)->required();
+  CLI::App* wait =
+      app.add_subcommand("wait", "wait for a job, print its output and exit with its exit status");
+  wait->add_option("job_id", id)->required();
+  wait->add_option("--timeout", wait_timeout, "seconds to wait at most (then exit 75)");
+  CLI::App* logs = app.add_subcommand("logs", "print a job's output so far");
+  logs->add_option("job_id", id)->required();
+  logs->add_flag("-f,--follow", follow, "keep printing until the job ends");
+  logs->add_option("--stream", stream, "stdout, stderr or both")
+      ->check(CLI::IsMember({"stdout", "stderr", "both"}))
+      ->capture_default_str();
+  CLI::App* cancel = app.add_subcommand("cancel", "stop a job: a signal, then SIGKILL after grace");
+  cancel->add_option("job_id", id)->required();
+  cancel->add_option("--signal", signal, "signal to send first (default TERM)");
+  cancel->add_option("--grace-ms", grace_ms, "ms before SIGKILL (default: the daemon's)");
+  CLI::App* sig = app.add_subcommand("signal", "send a signal to a running job");
+  sig->add_option("job_id", id)->required();
+  sig->add_option("signal", signal, "INT, TERM, HUP, USR1, ... or a number")->required();
+  CLI::App* jobs = app.add_subcommand("jobs", "list detached jobs");
+  jobs->add_option("--state", state, "only jobs in this state (running, exited, ...)");
+  jobs->add_option("--session", session, "only jobs of this session");
+  jobs->add_flag("--json", as_json, "print the list as JSON");
+  CLI::App* forget = app.add_subcommand("forget", "drop a finished job and its output");
+  forget->add_option("job_id", id)->required();
+
   CLI::App* sess = app.add_subcommand("session", "create, list or destroy sessions");
   sess->require_subcommand(1);
-  std::string name, id;
+  std::string name;
   std::vector<std::string> session_env;
   CLI::App* create = sess->add_subcommand("create", "create a session; prints its id");
   create->add_option("--name", name, "a name for people");
@@ -190,14 +174,17 @@ int main(int argc, char** argv) {
     if (!env.empty()) p["env"] = env_params(env);
     return p;
   };
-  if (*exec) {
-    if (command.empty()) die(kUsage, "exec needs a command: shell-pool exec -- CMD ARGS...");
-    json::object p = params();
+  auto program = [&](json::object& p) {
     p["command"] = command.front();
     json::array args;
     for (size_t i = 1; i < command.size(); ++i) args.emplace_back(command[i]);
     p["args"] = std::move(args);
     p["shell"] = false;
+  };
+  if (*exec) {
+    if (command.empty()) die(kUsage, "exec needs a command: shell-pool exec -- CMD ARGS...");
+    json::object p = params();
+    program(p);
     return run_job(client, std::move(p));
   }
   if (*run) {
@@ -206,17 +193,83 @@ int main(int argc, char** argv) {
     p["shell"] = true;
     return run_job(client, std::move(p));
   }
+  if (*submit) {
+    json::object p = params();
+    if (command.size() == 1) {
+      p["command"] = command.front();
+      p["shell"] = true;
+    } else {
+      program(p);
+    }
+    if (!job_id.empty()) p["job_id"] = job_id;
+    std::cout << json::value_to<std::string>(client.call("job_submit", std::move(p)).at("job_id"))
+              << "\n";
+    return 0;
+  }
+  if (*status) {
+    std::cout << json::serialize(client.call("job_status", {{"job_id", id}})) << "\n";
+    return 0;
+  }
+  if (*wait) {
+    json::object p{{"job_id", id}, {"output_encoding", "base64"}};
+    if (wait_timeout >= 0) p["timeout"] = wait_timeout;
+    json::object r = client.call("job_wait", std::move(p));
+    if (!r.contains("stdout")) {  // the wait ran out first
+      std::fprintf(stderr, "shell-pool: job %s is still %s\n", id.c_str(),
+                   std::string(r.at("state").as_string()).c_str());
+      return kStillRunning;
+    }
+    write_all(1, from_base64(r.at("stdout")));
+    write_all(2, from_base64(r.at("stderr")));
+    if (r.at("truncated").as_bool())
+      std::fprintf(stderr,
+                   "shell-pool: output truncated; `shell-pool logs %s` has all that "
+                   "was kept\n",
+                   id.c_str());
+    return exit_code_of(r);
+  }
+  if (*logs) {
+    print_logs(client, id, stream, follow);
+    return 0;
+  }
+  if (*cancel) {
+    json::object p{{"job_id", id}};
+    if (!signal.empty()) p["signal"] = signal;
+    if (cancel->count("--grace-ms")) p["grace_ms"] = grace_ms;
+    json::object r = client.call("job_cancel", std::move(p));
+    std::cout << json::value_to<std::string>(r.at("state")) << "\n";
+    return 0;
+  }
+  if (*sig) {
+    client.call("job_signal", {{"job_id", id}, {"signal", signal}});
+    return 0;
+  }
+  if (*jobs) {
+    json::object p;
+    if (!state.empty()) p["state"] = state;
+    if (!session.empty()) p["session_id"] = session;
+    json::object r = client.call("job_list", std::move(p));
+    if (as_json) {
+      std::cout << json::serialize(r.at("jobs")) << "\n";
+    } else {
+      print_jobs(r.at("jobs").as_array());
+    }
+    return 0;
+  }
+  if (*forget) {
+    client.call("job_forget", {{"job_id", id}});
+    return 0;
+  }
   if (*create) {
     json::object p{{"name", name}};
     p["env_vars"] = env_params(session_env);
-    client.send("session_create", std::move(p));
-    std::cout << json::value_to<std::string>(client.next().at("session_id")) << "\n";
+    std::cout << json::value_to<std::string>(
+                     client.call("session_create", std::move(p)).at("session_id"))
+              << "\n";
   } else if (*list) {
-    client.send("session_list", {});
-    std::cout << json::serialize(client.next().at("sessions")) << "\n";
+    std::cout << json::serialize(client.call("session_list", {}).at("sessions")) << "\n";
   } else if (*destroy) {
-    client.send("session_destroy", {{"session_id", id}});
-    client.next();
+    client.call("session_destroy", {{"session_id", id}});
   }
   return 0;
 }

@@ -35,6 +35,9 @@ struct Options {
   double max_timeout_s = 0;                 // ceiling for "timeout" (0: none)
   std::string isolation = "process-group";  // how jobs are isolated: cgroup-v2, cgroup-v1
   std::string isolation_note;               // why not in cgroups, when they are not
+  std::string spool_dir;                    // detached jobs' output files
+  double retain_s = 3600;                   // finished detached jobs are kept this long
+  uint64_t job_spool_bytes = 16ull << 20;   // output kept per detached job (both streams)
 };
 
 // Runs until SIGTERM; returns the process exit code.

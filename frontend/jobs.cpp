@@ -84,7 +84,8 @@ std::optional<rpc::RpcError> effective_limits(const Options& o, const rpc::ExecP
 
 }  // namespace
 
-std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply r, bool stream) {
+std::variant<uint32_t, rpc::RpcError> Frontend::enqueue(rpc::ExecParams& p, uint32_t record,
+                                                        uint64_t seq) {
   if (seg_.header().draining.load() || stopping_)
     return rpc::RpcError{rpc::Code::ShuttingDown, "the daemon is shutting down"};
   std::optional<EnvPairs> session_env;
@@ -113,7 +114,7 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
 
   shm::Rlimits limits;
   uint64_t timeout_ms = 0;
-  if (auto e = effective_limits(o_, p, limits, timeout_ms)) return e;
+  if (auto e = effective_limits(o_, p, limits, timeout_ms)) return *e;
 
   auto slot = jobs_.allocate(alloc_cursor_);
   if (!slot)
@@ -132,7 +133,7 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   }
   s.spec_words = *words;
   s.client = incarnation_;
-  s.job_id = seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
+  s.job_id = seq ? seq : seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
   s.submit_ns = monotonic_ns();
   s.start_ns.store(0, std::memory_order_relaxed);
   s.end_ns.store(0, std::memory_order_relaxed);
@@ -140,37 +141,54 @@ std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply
   s.out_head.store(0, std::memory_order_relaxed);
   s.out_tail.store(0, std::memory_order_relaxed);
   s.out_writer_waiting.store(0, std::memory_order_relaxed);
+  if (record) {  // a detached job: the record names its slot before the job is queued
+    shm::JobRecord& rec = seg_.record(record - 1);
+    rec.slot = *slot;
+    rec.slot_generation = allocated.generation;
+    s.record = record;
+    jobs_.set_control(*slot, shm::kControlDetached);
+  }
   JobWord queued = allocated.with_state(JobState::kQueued);
   jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer
   crash_point("mid_enqueue");
   if (!ring_.push(*slot)) {
-    // A stale cell may have let a worker claim it meanwhile: then it runs for
-    // no one, and frees itself when it ends.
-    if (!jobs_.transition(*slot, queued, {JobState::kFree, 0, 0, queued.generation + 1})) {
+    auto full = rpc::queue_full_error(kRetryAfterMs, "queue full: the ring is full; retry later");
+    if (jobs_.transition(*slot, queued, {JobState::kFree, 0, 0, queued.generation + 1}))
+      return full;
+    // A stale cell let a worker claim it meanwhile. An attached job then runs
+    // for no one, and frees itself when it ends; a detached one is accepted.
+    if (!record) {
       jobs_.set_control(*slot, shm::kControlCancel | shm::kControlOrphan);
       jobs_.release_if_orphaned(*slot);
       ring_owner(jobs_.load(*slot));
+      return full;
     }
-    return rpc::queue_full_error(kRetryAfterMs, "queue full: the ring is full; retry later");
   }
   submit_.ring();
   seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
+  return *slot;
+}
 
-  Pending& job = pending_[*slot];
+std::optional<rpc::RpcError> Frontend::submit(Conn& c, rpc::ExecParams& p, Reply r, bool stream) {
+  auto slot = enqueue(p, 0, 0);
+  if (auto* e = std::get_if<rpc::RpcError>(&slot)) return *e;
+  const uint32_t i = std::get<uint32_t>(slot);
+  Pending& job = pending_[i];
   job = Pending{};
-  job.slot = *slot;
-  job.job_id = s.job_id;
+  job.slot = i;
+  job.job_id = jobs_.slot(i).job_id;
   job.reply = std::move(r);
   job.stream = stream;
   job.base64 = p.base64;
   uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
   job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
   job.kill_on_cap = p.kill_on_output_cap;
-  c.jobs.push_back(*slot);
+  c.jobs.push_back(i);
   return std::nullopt;
 }
 
 void Frontend::service_all() {
+  service_detached();
   for (;;) {
     // Over the output budget (execute output held plus unsent answers), of
     // the execute jobs that would keep more output only the oldest with
@@ -290,7 +308,7 @@ void Frontend::finish(Pending& p, JobWord w) {
 
   if (Conn* c = p.reply.conn_id ? conn(p.reply.conn_id) : nullptr) {
     std::erase(c->jobs, p.slot);
-    if (c->read_closed && c->jobs.empty() && !c->backlog()) dirty_.push_back(c->id);
+    if (c->read_closed && !c->unfinished() && !c->backlog()) dirty_.push_back(c->id);
     update_events(*c);
   }
   buffered_ -= p.data[0].size() + p.data[1].size();

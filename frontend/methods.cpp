@@ -36,7 +36,7 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
                    "batch; send it on its own line"});
     // Single lines are not read past --max-inflight; a batch's members are
     // all read at once, so they are held to it here.
-    if (c.jobs.size() >= o_.max_inflight)
+    if (c.unfinished() >= o_.max_inflight)
       return fail({rpc::Code::LimitExceeded,
                    "more than --max-inflight (" + std::to_string(o_.max_inflight) +
                        ") unfinished jobs on this connection",
@@ -50,6 +50,7 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
     return answer(r, rpc::result_text(r.id, result));
   }
   if (m == "health") return answer(r, rpc::result_text(r.id, health()));
+  if (job_method(c, call, r)) return;
   fail({rpc::Code::MethodNotFound, "method not found: " + m});
 }
 

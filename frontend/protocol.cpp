@@ -1,4 +1,5 @@
 #include "frontend/protocol.h"
+#include "frontend/param_readers.h"
 
 #include <algorithm>
 #include <bit>
@@ -296,7 +297,7 @@ std::string batch_text(const std::vector<std::string>& member_texts) {
 
 // ---- params of the built-in methods ----
 
-namespace {
+namespace detail {
 
 RpcError bad_params(std::string why) {
   return {Code::InvalidParams, "invalid params: " + std::move(why)};
@@ -324,8 +325,6 @@ bool has_nul(std::string_view s) {
   return s.find('\0') != std::string_view::npos;
 }
 
-// The params object, or nullptr when params are absent; an error for arrays.
-using Obj = const json::object*;
 std::optional<RpcError> params_object(const json::value& params, Obj& obj) {
   obj = nullptr;
   if (params.is_null()) return std::nullopt;
@@ -340,8 +339,6 @@ const json::value* field(Obj obj, std::string_view key) {
   const json::value* v = obj->if_contains(key);
   return v == nullptr || v->is_null() ? nullptr : v;
 }
-
-enum StringRule : unsigned { kOptional = 0, kRequired = 1, kNonEmpty = 2 };
 
 std::optional<RpcError> read_string(Obj obj, std::string_view key, unsigned rules,
                                     std::string& out) {
@@ -430,7 +427,7 @@ std::optional<RpcError> read_timeout(Obj obj, std::optional<double>& out) {
 
 // `within`: where the field is, for the message (e.g. " in \"limits\"").
 std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::optional<uint64_t>& out,
-                                        std::string_view within = "") {
+                                        std::string_view within) {
   const json::value* v = field(obj, key);
   if (v == nullptr) return std::nullopt;
   if (v->is_int64() && v->get_int64() >= 0) {
@@ -510,7 +507,9 @@ RpcError internal_error(const std::exception& e) {
   return {Code::Internal, std::string("internal error: ") + e.what()};
 }
 
-}  // namespace
+}  // namespace detail
+
+using namespace detail;
 
 Parsed<ExecParams> parse_exec_params(const json::value& params) {
   try {

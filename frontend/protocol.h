@@ -33,10 +33,11 @@ enum class Code : int {
   InvalidParams = -32602,
   Internal = -32603,
   QueueFull = -32000,      // retryable: data {"retry_after_ms": N}
-  NotFound = -32001,       // unknown session_id / job
+  NotFound = -32001,       // unknown session_id / job_id
   LimitExceeded = -32002,  // request line too long, too many sessions, spec too large...
   ShuttingDown = -32003,
   SpawnFailed = -32004,  // reserved; spawn failures are normally reported in the result
+  WrongState = -32005,   // the job's state does not allow it: data {"state": ...}
 };
 
 struct RpcError {
@@ -125,5 +126,54 @@ Parsed<SessionCreateParams> parse_session_create_params(const boost::json::value
 
 // {"session_id": non-empty string}, as session_destroy takes it.
 Parsed<std::string> parse_session_id_param(const boost::json::value& params);
+
+// Detached jobs (job_params.cpp). Generated job ids are decimal numbers; a
+// client-chosen "job_id" is 1..64 bytes of [A-Za-z0-9._:-] with at least one
+// non-digit, so the two never collide.
+inline constexpr size_t kMaxJobIdBytes = 64;
+
+struct JobSubmitParams {
+  ExecParams exec;
+  std::string job_id;  // "" = generate one
+};
+Parsed<JobSubmitParams> parse_job_submit_params(const boost::json::value& params);
+
+// {"job_id": string}: job_status, job_forget.
+Parsed<std::string> parse_job_id_param(const boost::json::value& params);
+
+struct JobWaitParams {
+  std::string job_id;
+  std::optional<double> timeout_s;           // "timeout": seconds >= 0; absent = until it ends
+  std::optional<uint64_t> max_output_bytes;  // per stream, as execute
+  bool base64 = false;                       // "output_encoding"
+};
+Parsed<JobWaitParams> parse_job_wait_params(const boost::json::value& params);
+
+enum class OutputStream : uint8_t { kStdout = 0, kStderr = 1, kBoth = 2 };
+struct JobOutputParams {
+  std::string job_id;
+  OutputStream stream = OutputStream::kBoth;  // "stream": "stdout" | "stderr" | "both"
+  uint64_t cursor = 0;                        // "cursor": byte offset into that stream
+  uint64_t max_bytes = 64 * 1024;             // "max_bytes": 1..kMaxOutputRead
+  bool base64 = false;                        // "output_encoding"
+  std::optional<double> wait_s;  // "wait": seconds to wait for data when there is none yet
+};
+inline constexpr uint64_t kMaxOutputRead = 16u << 20;
+Parsed<JobOutputParams> parse_job_output_params(const boost::json::value& params);
+
+struct JobSignalParams {
+  std::string job_id;
+  int signal = 0;                    // "signal": "TERM", "SIGTERM" or a number 1..64
+  std::optional<uint64_t> grace_ms;  // job_cancel only: "grace_ms" before SIGKILL
+};
+// job_cancel: "signal" optional (default TERM); job_signal: required.
+Parsed<JobSignalParams> parse_job_signal_params(const boost::json::value& params,
+                                                bool signal_required);
+
+struct JobListParams {
+  std::string state;       // "" = any; else one of the job states
+  std::string session_id;  // "" = any
+};
+Parsed<JobListParams> parse_job_list_params(const boost::json::value& params);
 
 }  // namespace sp::rpc

@@ -21,6 +21,11 @@ namespace {
 enum Tag : uint64_t { kListen = 1, kBell = 2, kSignal = 3 };
 constexpr uint64_t kStopFlushNs = 1'000'000'000;  // on SIGTERM: time to write last answers
 
+UniqueFd open_dir(const std::string& path) {
+  if (path.empty()) return {};
+  return UniqueFd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+}
+
 }  // namespace
 
 Frontend::Frontend(const Options& o, shm::Segment seg)
@@ -31,7 +36,10 @@ Frontend::Frontend(const Options& o, shm::Segment seg)
       sessions_(seg_),
       bell_(&seg_.header().frontend_bell, o.frontend_fd),
       submit_(&seg_.header().submit_bell, o.submit_fd),
-      listen_(o.listen_fd) {
+      listen_(o.listen_fd),
+      spool_dir_(open_dir(o.spool_dir)),
+      records_(seg_, spool_dir_ ? spool_dir_.get() : -1, uint64_t(o.retain_s * 1000),
+               o.job_spool_bytes) {
   for (size_t i = 0; i < o.worker_fds.size(); ++i)
     worker_bells_.emplace_back(&seg_.worker(uint32_t(i)).bell, o.worker_fds[i]);
 }
@@ -40,6 +48,12 @@ Status Frontend::init() {
   incarnation_ = seg_.header().frontend_incarnation.load();
   base_env_ = base_env(environ, o_.env_pass);
   sessions_.recover();
+  if (!o_.spool_dir.empty() && !spool_dir_)
+    return Error{errno, "open spool directory " + o_.spool_dir};
+  // Detached jobs the last frontend accepted are ours now.
+  records_.recover();
+  for (uint32_t i : records_.all())
+    if (!records_.settle(i)) unsettled_.push_back(i);
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
   if (auto r = sys("fcntl O_NONBLOCK", [&] { return ::fcntl(listen_.get(), F_SETFL, O_NONBLOCK); });
       !r)
@@ -74,7 +88,7 @@ int Frontend::run() {
   const uint64_t tick_ns = uint64_t(seg_.caps().tick_ms) * 1'000'000;
   uint64_t next_tick_ns = monotonic_ns() + tick_ns;
   for (;;) {
-    int timeout = int(seg_.caps().tick_ms);  // bounded: see the n == 0 case below
+    int timeout = next_wait_ms(int(seg_.caps().tick_ms));  // bounded: see the n == 0 case below
     if (stopping_) {
       bool unsent = false;
       for (auto& [id, c] : conns_) unsent |= c->backlog() > 0;
@@ -94,6 +108,7 @@ int Frontend::run() {
       next_tick_ns = now + tick_ns;
       check_draining();
       service_all();
+      records_.expire();
     }
     for (int i = 0; i < n; ++i) {
       uint64_t t = events[i].data.u64;
@@ -194,7 +209,7 @@ void Frontend::accept_all() {
 
 void Frontend::update_events(Conn& c) {
   bool reading = !c.read_closed && !stopping_ && c.backlog() < kMaxBacklogBytes &&
-                 c.jobs.size() < o_.max_inflight;
+                 c.unfinished() < o_.max_inflight;
   uint32_t want = (reading ? EPOLLIN | EPOLLRDHUP : 0u) | (c.backlog() ? EPOLLOUT : 0u);
   if (c.events == want) return;
   // EPOLLHUP (the peer closed entirely) is reported even with no interest.
@@ -220,7 +235,7 @@ void Frontend::read_from(Conn& c) {
     ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
       take_bytes(c, {buf, size_t(n)});
-      if (c.backlog() >= kMaxBacklogBytes || c.jobs.size() >= o_.max_inflight) break;
+      if (c.backlog() >= kMaxBacklogBytes || c.unfinished() >= o_.max_inflight) break;
       if (size_t(n) < sizeof buf) break;
       continue;
     }
@@ -235,7 +250,7 @@ void Frontend::read_from(Conn& c) {
     c.in.clear();
     c.read_closed = true;
   }
-  if (c.read_closed && c.jobs.empty() && !c.backlog()) {
+  if (c.read_closed && !c.unfinished() && !c.backlog()) {
     close_conn(c.id);
     return;
   }
@@ -352,7 +367,7 @@ void Frontend::flush(Conn& c) {
     c.out.erase(0, c.out_off);
     c.out_off = 0;
   }
-  if (c.read_closed && c.jobs.empty() && !c.backlog()) {
+  if (c.read_closed && !c.unfinished() && !c.backlog()) {
     close_conn(c.id);
     return;
   }
@@ -370,6 +385,7 @@ void Frontend::close_conn(uint64_t id) {
   auto it = conns_.find(id);
   if (it == conns_.end()) return;
   unsent_ -= it->second->backlog();
+  drop_waiters(id);
   for (uint32_t slot : it->second->jobs)
     if (auto p = pending_.find(slot); p != pending_.end()) {
       p->second.reply.conn_id = 0;

@@ -14,15 +14,18 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <variant>
 #include <vector>
 
 #include "common/unique_fd.h"
 #include "frontend/env.h"
 #include "frontend/frontend.h"
 #include "frontend/protocol.h"
+#include "frontend/records.h"
 #include "frontend/sessions.h"
 #include "shm/doorbell.h"
 #include "shm/segment.h"
+#include "shm/spool.h"
 
 namespace sp::frontend {
 
@@ -40,7 +43,9 @@ struct Conn {
   bool read_closed = false;    // peer shut its write side: answer what is in flight, then close
   uint32_t events = 0;         // epoll interest currently registered
   std::vector<uint32_t> jobs;  // slots of its unfinished jobs
+  uint32_t waits = 0;          // its parked job_wait / job_output calls
   size_t backlog() const { return out.size() - out_off; }
+  size_t unfinished() const { return jobs.size() + waits; }  // requests not answered yet
 };
 
 // Collects the answers of one batch line; sent as one array when all are in.
@@ -75,6 +80,17 @@ struct Pending {
   std::string carry[2];  // execute_stream: incomplete UTF-8 sequence between chunks
 };
 
+// A job_wait, or a job_output with "wait", parked until its job ends (or
+// has output) or its deadline passes.
+struct Waiter {
+  Reply reply;
+  uint32_t record = 0;
+  uint64_t seq = 0;          // the job it waits for (records are reused)
+  uint64_t deadline_ns = 0;  // 0: none
+  uint64_t seen_end = 0;     // job_output: the spool's end when last looked at
+  std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params;
+};
+
 class Frontend {
  public:
   Frontend(const Options& o, shm::Segment seg);
@@ -103,6 +119,10 @@ class Frontend {
                                               const boost::json::value& params,
                                               boost::json::value& result);
   // jobs.cpp
+  // Puts a job into a slot and on the ring: the slot, or why not. `record`:
+  // index + 1 of a detached job's record (0: attached); `seq`: its job
+  // number, already taken (0: take one).
+  std::variant<uint32_t, rpc::RpcError> enqueue(rpc::ExecParams& p, uint32_t record, uint64_t seq);
   std::optional<rpc::RpcError> submit(Conn& c, rpc::ExecParams& p, Reply r, bool stream);
   void service_all();
   bool service(Pending& p);
@@ -114,6 +134,26 @@ class Frontend {
   bool over_budget() const;           // buffered_ + unsent_ against o_.output_budget
   bool backlogged(const Pending& p);  // its client's unsent answers are at kMaxBacklogBytes
   void ring_owner(shm::JobWord w);
+  // detached.cpp
+  bool job_method(Conn& c, rpc::Call& call, Reply& r);  // false: not a job_* method
+  std::optional<rpc::RpcError> job_submit(const boost::json::value& params,
+                                          boost::json::value& result);
+  std::optional<uint32_t> lookup(const std::string& id, rpc::RpcError& err) const;
+  boost::json::object job_status(uint32_t rec) const;
+  boost::json::object job_result(uint32_t rec, const rpc::JobWaitParams& p);
+  // The answer to job_output; `ready` false: nothing to return yet (park it).
+  std::variant<boost::json::object, rpc::RpcError> job_output(uint32_t rec,
+                                                              const rpc::JobOutputParams& p,
+                                                              bool& ready);
+  std::optional<rpc::RpcError> job_cancel(uint32_t rec, const rpc::JobSignalParams& p,
+                                          boost::json::value& result);
+  std::optional<rpc::RpcError> job_signal(uint32_t rec, int sig);
+  void park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_s,
+            std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params);
+  void service_detached();
+  bool try_answer(Waiter& w, bool timed_out);  // true: answered (drop it)
+  void drop_waiters(uint64_t conn_id);
+  int next_wait_ms(int tick_ms) const;
 
   Options o_;
   shm::Segment seg_;
@@ -136,6 +176,13 @@ class Frontend {
   bool held_back_ = false;          // service() skipped a job for the budget
   uint64_t budget_holds_ = 0;       // times it did, since this frontend started (health)
   bool stopping_ = false;
+  UniqueFd spool_dir_;
+  JobRecords records_;
+  std::vector<uint32_t> unsettled_;  // detached jobs not yet settled (record indices)
+  std::vector<Waiter> waiters_;      // bounded: --max-inflight per connection
+  // Where reading each detached job's spool stopped, so reading on does not
+  // rescan it; one entry per job read, dropped when the job is forgotten.
+  std::unordered_map<uint32_t, std::pair<uint64_t, shm::SpoolPos>> read_pos_;
   std::unordered_set<uid_t> refused_uids_;  // logged once each (bounded)
   bool accept_paused_ = false;              // out of fds: the listening fd is out of epoll
   // Reused per submission to avoid per-job allocations.

@@ -64,6 +64,10 @@ class JobTable {
       if (w.state == JobState::kFree && transition(i, w, w.with_state(JobState::kAllocated))) {
         slots_[i].control.store(0, std::memory_order_relaxed);
         slots_[i].pgid.store(0, std::memory_order_relaxed);
+        slots_[i].record = 0;
+        slots_[i].cancel_signal.store(0, std::memory_order_relaxed);
+        slots_[i].cancel_grace_ms.store(kCancelGraceDefault, std::memory_order_relaxed);
+        slots_[i].signals.store(0, std::memory_order_relaxed);
         return i;
       }
     }

@@ -9,7 +9,8 @@
 //
 // Region order after the header (all 64-byte aligned, sizes from Capacities):
 //   WorkerRecord[max_workers] | JobSlot[job_slots] | ring cells[ring_cells] |
-//   SessionSlot[session_slots] | session env blobs | spec arenas | output buffers
+//   SessionSlot[session_slots] | session env blobs | JobRecord[job_records] |
+//   spec arenas | output buffers
 #pragma once
 
 #include <atomic>
@@ -20,7 +21,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 4;
+inline constexpr uint32_t kLayoutVersion = 5;
 inline constexpr uint32_t kMaxWorkers = 64;
 // Owner stamp of a queued job taken off the queue by the frontend or the
 // supervisor (to cancel it) rather than by a worker.
@@ -33,9 +34,11 @@ struct Capacities {
   uint32_t output_bytes = 32 * 1024;  // per-job output ring (stdout+stderr records)
   uint32_t session_slots = 64;
   uint32_t session_env_bytes = 8 * 1024;  // per-session "K=V\0K=V\0..." blob
+  uint32_t job_records = 1024;            // detached jobs kept (unfinished + retained)
   uint32_t workers = 2;
-  uint32_t jobs_per_worker = 64;  // jobs one worker runs at once
-  uint32_t tick_ms = 1000;        // idle wake-up and heartbeat period of the roles
+  uint32_t jobs_per_worker = 64;        // jobs one worker runs at once
+  uint32_t tick_ms = 1000;              // idle wake-up and heartbeat period of the roles
+  uint64_t spool_bytes = 256ull << 20;  // detached jobs' output files, all together
 };
 
 // Counters for `stats`: monotonic, relaxed, any process may add.
@@ -74,8 +77,9 @@ struct alignas(64) Header {
   uint64_t total_bytes;
   Capacities caps;
   uint32_t ring_cells;  // power of two >= 2 * job_slots
-  uint64_t workers_off, jobs_off, ring_off, sessions_off, session_envs_off, specs_off, outputs_off;
-  int32_t supervisor_pid;
+  uint64_t workers_off, jobs_off, ring_off, sessions_off, session_envs_off, records_off, specs_off,
+      outputs_off;
+  std::atomic<uint64_t> spool_used;  // bytes spool files hold (workers add, frontend frees)
   std::atomic<uint32_t> frontend_incarnation;   // bumped by the supervisor before each start
   std::atomic<uint32_t> draining;               // 1: shutting down, accept no new jobs
   std::atomic<uint64_t> next_job_id;            // daemon-wide job ids, fetch_add by the frontend
@@ -109,14 +113,18 @@ enum class JobState : uint8_t {
   kFailed = 8,  // could not start
   kLost = 9,    // its worker died while it ran
 };
+inline constexpr JobState kLastJobState = JobState::kLost;
 inline constexpr bool is_terminal(JobState s) {
   return s >= JobState::kExited;
 }
 
 // Control flags, set by the frontend or the supervisor, read by the worker.
-inline constexpr uint32_t kControlCancel = 1u << 0;  // stop the job (TERM, grace, KILL)
-inline constexpr uint32_t kControlOrphan = 1u << 1;  // its client is gone: whoever sees it
-                                                     // terminal frees the slot
+inline constexpr uint32_t kControlCancel = 1u << 0;    // stop the job (TERM, grace, KILL)
+inline constexpr uint32_t kControlOrphan = 1u << 1;    // its client is gone: whoever sees it
+                                                       // terminal frees the slot
+inline constexpr uint32_t kControlDetached = 1u << 2;  // a detached job (JobSlot::record): it
+                                                       // outlives the frontend that submitted it
+inline constexpr uint32_t kCancelGraceDefault = UINT32_MAX;  // JobSlot::cancel_grace_ms unset
 
 // One job. `word` packs state | owner worker | owner incarnation | generation
 // (see job_table.h); every transition is one CAS on it.
@@ -131,7 +139,13 @@ struct alignas(64) JobSlot {
   std::atomic<uint64_t> start_ns;
   std::atomic<uint64_t> end_ns;
   uint32_t result_words;  // size of the result message
-  uint32_t reserved;
+  uint32_t record;        // detached: index + 1 of its JobRecord; 0: an attached job
+  // Set by the frontend before it sets kControlCancel: the signal to stop with
+  // (0: SIGTERM) and the grace before SIGKILL (kCancelGraceDefault: the spec's).
+  std::atomic<uint32_t> cancel_signal;
+  std::atomic<uint32_t> cancel_grace_ms;
+  std::atomic<uint64_t> signals;  // bit N-1: deliver signal N to the job (frontend sets, worker
+                                  // takes them with one exchange)
   alignas(8) unsigned char result[256];  // Cap'n Proto JobResult, written before the terminal CAS
   // Output ring (single writer: the worker running the job; single reader: the frontend).
   alignas(64) std::atomic<uint64_t> out_head;  // bytes published by the writer (whole records)
@@ -153,6 +167,38 @@ struct alignas(64) SessionSlot {
   char name[kSessionNameBytes];  // NUL-terminated
 };
 
+// A detached job: submitted with job_submit, kept after it ends for job_status,
+// job_wait and job_output until it is forgotten or evicted. Written by the
+// frontend only, except the spool words the worker running the job writes.
+// While `final_state` is 0 the job lives in job slot `slot` (generation
+// `slot_generation`); the frontend then copies its outcome here ("settles"
+// it) and frees the slot. Output goes to the spool file "job-<seq>" in the
+// spool directory (format in spool.h), never through the output ring.
+inline constexpr uint32_t kJobIdBytes = 72;  // client-chosen ids: up to 64 bytes
+inline constexpr uint32_t kCommandBytes = 160;
+enum class RecordState : uint32_t { kFree = 0, kWriting = 1, kLive = 2 };
+struct alignas(64) JobRecord {
+  std::atomic<uint32_t> state;        // RecordState
+  std::atomic<uint32_t> final_state;  // 0 until settled; then the JobState it ended in
+  uint32_t slot;
+  uint32_t slot_generation;
+  uint64_t seq;  // daemon-wide job number (Header::next_job_id): names the spool file
+  uint64_t submitted_unix_ms, started_unix_ms, finished_unix_ms;
+  uint64_t output_cap;   // spool data bytes kept for this job (both streams)
+  uint32_t kill_on_cap;  // 1: past output_cap the job is stopped, not truncated
+  uint32_t result_words;
+  char id[kJobIdBytes];                  // NUL-terminated
+  char session_id[kSessionIdBytes];      // NUL-terminated; "" none
+  char command[kCommandBytes];           // NUL-terminated, cut to fit: for listings
+  alignas(8) unsigned char result[256];  // copy of the slot's result when settled
+  // Written by the worker running the job, in this order per chunk: the data
+  // into the file, then out_bytes, then spool_end (release).
+  alignas(64) std::atomic<uint64_t> spool_end;  // file bytes holding whole records
+  std::atomic<uint64_t> out_bytes[2];           // stdout, stderr bytes kept
+  std::atomic<uint32_t> truncated;              // 1: output beyond output_cap was dropped
+  std::atomic<uint32_t> output_killed;          // 1: stopped for output_cap (kill_on_cap)
+};
+
 // Output records: an 8-byte header, then `len` bytes, padded to 8.
 inline constexpr uint8_t kStreamStdout = 1;
 inline constexpr uint8_t kStreamStderr = 2;
@@ -166,7 +212,7 @@ struct RecordHeader {
 template <typename T>
 inline constexpr bool kShmSafe = std::is_standard_layout_v<T>&& std::is_trivially_destructible_v<T>;
 static_assert(kShmSafe<Header> && kShmSafe<WorkerRecord> && kShmSafe<JobSlot> &&
-              kShmSafe<SessionSlot> && kShmSafe<RecordHeader>);
+              kShmSafe<SessionSlot> && kShmSafe<JobRecord> && kShmSafe<RecordHeader>);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<int32_t>::is_always_lock_free);

@@ -68,6 +68,15 @@ RepairReport repair_after_frontend_death(const Segment& seg) {
   JobTable jobs = seg.jobs();
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     JobWord w = jobs.load(i);
+    // Detached jobs outlive their frontend: the next one settles them. A
+    // cancel it had begun (a queued job taken by the controller) is finished.
+    if (w.state != JobState::kAllocated &&
+        (jobs.slot(i).control.load(std::memory_order_acquire) & kControlDetached)) {
+      if (w.state == JobState::kClaimed && w.owner == kOwnerController &&
+          publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, "cancelled before it started"))
+        ++report.cancelled;
+      continue;
+    }
     switch (w.state) {
       case JobState::kFree:
         break;

@@ -44,7 +44,9 @@ RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::
 
 // After the frontend died: its clients are gone. Free slots it was filling,
 // drop queued jobs, tell workers to stop running ones (cancel + orphan: the
-// worker frees them when they end), free finished ones.
+// worker frees them when they end), free finished ones. Detached jobs are
+// left as they are (a cancel the frontend had begun is completed): the next
+// frontend settles them.
 RepairReport repair_after_frontend_death(const Segment& seg);
 
 // At the drain deadline of a shutdown: queued jobs end cancelled.

@@ -36,6 +36,8 @@ Offsets compute_offsets(const Capacities& caps) {
   at = up64(at + sizeof(SessionSlot) * uint64_t(caps.session_slots));
   o.session_envs = at;
   at = up64(at + uint64_t(caps.session_env_bytes) * caps.session_slots);
+  o.records = at;
+  at = up64(at + sizeof(JobRecord) * uint64_t(caps.job_records));
   o.specs = at;
   at = up64(at + uint64_t(caps.spec_bytes) * caps.job_slots);
   o.outputs = at;
@@ -54,6 +56,8 @@ Status validate(const Capacities& c) {
   if (c.session_slots < 1 || c.session_slots > 65536) return bad("sessions must be 1..65536");
   if (c.session_env_bytes < 256 || c.session_env_bytes > (16u << 20))
     return bad("session env bytes must be 256 B..16 MiB");
+  if (c.job_records < 1 || c.job_records > (1u << 20)) return bad("job records must be 1..1048576");
+  if (c.spool_bytes < (1u << 20)) return bad("spool bytes must be at least 1 MiB");
   if (c.workers < 1 || c.workers > kMaxWorkers) return bad("workers must be 1..64");
   if (c.tick_ms < 10 || c.tick_ms > 1000) return bad("tick must be 10..1000 ms");
   if (c.jobs_per_worker < 1 || c.jobs_per_worker > 65536)
@@ -101,9 +105,9 @@ Result<Segment> Segment::create(const std::string& name, const Capacities& caps)
     h->ring_off = o.ring;
     h->sessions_off = o.sessions;
     h->session_envs_off = o.session_envs;
+    h->records_off = o.records;
     h->specs_off = o.specs;
     h->outputs_off = o.outputs;
-    h->supervisor_pid = ::getpid();
     h->next_job_id.store(1);
     h->started_unix_ms.store(unix_ms());
     auto* cells = reinterpret_cast<std::atomic<uint64_t>*>(base + o.ring);

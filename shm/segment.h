@@ -18,7 +18,7 @@ namespace sp::shm {
 
 struct Offsets {
   uint32_t ring_cells;
-  uint64_t workers, jobs, ring, sessions, session_envs, specs, outputs, total;
+  uint64_t workers, jobs, ring, sessions, session_envs, records, specs, outputs, total;
 };
 Offsets compute_offsets(const Capacities& caps);
 
@@ -53,6 +53,7 @@ class Segment {
     return reinterpret_cast<char*>(base_ + header().session_envs_off +
                                    uint64_t(i) * caps().session_env_bytes);
   }
+  JobRecord& record(uint32_t i) const { return at<JobRecord>(header().records_off)[i]; }
   unsigned char* spec(uint32_t job) const {
     return base_ + header().specs_off + uint64_t(job) * caps().spec_bytes;
   }

@@ -150,6 +150,26 @@ int main(int argc, char** argv) {
                  "host does not allow), off to none")
       ->check(CLI::IsMember({"auto", "always", "off"}))
       ->capture_default_str();
+  app.add_option("--retain-jobs", cfg.caps.job_records,
+                 "Detached jobs kept at once, unfinished and finished; when full, the oldest "
+                 "finished one is forgotten")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--retain-seconds", cfg.retain_s,
+                 "How long a finished detached job and its output are kept")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--job-output-bytes", cfg.job_spool_bytes,
+                 "Output kept per detached job (stdout and stderr together); more is dropped "
+                 "and marked truncated")
+      ->capture_default_str();
+  app.add_option("--spool-bytes", cfg.caps.spool_bytes,
+                 "Disk all detached jobs' output may take together; beyond it output is dropped "
+                 "and finished jobs are forgotten, oldest first, to make room")
+      ->capture_default_str();
+  app.add_option("--spool-dir", cfg.spool_dir,
+                 "Directory for detached jobs' output files, made and removed by the daemon "
+                 "(default: the socket path + \".spool\")");
   app.set_config("--config", "", "Read options from this TOML file (names as the long flags)");
 
   // Internal roles, started by the supervisor; not for direct use.
@@ -164,6 +184,7 @@ int main(int argc, char** argv) {
   worker->add_option("--bell-fd", wo.bell_fd)->required();
   worker->add_option("--frontend-fd", wo.frontend_fd)->required();
   worker->add_option("--cgroups", wo.cgroups);
+  worker->add_option("--spool-dir", wo.spool_dir);
   worker->add_option("--log-level", log_level);
 
   sp::frontend::Options fo;
@@ -189,6 +210,9 @@ int main(int argc, char** argv) {
   frontend->add_option("--max-timeout", fo.max_timeout_s);
   frontend->add_option("--isolation", fo.isolation);
   frontend->add_option("--isolation-note", fo.isolation_note);
+  frontend->add_option("--spool-dir", fo.spool_dir);
+  frontend->add_option("--retain-seconds", fo.retain_s);
+  frontend->add_option("--job-output-bytes", fo.job_spool_bytes);
   frontend->add_option("--log-level", log_level);
 
   CLI11_PARSE(app, argc, argv);

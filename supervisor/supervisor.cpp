@@ -1,11 +1,13 @@
 // The supervisor: owns the listening socket, the shm segment and the
 // doorbell eventfds; fork+execs the frontend and the workers; reaps, repairs
 // and restarts them; drains and stops the daemon on SIGTERM/SIGINT.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +59,18 @@ void add_limit_args(std::vector<std::string>& args, const char* flag, const shm:
       args.insert(args.end(), {flag, std::string(name) + "=" + std::to_string(l.*field)});
 }
 
+// Removes the job files a daemon left in the spool directory: only those, as
+// the directory may be one the user named.
+uint32_t clear_spool(const std::string& dir) {
+  uint32_t n = 0;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return 0;
+  while (dirent* e = ::readdir(d))
+    if (std::strncmp(e->d_name, "job-", 4) == 0 && ::unlinkat(::dirfd(d), e->d_name, 0) == 0) ++n;
+  ::closedir(d);
+  return n;
+}
+
 std::string describe_status(int status) {
   if (WIFSIGNALED(status)) return std::string("killed by signal ") + sigabbrev_np(WTERMSIG(status));
   return "exited with status " + std::to_string(WEXITSTATUS(status));
@@ -86,9 +100,11 @@ class Supervisor {
   void ring_all() const;
   bool children_alive() const;
   std::vector<std::string> common_args() const;
+  Status make_spool();
   void cleanup();
 
   Config cfg_;
+  bool spool_made_ = false;  // we created the spool directory: remove it at the end
   std::string shm_name_;
   UniqueFd listen_;
   std::optional<shm::Segment> seg_;
@@ -131,6 +147,7 @@ Status Supervisor::setup() {
   auto sock = listen_on(cfg_.socket_path);
   if (!sock) return sock.error();
   listen_ = std::move(sock).value();
+  if (Status st = make_spool(); !st) return st;
   auto seg = shm::Segment::create(shm_name_, cfg_.caps);
   if (!seg) return seg.error();
   seg_.emplace(std::move(seg).value());
@@ -243,6 +260,9 @@ void Supervisor::start_frontend() {
   args.insert(args.end(), {"--max-timeout", std::to_string(cfg_.max_timeout_s), "--isolation",
                            cgroups_.isolation()});
   args.insert(args.end(),
+              {"--spool-dir", cfg_.spool_dir, "--retain-seconds", std::to_string(cfg_.retain_s),
+               "--job-output-bytes", std::to_string(cfg_.job_spool_bytes)});
+  args.insert(args.end(),
               {"--isolation-note",
                cgroups_.enabled() ? "cgroups for " + cgroups_.scope() : cgroups_.why_not()});
   frontend_.pid = spawn(args, fds, frontend_);
@@ -269,6 +289,7 @@ void Supervisor::start_worker(uint32_t i) {
   args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.kill_grace_ms), "--submit-fd",
                            "3", "--bell-fd", "4", "--frontend-fd", "5"});
   if (cgroups_.enabled()) args.insert(args.end(), {"--cgroups", cgroups_.encode()});
+  args.insert(args.end(), {"--spool-dir", cfg_.spool_dir});
   workers_[i].pid =
       spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()}, workers_[i]);
   workers_[i].started_ns = monotonic_ns();
@@ -474,8 +495,27 @@ bool Supervisor::children_alive() const {
          std::any_of(workers_.begin(), workers_.end(), [](const Role& w) { return w.pid > 0; });
 }
 
+Status Supervisor::make_spool() {
+  if (cfg_.spool_dir.empty()) cfg_.spool_dir = cfg_.socket_path + ".spool";
+  if (::mkdir(cfg_.spool_dir.c_str(), 0700) == 0) {
+    spool_made_ = true;
+    return {};
+  }
+  struct stat st {};
+  if (errno != EEXIST || ::stat(cfg_.spool_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return Error{errno ? errno : ENOTDIR, "spool directory " + cfg_.spool_dir};
+  // Our socket was free, so job files here are an earlier instance's.
+  if (uint32_t n = clear_spool(cfg_.spool_dir))
+    spdlog::warn("removed {} stale job output files from {}", n, cfg_.spool_dir);
+  return {};
+}
+
 void Supervisor::cleanup() {
   sweep_adopted();
+  if (!cfg_.spool_dir.empty()) {
+    clear_spool(cfg_.spool_dir);
+    if (spool_made_) ::rmdir(cfg_.spool_dir.c_str());
+  }
   cgroups_.remove();
   if (seg_) shm::Segment::remove(shm_name_);
 }
@@ -490,6 +530,7 @@ int Supervisor::run() {
     spdlog::critical("{}", s.error().message());
     cgroups_.remove();
     if (seg_) shm::Segment::remove(shm_name_);
+    if (spool_made_) ::rmdir(cfg_.spool_dir.c_str());
     if (listen_) ::unlink(cfg_.socket_path.c_str());
     return 1;
   }

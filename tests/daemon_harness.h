@@ -216,8 +216,8 @@ std::vector<pid_t> role_pids(const TestDaemon& d);
 // Nothing crashed or was restarted: the roles are still the processes `roles`.
 void check_same_roles(TestDaemon& d, Client& c, const std::vector<pid_t>& roles);
 
-// Checks after the daemon exited: its socket file and /dev/shm entry are
-// gone, and none of `former_children` nor any process carrying its shm name
+// Checks after the daemon exited: its socket file, spool directory and
+// /dev/shm entry are gone, and none of `former_children` nor any process carrying its shm name
 // in its argv (its roles) is alive.
 void check_left_nothing(const TestDaemon& d, const std::vector<pid_t>& former_children);
 // stop() expecting exit code 0, then check_left_nothing.

@@ -202,8 +202,8 @@ TEST_CASE("limits up to 2^64-1 are accepted and run the command, or are refused 
 // ---- mistyped params ----
 
 TEST_CASE(
-    "a wrong type or value in any param of execute, execute_stream and the session methods "
-    "is a -32602 naming it",
+    "a wrong type or value in any param of the execute, session and job methods is a -32602 "
+    "naming it",
     "[daemon][hostile][params]") {
   START_DAEMON(d, {"--workers", "2"});
   Client c(d.socket());
@@ -290,7 +290,7 @@ TEST_CASE(
     CHECK_THAT(str(e, "message"), Contains(name));
     ++checked;
   };
-  for (std::string_view method : {"execute", "execute_stream"}) {
+  for (std::string_view method : {"execute", "execute_stream", "job_submit"}) {
     check_bad(method, json::array{"echo"}, "params");
     check_bad(method, json::array{}, "params");
     check_bad(method, empty_object, "\"command\"");
@@ -317,12 +317,57 @@ TEST_CASE(
   check_bad("session_destroy", empty_object, "\"session_id\"");
   check_bad("session_destroy", nullptr, "\"session_id\"");
   check_bad("session_destroy", json::array{"id"}, "params");
+  // Detached jobs: every param of every job method.
+  const Values bad_id =
+      with(not_string, Values{"", json::string("a\0b", 3), json::string(65, 'j')});
+  for (const json::value& bad : with(bad_id, Values{"42", "a b", "x/y"}))
+    check_bad("job_submit", json::object{{"command", "true"}, {"job_id", bad}}, "\"job_id\"");
+  for (const char* m :
+       {"job_status", "job_wait", "job_output", "job_cancel", "job_signal", "job_forget"}) {
+    check_bad(m, empty_object, "\"job_id\"");
+    check_bad(m, json::array{"1"}, "params");
+    for (const json::value& bad : with(bad_id, Values{nullptr}))
+      check_bad(m, json::object{{"job_id", bad}, {"signal", "TERM"}}, "\"job_id\"");
+  }
+  const Values bad_seconds = {"5", "", true, empty_array, empty_object, -1, -0.5};
+  auto job = [](const char* key, const json::value& v) {
+    return json::object{{"job_id", "x-1"}, {key, v}, {"signal", "TERM"}};
+  };
+  for (const json::value& bad : bad_seconds) {
+    check_bad("job_wait", job("timeout", bad), "\"timeout\"");
+    check_bad("job_output", job("wait", bad), "\"wait\"");
+  }
+  for (const json::value& bad : with(not_string, Values{"", "STDOUT", "all"}))
+    check_bad("job_output", job("stream", bad), "\"stream\"");
+  for (const json::value& bad : not_count)
+    check_bad("job_output", job("cursor", bad), "\"cursor\"");
+  for (const json::value& bad : with(not_count, Values{0, 16777217}))
+    check_bad("job_output", job("max_bytes", bad), "\"max_bytes\"");
+  for (const json::value& bad : {json::value("hex"), json::value(5)}) {
+    check_bad("job_output", job("output_encoding", bad), "\"output_encoding\"");
+    check_bad("job_wait", job("output_encoding", bad), "\"output_encoding\"");
+  }
+  const Values bad_signal = {"", "NOPE", "SIGNOPE", 0,           65,
+                             -1, 1.5,    true,      empty_array, empty_object};
+  for (const json::value& bad : bad_signal) {
+    check_bad("job_signal", job("signal", bad), "\"signal\"");
+    json::object cancel = job("signal", bad);
+    check_bad("job_cancel", cancel, "\"signal\"");
+  }
+  check_bad("job_signal", json::object{{"job_id", "x-1"}}, "\"signal\"");
+  for (const json::value& bad : not_count)
+    check_bad("job_cancel", job("grace_ms", bad), "\"grace_ms\"");
+  for (const json::value& bad : with(not_string, Values{"sleeping", "RUNNING"}))
+    check_bad("job_list", json::object{{"state", bad}}, "\"state\"");
+  for (const json::value& bad : not_string)
+    check_bad("job_list", json::object{{"session_id", bad}}, "\"session_id\"");
   INFO(checked << " bad params checked");
 
   // None of them ran a job or made a session, and all was on one connection.
   json::object h = health(c);
   CHECK(num(h.at("counters").as_object(), "submitted") == submitted);
   CHECK(num(h, "sessions") == 0);
+  CHECK(result_of(c.call("job_list", {})).at("jobs").as_array().empty());
   CHECK(str(execute(c, sh("echo alive")), "stdout") == "alive\n");
   check_same_roles(d, c, roles);
   stop_cleanly(d);

@@ -70,6 +70,13 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
     rlimit rl{rlim_t(value), rlim_t(resource == RLIMIT_CPU && room ? value + 1 : value)};
     if (::setrlimit(resource, &rl) < 0) fail("setrlimit");
   }
+  // A signal ignored by whoever started the daemon (a shell's SIG_IGN for
+  // SIGINT in a background job) stays ignored across exec: the command gets
+  // the defaults, so job_signal and job_cancel reach it.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig)
+    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -20,6 +20,7 @@
 #include "shm/output.h"
 #include "shm/repair.h"
 #include "shm/segment.h"
+#include "shm/spool.h"
 #include "worker/cgroups.h"
 #include "worker/spawn.h"
 
@@ -57,6 +58,12 @@ struct Job {
   uint64_t kill_at_ns = 0;       // SIGKILL after the grace period
   uint64_t eof_deadline_ns = 0;  // stop waiting for pipe EOF
   uint64_t grace_ns = 0;
+  // Detached jobs: output goes to a spool file instead of the output ring.
+  shm::JobRecord* record = nullptr;
+  UniqueFd spool;
+  uint64_t spool_end = 0;  // file bytes written
+  bool spool_failed = false;
+  bool output_killed = false;  // stopped for its output cap
 };
 
 class Loop {
@@ -99,7 +106,10 @@ class Loop {
   void on_exit(Job& j);
   void on_bell();
   void on_timer();
-  void stop(Job& j, int sig);
+  void stop(Job& j, int sig, uint64_t grace_ns = 0);
+  void on_spool_pipe(Job& j, int stream);
+  void keep(Job& j, int stream, std::string_view data);
+  void take_control(Job& j);
   void close_pipe(Job& j, int stream);
   void maybe_finish(Job& j);
   void publish(uint32_t slot, JobWord from, JobState state, int exit_code, int sig,
@@ -126,7 +136,8 @@ class Loop {
   uint64_t claimed_ = 0;  // jobs taken, for --recycle-after
   bool notify_frontend_ = false;
   uint64_t armed_ns_ = 0;  // deadline the timerfd is armed for, 0: disarmed
-  UniqueFd epoll_, signal_fd_, timer_, devnull_;
+  UniqueFd epoll_, signal_fd_, timer_, devnull_, spool_dir_;
+  std::vector<char> spool_buf_ = std::vector<char>(64 * 1024);
   shm::DecodedSpec spec_;  // reused across jobs
 };
 
@@ -153,6 +164,12 @@ Status Loop::init() {
   auto dn = sys("open /dev/null", [] { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); });
   if (!dn) return dn.error();
   devnull_.reset(*dn);
+  if (!o_.spool_dir.empty()) {
+    auto dir = sys("open the spool directory",
+                   [&] { return ::open(o_.spool_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC); });
+    if (!dir) return Error{dir.error().code, dir.error().context + " " + o_.spool_dir};
+    spool_dir_.reset(*dir);
+  }
   for (auto [fd, k] :
        {std::pair{o_.bell_fd, kBell}, {signal_fd_.get(), kSignal}, {timer_.get(), kTimer}})
     if (auto s = watch(fd, tag(k)); !s) return s;
@@ -270,6 +287,20 @@ void Loop::start(uint32_t slot) {
     return finish_unstarted(slot, JobState::kFailed, st.error().message());
   auto program = resolve_program(spec_);
   if (!program) return finish_unstarted(slot, JobState::kFailed, program.error().message());
+  UniqueFd spool;
+  shm::JobRecord* record = nullptr;
+  if (s.record) {
+    if (s.record > seg_.caps().job_records || !spool_dir_)
+      return finish_unstarted(slot, JobState::kFailed, "detached job without a spool");
+    record = &seg_.record(s.record - 1);
+    std::string name = shm::spool_file_name(record->seq);
+    auto fd = sys("create the job's spool file", [&] {
+      return ::openat(spool_dir_.get(), name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                      0600);
+    });
+    if (!fd) return finish_unstarted(slot, JobState::kFailed, fd.error().message());
+    spool.reset(*fd);
+  }
   bool in_cgroup = cgroups_.wanted(spec_.limits.memory_bytes, spec_.limits.processes);
   if (in_cgroup)
     if (Status st = cgroups_.prepare(slot, spec_.limits.memory_bytes, spec_.limits.processes); !st)
@@ -307,6 +338,8 @@ void Loop::start(uint32_t slot) {
   j.pipe[1] = std::move(child->err);
   j.deadline_ns = spec_.timeout_ms ? now + spec_.timeout_ms * kMs : 0;
   j.grace_ns = uint64_t(spec_.kill_grace_ms ? spec_.kill_grace_ms : o_.kill_grace_ms) * kMs;
+  j.record = record;
+  j.spool = std::move(spool);
   ++active_;
   rec_.running.store(active_, std::memory_order_relaxed);
   bool ok = watch(j.pidfd.get(), tag(kPidfd, entry, gen)) &&
@@ -331,6 +364,7 @@ void Loop::publish(uint32_t slot, JobWord from, JobState state, int exit_code, i
 
 void Loop::on_pipe(Job& j, int stream) {
   if (!j.pipe[stream] || j.paused[stream]) return;  // stale event from this batch
+  if (j.record) return on_spool_pipe(j, stream);
   shm::OutputWriter w = writer(j.slot);
   int fd = j.pipe[stream].get();
   // Bounded turns per event so one chatty job cannot starve the others.
@@ -356,6 +390,71 @@ void Loop::on_pipe(Job& j, int stream) {
     maybe_finish(j);
     return;
   }
+}
+
+// A detached job's pipe: into its spool file, never paused (the spool is
+// bounded by the job's output cap and the daemon's spool budget instead).
+void Loop::on_spool_pipe(Job& j, int stream) {
+  int fd = j.pipe[stream].get();
+  for (int turn = 0; turn < 8; ++turn) {
+    ssize_t n = ::read(fd, spool_buf_.data(), spool_buf_.size());
+    if (n > 0) {
+      keep(j, stream, {spool_buf_.data(), size_t(n)});
+      if (size_t(n) < spool_buf_.size()) return;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    close_pipe(j, stream);
+    maybe_finish(j);
+    return;
+  }
+}
+
+// Appends what the job printed to its spool, within its output cap and the
+// daemon's spool budget; what does not fit is dropped and marked truncated
+// (or, with output_policy "kill", stops the job).
+void Loop::keep(Job& j, int stream, std::string_view data) {
+  shm::JobRecord& r = *j.record;
+  uint64_t kept = r.out_bytes[0].load(std::memory_order_relaxed) +
+                  r.out_bytes[1].load(std::memory_order_relaxed);
+  uint64_t room = r.output_cap > kept ? r.output_cap - kept : 0;
+  if (data.size() > room) {
+    data = data.substr(0, room);
+    r.truncated.store(1, std::memory_order_relaxed);
+    if (r.kill_on_cap && !j.output_killed && !j.cancelled) {
+      j.output_killed = true;
+      r.output_killed.store(1, std::memory_order_relaxed);
+      j.cancelled = true;
+      stop(j, SIGTERM, j.grace_ns);
+    }
+  }
+  if (data.empty() || j.spool_failed) return;
+  // Reserved before the write and given back only by the frontend when it
+  // evicts the job (by spool_end): a worker killed in between over-counts by
+  // one chunk, never under-counts.
+  const uint64_t need = sizeof(shm::RecordHeader) + data.size();
+  auto& used = seg_.header().spool_used;
+  if (used.fetch_add(need, std::memory_order_relaxed) + need > seg_.caps().spool_bytes) {
+    used.fetch_sub(need, std::memory_order_relaxed);
+    r.truncated.store(1, std::memory_order_relaxed);
+    return;
+  }
+  auto wrote = shm::spool_append(j.spool.get(), j.spool_end,
+                                 stream == 0 ? shm::kStreamStdout : shm::kStreamStderr, data);
+  if (!wrote) {
+    used.fetch_sub(need, std::memory_order_relaxed);
+    spdlog::error("job {}: {}; its further output is dropped", jobs_.slot(j.slot).job_id,
+                  wrote.error().message());
+    j.spool_failed = true;
+    r.truncated.store(1, std::memory_order_relaxed);
+    return;
+  }
+  crash_point("mid_spool_record");
+  j.spool_end += *wrote;
+  r.out_bytes[stream].fetch_add(data.size(), std::memory_order_relaxed);
+  r.spool_end.store(j.spool_end, std::memory_order_release);
+  notify_frontend_ = true;
 }
 
 void Loop::on_exit(Job& j) {
@@ -385,7 +484,8 @@ void Loop::on_exit(Job& j) {
   // The group is dead: its pipes are at EOF unless an escaped process holds
   // them. Read them now rather than in another loop turn.
   for (int stream = 0; stream < 2; ++stream) {
-    if (j.cancelled) close_pipe(j, stream);  // nobody waits for a cancelled job's output
+    // Nobody waits for a cancelled attached job's output; a detached job's is kept.
+    if (j.cancelled && !j.record) close_pipe(j, stream);
     if (j.pipe[stream] && !j.paused[stream]) on_pipe(j, stream);
   }
   if (!j.active) return;  // on_pipe finished it
@@ -404,28 +504,55 @@ void Loop::maybe_finish(Job& j) {
   JobState state = j.cancelled   ? JobState::kCancelled
                    : j.timed_out ? JobState::kTimedOut
                                  : JobState::kExited;
-  std::string_view why = j.cancelled && shutting_down_ ? "the daemon is shutting down"
-                         : j.oom_killed ? "out of memory: the kernel killed a process of the job "
-                                          "at its memory_bytes limit"
-                                        : "";
+  std::string why(j.cancelled && shutting_down_ ? "the daemon is shutting down"
+                  : j.oom_killed ? "out of memory: the kernel killed a process of the job "
+                                   "at its memory_bytes limit"
+                                 : "");
+  if (j.output_killed && !shutting_down_)
+    why = "killed: its output exceeded " + std::to_string(j.record->output_cap) + " bytes";
   if (j.oom_killed) seg_.header().counters.oom_kills.fetch_add(1, std::memory_order_relaxed);
   if (j.in_cgroup) cgroups_.release(j.slot);
+  j.spool.reset();
   publish(j.slot, j.word, state, j.exit_code, j.signal, why);
   j.active = false;
   --active_;
   rec_.running.store(active_, std::memory_order_relaxed);
 }
 
-void Loop::stop(Job& j, int sig) {
+// `sig` to the job's group; unless it is SIGKILL, SIGKILL follows after
+// `grace_ns` if the job has not exited by then.
+void Loop::stop(Job& j, int sig, uint64_t grace_ns) {
   if (j.exited) return;
   ::kill(-j.pid, sig);
-  if (sig == SIGKILL && j.in_cgroup) cgroups_.kill(j.slot);
-  if (sig == SIGTERM) {
-    j.stopping = true;
-    j.kill_at_ns = monotonic_ns() + j.grace_ns;
-  } else {
+  if (sig == SIGKILL) {
+    if (j.in_cgroup) cgroups_.kill(j.slot);
     j.kill_at_ns = 0;
+    return;
   }
+  j.stopping = true;
+  j.kill_at_ns = monotonic_ns() + grace_ns;
+}
+
+// What the frontend asked for the job: signals to deliver (job_signal), and
+// a cancel with its signal and grace.
+void Loop::take_control(Job& j) {
+  shm::JobSlot& s = jobs_.slot(j.slot);
+  if (s.signals.load(std::memory_order_relaxed))
+    if (uint64_t sigs = s.signals.exchange(0, std::memory_order_acquire); sigs && !j.exited)
+      for (int sig = 1; sig <= 64; ++sig)
+        if (sigs >> (sig - 1) & 1) ::kill(-j.pid, sig);
+  if (!(s.control.load() & shm::kControlCancel) || j.cancelled) return;
+  j.cancelled = true;
+  if (j.exited) {  // only its pipes are left: stop waiting for them
+    close_pipe(j, 0);
+    close_pipe(j, 1);
+    maybe_finish(j);
+    return;
+  }
+  uint32_t sig = s.cancel_signal.load();
+  uint32_t grace_ms = s.cancel_grace_ms.load();
+  stop(j, sig ? int(sig) : SIGTERM,
+       grace_ms == shm::kCancelGraceDefault ? j.grace_ns : uint64_t(grace_ms) * kMs);
 }
 
 void Loop::on_bell() {
@@ -433,16 +560,8 @@ void Loop::on_bell() {
   for (Job& j : entries_) {
     if (!j.active) continue;
     shm::JobSlot& s = jobs_.slot(j.slot);
-    if ((s.control.load() & shm::kControlCancel) && !j.cancelled) {
-      j.cancelled = true;
-      if (j.exited) {  // only its pipes are left: stop waiting for them
-        close_pipe(j, 0);
-        close_pipe(j, 1);
-        maybe_finish(j);
-        continue;
-      }
-      stop(j, SIGTERM);
-    }
+    take_control(j);
+    if (!j.active) continue;  // a cancel finished it
     for (int stream = 0; stream < 2; ++stream) {
       if (!j.paused[stream] || writer(j.slot).reserve().empty()) continue;
       j.paused[stream] = false;
@@ -463,7 +582,7 @@ void Loop::on_timer() {
       j.deadline_ns = 0;
       if (!j.exited && !j.stopping) {  // a cancel already under way keeps its grace
         j.timed_out = !j.cancelled;
-        stop(j, SIGTERM);
+        stop(j, SIGTERM, j.grace_ns);
       }
     }
     if (j.kill_at_ns && now >= j.kill_at_ns) {

@@ -1,10 +1,12 @@
 // Worker: one prespawned process that claims jobs from the submission ring
 // and runs up to caps.jobs_per_worker of them at once in a single-threaded epoll
-// loop, moving each child's output into its job's shm output ring.
+// loop, moving each child's output into its job's shm output ring, or for a
+// detached job into its spool file.
 //
-// Runs in its own process (role "worker N"); owns its children and their
-// pipes. Writes in shm only: claims, states of the jobs it claimed, their
-// output rings and result records, its WorkerRecord heartbeat.
+// Runs in its own process (role "worker N"); owns its children, their pipes
+// and their spool files. Writes in shm only: claims, states of the jobs it
+// claimed, their output rings, spool counters and result records, its
+// WorkerRecord heartbeat.
 #pragma once
 
 #include <cstdint>
@@ -21,6 +23,7 @@ struct Options {
   int bell_fd = -1;               // eventfd: this worker's doorbell (cancel, output space)
   int frontend_fd = -1;           // eventfd: the frontend's doorbell
   std::string cgroups;            // Cgroups::encode() of the daemon's job cgroups; "": none
+  std::string spool_dir;          // where detached jobs' output files go (spool.h)
 };
 
 // Exit status of a worker that ended because of recycle_after, done with all

@@ -1,0 +1,106 @@
+#include "client/client.h"
+
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "frontend/utf8.h"
+
+namespace sp::cli {
+
+void die(int code, const std::string& message) {
+  std::fprintf(stderr, "shell-pool: %s\n", message.c_str());
+  std::exit(code);
+}
+
+Client::Client(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) die(kUsage, "socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd_ || ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+    die(kNoDaemon, "cannot connect to shell-poold at " + path + ": " + std::strerror(errno) +
+                       "\n  is the daemon running? start it with: shell-poold --socket " + path);
+}
+
+void Client::send(const std::string& method, json::object params) {
+  json::object req{
+      {"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", std::move(params)}};
+  std::string line = json::serialize(req) + "\n";
+  for (size_t off = 0; off < line.size();) {
+    ssize_t n = ::send(fd_.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) die(kNoDaemon, std::string("lost the connection: ") + std::strerror(errno));
+    off += size_t(n);
+  }
+}
+
+json::object Client::next() {
+  for (;;) {
+    size_t nl = buf_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = buf_.substr(0, nl);
+      buf_.erase(0, nl + 1);
+      boost::system::error_code ec;
+      json::value v = json::parse(line, ec);
+      if (ec || !v.is_object()) die(kProtocol, "unreadable answer from the daemon: " + line);
+      json::object& o = v.as_object();
+      if (auto* e = o.if_contains("error")) {
+        const json::object& err = e->as_object();
+        std::string msg = err.contains("message") ? json::value_to<std::string>(err.at("message"))
+                                                  : json::serialize(err);
+        bool usage = err.contains("code") && err.at("code") == -32602;
+        die(usage ? kUsage : kCannotRun, msg + " (code " + json::serialize(err.at("code")) + ")");
+      }
+      return o.at("result").as_object();
+    }
+    char chunk[65536];
+    ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) die(kNoDaemon, "the daemon closed the connection before it answered");
+    buf_.append(chunk, size_t(n));
+  }
+}
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) std::exit(kProtocol);  // our own stdout is gone
+    data.remove_prefix(size_t(n));
+  }
+}
+
+std::string from_base64(const json::value& data) {
+  auto bytes = sp::rpc::decode_base64(data.as_string());
+  if (!bytes) die(kProtocol, "the daemon sent output that is not base64");
+  return *bytes;
+}
+
+int exit_code_of(const json::object& r) {
+  auto text = [&](const char* key) {
+    const json::value* v = r.if_contains(key);
+    return v && v->is_string() ? std::string(v->as_string()) : std::string();
+  };
+  std::string status = text("status").empty() ? text("state") : text("status");
+  if (std::string error = text("error"); !error.empty())
+    std::fprintf(stderr, "shell-pool: %s\n", error.c_str());
+  if (status == "timed_out") return kTimedOut;
+  if (status == "failed") return kCannotRun;
+  if (status == "lost" || status == "cancelled") return kLostOrCancelled;
+  if (std::string sig = text("signal"); sig.size() > 3) {
+    for (int s = 1; s < 65; ++s)
+      if (const char* a = sigabbrev_np(s); a && sig.substr(3) == a) return 128 + s;
+    return 128;
+  }
+  const json::value* code = r.if_contains("exit_code");
+  return code && code->is_number() ? int(code->to_number<int64_t>()) : kProtocol;
+}
+
+}  // namespace sp::cli

@@ -1,0 +1,53 @@
+// The shell-pool CLI's connection to shell-poold: one JSON-RPC request at a
+// time on a Unix socket, and the CLI's own exit codes. Failures end the
+// process with a message on stderr (this is a command-line tool).
+#pragma once
+
+#include <boost/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "common/unique_fd.h"
+
+namespace sp::cli {
+
+namespace json = boost::json;
+
+// Exit codes of the CLI itself (the command's own code otherwise).
+inline constexpr int kUsage = 2;
+inline constexpr int kNoDaemon = 69;      // EX_UNAVAILABLE
+inline constexpr int kStillRunning = 75;  // EX_TEMPFAIL: `wait --timeout` ran out
+inline constexpr int kProtocol = 76;      // EX_PROTOCOL
+inline constexpr int kTimedOut = 124;     // as timeout(1)
+inline constexpr int kLostOrCancelled = 125;
+inline constexpr int kCannotRun = 127;  // as a shell for "not found"
+
+[[noreturn]] void die(int code, const std::string& message);
+
+class Client {
+ public:
+  explicit Client(const std::string& path);
+  void send(const std::string& method, json::object params);
+  // The next response's result; an error response ends the process (exit
+  // kCannotRun, or kUsage for invalid params), as does a closed connection.
+  json::object next();
+  // send + next.
+  json::object call(const std::string& method, json::object params) {
+    send(method, std::move(params));
+    return next();
+  }
+
+ private:
+  UniqueFd fd_;
+  std::string buf_;
+};
+
+// Writes all of `data` to fd (our stdout/stderr); exits if it is gone.
+void write_all(int fd, std::string_view data);
+// Decodes base64 output from the daemon; exits on bad input.
+std::string from_base64(const json::value& data);
+// The exit code that stands for a job's result (exit, exit record or status):
+// its exit code, 128+N for signal N, or the CLI's codes for the end states.
+int exit_code_of(const json::object& result);
+
+}  // namespace sp::cli

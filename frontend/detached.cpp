@@ -1,0 +1,458 @@
+// Detached jobs: job_submit and the methods that find a job again by its
+// job_id (status, wait, output by cursor, cancel, signal, list, forget).
+// Their state lives in shm (JobRecords) and their output in spool files the
+// workers write, so all of it outlives this process.
+#include <signal.h>
+#include <string.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cmath>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "frontend/server.h"
+#include "frontend/utf8.h"
+#include "shm/codec.h"
+#include "shm/repair.h"
+
+namespace sp::frontend {
+
+namespace json = boost::json;
+using shm::JobState;
+
+namespace {
+
+constexpr uint64_t kMaxWaitNs = 24ull * 3600 * 1'000'000'000;  // longer waits are cut to a day
+
+const char* state_name(JobState s) {
+  switch (s) {
+    case JobState::kFree:
+    case JobState::kAllocated:
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kClaimed:
+    case JobState::kRunning:
+      return "running";
+    case JobState::kExited:
+      return "exited";
+    case JobState::kTimedOut:
+      return "timed_out";
+    case JobState::kCancelled:
+      return "cancelled";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kLost:
+      return "lost";
+  }
+  return "lost";
+}
+
+json::value signal_name(int sig) {
+  if (!sig) return nullptr;
+  const char* abbrev = sigabbrev_np(sig);
+  return abbrev ? json::value(std::string("SIG") + abbrev) : json::value(sig);
+}
+
+json::value time_or_null(uint64_t unix_ms) {
+  return unix_ms ? json::value(unix_ms) : json::value(nullptr);
+}
+
+// Text for JSON: base64, or UTF-8 with invalid bytes replaced. With `hold`,
+// an incomplete sequence at the end is left out; returns its length.
+size_t encode_text(std::string& out, std::string_view bytes, bool base64, bool hold) {
+  if (base64) {
+    rpc::append_base64(out, bytes);
+    return 0;
+  }
+  std::string carry;
+  rpc::append_utf8_sanitized(out, bytes, carry, !hold);
+  return carry.size();
+}
+
+}  // namespace
+
+bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
+  const std::string& m = call.method;
+  if (m.rfind("job_", 0) != 0) return false;
+  auto fail = [&](const rpc::RpcError& e) { answer(r, rpc::error_text(r.id, e)); };
+  auto ok = [&](const json::value& result) { answer(r, rpc::result_text(r.id, result)); };
+  rpc::RpcError err;
+  if (m == "job_submit") {
+    json::value result;
+    if (auto e = job_submit(call.params, result))
+      fail(*e);
+    else
+      ok(result);
+    return true;
+  }
+  if (m == "job_list") {
+    auto parsed = rpc::parse_job_list_params(call.params);
+    if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return fail(*e), true;
+    auto& p = std::get<rpc::JobListParams>(parsed);
+    json::array list;
+    for (uint32_t i : records_.all()) {
+      records_.settle(i);
+      json::object st = job_status(i);
+      if (!p.state.empty() && st["state"].as_string() != p.state) continue;
+      if (!p.session_id.empty() && p.session_id != records_.at(i).session_id) continue;
+      list.push_back(std::move(st));
+    }
+    ok(json::object{{"jobs", std::move(list)}});
+    return true;
+  }
+  if (m == "job_status" || m == "job_forget") {
+    auto parsed = rpc::parse_job_id_param(call.params);
+    if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return fail(*e), true;
+    auto rec = lookup(std::get<std::string>(parsed), err);
+    if (!rec) return fail(err), true;
+    bool done = records_.settle(*rec);
+    json::object st = job_status(*rec);
+    if (m == "job_status") return ok(st), true;
+    if (!done)
+      return fail({rpc::Code::WrongState,
+                   "job " + std::get<std::string>(parsed) +
+                       " has not finished; cancel it (job_cancel) or wait for it first",
+                   {{"state", st["state"]}}}),
+             true;
+    read_pos_.erase(*rec);
+    records_.forget(*rec);
+    ok(json::object{{"job_id", st["job_id"]}, {"forgotten", true}});
+    return true;
+  }
+  if (m == "job_wait") {
+    auto parsed = rpc::parse_job_wait_params(call.params);
+    if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return fail(*e), true;
+    auto& p = std::get<rpc::JobWaitParams>(parsed);
+    auto rec = lookup(p.job_id, err);
+    if (!rec) return fail(err), true;
+    if (records_.settle(*rec)) return ok(job_result(*rec, p)), true;
+    if (p.timeout_s && *p.timeout_s == 0) return ok(job_status(*rec)), true;
+    std::optional<double> wait = p.timeout_s;
+    park(c, r, *rec, wait, std::move(p));
+    return true;
+  }
+  if (m == "job_output") {
+    auto parsed = rpc::parse_job_output_params(call.params);
+    if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return fail(*e), true;
+    auto& p = std::get<rpc::JobOutputParams>(parsed);
+    auto rec = lookup(p.job_id, err);
+    if (!rec) return fail(err), true;
+    records_.settle(*rec);
+    bool ready = true;
+    auto out = job_output(*rec, p, ready);
+    if (auto* e = std::get_if<rpc::RpcError>(&out)) return fail(*e), true;
+    if (ready || !p.wait_s || *p.wait_s == 0) return ok(std::get<json::object>(out)), true;
+    std::optional<double> wait = p.wait_s;
+    park(c, r, *rec, wait, std::move(p));
+    return true;
+  }
+  if (m == "job_cancel" || m == "job_signal") {
+    bool cancel = m == "job_cancel";
+    auto parsed = rpc::parse_job_signal_params(call.params, !cancel);
+    if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return fail(*e), true;
+    auto& p = std::get<rpc::JobSignalParams>(parsed);
+    auto rec = lookup(p.job_id, err);
+    if (!rec) return fail(err), true;
+    records_.settle(*rec);
+    json::value result;
+    auto e = cancel ? job_cancel(*rec, p, result) : job_signal(*rec, p.signal);
+    if (e) return fail(*e), true;
+    if (!cancel) result = json::object{{"job_id", p.job_id}, {"signal", signal_name(p.signal)}};
+    ok(result);
+    return true;
+  }
+  fail({rpc::Code::MethodNotFound, "method not found: " + m});
+  return true;
+}
+
+std::optional<rpc::RpcError> Frontend::job_submit(const json::value& params, json::value& result) {
+  auto parsed = rpc::parse_job_submit_params(params);
+  if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return *e;
+  auto& p = std::get<rpc::JobSubmitParams>(parsed);
+  if (seg_.header().draining.load() || stopping_)
+    return rpc::RpcError{rpc::Code::ShuttingDown, "the daemon is shutting down"};
+  // A client-chosen id makes a retried submit idempotent: the job it names.
+  if (!p.job_id.empty())
+    if (auto rec = records_.find(p.job_id)) {
+      records_.settle(*rec);
+      json::object st = job_status(*rec);
+      result = json::object{{"job_id", p.job_id}, {"state", st["state"]}, {"existing", true}};
+      return std::nullopt;
+    }
+  uint64_t seq = seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
+  std::string id = p.job_id.empty() ? std::to_string(seq) : p.job_id;
+  auto rec = records_.create(id, seq);
+  if (!rec) return rpc::RpcError{rpc::Code::LimitExceeded, rec.error().context};
+  shm::JobRecord& r = records_.at(*rec);
+  std::memcpy(r.session_id, p.exec.session_id.data(),
+              std::min(p.exec.session_id.size(), sizeof r.session_id - 1));
+  std::string command = p.exec.command;
+  for (const std::string& a : p.exec.args) command += " " + a;
+  size_t cut = std::min(command.size(), sizeof r.command - 1);
+  while (cut > 0 && cut < command.size() &&
+         (static_cast<unsigned char>(command[cut]) & 0xC0) == 0x80)
+    --cut;  // whole UTF-8 sequences only
+  std::memcpy(r.command, command.data(), cut);
+  r.output_cap = std::min(o_.job_spool_bytes, p.exec.max_output_bytes.value_or(UINT64_MAX));
+  r.kill_on_cap = p.exec.kill_on_output_cap;
+  auto slot = enqueue(p.exec, *rec + 1, seq);
+  if (auto* e = std::get_if<rpc::RpcError>(&slot)) {
+    records_.abandon(*rec);
+    return *e;
+  }
+  records_.publish(*rec);
+  unsettled_.push_back(*rec);
+  result = json::object{{"job_id", id}, {"state", "queued"}};
+  return std::nullopt;
+}
+
+std::optional<uint32_t> Frontend::lookup(const std::string& id, rpc::RpcError& err) const {
+  auto rec = records_.find(id);
+  if (!rec)
+    err = {rpc::Code::NotFound,
+           "no job with job_id " + id + " (never submitted, forgotten, or evicted)",
+           {{"job_id", id}}};
+  return rec;
+}
+
+json::object Frontend::job_status(uint32_t rec) const {
+  const shm::JobRecord& r = records_.at(rec);
+  json::object o;
+  o["job_id"] = r.id;
+  o["command"] = r.command;
+  o["session_id"] = r.session_id[0] ? json::value(r.session_id) : json::value(nullptr);
+  o["submitted_at_ms"] = r.submitted_unix_ms;
+  uint32_t final_state = r.final_state.load(std::memory_order_acquire);
+  if (final_state) {
+    shm::JobOutcome out = shm::decode_result(r.result, r.result_words);
+    o["state"] = state_name(JobState(final_state));
+    o["exit_code"] = out.exit_code;
+    o["signal"] = signal_name(out.signal);
+    o["error"] = out.failure.empty() ? json::value(nullptr) : json::value(out.failure);
+    o["pid"] = nullptr;
+    o["started_at_ms"] = time_or_null(r.started_unix_ms);
+    o["finished_at_ms"] = r.finished_unix_ms;
+    o["duration_ms"] = r.started_unix_ms ? r.finished_unix_ms - r.started_unix_ms : 0;
+  } else {
+    shm::JobWord w = jobs_.load(r.slot);
+    const shm::JobSlot& s = jobs_.slot(r.slot);
+    o["state"] = state_name(w.state);
+    o["exit_code"] = nullptr;
+    o["signal"] = nullptr;
+    o["error"] = nullptr;
+    int32_t pid = s.pgid.load();
+    o["pid"] = pid > 0 ? json::value(pid) : json::value(nullptr);
+    uint64_t start = s.start_ns.load(), now = monotonic_ns();
+    o["started_at_ms"] = start ? json::value(unix_ms() - (now - std::min(now, start)) / 1'000'000)
+                               : json::value(nullptr);
+    o["finished_at_ms"] = nullptr;
+    o["duration_ms"] = start ? (now - std::min(now, start)) / 1'000'000 : 0;
+  }
+  o["stdout_bytes"] = r.out_bytes[0].load();
+  o["stderr_bytes"] = r.out_bytes[1].load();
+  o["truncated"] = r.truncated.load() != 0;
+  return o;
+}
+
+json::object Frontend::job_result(uint32_t rec, const rpc::JobWaitParams& p) {
+  // As execute answers, from the spool: each stream up to the cap.
+  json::object o = job_status(rec);
+  const shm::JobRecord& r = records_.at(rec);
+  uint64_t cap = std::min(o_.max_output_bytes, p.max_output_bytes.value_or(UINT64_MAX));
+  bool truncated = r.truncated.load() != 0;
+  UniqueFd fd = records_.open_spool(rec);
+  for (int i = 0; i < 2; ++i) {
+    std::string bytes;
+    uint64_t total = r.out_bytes[i].load();
+    if (fd && total) {
+      auto got = shm::read_spool(fd.get(), r.spool_end.load(std::memory_order_acquire),
+                                 shm::SpoolView(i), 0, cap, {});
+      if (got)
+        for (auto& chunk : got->chunks) bytes += chunk.data;
+    }
+    truncated |= total > bytes.size();
+    std::string text;
+    encode_text(text, bytes, p.base64, false);
+    o[i ? "stderr" : "stdout"] = std::move(text);
+  }
+  o["status"] = o["state"];
+  o["timed_out"] = o["state"].as_string() == "timed_out";
+  o["truncated"] = truncated;
+  if (p.base64) o["encoding"] = "base64";
+  return o;
+}
+
+std::variant<json::object, rpc::RpcError> Frontend::job_output(uint32_t rec,
+                                                               const rpc::JobOutputParams& p,
+                                                               bool& ready) {
+  const shm::JobRecord& r = records_.at(rec);
+  const bool done = JobRecords::settled(r);
+  const uint64_t end = r.spool_end.load(std::memory_order_acquire);
+  const int view = int(p.stream);
+  const uint64_t total =
+      view == 2 ? r.out_bytes[0].load() + r.out_bytes[1].load() : r.out_bytes[view].load();
+  shm::SpoolRead got;
+  if (end > 0) {
+    UniqueFd fd = records_.open_spool(rec);
+    if (!fd)
+      return rpc::RpcError{
+          rpc::Code::Internal,
+          "cannot open the spool file of job " + std::string(r.id) + ": " + std::strerror(errno)};
+    auto& [seq, hint] = read_pos_[rec];
+    if (seq != r.seq) seq = r.seq, hint = {};
+    // UTF-8 text must be able to take one whole character (4 bytes).
+    uint64_t max = p.base64 ? p.max_bytes : std::max<uint64_t>(p.max_bytes, 4);
+    auto read = shm::read_spool(fd.get(), end, shm::SpoolView(view), p.cursor, max, hint);
+    if (!read)
+      return rpc::RpcError{rpc::Code::Internal,
+                           "job " + std::string(r.id) + ": " + read.error().message()};
+    got = std::move(read).value();
+    hint = got.resume;
+  } else {
+    got.next_cursor = p.cursor;
+  }
+  // Past the end only once the job has finished and all its output was read.
+  const bool eof = done && got.next_cursor >= total;
+  json::object o;
+  json::array chunks;
+  std::string data;
+  uint64_t next = got.next_cursor;
+  for (size_t k = 0; k < got.chunks.size(); ++k) {
+    const auto& chunk = got.chunks[k];
+    bool last = k + 1 == got.chunks.size();
+    std::string text;
+    // Hold back an incomplete character at the end: the rest is still to come.
+    size_t held = encode_text(text, chunk.data, p.base64, last && !eof);
+    next -= held;
+    data += text;
+    if (view == 2)
+      chunks.push_back(json::object{
+          {"stream", chunk.stream == shm::kStreamStderr ? "stderr" : "stdout"}, {"data", text}});
+  }
+  ready = next != p.cursor || eof;
+  o["job_id"] = r.id;
+  o["data"] = std::move(data);
+  if (view == 2) o["chunks"] = std::move(chunks);
+  o["cursor"] = p.cursor;
+  o["next_cursor"] = next;
+  o["eof"] = eof;
+  o["truncated"] = r.truncated.load() != 0;
+  o["state"] = job_status(rec)["state"];
+  if (p.base64) o["encoding"] = "base64";
+  return o;
+}
+
+std::optional<rpc::RpcError> Frontend::job_cancel(uint32_t rec, const rpc::JobSignalParams& p,
+                                                  json::value& result) {
+  const shm::JobRecord& r = records_.at(rec);
+  result = json::object{{"job_id", r.id}, {"cancelled", false}};
+  if (JobRecords::settled(r)) {
+    result.as_object()["state"] = job_status(rec)["state"];
+    return std::nullopt;
+  }
+  shm::JobWord w = jobs_.load(r.slot);
+  if (shm::finish_queued(seg_, r.slot, w, JobState::kCancelled, "cancelled before it started")) {
+    records_.settle(rec);
+  } else {
+    shm::JobSlot& s = jobs_.slot(r.slot);
+    s.cancel_signal.store(uint32_t(p.signal));
+    if (p.grace_ms) s.cancel_grace_ms.store(uint32_t(std::min<uint64_t>(*p.grace_ms, 3'600'000)));
+    jobs_.set_control(r.slot, shm::kControlCancel);
+    ring_owner(jobs_.load(r.slot));
+  }
+  result.as_object()["cancelled"] = true;
+  result.as_object()["state"] = job_status(rec)["state"];
+  return std::nullopt;
+}
+
+std::optional<rpc::RpcError> Frontend::job_signal(uint32_t rec, int sig) {
+  const shm::JobRecord& r = records_.at(rec);
+  json::value state = job_status(rec)["state"];
+  if (state.as_string() != "running")
+    return rpc::RpcError{rpc::Code::WrongState,
+                         "job " + std::string(r.id) + " is not running; signals go to running jobs",
+                         {{"state", state}}};
+  jobs_.slot(r.slot).signals.fetch_or(uint64_t{1} << (sig - 1));
+  ring_owner(jobs_.load(r.slot));
+  return std::nullopt;
+}
+
+void Frontend::park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_s,
+                    std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params) {
+  if (c.unfinished() >= o_.max_inflight)
+    return answer(
+        r, rpc::error_text(r.id, {rpc::Code::LimitExceeded,
+                                  "more than --max-inflight (" + std::to_string(o_.max_inflight) +
+                                      ") unfinished requests on this connection",
+                                  {{"limit", o_.max_inflight}}}));
+  ++c.waits;
+  Waiter w;
+  w.reply = std::move(r);
+  w.record = rec;
+  w.seq = records_.at(rec).seq;
+  w.seen_end = records_.at(rec).spool_end.load(std::memory_order_acquire);
+  if (wait_s)
+    w.deadline_ns = monotonic_ns() + std::min(kMaxWaitNs, uint64_t(std::ceil(*wait_s * 1e9)));
+  w.params = std::move(params);
+  waiters_.push_back(std::move(w));
+}
+
+// Settles detached jobs that ended and answers the waiters whose job ended,
+// got output, or whose wait ran out.
+void Frontend::service_detached() {
+  size_t before = unsettled_.size();
+  std::erase_if(unsettled_, [&](uint32_t rec) { return records_.settle(rec); });
+  if (unsettled_.size() != before) records_.expire();  // a job's output may want the room
+  if (waiters_.empty()) return;
+  const uint64_t now = monotonic_ns();
+  std::vector<Waiter> parked;
+  parked.swap(waiters_);
+  for (Waiter& w : parked) {
+    bool expired = w.deadline_ns && now >= w.deadline_ns;
+    if (!try_answer(w, expired)) waiters_.push_back(std::move(w));
+  }
+}
+
+bool Frontend::try_answer(Waiter& w, bool timed_out) {
+  Conn* c = conn(w.reply.conn_id);
+  if (!c) return true;
+  auto done = [&](const std::string& text) {
+    --c->waits;
+    answer(w.reply, text);
+    return true;
+  };
+  const shm::JobRecord& r = records_.at(w.record);
+  if (r.state.load() != uint32_t(shm::RecordState::kLive) || r.seq != w.seq)
+    return done(rpc::error_text(w.reply.id, {rpc::Code::NotFound, "the job was forgotten"}));
+  if (auto* p = std::get_if<rpc::JobWaitParams>(&w.params)) {
+    if (JobRecords::settled(r)) return done(rpc::result_text(w.reply.id, job_result(w.record, *p)));
+    if (timed_out) return done(rpc::result_text(w.reply.id, job_status(w.record)));
+    return false;
+  }
+  auto& p = std::get<rpc::JobOutputParams>(w.params);
+  uint64_t end = r.spool_end.load(std::memory_order_acquire);
+  if (!timed_out && !JobRecords::settled(r) && end == w.seen_end) return false;  // nothing new
+  w.seen_end = end;
+  bool ready = true;
+  auto out = job_output(w.record, p, ready);
+  if (auto* e = std::get_if<rpc::RpcError>(&out)) return done(rpc::error_text(w.reply.id, *e));
+  if (!ready && !timed_out) return false;
+  return done(rpc::result_text(w.reply.id, std::get<json::object>(out)));
+}
+
+void Frontend::drop_waiters(uint64_t conn_id) {
+  std::erase_if(waiters_, [&](const Waiter& w) { return w.reply.conn_id == conn_id; });
+}
+
+// The epoll timeout: the tick, or sooner when a wait runs out.
+int Frontend::next_wait_ms(int tick_ms) const {
+  uint64_t now = monotonic_ns(), next = UINT64_MAX;
+  for (const Waiter& w : waiters_)
+    if (w.deadline_ns) next = std::min(next, w.deadline_ns);
+  if (next == UINT64_MAX) return tick_ms;
+  if (next <= now) return 0;
+  return int(std::min<uint64_t>(uint64_t(tick_ms), (next - now + 999'999) / 1'000'000));
+}
+
+}  // namespace sp::frontend

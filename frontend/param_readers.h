@@ -1,0 +1,48 @@
+// Readers for the fields of a method's params object, shared by the parsers
+// of the built-in methods (protocol.cpp, job_params.cpp). Each returns an
+// InvalidParams error naming the field, or nullopt; a JSON null counts as
+// absent. Internal to frontend/.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/json/object.hpp>
+
+#include "frontend/protocol.h"
+
+namespace sp::rpc::detail {
+
+RpcError bad_params(std::string why);
+RpcError internal_error(const std::exception& e);
+std::string quoted(std::string_view name);
+bool has_nul(std::string_view s);
+
+// The params object, or nullptr when params are absent; an error for arrays.
+using Obj = const boost::json::object*;
+std::optional<RpcError> params_object(const boost::json::value& params, Obj& obj);
+// The field's value, or nullptr when it is absent or JSON null.
+const boost::json::value* field(Obj obj, std::string_view key);
+
+enum StringRule : unsigned { kOptional = 0, kRequired = 1, kNonEmpty = 2 };
+std::optional<RpcError> read_string(Obj obj, std::string_view key, unsigned rules,
+                                    std::string& out);
+std::optional<RpcError> read_string_array(Obj obj, std::string_view key,
+                                          std::vector<std::string>& out);
+std::optional<RpcError> read_env(Obj obj, std::string_view key, EnvList& out);
+std::optional<RpcError> read_bool(Obj obj, std::string_view key, bool& out);
+// "timeout": a positive finite number of seconds.
+std::optional<RpcError> read_timeout(Obj obj, std::optional<double>& out);
+// `within`: where the field is, for the message (e.g. " in \"limits\"").
+std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::optional<uint64_t>& out,
+                                        std::string_view within = "");
+std::optional<RpcError> read_encoding(Obj obj, bool& base64);
+std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out);
+std::optional<RpcError> read_output_policy(Obj obj, bool& kill);
+std::optional<RpcError> check_stdin(Obj obj);
+
+}  // namespace sp::rpc::detail

@@ -1,0 +1,187 @@
+#include "frontend/records.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "shm/codec.h"
+#include "shm/spool.h"
+
+namespace sp::frontend {
+
+using shm::JobState;
+using shm::JobWord;
+using shm::RecordState;
+
+namespace {
+
+uint64_t to_unix_ms(uint64_t mono_ns) {
+  if (!mono_ns) return 0;
+  uint64_t now = monotonic_ns();
+  uint64_t ago_ms = now > mono_ns ? (now - mono_ns) / 1'000'000 : 0;
+  return unix_ms() - ago_ms;
+}
+
+}  // namespace
+
+void JobRecords::recover() {
+  shm::JobTable jobs = seg_.jobs();
+  by_id_.clear();
+  for (uint32_t i = 0; i < size(); ++i) {
+    shm::JobRecord& r = at(i);
+    if (r.state.load() == uint32_t(RecordState::kWriting)) {
+      bool queued = false;
+      if (r.slot < jobs.size()) {
+        JobWord w = jobs.load(r.slot);
+        queued = w.generation == r.slot_generation && w.state != JobState::kFree &&
+                 w.state != JobState::kAllocated && jobs.slot(r.slot).record == i + 1;
+      }
+      r.state.store(uint32_t(queued ? RecordState::kLive : RecordState::kFree));
+    }
+    if (r.state.load() == uint32_t(RecordState::kLive)) by_id_[r.id] = i;
+  }
+}
+
+Result<uint32_t> JobRecords::create(std::string_view id, uint64_t seq) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (uint32_t i = 0; i < size(); ++i) {
+      shm::JobRecord& r = at(i);
+      uint32_t expected = uint32_t(RecordState::kFree);
+      if (!r.state.compare_exchange_strong(expected, uint32_t(RecordState::kWriting))) continue;
+      r.final_state.store(0, std::memory_order_relaxed);
+      r.slot = UINT32_MAX;  // none yet: recover() frees the record
+      r.slot_generation = 0;
+      r.seq = seq;
+      r.submitted_unix_ms = unix_ms();
+      r.started_unix_ms = r.finished_unix_ms = 0;
+      r.output_cap = job_spool_bytes_;
+      r.kill_on_cap = 0;
+      r.result_words = 0;
+      std::memset(r.id, 0, sizeof r.id);
+      std::memcpy(r.id, id.data(), std::min(id.size(), sizeof r.id - 1));
+      std::memset(r.session_id, 0, sizeof r.session_id);
+      std::memset(r.command, 0, sizeof r.command);
+      r.spool_end.store(0, std::memory_order_relaxed);
+      r.out_bytes[0].store(0, std::memory_order_relaxed);
+      r.out_bytes[1].store(0, std::memory_order_relaxed);
+      r.truncated.store(0, std::memory_order_relaxed);
+      r.output_killed.store(0, std::memory_order_relaxed);
+      return i;
+    }
+    auto oldest = oldest_settled(false);
+    if (!oldest) break;
+    forget(*oldest);
+  }
+  return Error{ENOSPC, std::to_string(size()) + " detached jobs are unfinished (--retain-jobs)"};
+}
+
+void JobRecords::publish(uint32_t i) {
+  shm::JobRecord& r = at(i);
+  r.state.store(uint32_t(RecordState::kLive), std::memory_order_release);
+  by_id_[r.id] = i;
+}
+
+void JobRecords::abandon(uint32_t i) {
+  at(i).state.store(uint32_t(RecordState::kFree), std::memory_order_release);
+}
+
+std::optional<uint32_t> JobRecords::find(std::string_view id) const {
+  auto it = by_id_.find(std::string(id));
+  if (it == by_id_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<uint32_t> JobRecords::all() const {
+  std::vector<uint32_t> out;
+  out.reserve(by_id_.size());
+  for (const auto& [id, i] : by_id_) out.push_back(i);
+  std::sort(out.begin(), out.end(), [&](uint32_t a, uint32_t b) { return at(a).seq < at(b).seq; });
+  return out;
+}
+
+bool JobRecords::settle(uint32_t i) const {
+  shm::JobRecord& r = at(i);
+  if (settled(r)) return true;
+  shm::JobTable jobs = seg_.jobs();
+  if (r.slot >= jobs.size()) return false;
+  JobWord w = jobs.load(r.slot);
+  shm::JobSlot& s = jobs.slot(r.slot);
+  if (w.generation != r.slot_generation || s.record != i + 1) {
+    // The slot moved on without us: nothing else frees a detached job's
+    // slot, so this is a bug; end the record rather than leave it running.
+    spdlog::error("detached job {} lost its job slot", r.id);
+    r.result_words = shm::encode_result(r.result, -1, 0, "lost: its job slot was reused");
+    r.finished_unix_ms = unix_ms();
+    r.final_state.store(uint32_t(JobState::kLost), std::memory_order_release);
+    return true;
+  }
+  if (!shm::is_terminal(w.state)) return false;
+  std::memcpy(r.result, s.result, sizeof r.result);
+  r.result_words = s.result_words;
+  r.started_unix_ms = to_unix_ms(s.start_ns.load());
+  r.finished_unix_ms = to_unix_ms(s.end_ns.load());
+  if (!r.finished_unix_ms) r.finished_unix_ms = unix_ms();
+  // Settled before the slot is freed: a frontend dying in between settles it
+  // again from the same slot on restart.
+  r.final_state.store(uint32_t(w.state), std::memory_order_release);
+  jobs.release(r.slot, w);
+  return true;
+}
+
+void JobRecords::forget(uint32_t i) {
+  shm::JobRecord& r = at(i);
+  if (!settled(r)) return;
+  std::string name = shm::spool_file_name(r.seq);
+  if (spool_dir_ >= 0) ::unlinkat(spool_dir_, name.c_str(), 0);
+  seg_.header().spool_used.fetch_sub(r.spool_end.load(), std::memory_order_relaxed);
+  by_id_.erase(r.id);
+  release(i);
+}
+
+void JobRecords::release(uint32_t i) {
+  at(i).state.store(uint32_t(RecordState::kFree), std::memory_order_release);
+}
+
+std::optional<uint32_t> JobRecords::oldest_settled(bool with_output) const {
+  std::optional<uint32_t> best;
+  for (const auto& [id, i] : by_id_) {
+    const shm::JobRecord& r = at(i);
+    if (!settled(r) || (with_output && r.spool_end.load() == 0)) continue;
+    if (!best || r.seq < at(*best).seq) best = i;
+  }
+  return best;
+}
+
+uint32_t JobRecords::expire() {
+  uint32_t n = 0;
+  const uint64_t now = unix_ms();
+  std::vector<uint32_t> old;
+  for (const auto& [id, i] : by_id_) {
+    const shm::JobRecord& r = at(i);
+    if (settled(r) && r.finished_unix_ms + retain_ms_ <= now) old.push_back(i);
+  }
+  for (uint32_t i : old) forget(i), ++n;
+  // Keep room for one more job's whole output, so new jobs are not truncated
+  // for the sake of old ones.
+  const uint64_t budget = seg_.caps().spool_bytes;
+  const uint64_t room = std::min(job_spool_bytes_ + job_spool_bytes_ / 64, budget / 2);
+  while (seg_.header().spool_used.load() + room > budget) {
+    auto oldest = oldest_settled(true);
+    if (!oldest) break;
+    forget(*oldest);
+    ++n;
+  }
+  return n;
+}
+
+UniqueFd JobRecords::open_spool(uint32_t i) const {
+  if (spool_dir_ < 0) return {};
+  std::string name = shm::spool_file_name(at(i).seq);
+  return UniqueFd(::openat(spool_dir_, name.c_str(), O_RDONLY | O_CLOEXEC));
+}
+
+}  // namespace sp::frontend

@@ -1,0 +1,82 @@
+// JobRecords: the frontend's side of the shm table of detached jobs
+// (shm::JobRecord). Finds records by job_id, settles finished jobs (copies
+// their outcome out of the job slot and frees the slot), and applies
+// retention: finished jobs are kept for `retain_ms` and while the table and
+// the spool have room, oldest evicted first. Rebuilt from shm by recover(),
+// so a restarted frontend sees every job the last one accepted.
+//
+// Used from the frontend's single thread; only the frontend writes records
+// (the workers write their spool counters). Memory: an id index with one
+// entry per live record, bounded by the table size.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "common/result.h"
+#include "common/unique_fd.h"
+#include "shm/segment.h"
+
+namespace sp::frontend {
+
+class JobRecords {
+ public:
+  JobRecords(const shm::Segment& seg, int spool_dir, uint64_t retain_ms, uint64_t job_spool_bytes)
+      : seg_(seg),
+        spool_dir_(spool_dir),
+        retain_ms_(retain_ms),
+        job_spool_bytes_(job_spool_bytes) {}
+
+  uint32_t size() const { return seg_.caps().job_records; }
+  shm::JobRecord& at(uint32_t i) const { return seg_.record(i); }
+
+  // After a frontend restart: a record the last frontend was writing is kept
+  // if its job reached the ring (the job runs), freed otherwise; builds the
+  // id index.
+  void recover();
+
+  // A record in state Writing for job `seq` under `id`. When the table is
+  // full the oldest finished job is evicted; ENOSPC if every record holds an
+  // unfinished job.
+  Result<uint32_t> create(std::string_view id, uint64_t seq);
+  // Writing -> Live under `id` (the caller filled it), or Writing -> Free.
+  void publish(uint32_t i);
+  void abandon(uint32_t i);
+
+  std::optional<uint32_t> find(std::string_view id) const;
+  // Every live record, oldest first.
+  std::vector<uint32_t> all() const;
+
+  // If record i's job has ended, copies its outcome into the record and
+  // frees its job slot. True if the record is settled (now or before).
+  bool settle(uint32_t i) const;
+  static bool settled(const shm::JobRecord& r) {
+    return r.final_state.load(std::memory_order_acquire) != 0;
+  }
+
+  // Frees a settled record and its spool file.
+  void forget(uint32_t i);
+  // Retention: forgets settled jobs older than retain_ms, and the oldest
+  // settled ones while the spool has no room for one more job's output.
+  // Returns how many it forgot.
+  uint32_t expire();
+
+  // The spool file of record i for reading; invalid if it cannot be opened.
+  UniqueFd open_spool(uint32_t i) const;
+
+ private:
+  void release(uint32_t i);
+  std::optional<uint32_t> oldest_settled(bool with_output) const;
+
+  const shm::Segment& seg_;
+  int spool_dir_;
+  uint64_t retain_ms_;
+  uint64_t job_spool_bytes_;
+  std::unordered_map<std::string, uint32_t> by_id_;
+};
+
+}  // namespace sp::frontend
