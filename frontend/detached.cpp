@@ -44,6 +44,10 @@ const char* state_name(JobState s) {
       return "failed";
     case JobState::kLost:
       return "lost";
+    case JobState::kWaiting:
+      return "waiting";
+    case JobState::kSkipped:
+      return "skipped";
   }
   return "lost";
 }
@@ -80,7 +84,7 @@ bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
   rpc::RpcError err;
   if (m == "job_submit") {
     json::value result;
-    if (auto e = job_submit(call.params, result))
+    if (auto e = job_submit(call.params, call.duplicate_node, result))
       fail(*e);
     else
       ok(result);
@@ -115,7 +119,14 @@ bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
                        " has not finished; cancel it (job_cancel) or wait for it first",
                    {{"state", st["state"]}}}),
              true;
+    if (uint32_t plan = records_.at(*rec).plan)
+      return fail({rpc::Code::WrongState,
+                   "job " + std::get<std::string>(parsed) + " is a step of plan " +
+                       records_.at(plan - 1).id + "; forget the plan",
+                   {{"state", st["state"]}}}),
+             true;
     read_pos_.erase(*rec);
+    for (uint32_t s : records_.steps_of(*rec)) read_pos_.erase(s);
     records_.forget(*rec);
     ok(json::object{{"job_id", st["job_id"]}, {"forgotten", true}});
     return true;
@@ -166,8 +177,10 @@ bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
   return true;
 }
 
-std::optional<rpc::RpcError> Frontend::job_submit(const json::value& params, json::value& result) {
-  auto parsed = rpc::parse_job_submit_params(params);
+std::optional<rpc::RpcError> Frontend::job_submit(const json::value& params,
+                                                  const std::optional<std::string>& duplicate_node,
+                                                  json::value& result) {
+  auto parsed = rpc::parse_job_submit_params(params, duplicate_node);
   if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return *e;
   auto& p = std::get<rpc::JobSubmitParams>(parsed);
   if (seg_.header().draining.load() || stopping_)
@@ -180,22 +193,21 @@ std::optional<rpc::RpcError> Frontend::job_submit(const json::value& params, jso
       result = json::object{{"job_id", p.job_id}, {"state", st["state"]}, {"existing", true}};
       return std::nullopt;
     }
+  if (p.plan) {
+    auto plan = submit_plan(*p.plan, p.job_id, false);
+    if (auto* e = std::get_if<rpc::RpcError>(&plan)) return *e;
+    uint32_t i = std::get<uint32_t>(plan);
+    json::array steps;
+    for (uint32_t s : records_.steps_of(i)) steps.push_back(json::string(records_.at(s).id));
+    result = json::object{
+        {"job_id", records_.at(i).id}, {"state", job_status(i)["state"]}, {"steps", steps}};
+    return std::nullopt;
+  }
   uint64_t seq = seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
   std::string id = p.job_id.empty() ? std::to_string(seq) : p.job_id;
   auto rec = records_.create(id, seq);
   if (!rec) return rpc::RpcError{rpc::Code::LimitExceeded, rec.error().context};
-  shm::JobRecord& r = records_.at(*rec);
-  std::memcpy(r.session_id, p.exec.session_id.data(),
-              std::min(p.exec.session_id.size(), sizeof r.session_id - 1));
-  std::string command = p.exec.command;
-  for (const std::string& a : p.exec.args) command += " " + a;
-  size_t cut = std::min(command.size(), sizeof r.command - 1);
-  while (cut > 0 && cut < command.size() &&
-         (static_cast<unsigned char>(command[cut]) & 0xC0) == 0x80)
-    --cut;  // whole UTF-8 sequences only
-  std::memcpy(r.command, command.data(), cut);
-  r.output_cap = std::min(o_.job_spool_bytes, p.exec.max_output_bytes.value_or(UINT64_MAX));
-  r.kill_on_cap = p.exec.kill_on_output_cap;
+  fill_record(records_.at(*rec), p.exec);
   auto slot = enqueue(p.exec, *rec + 1, seq);
   if (auto* e = std::get_if<rpc::RpcError>(&slot)) {
     records_.abandon(*rec);
@@ -205,6 +217,22 @@ std::optional<rpc::RpcError> Frontend::job_submit(const json::value& params, jso
   unsettled_.push_back(*rec);
   result = json::object{{"job_id", id}, {"state", "queued"}};
   return std::nullopt;
+}
+
+// What a job record shows of its params: session, command line (cut to fit,
+// at a character boundary) and output bounds.
+void Frontend::fill_record(shm::JobRecord& r, const rpc::ExecParams& p) const {
+  std::memcpy(r.session_id, p.session_id.data(),
+              std::min(p.session_id.size(), sizeof r.session_id - 1));
+  std::string command = p.command;
+  for (const std::string& a : p.args) command += " " + a;
+  size_t cut = std::min(command.size(), sizeof r.command - 1);
+  while (cut > 0 && cut < command.size() &&
+         (static_cast<unsigned char>(command[cut]) & 0xC0) == 0x80)
+    --cut;
+  std::memcpy(r.command, command.data(), cut);
+  r.output_cap = std::min(o_.job_spool_bytes, p.max_output_bytes.value_or(UINT64_MAX));
+  r.kill_on_cap = p.kill_on_output_cap;
 }
 
 std::optional<uint32_t> Frontend::lookup(const std::string& id, rpc::RpcError& err) const {
@@ -234,6 +262,11 @@ json::object Frontend::job_status(uint32_t rec) const {
     o["started_at_ms"] = time_or_null(r.started_unix_ms);
     o["finished_at_ms"] = r.finished_unix_ms;
     o["duration_ms"] = r.started_unix_ms ? r.finished_unix_ms - r.started_unix_ms : 0;
+  } else if (JobRecords::is_plan(r)) {
+    o["state"] = "running";
+    for (const char* k : {"exit_code", "signal", "error", "pid", "finished_at_ms"}) o[k] = nullptr;
+    o["started_at_ms"] = nullptr;
+    o["duration_ms"] = unix_ms() - r.submitted_unix_ms;
   } else {
     shm::JobWord w = jobs_.load(r.slot);
     const shm::JobSlot& s = jobs_.slot(r.slot);
@@ -249,6 +282,14 @@ json::object Frontend::job_status(uint32_t rec) const {
     o["finished_at_ms"] = nullptr;
     o["duration_ms"] = start ? (now - std::min(now, start)) / 1'000'000 : 0;
   }
+  if (JobRecords::is_plan(r)) {
+    o["strategy"] = r.plan_kind == uint32_t(shm::PlanKind::kChain)      ? "chain"
+                    : r.plan_kind == uint32_t(shm::PlanKind::kParallel) ? "parallel"
+                                                                        : "dag";
+    o["steps"] = plan_steps(rec);
+    return o;
+  }
+  if (r.plan) o["plan"] = records_.at(r.plan - 1).id;
   o["stdout_bytes"] = r.out_bytes[0].load();
   o["stderr_bytes"] = r.out_bytes[1].load();
   o["truncated"] = r.truncated.load() != 0;
@@ -256,6 +297,7 @@ json::object Frontend::job_status(uint32_t rec) const {
 }
 
 json::object Frontend::job_result(uint32_t rec, const rpc::JobWaitParams& p) {
+  if (JobRecords::is_plan(records_.at(rec))) return plan_result(rec, p);
   // As execute answers, from the spool: each stream up to the cap.
   json::object o = job_status(rec);
   const shm::JobRecord& r = records_.at(rec);
@@ -287,6 +329,14 @@ std::variant<json::object, rpc::RpcError> Frontend::job_output(uint32_t rec,
                                                                const rpc::JobOutputParams& p,
                                                                bool& ready) {
   const shm::JobRecord& r = records_.at(rec);
+  if (JobRecords::is_plan(r)) {
+    std::string steps;
+    for (uint32_t s : records_.steps_of(rec))
+      steps += (steps.empty() ? "" : ", ") + std::string(records_.at(s).id);
+    return rpc::RpcError{rpc::Code::InvalidParams,
+                         "invalid params: job " + std::string(r.id) +
+                             " is a plan and has no output of its own; read its steps: " + steps};
+  }
   const bool done = JobRecords::settled(r);
   const uint64_t end = r.spool_end.load(std::memory_order_acquire);
   const int view = int(p.stream);
@@ -351,7 +401,19 @@ std::optional<rpc::RpcError> Frontend::job_cancel(uint32_t rec, const rpc::JobSi
     result.as_object()["state"] = job_status(rec)["state"];
     return std::nullopt;
   }
+  if (JobRecords::is_plan(r)) {
+    cancel_plan(rec, p);
+    result.as_object()["cancelled"] = true;
+    result.as_object()["state"] = job_status(rec)["state"];
+    return std::nullopt;
+  }
   shm::JobWord w = jobs_.load(r.slot);
+  if (w.state == JobState::kWaiting) {  // a plan step not started: it never will
+    records_.skip(rec, "skipped: cancelled before it started");
+    result.as_object()["cancelled"] = true;
+    result.as_object()["state"] = "skipped";
+    return std::nullopt;
+  }
   if (shm::finish_queued(seg_, r.slot, w, JobState::kCancelled, "cancelled before it started")) {
     records_.settle(rec);
   } else {
@@ -368,6 +430,10 @@ std::optional<rpc::RpcError> Frontend::job_cancel(uint32_t rec, const rpc::JobSi
 
 std::optional<rpc::RpcError> Frontend::job_signal(uint32_t rec, int sig) {
   const shm::JobRecord& r = records_.at(rec);
+  if (JobRecords::is_plan(r) && !JobRecords::settled(r)) {  // to its running steps
+    for (uint32_t s : records_.steps_of(rec)) (void)job_signal(s, sig);
+    return std::nullopt;
+  }
   json::value state = job_status(rec)["state"];
   if (state.as_string() != "running")
     return rpc::RpcError{rpc::Code::WrongState,
@@ -403,7 +469,10 @@ void Frontend::park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_
 void Frontend::service_detached() {
   size_t before = unsettled_.size();
   std::erase_if(unsettled_, [&](uint32_t rec) { return records_.settle(rec); });
-  if (unsettled_.size() != before) records_.expire();  // a job's output may want the room
+  size_t plans = open_plans_.size();
+  service_plans();
+  // A job's output may want the room of older ones.
+  if (unsettled_.size() != before || open_plans_.size() != plans) records_.expire();
   if (waiters_.empty()) return;
   const uint64_t now = monotonic_ns();
   std::vector<Waiter> parked;
@@ -426,7 +495,11 @@ bool Frontend::try_answer(Waiter& w, bool timed_out) {
   if (r.state.load() != uint32_t(shm::RecordState::kLive) || r.seq != w.seq)
     return done(rpc::error_text(w.reply.id, {rpc::Code::NotFound, "the job was forgotten"}));
   if (auto* p = std::get_if<rpc::JobWaitParams>(&w.params)) {
-    if (JobRecords::settled(r)) return done(rpc::result_text(w.reply.id, job_result(w.record, *p)));
+    if (JobRecords::settled(r)) {
+      std::string text = rpc::result_text(w.reply.id, job_result(w.record, *p));
+      if (r.plan_flags & shm::kPlanAttached) records_.forget(w.record);  // answered: done with it
+      return done(text);
+    }
     if (timed_out) return done(rpc::result_text(w.reply.id, job_status(w.record)));
     return false;
   }

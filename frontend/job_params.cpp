@@ -16,8 +16,8 @@ using namespace detail;
 
 namespace {
 
-constexpr std::string_view kJobStates[] = {"queued",    "running", "exited", "timed_out",
-                                           "cancelled", "failed",  "lost"};
+constexpr std::string_view kJobStates[] = {"waiting",   "queued", "running", "exited", "timed_out",
+                                           "cancelled", "failed", "lost",    "skipped"};
 
 std::optional<RpcError> read_job_id(Obj obj, bool required, std::string& out) {
   if (auto e = read_string(obj, "job_id", required ? kRequired | kNonEmpty : kNonEmpty, out))
@@ -89,14 +89,29 @@ std::optional<RpcError> read_signal(Obj obj, bool required, int& out) {
 
 }  // namespace
 
-Parsed<JobSubmitParams> parse_job_submit_params(const json::value& params) {
+Parsed<JobSubmitParams> parse_job_submit_params(const json::value& params,
+                                                const std::optional<std::string>& duplicate_node) {
   try {
     JobSubmitParams p;
-    auto exec = parse_exec_params(params);
-    if (auto* e = std::get_if<RpcError>(&exec)) return *e;
-    p.exec = std::move(std::get<ExecParams>(exec));
     Obj obj;
     if (auto e = params_object(params, obj)) return *e;
+    std::string strategy;
+    if (auto e = read_string(obj, "strategy", kNonEmpty, strategy)) return *e;
+    if (strategy.empty()) {
+      auto exec = parse_exec_params(params);
+      if (auto* e = std::get_if<RpcError>(&exec)) return *e;
+      p.exec = std::move(std::get<ExecParams>(exec));
+    } else {
+      PlanKind kind = strategy == "chain"      ? PlanKind::kChain
+                      : strategy == "parallel" ? PlanKind::kParallel
+                      : strategy == "dag"      ? PlanKind::kDag
+                                               : PlanKind{};
+      if (kind == PlanKind{})
+        return bad_params("\"strategy\" must be \"chain\", \"parallel\" or \"dag\"");
+      auto plan = parse_plan_params(kind, params, duplicate_node);
+      if (auto* e = std::get_if<RpcError>(&plan)) return *e;
+      p.plan = std::move(std::get<PlanParams>(plan));
+    }
     if (auto e = read_job_id(obj, false, p.job_id)) return *e;
     if (auto e = check_new_job_id(p.job_id)) return *e;
     return p;

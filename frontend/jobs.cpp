@@ -85,7 +85,7 @@ std::optional<rpc::RpcError> effective_limits(const Options& o, const rpc::ExecP
 }  // namespace
 
 std::variant<uint32_t, rpc::RpcError> Frontend::enqueue(rpc::ExecParams& p, uint32_t record,
-                                                        uint64_t seq) {
+                                                        uint64_t seq, bool waiting) {
   if (seg_.header().draining.load() || stopping_)
     return rpc::RpcError{rpc::Code::ShuttingDown, "the daemon is shutting down"};
   std::optional<EnvPairs> session_env;
@@ -147,6 +147,11 @@ std::variant<uint32_t, rpc::RpcError> Frontend::enqueue(rpc::ExecParams& p, uint
     rec.slot_generation = allocated.generation;
     s.record = record;
     jobs_.set_control(*slot, shm::kControlDetached);
+  }
+  if (waiting) {
+    jobs_.transition(*slot, allocated, allocated.with_state(JobState::kWaiting));
+    seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
+    return *slot;
   }
   JobWord queued = allocated.with_state(JobState::kQueued);
   jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer

@@ -44,6 +44,26 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
     if (auto e = submit(c, std::get<rpc::ExecParams>(parsed), r, stream)) return fail(*e);
     return;  // answered when the job ends
   }
+  if (m == "execute_chain" || m == "execute_parallel" || m == "execute_dag") {
+    auto kind = m == "execute_chain"      ? rpc::PlanKind::kChain
+                : m == "execute_parallel" ? rpc::PlanKind::kParallel
+                                          : rpc::PlanKind::kDag;
+    auto parsed = rpc::parse_plan_params(kind, call.params, call.duplicate_node);
+    if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return fail(*e);
+    auto& p = std::get<rpc::PlanParams>(parsed);
+    if (c.unfinished() >= o_.max_inflight)
+      return fail({rpc::Code::LimitExceeded,
+                   "more than --max-inflight (" + std::to_string(o_.max_inflight) +
+                       ") unfinished requests on this connection",
+                   {{"limit", o_.max_inflight}}});
+    auto plan = submit_plan(p, "", true);
+    if (auto* e = std::get_if<rpc::RpcError>(&plan)) return fail(*e);
+    rpc::JobWaitParams wait;
+    wait.base64 = p.base64;
+    wait.max_output_bytes = p.max_output_bytes;
+    park(c, r, std::get<uint32_t>(plan), std::nullopt, std::move(wait));
+    return;  // answered when the plan ends
+  }
   if (m == "session_create" || m == "session_list" || m == "session_destroy") {
     json::value result;
     if (auto e = session_method(m, call.params, result)) return fail(*e);

@@ -1,4 +1,5 @@
 #include "frontend/protocol.h"
+#include "frontend/json_scan.h"
 #include "frontend/param_readers.h"
 
 #include <algorithm>
@@ -158,8 +159,14 @@ Line parse_line(std::string_view text) {
       line.error = RpcError{Code::ParseError, "parse error: " + ec.message()};
       return line;
     }
+    // A DAG's node names are keys: look for ones the parse kept only once.
+    auto check_nodes = [](Call& call, std::string_view element) {
+      if (call.method == "execute_dag" || call.method == "job_submit")
+        call.duplicate_node = detail::duplicate_nodes_key(element);
+    };
     if (!root.is_array()) {
       line.calls.push_back(make_call(std::move(root)));
+      check_nodes(line.calls.back(), text);
       return line;
     }
     json::array& arr = root.get_array();
@@ -170,6 +177,14 @@ Line parse_line(std::string_view text) {
     line.batch = true;
     line.calls.reserve(arr.size());
     for (json::value& element : arr) line.calls.push_back(make_call(std::move(element)));
+    bool dag = false;
+    for (const Call& call : line.calls)
+      dag |= call.method == "execute_dag" || call.method == "job_submit";
+    if (dag) {
+      std::vector<std::string_view> elements = detail::array_elements(text);
+      for (size_t i = 0; i < line.calls.size() && i < elements.size(); ++i)
+        check_nodes(line.calls[i], elements[i]);
+    }
   } catch (const std::exception& e) {
     line = Line{};
     line.error = RpcError{Code::Internal, std::string("internal error: ") + e.what()};

@@ -63,6 +63,9 @@ struct Call {
   std::string method;             // empty when `error` is set
   boost::json::value params;      // object, array, or null (absent or JSON null)
   std::optional<RpcError> error;  // set: answer with this error instead of running
+  // execute_dag / job_submit: a name given twice in a "nodes" object (the
+  // parsed params keep only the last), to be refused as invalid params.
+  std::optional<std::string> duplicate_node;
 };
 
 struct Line {
@@ -129,14 +132,42 @@ Parsed<std::string> parse_session_id_param(const boost::json::value& params);
 
 // Detached jobs (job_params.cpp). Generated job ids are decimal numbers; a
 // client-chosen "job_id" is 1..64 bytes of [A-Za-z0-9._:-] with at least one
-// non-digit, so the two never collide.
+// non-digit, so the two never collide; a plan's steps are "<plan id>/<step
+// name>", which neither can be.
 inline constexpr size_t kMaxJobIdBytes = 64;
+
+// Strategies: execute_chain, execute_parallel, execute_dag, and job_submit
+// with "strategy". Each step is an execute spec (its own env, working_dir,
+// timeout, session_id, ...).
+inline constexpr size_t kMaxPlanSteps = 64;
+enum class PlanKind : uint8_t { kChain = 1, kParallel = 2, kDag = 3 };
+struct PlanStep {
+  std::string name;  // dag: the node's name; else its index
+  ExecParams exec;
+  std::vector<std::string> depends_on;  // dag: "depends_on", names of other nodes
+};
+struct PlanParams {
+  PlanKind kind = PlanKind::kChain;
+  std::vector<PlanStep> steps;  // chain/parallel: "commands" in order; dag: "nodes" by name
+  bool stop_on_error = true;    // chain: "stop_on_error"
+  bool fail_fast = false;       // dag: "fail_fast": after a failure, start no more nodes
+  uint32_t max_parallel = 0;    // parallel, dag: "max_parallel" >= 1; 0: no bound
+  // How the attached methods answer each step's output (as execute's).
+  bool base64 = false;                       // "output_encoding"
+  std::optional<uint64_t> max_output_bytes;  // "max_output_bytes", per step and stream
+};
+// Checks the steps, and for a DAG that every dependency names a node and
+// there is no cycle (-32602 naming the culprit). `duplicate_node`: from Call.
+Parsed<PlanParams> parse_plan_params(PlanKind kind, const boost::json::value& params,
+                                     const std::optional<std::string>& duplicate_node);
 
 struct JobSubmitParams {
   ExecParams exec;
-  std::string job_id;  // "" = generate one
+  std::optional<PlanParams> plan;  // "strategy": "chain" | "parallel" | "dag"
+  std::string job_id;              // "" = generate one
 };
-Parsed<JobSubmitParams> parse_job_submit_params(const boost::json::value& params);
+Parsed<JobSubmitParams> parse_job_submit_params(const boost::json::value& params,
+                                                const std::optional<std::string>& duplicate_node);
 
 // {"job_id": string}: job_status, job_forget.
 Parsed<std::string> parse_job_id_param(const boost::json::value& params);
@@ -171,7 +202,7 @@ Parsed<JobSignalParams> parse_job_signal_params(const boost::json::value& params
                                                 bool signal_required);
 
 struct JobListParams {
-  std::string state;       // "" = any; else one of the job states
+  std::string state;       // "" = any; else one of the job states, "waiting" or "skipped"
   std::string session_id;  // "" = any
 };
 Parsed<JobListParams> parse_job_list_params(const boost::json::value& params);

@@ -31,6 +31,7 @@ uint64_t to_unix_ms(uint64_t mono_ns) {
 void JobRecords::recover() {
   shm::JobTable jobs = seg_.jobs();
   by_id_.clear();
+  steps_.clear();
   for (uint32_t i = 0; i < size(); ++i) {
     shm::JobRecord& r = at(i);
     if (r.state.load() == uint32_t(RecordState::kWriting)) {
@@ -42,7 +43,35 @@ void JobRecords::recover() {
       }
       r.state.store(uint32_t(queued ? RecordState::kLive : RecordState::kFree));
     }
-    if (r.state.load() == uint32_t(RecordState::kLive)) by_id_[r.id] = i;
+  }
+  // A plan the last frontend did not finish submitting was never accepted:
+  // its steps (all still waiting) go with it.
+  for (uint32_t i = 0; i < size(); ++i) {
+    shm::JobRecord& r = at(i);
+    if (r.state.load() != uint32_t(RecordState::kLive)) continue;
+    if (r.plan) {
+      const shm::JobRecord& plan = at(r.plan - 1);
+      if (plan.state.load() != uint32_t(RecordState::kLive) || plan.seq != r.plan_seq) {
+        free_waiting_slot(i);
+        release(i);
+        continue;
+      }
+    }
+    by_id_[r.id] = i;
+  }
+  for (const auto& [id, i] : by_id_)
+    if (at(i).plan) steps_[at(i).plan - 1].push_back(i);
+  for (auto& [plan, steps] : steps_)
+    std::sort(steps.begin(), steps.end(),
+              [&](uint32_t a, uint32_t b) { return at(a).step < at(b).step; });
+  // Waiting slots whose record is gone or settled are nobody's.
+  for (uint32_t slot = 0; slot < jobs.size(); ++slot) {
+    JobWord w = jobs.load(slot);
+    uint32_t rec = jobs.slot(slot).record;
+    if (w.state != JobState::kWaiting) continue;
+    bool owned = rec && rec <= size() && at(rec - 1).state.load() == uint32_t(RecordState::kLive) &&
+                 !settled(at(rec - 1)) && at(rec - 1).slot == slot;
+    if (!owned) jobs.transition(slot, w, {JobState::kFree, 0, 0, w.generation + 1});
   }
 }
 
@@ -70,6 +99,9 @@ Result<uint32_t> JobRecords::create(std::string_view id, uint64_t seq) {
       r.out_bytes[1].store(0, std::memory_order_relaxed);
       r.truncated.store(0, std::memory_order_relaxed);
       r.output_killed.store(0, std::memory_order_relaxed);
+      r.plan = r.step = 0;
+      r.plan_seq = r.deps = 0;
+      r.plan_kind = r.plan_flags = r.plan_steps = r.max_parallel = 0;
       return i;
     }
     auto oldest = oldest_settled(false);
@@ -83,6 +115,13 @@ void JobRecords::publish(uint32_t i) {
   shm::JobRecord& r = at(i);
   r.state.store(uint32_t(RecordState::kLive), std::memory_order_release);
   by_id_[r.id] = i;
+  if (r.plan) steps_[r.plan - 1].push_back(i);  // steps are published in order
+}
+
+const std::vector<uint32_t>& JobRecords::steps_of(uint32_t plan) const {
+  static const std::vector<uint32_t> kNone;
+  auto it = steps_.find(plan);
+  return it == steps_.end() ? kNone : it->second;
 }
 
 void JobRecords::abandon(uint32_t i) {
@@ -105,7 +144,7 @@ std::vector<uint32_t> JobRecords::all() const {
 
 bool JobRecords::settle(uint32_t i) const {
   shm::JobRecord& r = at(i);
-  if (settled(r)) return true;
+  if (settled(r) || is_plan(r)) return settled(r);
   shm::JobTable jobs = seg_.jobs();
   if (r.slot >= jobs.size()) return false;
   JobWord w = jobs.load(r.slot);
@@ -119,7 +158,7 @@ bool JobRecords::settle(uint32_t i) const {
     r.final_state.store(uint32_t(JobState::kLost), std::memory_order_release);
     return true;
   }
-  if (!shm::is_terminal(w.state)) return false;
+  if (!shm::is_terminal(w.state)) return false;  // also: a step still waiting
   std::memcpy(r.result, s.result, sizeof r.result);
   r.result_words = s.result_words;
   r.started_unix_ms = to_unix_ms(s.start_ns.load());
@@ -132,12 +171,47 @@ bool JobRecords::settle(uint32_t i) const {
   return true;
 }
 
+void JobRecords::skip(uint32_t i, std::string_view why) const {
+  shm::JobRecord& r = at(i);
+  if (settled(r)) return;
+  r.result_words = shm::encode_result(r.result, -1, 0, why);
+  r.finished_unix_ms = unix_ms();
+  // Settled first: a frontend dying before the slot is freed leaves a
+  // waiting slot whose record is settled, which recover() frees.
+  r.final_state.store(uint32_t(JobState::kSkipped), std::memory_order_release);
+  free_waiting_slot(i);
+}
+
+void JobRecords::free_waiting_slot(uint32_t i) const {
+  const shm::JobRecord& r = at(i);
+  shm::JobTable jobs = seg_.jobs();
+  if (r.slot >= jobs.size()) return;
+  JobWord w = jobs.load(r.slot);
+  if (w.state == JobState::kWaiting && w.generation == r.slot_generation)
+    jobs.transition(r.slot, w, {JobState::kFree, 0, 0, w.generation + 1});
+}
+
 void JobRecords::forget(uint32_t i) {
   shm::JobRecord& r = at(i);
   if (!settled(r)) return;
-  std::string name = shm::spool_file_name(r.seq);
-  if (spool_dir_ >= 0) ::unlinkat(spool_dir_, name.c_str(), 0);
-  seg_.header().spool_used.fetch_sub(r.spool_end.load(), std::memory_order_relaxed);
+  if (is_plan(r)) {
+    auto it = steps_.find(i);
+    if (it != steps_.end()) {
+      std::vector<uint32_t> steps = std::move(it->second);
+      steps_.erase(it);
+      for (uint32_t s : steps) forget_one(s);
+    }
+  }
+  forget_one(i);
+}
+
+void JobRecords::forget_one(uint32_t i) {
+  shm::JobRecord& r = at(i);
+  if (!is_plan(r)) {
+    std::string name = shm::spool_file_name(r.seq);
+    if (spool_dir_ >= 0) ::unlinkat(spool_dir_, name.c_str(), 0);
+    seg_.header().spool_used.fetch_sub(r.spool_end.load(), std::memory_order_relaxed);
+  }
   by_id_.erase(r.id);
   release(i);
 }
@@ -150,7 +224,8 @@ std::optional<uint32_t> JobRecords::oldest_settled(bool with_output) const {
   std::optional<uint32_t> best;
   for (const auto& [id, i] : by_id_) {
     const shm::JobRecord& r = at(i);
-    if (!settled(r) || (with_output && r.spool_end.load() == 0)) continue;
+    if (!settled(r) || r.plan) continue;  // a step goes with its plan
+    if (with_output && !is_plan(r) && r.spool_end.load() == 0) continue;
     if (!best || r.seq < at(*best).seq) best = i;
   }
   return best;
@@ -162,7 +237,7 @@ uint32_t JobRecords::expire() {
   std::vector<uint32_t> old;
   for (const auto& [id, i] : by_id_) {
     const shm::JobRecord& r = at(i);
-    if (settled(r) && r.finished_unix_ms + retain_ms_ <= now) old.push_back(i);
+    if (settled(r) && !r.plan && r.finished_unix_ms + retain_ms_ <= now) old.push_back(i);
   }
   for (uint32_t i : old) forget(i), ++n;
   // Keep room for one more job's whole output, so new jobs are not truncated

@@ -50,15 +50,21 @@ class JobRecords {
   std::optional<uint32_t> find(std::string_view id) const;
   // Every live record, oldest first.
   std::vector<uint32_t> all() const;
+  // A plan's steps (record indices) in step order; empty for other records.
+  const std::vector<uint32_t>& steps_of(uint32_t plan) const;
+  static bool is_plan(const shm::JobRecord& r) { return r.plan_kind != 0; }
 
   // If record i's job has ended, copies its outcome into the record and
-  // frees its job slot. True if the record is settled (now or before).
+  // frees its job slot. True if the record is settled (now or before). A
+  // plan is settled by its steps (see Frontend::advance_plan).
   bool settle(uint32_t i) const;
+  // Settles a step that will never run as skipped, and frees its slot.
+  void skip(uint32_t i, std::string_view why) const;
   static bool settled(const shm::JobRecord& r) {
     return r.final_state.load(std::memory_order_acquire) != 0;
   }
 
-  // Frees a settled record and its spool file.
+  // Frees a settled record and its spool file; a plan with its steps.
   void forget(uint32_t i);
   // Retention: forgets settled jobs older than retain_ms, and the oldest
   // settled ones while the spool has no room for one more job's output.
@@ -70,6 +76,8 @@ class JobRecords {
 
  private:
   void release(uint32_t i);
+  void forget_one(uint32_t i);
+  void free_waiting_slot(uint32_t i) const;
   std::optional<uint32_t> oldest_settled(bool with_output) const;
 
   const shm::Segment& seg_;
@@ -77,6 +85,7 @@ class JobRecords {
   uint64_t retain_ms_;
   uint64_t job_spool_bytes_;
   std::unordered_map<std::string, uint32_t> by_id_;
+  std::unordered_map<uint32_t, std::vector<uint32_t>> steps_;  // plan -> its steps, in order
 };
 
 }  // namespace sp::frontend

@@ -52,8 +52,14 @@ Status Frontend::init() {
     return Error{errno, "open spool directory " + o_.spool_dir};
   // Detached jobs the last frontend accepted are ours now.
   records_.recover();
-  for (uint32_t i : records_.all())
-    if (!records_.settle(i)) unsettled_.push_back(i);
+  for (uint32_t i : records_.all()) {
+    const shm::JobRecord& r = records_.at(i);
+    if (JobRecords::is_plan(r)) {
+      if (!JobRecords::settled(r)) open_plans_.push_back(i);  // attached ones: cancelled
+    } else if (!r.plan && !records_.settle(i)) {
+      unsettled_.push_back(i);
+    }
+  }
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
   if (auto r = sys("fcntl O_NONBLOCK", [&] { return ::fcntl(listen_.get(), F_SETFL, O_NONBLOCK); });
       !r)

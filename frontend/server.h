@@ -122,7 +122,9 @@ class Frontend {
   // Puts a job into a slot and on the ring: the slot, or why not. `record`:
   // index + 1 of a detached job's record (0: attached); `seq`: its job
   // number, already taken (0: take one).
-  std::variant<uint32_t, rpc::RpcError> enqueue(rpc::ExecParams& p, uint32_t record, uint64_t seq);
+  // `waiting`: a plan step, left waiting for its dependencies (not queued).
+  std::variant<uint32_t, rpc::RpcError> enqueue(rpc::ExecParams& p, uint32_t record, uint64_t seq,
+                                                bool waiting = false);
   std::optional<rpc::RpcError> submit(Conn& c, rpc::ExecParams& p, Reply r, bool stream);
   void service_all();
   bool service(Pending& p);
@@ -137,6 +139,7 @@ class Frontend {
   // detached.cpp
   bool job_method(Conn& c, rpc::Call& call, Reply& r);  // false: not a job_* method
   std::optional<rpc::RpcError> job_submit(const boost::json::value& params,
+                                          const std::optional<std::string>& duplicate_node,
                                           boost::json::value& result);
   std::optional<uint32_t> lookup(const std::string& id, rpc::RpcError& err) const;
   boost::json::object job_status(uint32_t rec) const;
@@ -150,10 +153,21 @@ class Frontend {
   std::optional<rpc::RpcError> job_signal(uint32_t rec, int sig);
   void park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_s,
             std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params);
+  void fill_record(shm::JobRecord& r, const rpc::ExecParams& p) const;
   void service_detached();
   bool try_answer(Waiter& w, bool timed_out);  // true: answered (drop it)
   void drop_waiters(uint64_t conn_id);
   int next_wait_ms(int tick_ms) const;
+  // plans.cpp
+  std::variant<uint32_t, rpc::RpcError> submit_plan(rpc::PlanParams& p, const std::string& id,
+                                                    bool attached);
+  bool advance_plan(uint32_t plan);  // true: the plan has ended (settled)
+  bool promote(uint32_t slot, shm::JobWord waiting);
+  bool step_succeeded(uint32_t rec) const;
+  boost::json::object plan_result(uint32_t plan, const rpc::JobWaitParams& p);
+  boost::json::array plan_steps(uint32_t plan) const;
+  void cancel_plan(uint32_t plan, const rpc::JobSignalParams& how);
+  void service_plans();
 
   Options o_;
   shm::Segment seg_;
@@ -178,8 +192,9 @@ class Frontend {
   bool stopping_ = false;
   UniqueFd spool_dir_;
   JobRecords records_;
-  std::vector<uint32_t> unsettled_;  // detached jobs not yet settled (record indices)
-  std::vector<Waiter> waiters_;      // bounded: --max-inflight per connection
+  std::vector<uint32_t> unsettled_;   // detached jobs not yet settled (record indices)
+  std::vector<uint32_t> open_plans_;  // plans not yet settled
+  std::vector<Waiter> waiters_;       // bounded: --max-inflight per connection
   // Where reading each detached job's spool stopped, so reading on does not
   // rescan it; one entry per job read, dropped when the job is forgotten.
   std::unordered_map<uint32_t, std::pair<uint64_t, shm::SpoolPos>> read_pos_;

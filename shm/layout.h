@@ -112,10 +112,15 @@ enum class JobState : uint8_t {
   kCancelled = 7,
   kFailed = 8,  // could not start
   kLost = 9,    // its worker died while it ran
+  // A plan step whose spec is written but which waits for its dependencies
+  // (not on the ring); the frontend queues it, or frees it as skipped.
+  kWaiting = 10,
+  // Records only: a plan step that never ran (a dependency failed, the plan
+  // stopped or was cancelled).
+  kSkipped = 11,
 };
-inline constexpr JobState kLastJobState = JobState::kLost;
 inline constexpr bool is_terminal(JobState s) {
-  return s >= JobState::kExited;
+  return s >= JobState::kExited && s <= JobState::kLost;
 }
 
 // Control flags, set by the frontend or the supervisor, read by the worker.
@@ -174,9 +179,19 @@ struct alignas(64) SessionSlot {
 // `slot_generation`); the frontend then copies its outcome here ("settles"
 // it) and frees the slot. Output goes to the spool file "job-<seq>" in the
 // spool directory (format in spool.h), never through the output ring.
-inline constexpr uint32_t kJobIdBytes = 72;  // client-chosen ids: up to 64 bytes
+inline constexpr uint32_t kJobIdBytes = 136;   // up to 64 bytes, or "<plan>.<step>" of two such
+inline constexpr uint32_t kMaxPlanSteps = 64;  // steps of one plan: bits of PlanInfo::deps
 inline constexpr uint32_t kCommandBytes = 160;
 enum class RecordState : uint32_t { kFree = 0, kWriting = 1, kLive = 2 };
+enum class PlanKind : uint32_t { kNotAPlan = 0, kChain = 1, kParallel = 2, kDag = 3 };
+inline constexpr uint32_t kPlanStopOnFailure = 1u << 0;  // after a failed step, skip all that
+                                                         // did not start (chain, fail_fast)
+inline constexpr uint32_t kPlanAfterAny = 1u << 1;       // a step runs after its dependencies
+                                                         // end however they end (chain
+                                                         // without stop_on_error)
+inline constexpr uint32_t kPlanCancelled = 1u << 2;      // job_cancel: skip what did not start
+inline constexpr uint32_t kPlanAttached = 1u << 3;       // execute_*: forgotten once answered,
+                                                         // cancelled when its client goes
 struct alignas(64) JobRecord {
   std::atomic<uint32_t> state;        // RecordState
   std::atomic<uint32_t> final_state;  // 0 until settled; then the JobState it ended in
@@ -191,6 +206,17 @@ struct alignas(64) JobRecord {
   char session_id[kSessionIdBytes];      // NUL-terminated; "" none
   char command[kCommandBytes];           // NUL-terminated, cut to fit: for listings
   alignas(8) unsigned char result[256];  // copy of the slot's result when settled
+  // Plans (execute_chain / _parallel / _dag, attached or detached): a plan is
+  // a record without a slot whose steps are records of their own; the
+  // frontend queues a step when its dependencies allow.
+  uint32_t plan;          // a step: its plan's record index + 1; 0: not a step
+  uint32_t step;          // a step: its index in the plan
+  uint64_t plan_seq;      // a step: its plan's seq (records are reused)
+  uint64_t deps;          // a step: bit i = waits for step i
+  uint32_t plan_kind;     // a plan: PlanKind; kNotAPlan for jobs and steps
+  uint32_t plan_flags;    // a plan: kPlan* flags
+  uint32_t plan_steps;    // a plan: how many steps
+  uint32_t max_parallel;  // a plan: steps running at once; 0: no bound
   // Written by the worker running the job, in this order per chunk: the data
   // into the file, then out_bytes, then spool_end (release).
   alignas(64) std::atomic<uint64_t> spool_end;  // file bytes holding whole records

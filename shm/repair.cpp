@@ -66,15 +66,19 @@ RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::
 RepairReport repair_after_frontend_death(const Segment& seg) {
   RepairReport report;
   JobTable jobs = seg.jobs();
+  SubmitRing ring = seg.ring();
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     JobWord w = jobs.load(i);
     // Detached jobs outlive their frontend: the next one settles them. A
-    // cancel it had begun (a queued job taken by the controller) is finished.
+    // cancel it had begun (a queued job taken by the controller) is finished;
+    // a queued job it may have died before pushing is pushed (again: a cell
+    // for a job already claimed is dropped by the consumer that pops it).
     if (w.state != JobState::kAllocated &&
         (jobs.slot(i).control.load(std::memory_order_acquire) & kControlDetached)) {
       if (w.state == JobState::kClaimed && w.owner == kOwnerController &&
           publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, "cancelled before it started"))
         ++report.cancelled;
+      if (w.state == JobState::kQueued && ring.push(i)) ++report.requeued;
       continue;
     }
     switch (w.state) {

@@ -484,3 +484,61 @@ TEST_CASE("base64 matches the RFC 4648 test vectors") {
   append_base64(bin, std::string_view("\xFF\xFE\xFD\x00\x01", 5));
   CHECK(bin == "x://79AAE=");
 }
+
+TEST_CASE("a DAG's node name given twice is found in the raw line, also inside a batch") {
+  Call c = only_call(
+      R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"a":{"command":"x"},"b":{"command":"y","env":{"a":"1","a":"2"}},"a":{"command":"z"}}}})");
+  REQUIRE(c.duplicate_node);
+  CHECK(*c.duplicate_node == "a");
+  auto parsed = parse_plan_params(PlanKind::kDag, c.params, c.duplicate_node);
+  REQUIRE(std::holds_alternative<RpcError>(parsed));
+  CHECK_THAT(std::get<RpcError>(parsed).message, Contains("\"a\" is given twice"));
+  // Duplicates elsewhere (an env object) are not node names.
+  Call env = only_call(
+      R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"a":{"command":"x","env":{"k":"1","k":"2"}}}}})");
+  CHECK_FALSE(env.duplicate_node);
+  Line batch = parse_line(
+      R"([{"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"n":{"command":"x"}}}}, )"
+      R"({"jsonrpc":"2.0","id":2,"method":"job_submit","params":{"strategy":"dag","nodes":{"m":{"command":"x"},"m":{"command":"y"}}}}])");
+  REQUIRE(batch.calls.size() == 2);
+  CHECK_FALSE(batch.calls[0].duplicate_node);
+  REQUIRE(batch.calls[1].duplicate_node);
+  CHECK(*batch.calls[1].duplicate_node == "m");
+}
+
+TEST_CASE("plan params: steps are execute specs, a DAG is checked whole") {
+  auto plan = [](PlanKind kind, std::string_view params) {
+    return parse_plan_params(kind, json::parse(params), std::nullopt);
+  };
+  auto error = [&](PlanKind kind, std::string_view params) {
+    auto p = plan(kind, params);
+    REQUIRE(std::holds_alternative<RpcError>(p));
+    CHECK(std::get<RpcError>(p).code == Code::InvalidParams);
+    return std::get<RpcError>(p).message;
+  };
+  auto chain = plan(PlanKind::kChain,
+                    R"({"commands":[{"command":"a","timeout":2},{"command":"b","args":["x"]}],)"
+                    R"("stop_on_error":false})");
+  REQUIRE(std::holds_alternative<PlanParams>(chain));
+  const PlanParams& c = std::get<PlanParams>(chain);
+  REQUIRE(c.steps.size() == 2);
+  CHECK(c.steps[0].name == "0");
+  CHECK(c.steps[0].exec.timeout_s == 2.0);
+  CHECK_FALSE(c.steps[1].exec.shell);
+  CHECK_FALSE(c.stop_on_error);
+  CHECK_THAT(error(PlanKind::kChain, R"({"commands":[{"command":"a"},{"command":""}]})"),
+             Contains("\"commands\"[1]: \"command\""));
+  CHECK_THAT(error(PlanKind::kParallel, R"({"commands":[{"command":"a"}],"max_parallel":65})"),
+             Contains("max_parallel"));
+  CHECK_THAT(error(PlanKind::kDag, R"({"nodes":{"a":{"command":"x","depends_on":"b"}}})"),
+             Contains("node \"a\": \"depends_on\""));
+  CHECK_THAT(error(PlanKind::kDag, R"({"nodes":{"a":{"command":"x","depends_on":["a"]}}})"),
+             Contains("cycle: a -> a"));
+  CHECK_THAT(error(PlanKind::kDag, R"({"nodes":[{"command":"x"}]})"), Contains("\"nodes\""));
+  auto dag = plan(PlanKind::kDag,
+                  R"({"nodes":{"c":{"command":"x","depends_on":["a","b"]},"a":{"command":"y"},)"
+                  R"("b":{"command":"z","depends_on":["a"]}},"fail_fast":true,"max_parallel":2})");
+  REQUIRE(std::holds_alternative<PlanParams>(dag));
+  CHECK(std::get<PlanParams>(dag).fail_fast);
+  CHECK(std::get<PlanParams>(dag).max_parallel == 2);
+}

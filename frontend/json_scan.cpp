@@ -1,0 +1,117 @@
+#include "frontend/json_scan.h"
+
+#include <unordered_set>
+
+namespace sp::rpc::detail {
+
+namespace {
+
+class Scan {
+ public:
+  explicit Scan(std::string_view text) : t_(text) {}
+
+  void ws() {
+    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\t' || t_[i_] == '\n' || t_[i_] == '\r'))
+      ++i_;
+  }
+  bool at(char c) const { return i_ < t_.size() && t_[i_] == c; }
+  bool more() const { return i_ < t_.size(); }
+  void skip() { ++i_; }
+  size_t pos() const { return i_; }
+
+  std::string_view string() {  // at the opening quote
+    size_t start = ++i_;
+    while (i_ < t_.size() && t_[i_] != '"') i_ += t_[i_] == '\\' ? 2 : 1;
+    return t_.substr(start, (i_++) - start);
+  }
+
+  // Skips one value; `nodes`: it is the value of a "nodes" member.
+  void value(bool nodes) {
+    ws();
+    if (at('"')) {
+      string();
+    } else if (at('{')) {
+      object(nodes);
+    } else if (at('[')) {
+      ++i_;
+      ws();
+      if (at(']')) {
+        ++i_;
+        return;
+      }
+      for (;;) {
+        value(false);
+        ws();
+        if (at(',')) {
+          ++i_;
+          continue;
+        }
+        ++i_;  // ']'
+        return;
+      }
+    } else {  // number, true, false, null
+      while (i_ < t_.size() && !at(',') && !at('}') && !at(']') && !at(' ') && !at('\n') &&
+             !at('\t') && !at('\r'))
+        ++i_;
+    }
+  }
+
+  std::optional<std::string> duplicate;
+
+ private:
+  void object(bool nodes) {
+    ++i_;
+    std::unordered_set<std::string_view> keys;
+    ws();
+    if (at('}')) {
+      ++i_;
+      return;
+    }
+    for (;;) {
+      ws();
+      std::string_view key = string();
+      if (nodes && !keys.insert(key).second && !duplicate) duplicate = std::string(key);
+      ws();
+      ++i_;  // ':'
+      value(key == "nodes");
+      ws();
+      if (at(',')) {
+        ++i_;
+        continue;
+      }
+      ++i_;  // '}'
+      return;
+    }
+  }
+
+  std::string_view t_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+std::optional<std::string> duplicate_nodes_key(std::string_view text) {
+  Scan s(text);
+  s.value(false);
+  return s.duplicate;
+}
+
+std::vector<std::string_view> array_elements(std::string_view text) {
+  std::vector<std::string_view> out;
+  Scan s(text);
+  s.ws();
+  if (!s.at('[')) return out;
+  s.skip();
+  for (;;) {
+    s.ws();
+    if (!s.more() || s.at(']')) return out;
+    size_t from = s.pos();
+    s.value(false);
+    out.push_back(text.substr(from, s.pos() - from));
+    s.ws();
+    if (!s.at(',')) return out;
+    s.skip();
+  }
+}
+
+}  // namespace sp::rpc::detail

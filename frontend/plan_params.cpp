@@ -1,0 +1,152 @@
+// Params of the strategies: execute_chain, execute_parallel, execute_dag (and
+// job_submit with "strategy"). A DAG is checked whole here: names, unknown
+// dependencies, duplicates and cycles are -32602 naming the culprit.
+#include <boost/json.hpp>
+#include <unordered_map>
+
+#include "frontend/param_readers.h"
+#include "frontend/protocol.h"
+
+namespace sp::rpc {
+
+namespace json = boost::json;
+using namespace detail;
+
+namespace {
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > kMaxJobIdBytes) return false;
+  for (char ch : name)
+    if (!(ch >= '0' && ch <= '9') && !(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
+        ch != '.' && ch != '_' && ch != ':' && ch != '-')
+      return false;
+  return true;
+}
+
+// One step's spec; errors say which step.
+std::optional<RpcError> read_step(const json::value& spec, const std::string& where,
+                                  PlanStep& out) {
+  if (!spec.is_object()) return bad_params(where + " must be an object (an execute spec)");
+  auto parsed = parse_exec_params(spec);
+  if (auto* e = std::get_if<RpcError>(&parsed)) {
+    RpcError err = *e;
+    const std::string prefix = "invalid params: ";
+    if (err.message.rfind(prefix, 0) == 0) err.message.insert(prefix.size(), where + ": ");
+    return err;
+  }
+  out.exec = std::move(std::get<ExecParams>(parsed));
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_commands(Obj obj, std::vector<PlanStep>& out) {
+  const json::value* v = field(obj, "commands");
+  if (v == nullptr) return bad_params("\"commands\" is required");
+  if (!v->is_array() || v->get_array().empty())
+    return bad_params("\"commands\" must be a non-empty array of execute specs");
+  const json::array& arr = v->get_array();
+  if (arr.size() > kMaxPlanSteps)
+    return bad_params("\"commands\" has " + std::to_string(arr.size()) + " steps, at most " +
+                      std::to_string(kMaxPlanSteps) + " are allowed");
+  for (size_t i = 0; i < arr.size(); ++i) {
+    PlanStep step;
+    step.name = std::to_string(i);
+    if (auto e = read_step(arr[i], "\"commands\"[" + step.name + "]", step)) return e;
+    out.push_back(std::move(step));
+  }
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_nodes(Obj obj, const std::optional<std::string>& duplicate,
+                                   std::vector<PlanStep>& out) {
+  const json::value* v = field(obj, "nodes");
+  if (v == nullptr) return bad_params("\"nodes\" is required");
+  if (!v->is_object() || v->get_object().empty())
+    return bad_params("\"nodes\" must be a non-empty object of name: execute spec");
+  if (duplicate) return bad_params("node \"" + *duplicate + "\" is given twice in \"nodes\"");
+  const json::object& nodes = v->get_object();
+  if (nodes.size() > kMaxPlanSteps)
+    return bad_params("\"nodes\" has " + std::to_string(nodes.size()) + " nodes, at most " +
+                      std::to_string(kMaxPlanSteps) + " are allowed");
+  for (const auto& member : nodes) {
+    PlanStep step;
+    step.name = std::string(member.key());
+    if (!valid_name(step.name))
+      return bad_params("node name \"" + step.name.substr(0, 64) +
+                        "\" must be 1..64 letters, digits or . _ : -");
+    const std::string where = "node \"" + step.name + "\"";
+    if (auto e = read_step(member.value(), where, step)) return e;
+    Obj spec = &member.value().get_object();
+    if (auto e = read_string_array(spec, "depends_on", step.depends_on)) {
+      e->message.insert(std::string("invalid params: ").size(), where + ": ");
+      return e;
+    }
+    out.push_back(std::move(step));
+  }
+  // Every dependency names a node; then no cycle (depth-first, three colours).
+  std::unordered_map<std::string_view, size_t> index;
+  for (size_t i = 0; i < out.size(); ++i) index[out[i].name] = i;
+  for (const PlanStep& step : out)
+    for (const std::string& dep : step.depends_on)
+      if (!index.count(dep))
+        return bad_params("node \"" + step.name + "\" depends on \"" + dep.substr(0, 64) +
+                          "\", which is not a node");
+  std::vector<int> colour(out.size(), 0);  // 0 new, 1 on the path, 2 done
+  std::vector<size_t> path;
+  std::optional<RpcError> cycle;
+  auto visit = [&](auto&& self, size_t i) -> void {
+    if (cycle || colour[i] == 2) return;
+    if (colour[i] == 1) {
+      std::string names;
+      auto from = std::find(path.begin(), path.end(), i);
+      for (auto it = from; it != path.end(); ++it) names += out[*it].name + " -> ";
+      cycle = bad_params("\"nodes\" has a cycle: " + names + out[i].name);
+      return;
+    }
+    colour[i] = 1;
+    path.push_back(i);
+    for (const std::string& dep : out[i].depends_on) self(self, index[dep]);
+    path.pop_back();
+    colour[i] = 2;
+  };
+  for (size_t i = 0; i < out.size() && !cycle; ++i) visit(visit, i);
+  if (cycle) return cycle;
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_max_parallel(Obj obj, uint32_t& out) {
+  std::optional<uint64_t> n;
+  if (auto e = read_byte_count(obj, "max_parallel", n)) return e;
+  if (n && (*n < 1 || *n > kMaxPlanSteps))
+    return bad_params("\"max_parallel\" must be 1.." + std::to_string(kMaxPlanSteps));
+  if (n) out = uint32_t(*n);
+  return std::nullopt;
+}
+
+}  // namespace
+
+Parsed<PlanParams> parse_plan_params(PlanKind kind, const json::value& params,
+                                     const std::optional<std::string>& duplicate_node) {
+  try {
+    PlanParams p;
+    p.kind = kind;
+    Obj obj;
+    if (auto e = params_object(params, obj)) return *e;
+    if (kind == PlanKind::kDag) {
+      if (auto e = read_nodes(obj, duplicate_node, p.steps)) return *e;
+      if (auto e = read_bool(obj, "fail_fast", p.fail_fast)) return *e;
+    } else {
+      if (auto e = read_commands(obj, p.steps)) return *e;
+    }
+    if (kind == PlanKind::kChain)
+      if (auto e = read_bool(obj, "stop_on_error", p.stop_on_error)) return *e;
+    if (kind != PlanKind::kChain)
+      if (auto e = read_max_parallel(obj, p.max_parallel)) return *e;
+    if (auto e = read_encoding(obj, p.base64)) return *e;
+    if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
+    return p;
+  } catch (const std::exception& e) {
+    return internal_error(e);
+  }
+}
+
+}  // namespace sp::rpc

@@ -1,0 +1,283 @@
+// Strategies against the real shell-poold: execute_chain, execute_parallel
+// and execute_dag, attached and detached (job_submit with "strategy"), with
+// per-step specs, bounds, failures, cancels and a frontend crash.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "tests/daemon_harness.h"
+
+using namespace sp::test;
+using Catch::Contains;
+
+namespace {
+
+json::object run_plan(Client& c, std::string_view method, const json::object& params) {
+  return result_of(c.call(method, params, 60));
+}
+
+json::object step(const json::object& plan, size_t i) {
+  return plan.at("results").as_array().at(i).as_object();
+}
+
+json::object node(const json::object& plan, std::string_view name) {
+  return plan.at("results").as_object().at(name).as_object();
+}
+
+// A shell line that waits (up to 10 s) until `path` exists, then prints `word`.
+std::string after_file(const std::string& path, const std::string& word) {
+  return "for i in $(seq 1 1000); do [ -e " + path + " ] && break; sleep 0.01; done; [ -e " + path +
+         " ] && echo " + word;
+}
+
+}  // namespace
+
+TEST_CASE("execute_chain runs steps in order and skips the rest after a failure", "[plan][chain]") {
+  START_DAEMON(d, {"--workers", "2"});
+  Client c(d.socket());
+  std::string session = str(
+      result_of(c.call("session_create", {{"name", "s"}, {"env_vars", {{"S", "from-session"}}}})),
+      "session_id");
+  json::array commands{
+      json::object{{"command", "pwd"}, {"working_dir", "/tmp"}},
+      json::object{{"command", "echo $A $S"}, {"env", {{"A", "own-env"}}}, {"session_id", session}},
+      json::object{{"command", "sleep 5"}, {"timeout", 0.2}},
+      json::object{{"command", "echo never"}}};
+  json::object r = run_plan(c, "execute_chain", {{"commands", commands}});
+  CHECK(r.at("success") == false);
+  CHECK(str(r, "strategy") == "chain");
+  CHECK(str(step(r, 0), "stdout") == "/tmp\n");
+  CHECK(str(step(r, 1), "stdout") == "own-env from-session\n");
+  CHECK(str(step(r, 2), "status") == "timed_out");
+  CHECK(str(step(r, 3), "status") == "skipped");
+  CHECK(str(step(r, 3), "stdout") == "");
+  CHECK_THAT(str(step(r, 3), "error"), Contains("failed"));
+  CHECK_THAT(str(r, "error"), Contains("failed: 2"));
+  CHECK_THAT(str(r, "error"), Contains("skipped: 3"));
+  for (size_t i = 0; i < 4; ++i) CHECK(str(step(r, i), "name") == std::to_string(i));
+
+  // stop_on_error false: every step runs, in order.
+  json::object all = run_plan(
+      c, "execute_chain",
+      {{"commands", json::array{json::object{{"command", "echo 1 > " + d.dir() + "/order"}},
+                                json::object{{"command", "exit 3"}},
+                                json::object{{"command", "echo 3 >> " + d.dir() + "/order"}}}},
+       {"stop_on_error", false}});
+  CHECK(num(step(all, 1), "exit_code") == 3);
+  CHECK(str(step(all, 2), "status") == "exited");
+  CHECK(read_file(d.dir() + "/order") == "1\n3\n");
+  CHECK(all.at("success") == false);
+  json::object ok =
+      run_plan(c, "execute_chain", {{"commands", json::array{json::object{{"command", "true"}}}}});
+  CHECK(ok.at("success") == true);
+  CHECK(num(ok, "exit_code") == 0);
+  // Attached plans are gone once answered.
+  CHECK(result_of(c.call("job_list", {})).at("jobs").as_array().empty());
+  stop_cleanly(d);
+}
+
+TEST_CASE("execute_parallel answers in input order and keeps to max_parallel", "[plan][parallel]") {
+  START_DAEMON(d, {"--workers", "2"});
+  Client c(d.socket());
+  std::string dir = d.dir() + "/running";
+  json::array commands;
+  // Each step marks itself running, looks how many are, and unmarks.
+  for (int i = 0; i < 6; ++i)
+    commands.push_back(json::object{
+        {"command", "mkdir -p " + dir + " && touch " + dir + "/" + std::to_string(i) +
+                        " && sleep 0.2 && ls " + dir + " | wc -l && rm " + dir + "/" +
+                        std::to_string(i) + " && echo step " + std::to_string(i) + " >&2"}});
+  json::object r = run_plan(c, "execute_parallel", {{"commands", commands}, {"max_parallel", 2}});
+  CHECK(r.at("success") == true);
+  REQUIRE(r.at("results").as_array().size() == 6);
+  for (int i = 0; i < 6; ++i) {
+    json::object s = step(r, size_t(i));
+    CHECK(str(s, "stderr") == "step " + std::to_string(i) + "\n");
+    CHECK(std::stoi(str(s, "stdout")) <= 2);
+  }
+  // Without a bound all run at once: the last one to start lets the first go.
+  json::object together = run_plan(
+      c, "execute_parallel",
+      {{"commands", json::array{json::object{{"command", after_file(d.dir() + "/go", "first")}},
+                                json::object{{"command", "sleep 0.1; touch " + d.dir() +
+                                                             "/go; echo second"}}}}});
+  CHECK(str(step(together, 0), "stdout") == "first\n");
+  CHECK(str(step(together, 1), "stdout") == "second\n");
+  CHECK(num(error_of(c.call("execute_parallel", {{"commands", commands}, {"max_parallel", 0}})),
+            "code") == -32602);
+  stop_cleanly(d);
+}
+
+TEST_CASE("execute_dag runs independent nodes together and each node after its dependencies",
+          "[plan][dag]") {
+  START_DAEMON(d, {"--workers", "2"});
+  Client c(d.socket());
+  std::string a = d.dir() + "/a", b = d.dir() + "/b";
+  json::object nodes{
+      // a and b each wait for the other's file: they finish only if they run together.
+      {"a", {{"command", "touch " + a + "; " + after_file(b, "a")}}},
+      {"b", {{"command", "touch " + b + "; " + after_file(a, "b")}}},
+      {"both", {{"command", "cat " + a + " " + b + " && echo both"}, {"depends_on", {"a", "b"}}}},
+      {"fails", {{"command", "exit 9"}}},
+      {"after_fail", {{"command", "echo never"}, {"depends_on", {"fails"}}}},
+      {"after_skip", {{"command", "echo never"}, {"depends_on", {"after_fail", "both"}}}}};
+  json::object r = run_plan(c, "execute_dag", {{"nodes", nodes}});
+  CHECK(str(node(r, "a"), "stdout") == "a\n");
+  CHECK(str(node(r, "b"), "stdout") == "b\n");
+  CHECK(str(node(r, "both"), "stdout") == "both\n");
+  CHECK(num(node(r, "both"), "started_at_ms") >= num(node(r, "a"), "finished_at_ms"));
+  CHECK(num(node(r, "fails"), "exit_code") == 9);
+  CHECK(str(node(r, "after_fail"), "status") == "skipped");
+  CHECK_THAT(str(node(r, "after_fail"), "error"), Contains("step fails failed"));
+  CHECK(str(node(r, "after_skip"), "status") == "skipped");
+  CHECK_THAT(str(node(r, "after_skip"), "error"), Contains("after_fail was skipped"));
+  CHECK(r.at("success") == false);
+
+  SECTION("fail_fast starts no node after a failure") {
+    json::object ff = run_plan(c, "execute_dag",
+                               {{"nodes",
+                                 {{"bad", {{"command", "exit 1"}}},
+                                  {"later", {{"command", "echo never"}, {"depends_on", {"slow"}}}},
+                                  {"slow", {{"command", "sleep 0.3"}}}}},
+                                {"fail_fast", true}});
+    CHECK(str(node(ff, "bad"), "status") == "exited");
+    CHECK(str(node(ff, "slow"), "status") == "exited");  // already running: not stopped
+    CHECK(str(node(ff, "later"), "status") == "skipped");
+  }
+  SECTION("a cycle, an unknown dependency or a duplicate name is -32602 naming the culprit") {
+    json::object e =
+        error_of(c.call("execute_dag", {{"nodes",
+                                         {{"x", {{"command", "true"}, {"depends_on", {"y"}}}},
+                                          {"y", {{"command", "true"}, {"depends_on", {"z"}}}},
+                                          {"z", {{"command", "true"}, {"depends_on", {"x"}}}}}}}));
+    CHECK(num(e, "code") == -32602);
+    CHECK_THAT(str(e, "message"), Contains("cycle") && Contains("x -> y -> z -> x"));
+    e = error_of(
+        c.call("execute_dag", {{"nodes", {{"x", {{"command", "true"}, {"depends_on", {"x"}}}}}}}));
+    CHECK_THAT(str(e, "message"), Contains("cycle: x -> x"));
+    e = error_of(c.call("execute_dag",
+                        {{"nodes", {{"x", {{"command", "true"}, {"depends_on", {"ghost"}}}}}}}));
+    CHECK(num(e, "code") == -32602);
+    CHECK_THAT(str(e, "message"), Contains("\"ghost\""));
+    REQUIRE(c.send_line(R"({"jsonrpc":"2.0","id":"dup","method":"execute_dag","params":)"
+                        R"({"nodes":{"n1":{"command":"true"},"n1":{"command":"false"}}}})"));
+    auto dup = c.read_json(10);
+    REQUIRE(dup);
+    json::object de = error_of(dup->as_object());
+    CHECK(num(de, "code") == -32602);
+    CHECK_THAT(str(de, "message"), Contains("\"n1\" is given twice"));
+    e = error_of(c.call("execute_dag", {{"nodes", {{"bad name", {{"command", "true"}}}}}}));
+    CHECK_THAT(str(e, "message"), Contains("bad name"));
+    e = error_of(c.call("execute_dag", {{"nodes", {{"x", {{"command", 5}}}}}}));
+    CHECK_THAT(str(e, "message"), Contains("node \"x\"") && Contains("\"command\""));
+    json::object many;
+    for (int i = 0; i < 65; ++i) many["n" + std::to_string(i)] = {{"command", "true"}};
+    e = error_of(c.call("execute_dag", {{"nodes", many}}));
+    CHECK_THAT(str(e, "message"), Contains("at most 64"));
+    e = error_of(c.call("execute_chain", {{"commands", json::array{}}}));
+    CHECK_THAT(str(e, "message"), Contains("\"commands\""));
+    e = error_of(c.call("execute_chain", {{"commands", json::array{json::object{}}}}));
+    CHECK_THAT(str(e, "message"), Contains("\"commands\"[0]") && Contains("\"command\""));
+  }
+  stop_cleanly(d);
+}
+
+TEST_CASE("a detached plan shows per-step status and can be waited for, read and cancelled",
+          "[plan][detached]") {
+  START_DAEMON(d, {"--workers", "2"});
+  Client c(d.socket());
+  json::object sub = result_of(c.call(
+      "job_submit", {{"strategy", "chain"},
+                     {"job_id", "deploy"},
+                     {"commands", json::array{json::object{{"command", "echo build"}},
+                                              json::object{{"command", "echo test; sleep 0.3"}},
+                                              json::object{{"command", "echo ship"}}}}}));
+  CHECK(str(sub, "job_id") == "deploy");
+  CHECK(sub.at("steps") == json::array{"deploy/0", "deploy/1", "deploy/2"});
+  json::object st = result_of(c.call("job_status", {{"job_id", "deploy"}}));
+  CHECK(str(st, "strategy") == "chain");
+  CHECK(st.at("steps").as_array().size() == 3);
+  json::object done = result_of(c.call("job_wait", {{"job_id", "deploy"}, {"timeout", 20}}));
+  CHECK(str(done, "state") == "exited");
+  CHECK(done.at("success") == true);
+  CHECK(str(step(done, 2), "stdout") == "ship\n");
+  json::object out = result_of(c.call("job_output", {{"job_id", "deploy/1"}}));
+  CHECK(str(out, "data") == "test\n");
+  json::object e = error_of(c.call("job_output", {{"job_id", "deploy"}}));
+  CHECK_THAT(str(e, "message"), Contains("deploy/0"));
+  CHECK(num(error_of(c.call("job_forget", {{"job_id", "deploy/0"}})), "code") == -32005);
+
+  // Cancel: the running step is stopped, the waiting ones are skipped.
+  result_of(
+      c.call("job_submit", {{"strategy", "dag"},
+                            {"job_id", "long"},
+                            {"nodes",
+                             {{"first", {{"command", "sleep 30"}}},
+                              {"second", {{"command", "echo x"}, {"depends_on", {"first"}}}}}}}));
+  REQUIRE(wait_until(
+      [&] {
+        json::object s = result_of(c.call("job_status", {{"job_id", "long/first"}}));
+        return str(s, "state") == "running";
+      },
+      10));
+  json::object cancel = result_of(c.call("job_cancel", {{"job_id", "long"}}));
+  CHECK(cancel.at("cancelled") == true);
+  json::object cancelled = result_of(c.call("job_wait", {{"job_id", "long"}, {"timeout", 20}}));
+  CHECK(str(cancelled, "state") == "cancelled");
+  CHECK(str(node(cancelled, "first"), "status") == "cancelled");
+  CHECK(str(node(cancelled, "second"), "status") == "skipped");
+  // Forgetting a plan forgets its steps.
+  CHECK(result_of(c.call("job_forget", {{"job_id", "deploy"}})).at("forgotten") == true);
+  json::object listed = result_of(c.call("job_list", {}));
+  for (const json::value& j : listed.at("jobs").as_array())
+    CHECK_THAT(str(j.as_object(), "job_id"), !Contains("deploy"));
+  stop_cleanly(d);
+}
+
+TEST_CASE("an attached plan is cancelled when its client leaves", "[plan][cancel]") {
+  START_DAEMON(d, {"--workers", "1"});
+  {
+    Client c(d.socket());
+    REQUIRE(c.send_line(Client::request(
+        1, "execute_chain",
+        {{"commands", json::array{json::object{{"command", "sleep 30 # plan-marker"}},
+                                  json::object{{"command", "echo never"}}}}})));
+    REQUIRE(wait_until([&] { return !pids_matching("plan-marker").empty(); }, 10));
+  }
+  CHECK(wait_until([&] { return pids_matching("plan-marker").empty(); }, 10));
+  Client c(d.socket());
+  CHECK(wait_until([&] { return result_of(c.call("job_list", {})).at("jobs").as_array().empty(); },
+                   10));
+  stop_cleanly(d);
+}
+
+TEST_CASE("a detached plan goes on after a frontend crash", "[plan][crash]") {
+  START_DAEMON(d, {"--workers", "2"});
+  Client c(d.socket());
+  std::string gate = d.dir() + "/gate";
+  result_of(
+      c.call("job_submit", {{"strategy", "dag"},
+                            {"job_id", "survive"},
+                            {"nodes",
+                             {{"wait", {{"command", after_file(gate, "opened")}}},
+                              {"then", {{"command", "echo then"}, {"depends_on", {"wait"}}}}}}}));
+  REQUIRE(wait_until(
+      [&] {
+        return str(result_of(c.call("job_status", {{"job_id", "survive/wait"}})), "state") ==
+               "running";
+      },
+      10));
+  pid_t frontend = d.frontend_pid();
+  ::kill(frontend, SIGKILL);
+  Client c2 = Client::connect_retry(d.socket(), 10);
+  REQUIRE(wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != frontend; }, 10));
+  json::object st = result_of(c2.call("job_status", {{"job_id", "survive/then"}}));
+  CHECK(str(st, "state") == "waiting");
+  execute(c2, {{"command", "touch " + gate}});
+  json::object r = result_of(c2.call("job_wait", {{"job_id", "survive"}, {"timeout", 20}}));
+  CHECK(str(r, "state") == "exited");
+  CHECK(str(node(r, "wait"), "stdout") == "opened\n");
+  CHECK(str(node(r, "then"), "stdout") == "then\n");
+  stop_cleanly(d);
+}
