@@ -60,6 +60,7 @@ struct Options {
   std::string daemon;
   std::vector<std::string> daemon_args;
   std::string json_file;
+  bool detached = false;  // (b), (c): job_submit + job_wait instead of execute
 };
 
 // Bounds on waiting for the daemon, in seconds.
@@ -380,16 +381,37 @@ void client_loop(const std::string& socket, const Options& opt, std::barrier<>& 
     conn.emplace(std::move(*fd));
   }
   uint64_t id = 0;
+  static std::atomic<uint64_t> job_seq{0};  // client-chosen job ids, unique in the run
   // One request/response; false when the connection is unusable.
   auto one = [&](bool measured) {
-    char req[192];
-    const int n = snprintf(req, sizeof req,
-                           "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"execute\",\"params\":"
-                           "{\"command\":\"/bin/true\",\"args\":[],\"shell\":false}}\n",
-                           static_cast<unsigned long long>(++id));
+    char req[512];
+    int n = 0;
+    if (opt.detached) {  // both lines at once: the submit is answered first, then the wait
+      const auto job = static_cast<unsigned long long>(job_seq.fetch_add(1));
+      n = snprintf(
+          req, sizeof req,
+          "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"job_submit\",\"params\":"
+          "{\"command\":\"/bin/true\",\"args\":[],\"shell\":false,\"job_id\":\"b-%llu\"}}\n"
+          "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"job_wait\",\"params\":"
+          "{\"job_id\":\"b-%llu\"}}\n",
+          static_cast<unsigned long long>(id + 1), job, static_cast<unsigned long long>(id + 2),
+          job);
+      id += 2;
+    } else {
+      n = snprintf(req, sizeof req,
+                   "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"execute\",\"params\":"
+                   "{\"command\":\"/bin/true\",\"args\":[],\"shell\":false}}\n",
+                   static_cast<unsigned long long>(++id));
+    }
     const uint64_t t0 = now_ns();
     if (auto st = conn->send_all(std::string_view(req, static_cast<size_t>(n))); !st) {
       return fail(st.error().message()), false;
+    }
+    if (opt.detached) {
+      auto submitted = conn->read_line();
+      if (!submitted) return fail(submitted.error().message()), false;
+      if (submitted->find("\"result\"") == std::string_view::npos)
+        return fail("job_submit: " + std::string(submitted->substr(0, 300))), false;
     }
     auto line = conn->read_line();
     if (!line) return fail(line.error().message()), false;
@@ -590,6 +612,9 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", opt.warmup, "unmeasured spawns (a) / requests per client (b, c)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--json", opt.json_file, "also write all numbers to this file as JSON");
+  app.add_flag("--detached", opt.detached,
+               "(b), (c): each job is a job_submit and a job_wait (sent together) instead of an "
+               "execute");
   CLI11_PARSE(app, argc, argv);
   setvbuf(stdout, nullptr, _IOLBF, 0);
 

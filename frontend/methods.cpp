@@ -126,6 +126,11 @@ json::value Frontend::health() {
       {"output_budget", o_.output_budget},
       {"output_budget_holds", budget_holds_},
       {"sessions", sessions_.list().size()},
+      {"detached", json::object{{"jobs", records_.live_count()},
+                                {"unfinished", unsettled_.size() + open_plans_.size()},
+                                {"capacity", records_.size()},
+                                {"spool_used_bytes", h.spool_used.load()},
+                                {"spool_bytes", caps.spool_bytes}}},
       {"isolation", o_.isolation},            // cgroup-v2, cgroup-v1 or process-group
       {"isolation_note", o_.isolation_note},  // which jobs get cgroups, or why none do
       {"counters", std::move(counters)}};

@@ -7,6 +7,7 @@
 #include <boost/json.hpp>
 
 #include "common/clock.h"
+#include "common/crash_point.h"
 #include "common/log.h"
 #include "frontend/server.h"
 #include "shm/codec.h"
@@ -105,6 +106,7 @@ std::variant<uint32_t, rpc::RpcError> Frontend::submit_plan(rpc::PlanParams& p,
     }
     records_.publish(*rec);
     made.push_back(*rec);
+    crash_point("mid_plan_submit");
   }
   records_.publish(*plan);
   open_plans_.push_back(*plan);

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/clock.h"
+#include "common/crash_point.h"
 #include "common/log.h"
 #include "shm/codec.h"
 #include "shm/spool.h"
@@ -64,13 +65,18 @@ void JobRecords::recover() {
   for (auto& [plan, steps] : steps_)
     std::sort(steps.begin(), steps.end(),
               [&](uint32_t a, uint32_t b) { return at(a).step < at(b).step; });
-  // Waiting slots whose record is gone or settled are nobody's.
+  // Slots of detached jobs that ended or never started whose record is gone
+  // or already settled (the last frontend died between the two steps) are
+  // nobody's: free them.
   for (uint32_t slot = 0; slot < jobs.size(); ++slot) {
     JobWord w = jobs.load(slot);
-    uint32_t rec = jobs.slot(slot).record;
-    if (w.state != JobState::kWaiting) continue;
+    const shm::JobSlot& s = jobs.slot(slot);
+    if (!(s.control.load() & shm::kControlDetached)) continue;
+    if (w.state != JobState::kWaiting && !shm::is_terminal(w.state)) continue;
+    uint32_t rec = s.record;
     bool owned = rec && rec <= size() && at(rec - 1).state.load() == uint32_t(RecordState::kLive) &&
-                 !settled(at(rec - 1)) && at(rec - 1).slot == slot;
+                 !settled(at(rec - 1)) && at(rec - 1).slot == slot &&
+                 at(rec - 1).slot_generation == w.generation;
     if (!owned) jobs.transition(slot, w, {JobState::kFree, 0, 0, w.generation + 1});
   }
 }
@@ -164,9 +170,10 @@ bool JobRecords::settle(uint32_t i) const {
   r.started_unix_ms = to_unix_ms(s.start_ns.load());
   r.finished_unix_ms = to_unix_ms(s.end_ns.load());
   if (!r.finished_unix_ms) r.finished_unix_ms = unix_ms();
-  // Settled before the slot is freed: a frontend dying in between settles it
-  // again from the same slot on restart.
+  // Settled before the slot is freed: a frontend dying in between leaves a
+  // terminal slot whose record is settled, which recover() frees.
   r.final_state.store(uint32_t(w.state), std::memory_order_release);
+  crash_point("mid_settle");
   jobs.release(r.slot, w);
   return true;
 }

@@ -32,6 +32,7 @@ class JobRecords {
         job_spool_bytes_(job_spool_bytes) {}
 
   uint32_t size() const { return seg_.caps().job_records; }
+  size_t live_count() const { return by_id_.size(); }
   shm::JobRecord& at(uint32_t i) const { return seg_.record(i); }
 
   // After a frontend restart: a record the last frontend was writing is kept

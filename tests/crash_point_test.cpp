@@ -150,3 +150,112 @@ TEST_CASE("a frontend that dies while reading a job's output: the job is killed"
   CHECK(num(n, "frontend_restarts") == 1);
   stop_cleanly(cd.daemon);
 }
+
+// ---- detached jobs and plans ----
+
+TEST_CASE("a frontend that dies between queueing a detached job and pushing it: the job runs",
+          "[daemon][crashpoint][detached]") {
+  CrashDaemon cd("mid_enqueue");
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  {
+    Client c(cd.daemon.socket());
+    REQUIRE(c.send_line(Client::request(
+        1, "job_submit",
+        {{"command", "echo ran >> " + cd.dir.path() + "/ran"}, {"job_id", "j-1"}})));
+    REQUIRE(wait_until([&] { return cd.crashed(); }, 10));
+  }
+  // The supervisor pushed it again: it runs once, and the retried submit finds it.
+  Client c = Client::connect_retry(cd.daemon.socket(), 10);
+  json::object again =
+      result_of(c.call("job_submit", {{"command", "echo ran >> /dev/null"}, {"job_id", "j-1"}}));
+  CHECK(again.at("existing") == true);
+  json::object r = result_of(c.call("job_wait", {{"job_id", "j-1"}, {"timeout", 20}}));
+  CHECK(str(r, "state") == "exited");
+  CHECK(read_file(cd.dir.path() + "/ran") == "ran\n");
+  check_whole(cd.daemon);
+  stop_cleanly(cd.daemon);
+}
+
+TEST_CASE("a worker that dies mid spool record: the job is lost, the unpublished bytes unseen",
+          "[daemon][crashpoint][detached]") {
+  CrashDaemon cd("mid_spool_record");
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  Client c(cd.daemon.socket());
+  std::string id =
+      str(result_of(c.call("job_submit", {{"command", "echo secret; sleep 30"}})), "job_id");
+  json::object r = result_of(c.call("job_wait", {{"job_id", id}, {"timeout", 20}}));
+  CHECK(cd.crashed());
+  CHECK(str(r, "state") == "lost");
+  CHECK(str(r, "stdout") == "");
+  CHECK(num(r, "stdout_bytes") == 0);
+  json::object out = result_of(c.call("job_output", {{"job_id", id}}));
+  CHECK(str(out, "data") == "");
+  CHECK(out.at("eof") == true);
+  check_whole(cd.daemon);
+  stop_cleanly(cd.daemon);
+}
+
+TEST_CASE("a frontend that dies between settling a job and freeing its slot leaks no slot",
+          "[daemon][crashpoint][detached]") {
+  CrashDaemon cd("mid_settle", {"--workers", "1", "--queue-size", "4"});
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  {
+    Client c(cd.daemon.socket());
+    REQUIRE(c.send_line(
+        Client::request(1, "job_submit", {{"command", "echo settled"}, {"job_id", "s-1"}})));
+    REQUIRE(wait_until([&] { return cd.crashed(); }, 10));
+  }
+  Client c = Client::connect_retry(cd.daemon.socket(), 10);
+  json::object r = result_of(c.call("job_wait", {{"job_id", "s-1"}, {"timeout", 20}}));
+  CHECK(str(r, "state") == "exited");
+  CHECK(str(r, "stdout") == "settled\n");
+  // All four slots are free again: four jobs run at once.
+  for (int i = 0; i < 4; ++i)
+    result_of(
+        c.call("job_submit", {{"command", "sleep 0.3"}, {"job_id", "fill-" + std::to_string(i)}}));
+  for (int i = 0; i < 4; ++i)
+    CHECK(str(result_of(
+                  c.call("job_wait", {{"job_id", "fill-" + std::to_string(i)}, {"timeout", 20}})),
+              "state") == "exited");
+  check_whole(cd.daemon);
+  stop_cleanly(cd.daemon);
+}
+
+TEST_CASE("a frontend that dies while submitting a plan: the plan and its steps are dropped whole",
+          "[daemon][crashpoint][plan]") {
+  CrashDaemon cd("mid_plan_submit", {"--workers", "1", "--queue-size", "4"});
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  {
+    Client c(cd.daemon.socket());
+    REQUIRE(c.send_line(Client::request(
+        1, "job_submit",
+        {{"strategy", "chain"},
+         {"job_id", "half"},
+         {"commands", json::array{json::object{{"command", "echo never > " + cd.dir.path() + "/x"}},
+                                  json::object{{"command", "true"}}}}})));
+    REQUIRE(wait_until([&] { return cd.crashed(); }, 10));
+  }
+  Client c = Client::connect_retry(cd.daemon.socket(), 10);
+  CHECK(result_of(c.call("job_list", {})).at("jobs").as_array().empty());
+  CHECK_FALSE(file_exists(cd.dir.path() + "/x"));
+  // The step's slot is free again: four jobs fit in the queue of four.
+  for (int i = 0; i < 4; ++i)
+    result_of(
+        c.call("job_submit", {{"command", "sleep 0.3"}, {"job_id", "fill-" + std::to_string(i)}}));
+  for (int i = 0; i < 4; ++i)
+    result_of(c.call("job_wait", {{"job_id", "fill-" + std::to_string(i)}, {"timeout", 20}}));
+  // A retried submit now goes through.
+  json::object again = result_of(
+      c.call("job_submit", {{"strategy", "chain"},
+                            {"job_id", "half"},
+                            {"commands", json::array{json::object{{"command", "echo ok"}}}}}));
+  CHECK(!again.contains("existing"));
+  CHECK(str(result_of(c.call("job_wait", {{"job_id", "half"}, {"timeout", 20}})), "state") ==
+        "exited");
+  check_whole(cd.daemon);
+  stop_cleanly(cd.daemon);
+}

@@ -84,6 +84,10 @@ TEST_CASE("a detached job runs after its client left and is found again by its j
   CHECK(num(st, "stdout_bytes") == 4);
   CHECK(num(st, "stderr_bytes") == 4);
   CHECK(st.at("pid").is_null());
+  json::object detached = health(c).at("detached").as_object();
+  CHECK(num(detached, "jobs") == 1);
+  CHECK(num(detached, "unfinished") == 0);
+  CHECK(num(detached, "spool_used_bytes") == 8 + 4 + 8 + 4);  // two records of 4 bytes
   stop_cleanly(d);
 }
 

@@ -287,19 +287,11 @@ void Loop::start(uint32_t slot) {
     return finish_unstarted(slot, JobState::kFailed, st.error().message());
   auto program = resolve_program(spec_);
   if (!program) return finish_unstarted(slot, JobState::kFailed, program.error().message());
-  UniqueFd spool;
   shm::JobRecord* record = nullptr;
   if (s.record) {
     if (s.record > seg_.caps().job_records || !spool_dir_)
       return finish_unstarted(slot, JobState::kFailed, "detached job without a spool");
     record = &seg_.record(s.record - 1);
-    std::string name = shm::spool_file_name(record->seq);
-    auto fd = sys("create the job's spool file", [&] {
-      return ::openat(spool_dir_.get(), name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                      0600);
-    });
-    if (!fd) return finish_unstarted(slot, JobState::kFailed, fd.error().message());
-    spool.reset(*fd);
   }
   bool in_cgroup = cgroups_.wanted(spec_.limits.memory_bytes, spec_.limits.processes);
   if (in_cgroup)
@@ -339,7 +331,6 @@ void Loop::start(uint32_t slot) {
   j.deadline_ns = spec_.timeout_ms ? now + spec_.timeout_ms * kMs : 0;
   j.grace_ns = uint64_t(spec_.kill_grace_ms ? spec_.kill_grace_ms : o_.kill_grace_ms) * kMs;
   j.record = record;
-  j.spool = std::move(spool);
   ++active_;
   rec_.running.store(active_, std::memory_order_relaxed);
   bool ok = watch(j.pidfd.get(), tag(kPidfd, entry, gen)) &&
@@ -430,6 +421,21 @@ void Loop::keep(Job& j, int stream, std::string_view data) {
     }
   }
   if (data.empty() || j.spool_failed) return;
+  if (!j.spool) {  // made on the first output: a job that prints nothing costs no file
+    std::string name = shm::spool_file_name(r.seq);
+    auto fd = sys("create the job's spool file", [&] {
+      return ::openat(spool_dir_.get(), name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                      0600);
+    });
+    if (!fd) {
+      spdlog::error("job {}: {}; its output is dropped", jobs_.slot(j.slot).job_id,
+                    fd.error().message());
+      j.spool_failed = true;
+      r.truncated.store(1, std::memory_order_relaxed);
+      return;
+    }
+    j.spool.reset(*fd);
+  }
   // Reserved before the write and given back only by the frontend when it
   // evicts the job (by spool_end): a worker killed in between over-counts by
   // one chunk, never under-counts.
