@@ -214,10 +214,25 @@ int main(int argc, char** argv) {
     json::object p{{"job_id", id}, {"output_encoding", "base64"}};
     if (wait_timeout >= 0) p["timeout"] = wait_timeout;
     json::object r = client.call("job_wait", std::move(p));
-    if (!r.contains("stdout")) {  // the wait ran out first
+    if (r.at("finished_at_ms").is_null()) {  // the wait ran out first
       std::fprintf(stderr, "shell-pool: job %s is still %s\n", id.c_str(),
                    std::string(r.at("state").as_string()).c_str());
       return kStillRunning;
+    }
+    if (const json::value* results = r.if_contains("results")) {  // a plan: each step's output
+      auto print_step = [](const json::object& step) {
+        write_all(1, from_base64(step.at("stdout")));
+        write_all(2, from_base64(step.at("stderr")));
+        std::string ended(step.at("state").as_string());
+        if (ended != "exited" || step.at("exit_code") != 0)
+          std::fprintf(stderr, "shell-pool: step %s: %s\n",
+                       std::string(step.at("name").as_string()).c_str(), ended.c_str());
+      };
+      if (results->is_array())
+        for (const json::value& step : results->as_array()) print_step(step.as_object());
+      if (results->is_object())
+        for (const auto& step : results->as_object()) print_step(step.value().as_object());
+      return exit_code_of(r);
     }
     write_all(1, from_base64(r.at("stdout")));
     write_all(2, from_base64(r.at("stderr")));

@@ -119,6 +119,13 @@ bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
                        " has not finished; cancel it (job_cancel) or wait for it first",
                    {{"state", st["state"]}}}),
              true;
+    if (records_.at(*rec).plan_flags & shm::kPlanAttached)
+      return fail({rpc::Code::WrongState,
+                   "job " + std::get<std::string>(parsed) +
+                       " is the plan of an execute_chain/_parallel/_dag call; it goes when "
+                       "that call is answered",
+                   {{"state", st["state"]}}}),
+             true;
     if (uint32_t plan = records_.at(*rec).plan)
       return fail({rpc::Code::WrongState,
                    "job " + std::get<std::string>(parsed) + " is a step of plan " +
@@ -303,13 +310,13 @@ json::object Frontend::job_result(uint32_t rec, const rpc::JobWaitParams& p) {
   const shm::JobRecord& r = records_.at(rec);
   uint64_t cap = std::min(o_.max_output_bytes, p.max_output_bytes.value_or(UINT64_MAX));
   bool truncated = r.truncated.load() != 0;
-  UniqueFd fd = records_.open_spool(rec);
+  const uint64_t end = r.spool_end.load(std::memory_order_acquire);
+  auto fd = end ? records_.open_spool(rec) : Result<UniqueFd>(UniqueFd());
   for (int i = 0; i < 2; ++i) {
     std::string bytes;
     uint64_t total = r.out_bytes[i].load();
-    if (fd && total) {
-      auto got = shm::read_spool(fd.get(), r.spool_end.load(std::memory_order_acquire),
-                                 shm::SpoolView(i), 0, cap, {});
+    if (fd && *fd && total) {
+      auto got = shm::read_spool(fd->get(), end, shm::SpoolView(i), 0, cap, {});
       if (got)
         for (auto& chunk : got->chunks) bytes += chunk.data;
     }
@@ -337,33 +344,36 @@ std::variant<json::object, rpc::RpcError> Frontend::job_output(uint32_t rec,
                          "invalid params: job " + std::string(r.id) +
                              " is a plan and has no output of its own; read its steps: " + steps};
   }
+  // Read before the spool's end, so that a job seen settled has all of its
+  // output below that end.
   const bool done = JobRecords::settled(r);
   const uint64_t end = r.spool_end.load(std::memory_order_acquire);
   const int view = int(p.stream);
-  const uint64_t total =
-      view == 2 ? r.out_bytes[0].load() + r.out_bytes[1].load() : r.out_bytes[view].load();
   shm::SpoolRead got;
+  shm::SpoolPos* hint = nullptr;
   if (end > 0) {
-    UniqueFd fd = records_.open_spool(rec);
+    auto fd = records_.open_spool(rec);
     if (!fd)
-      return rpc::RpcError{
-          rpc::Code::Internal,
-          "cannot open the spool file of job " + std::string(r.id) + ": " + std::strerror(errno)};
-    auto& [seq, hint] = read_pos_[rec];
-    if (seq != r.seq) seq = r.seq, hint = {};
+      return rpc::RpcError{rpc::Code::Internal,
+                           "job " + std::string(r.id) + ": " + fd.error().message()};
+    auto& [seq, pos] = read_pos_[rec];
+    if (seq != r.seq) seq = r.seq, pos = {};
+    hint = &pos;
     // UTF-8 text must be able to take one whole character (4 bytes).
     uint64_t max = p.base64 ? p.max_bytes : std::max<uint64_t>(p.max_bytes, 4);
-    auto read = shm::read_spool(fd.get(), end, shm::SpoolView(view), p.cursor, max, hint);
+    auto read = shm::read_spool(fd->get(), end, shm::SpoolView(view), p.cursor, max, pos);
     if (!read)
       return rpc::RpcError{rpc::Code::Internal,
                            "job " + std::string(r.id) + ": " + read.error().message()};
     got = std::move(read).value();
-    hint = got.resume;
   } else {
     got.next_cursor = p.cursor;
+    got.at_end = true;
   }
-  // Past the end only once the job has finished and all its output was read.
-  const bool eof = done && got.next_cursor >= total;
+  // Past the end once the job has ended and all the output it published was
+  // read (taken from the scan: a worker killed mid-chunk may have counted
+  // bytes it never published).
+  const bool eof = done && got.at_end;
   json::object o;
   json::array chunks;
   std::string data;
@@ -380,6 +390,9 @@ std::variant<json::object, rpc::RpcError> Frontend::job_output(uint32_t rec,
       chunks.push_back(json::object{
           {"stream", chunk.stream == shm::kStreamStderr ? "stderr" : "stdout"}, {"data", text}});
   }
+  // The next read starts at `next`: keep the resume point only if it is not
+  // past it (after a held-back character it may be).
+  if (hint && got.resume.at[view] <= next) *hint = got.resume;
   ready = next != p.cursor || eof;
   o["job_id"] = r.id;
   o["data"] = std::move(data);
@@ -445,7 +458,7 @@ std::optional<rpc::RpcError> Frontend::job_signal(uint32_t rec, int sig) {
 }
 
 void Frontend::park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_s,
-                    std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params) {
+                    std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner) {
   if (c.unfinished() >= o_.max_inflight)
     return answer(
         r, rpc::error_text(r.id, {rpc::Code::LimitExceeded,
@@ -459,9 +472,21 @@ void Frontend::park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_
   w.seq = records_.at(rec).seq;
   w.seen_end = records_.at(rec).spool_end.load(std::memory_order_acquire);
   if (wait_s)
-    w.deadline_ns = monotonic_ns() + std::min(kMaxWaitNs, uint64_t(std::ceil(*wait_s * 1e9)));
+    w.deadline_ns =
+        monotonic_ns() + uint64_t(std::ceil(std::min(*wait_s * 1e9, double(kMaxWaitNs))));
   w.params = std::move(params);
+  w.owner = owner;
+  if (w.deadline_ns && (!next_deadline_ns_ || w.deadline_ns < next_deadline_ns_))
+    next_deadline_ns_ = w.deadline_ns;
+  records_.pin(rec);  // not forgotten by retention while someone waits for it
+  if (owner) owned_plans_.insert(rec);
   waiters_.push_back(std::move(w));
+}
+
+void Frontend::unpark(const Waiter& w) {
+  if (records_.at(w.record).seq != w.seq) return;  // forgotten: its pins went with it
+  records_.unpin(w.record);
+  if (w.owner) owned_plans_.erase(w.record);
 }
 
 // Settles detached jobs that ended and answers the waiters whose job ended,
@@ -471,16 +496,22 @@ void Frontend::service_detached() {
   std::erase_if(unsettled_, [&](uint32_t rec) { return records_.settle(rec); });
   size_t plans = open_plans_.size();
   service_plans();
-  // A job's output may want the room of older ones.
-  if (unsettled_.size() != before || open_plans_.size() != plans) records_.expire();
-  if (waiters_.empty()) return;
-  const uint64_t now = monotonic_ns();
-  std::vector<Waiter> parked;
-  parked.swap(waiters_);
-  for (Waiter& w : parked) {
-    bool expired = w.deadline_ns && now >= w.deadline_ns;
-    if (!try_answer(w, expired)) waiters_.push_back(std::move(w));
+  if (!waiters_.empty()) {
+    const uint64_t now = monotonic_ns();
+    std::vector<Waiter> parked;
+    parked.swap(waiters_);
+    next_deadline_ns_ = 0;
+    for (Waiter& w : parked) {
+      bool expired = w.deadline_ns && now >= w.deadline_ns;
+      if (try_answer(w, expired)) continue;
+      if (w.deadline_ns && (!next_deadline_ns_ || w.deadline_ns < next_deadline_ns_))
+        next_deadline_ns_ = w.deadline_ns;
+      waiters_.push_back(std::move(w));
+    }
   }
+  // After the answers (a job that just ended is not forgotten before its
+  // waiters hear of it): a job's output may want the room of older ones.
+  if (unsettled_.size() != before || open_plans_.size() != plans) records_.expire();
 }
 
 bool Frontend::try_answer(Waiter& w, bool timed_out) {
@@ -488,6 +519,7 @@ bool Frontend::try_answer(Waiter& w, bool timed_out) {
   if (!c) return true;
   auto done = [&](const std::string& text) {
     --c->waits;
+    unpark(w);
     answer(w.reply, text);
     return true;
   };
@@ -497,8 +529,9 @@ bool Frontend::try_answer(Waiter& w, bool timed_out) {
   if (auto* p = std::get_if<rpc::JobWaitParams>(&w.params)) {
     if (JobRecords::settled(r)) {
       std::string text = rpc::result_text(w.reply.id, job_result(w.record, *p));
-      if (r.plan_flags & shm::kPlanAttached) records_.forget(w.record);  // answered: done with it
-      return done(text);
+      done(text);
+      if (w.owner) records_.forget(w.record);  // an attached plan, answered: done with it
+      return true;
     }
     if (timed_out) return done(rpc::result_text(w.reply.id, job_status(w.record)));
     return false;
@@ -515,17 +548,20 @@ bool Frontend::try_answer(Waiter& w, bool timed_out) {
 }
 
 void Frontend::drop_waiters(uint64_t conn_id) {
-  std::erase_if(waiters_, [&](const Waiter& w) { return w.reply.conn_id == conn_id; });
+  std::erase_if(waiters_, [&](const Waiter& w) {
+    if (w.reply.conn_id != conn_id) return false;
+    unpark(w);
+    return true;
+  });
 }
 
 // The epoll timeout: the tick, or sooner when a wait runs out.
 int Frontend::next_wait_ms(int tick_ms) const {
-  uint64_t now = monotonic_ns(), next = UINT64_MAX;
-  for (const Waiter& w : waiters_)
-    if (w.deadline_ns) next = std::min(next, w.deadline_ns);
-  if (next == UINT64_MAX) return tick_ms;
-  if (next <= now) return 0;
-  return int(std::min<uint64_t>(uint64_t(tick_ms), (next - now + 999'999) / 1'000'000));
+  if (!next_deadline_ns_) return tick_ms;
+  uint64_t now = monotonic_ns();
+  if (next_deadline_ns_ <= now) return 0;
+  return int(
+      std::min<uint64_t>(uint64_t(tick_ms), (next_deadline_ns_ - now + 999'999) / 1'000'000));
 }
 
 }  // namespace sp::frontend

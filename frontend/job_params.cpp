@@ -202,10 +202,11 @@ Parsed<JobListParams> parse_job_list_params(const json::value& params) {
     if (auto e = params_object(params, obj)) return *e;
     if (auto e = read_string(obj, "state", kOptional, p.state)) return *e;
     if (!p.state.empty() &&
-        std::find(std::begin(kJobStates), std::end(kJobStates), p.state) == std::end(kJobStates))
-      return bad_params(
-          "\"state\" must be one of queued, running, exited, timed_out, "
-          "cancelled, failed, lost");
+        std::find(std::begin(kJobStates), std::end(kJobStates), p.state) == std::end(kJobStates)) {
+      std::string names;
+      for (std::string_view st : kJobStates) names += (names.empty() ? "" : ", ") + std::string(st);
+      return bad_params("\"state\" must be one of " + names);
+    }
     if (auto e = read_string(obj, "session_id", kOptional, p.session_id)) return *e;
     return p;
   } catch (const std::exception& e) {

@@ -148,9 +148,8 @@ std::variant<uint32_t, rpc::RpcError> Frontend::enqueue(rpc::ExecParams& p, uint
     s.record = record;
     jobs_.set_control(*slot, shm::kControlDetached);
   }
-  if (waiting) {
+  if (waiting) {  // counted as submitted when it is queued (Frontend::promote)
     jobs_.transition(*slot, allocated, allocated.with_state(JobState::kWaiting));
-    seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
     return *slot;
   }
   JobWord queued = allocated.with_state(JobState::kQueued);

@@ -25,13 +25,16 @@ class Scan {
     return t_.substr(start, (i_++) - start);
   }
 
-  // Skips one value; `nodes`: it is the value of a "nodes" member.
-  void value(bool nodes) {
+  // Where a value is: the request, its params, params.nodes, or elsewhere.
+  enum class Level { kRequest, kParams, kNodes, kOther };
+
+  // Skips one value.
+  void value(Level level) {
     ws();
     if (at('"')) {
       string();
     } else if (at('{')) {
-      object(nodes);
+      object(level);
     } else if (at('[')) {
       ++i_;
       ws();
@@ -40,7 +43,7 @@ class Scan {
         return;
       }
       for (;;) {
-        value(false);
+        value(Level::kOther);
         ws();
         if (at(',')) {
           ++i_;
@@ -59,7 +62,8 @@ class Scan {
   std::optional<std::string> duplicate;
 
  private:
-  void object(bool nodes) {
+  void object(Level level) {
+    const bool nodes = level == Level::kNodes;
     ++i_;
     std::unordered_set<std::string_view> keys;
     ws();
@@ -73,7 +77,9 @@ class Scan {
       if (nodes && !keys.insert(key).second && !duplicate) duplicate = std::string(key);
       ws();
       ++i_;  // ':'
-      value(key == "nodes");
+      value(level == Level::kRequest && key == "params" ? Level::kParams
+            : level == Level::kParams && key == "nodes" ? Level::kNodes
+                                                        : Level::kOther);
       ws();
       if (at(',')) {
         ++i_;
@@ -92,7 +98,7 @@ class Scan {
 
 std::optional<std::string> duplicate_nodes_key(std::string_view text) {
   Scan s(text);
-  s.value(false);
+  s.value(Scan::Level::kRequest);
   return s.duplicate;
 }
 
@@ -106,7 +112,7 @@ std::vector<std::string_view> array_elements(std::string_view text) {
     s.ws();
     if (!s.more() || s.at(']')) return out;
     size_t from = s.pos();
-    s.value(false);
+    s.value(Scan::Level::kOther);
     out.push_back(text.substr(from, s.pos() - from));
     s.ws();
     if (!s.at(',')) return out;

@@ -61,7 +61,7 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
     rpc::JobWaitParams wait;
     wait.base64 = p.base64;
     wait.max_output_bytes = p.max_output_bytes;
-    park(c, r, std::get<uint32_t>(plan), std::nullopt, std::move(wait));
+    park(c, r, std::get<uint32_t>(plan), std::nullopt, std::move(wait), true);
     return;  // answered when the plan ends
   }
   if (m == "session_create" || m == "session_list" || m == "session_destroy") {

@@ -55,10 +55,20 @@ std::variant<uint32_t, rpc::RpcError> Frontend::submit_plan(rpc::PlanParams& p,
                                                             bool attached) {
   if (seg_.header().draining.load() || stopping_)
     return rpc::RpcError{rpc::Code::ShuttingDown, "the daemon is shutting down"};
-  if (p.steps.size() + 1 > records_.size())
+  if (p.steps.size() + 1 > records_.size() || p.steps.size() > jobs_.size())
     return rpc::RpcError{rpc::Code::LimitExceeded,
-                         "the plan needs " + std::to_string(p.steps.size() + 1) +
-                             " job records; --retain-jobs is " + std::to_string(records_.size())};
+                         "the plan needs " + std::to_string(p.steps.size()) +
+                             " job slots and one more job record; --queue-size is " +
+                             std::to_string(jobs_.size()) + ", --retain-jobs " +
+                             std::to_string(records_.size())};
+  // Every step takes its slot now: refuse the plan whole rather than half.
+  uint32_t free = 0;
+  for (uint32_t i = 0; i < jobs_.size() && free < p.steps.size(); ++i)
+    free += jobs_.load(i).state == JobState::kFree;
+  if (free < p.steps.size())
+    return rpc::queue_full_error(50, "queue full: the plan needs " +
+                                         std::to_string(p.steps.size()) +
+                                         " free job slots; retry later");
   const uint64_t seq = seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
   const std::string id = client_id.empty() ? std::to_string(seq) : client_id;
   auto plan = records_.create(id, seq);
@@ -132,7 +142,18 @@ bool Frontend::advance_plan(uint32_t plan) {
       if (jobs_.load(r.slot).state != JobState::kWaiting) ++active;
     }
     const bool cancelled = pr.plan_flags & shm::kPlanCancelled;
-    const bool stop = cancelled || (failed && (pr.plan_flags & shm::kPlanStopOnFailure));
+    const bool draining = seg_.header().draining.load() || stopping_;
+    const bool stop =
+        cancelled || draining || (failed && (pr.plan_flags & shm::kPlanStopOnFailure));
+    if (cancelled) {  // again each turn: a frontend that died mid-cancel left some running
+      json::value ignored;
+      for (uint32_t s : steps) {
+        const shm::JobRecord& r = records_.at(s);
+        if (JobRecords::settled(r) || jobs_.load(r.slot).state == JobState::kWaiting) continue;
+        if (!(jobs_.slot(r.slot).control.load() & shm::kControlCancel))
+          job_cancel(s, rpc::JobSignalParams{}, ignored);
+      }
+    }
     for (uint32_t s : steps) {
       const shm::JobRecord& r = records_.at(s);
       if (JobRecords::settled(r)) continue;
@@ -140,7 +161,10 @@ bool Frontend::advance_plan(uint32_t plan) {
       if (w.state != JobState::kWaiting) continue;
       std::string why;
       bool ready = true;
-      if (stop) why = cancelled ? "skipped: the plan was cancelled" : "skipped: a step failed";
+      if (stop)
+        why = cancelled  ? "skipped: the plan was cancelled"
+              : draining ? "skipped: the daemon is shutting down"
+                         : "skipped: a step failed";
       for (uint32_t d = 0; why.empty() && d < steps.size(); ++d) {
         if (!(r.deps >> d & 1)) continue;
         const shm::JobRecord& dep = records_.at(steps[d]);
@@ -193,6 +217,7 @@ bool Frontend::promote(uint32_t slot, JobWord waiting) {
     return false;
   }
   submit_.ring();
+  seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -239,6 +264,9 @@ json::array Frontend::plan_steps(uint32_t plan) const {
 void Frontend::cancel_plan(uint32_t plan, const rpc::JobSignalParams& how) {
   shm::JobRecord& pr = records_.at(plan);
   if (JobRecords::settled(pr)) return;
+  // Marked first: a frontend dying part-way leaves a cancelled plan, and the
+  // next one's advance_plan cancels (with the defaults) the steps this loop
+  // missed. The steps get the caller's signal and grace here.
   pr.plan_flags |= shm::kPlanCancelled;
   json::value ignored;
   for (uint32_t s : records_.steps_of(plan)) {
@@ -256,9 +284,7 @@ void Frontend::service_plans() {
     shm::JobRecord& pr = records_.at(plan);
     if (pr.state.load() != uint32_t(shm::RecordState::kLive)) return true;
     bool attached = pr.plan_flags & shm::kPlanAttached;
-    bool waited = false;
-    if (attached)
-      for (const Waiter& w : waiters_) waited |= w.record == plan && w.seq == pr.seq;
+    bool waited = owned_plans_.count(plan) != 0;
     if (attached && !waited && !(pr.plan_flags & shm::kPlanCancelled))
       cancel_plan(plan, rpc::JobSignalParams{});
     if (!advance_plan(plan)) return false;

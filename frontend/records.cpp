@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/crash_point.h"
 #include "common/log.h"
+#include "common/sys.h"
 #include "shm/codec.h"
 #include "shm/spool.h"
 
@@ -131,7 +132,13 @@ const std::vector<uint32_t>& JobRecords::steps_of(uint32_t plan) const {
 }
 
 void JobRecords::abandon(uint32_t i) {
+  steps_.erase(i);  // a plan's steps were forgotten one by one
   at(i).state.store(uint32_t(RecordState::kFree), std::memory_order_release);
+}
+
+void JobRecords::unpin(uint32_t i) {
+  auto it = pins_.find(i);
+  if (it != pins_.end() && --it->second == 0) pins_.erase(it);
 }
 
 std::optional<uint32_t> JobRecords::find(std::string_view id) const {
@@ -217,8 +224,12 @@ void JobRecords::forget_one(uint32_t i) {
   if (!is_plan(r)) {
     std::string name = shm::spool_file_name(r.seq);
     if (spool_dir_ >= 0) ::unlinkat(spool_dir_, name.c_str(), 0);
-    seg_.header().spool_used.fetch_sub(r.spool_end.load(), std::memory_order_relaxed);
+    // Taken out of the record first: a frontend dying in between leaves the
+    // bytes counted (an over-count), never subtracted twice.
+    shm::give_back_spool(seg_.header(), r.spool_end.exchange(0));
   }
+  if (r.plan) std::erase(steps_[r.plan - 1], i);
+  pins_.erase(i);
   by_id_.erase(r.id);
   release(i);
 }
@@ -231,7 +242,7 @@ std::optional<uint32_t> JobRecords::oldest_settled(bool with_output) const {
   std::optional<uint32_t> best;
   for (const auto& [id, i] : by_id_) {
     const shm::JobRecord& r = at(i);
-    if (!settled(r) || r.plan) continue;  // a step goes with its plan
+    if (!settled(r) || r.plan || pinned(i)) continue;  // a step goes with its plan
     if (with_output && !is_plan(r) && r.spool_end.load() == 0) continue;
     if (!best || r.seq < at(*best).seq) best = i;
   }
@@ -244,7 +255,8 @@ uint32_t JobRecords::expire() {
   std::vector<uint32_t> old;
   for (const auto& [id, i] : by_id_) {
     const shm::JobRecord& r = at(i);
-    if (settled(r) && !r.plan && r.finished_unix_ms + retain_ms_ <= now) old.push_back(i);
+    if (settled(r) && !r.plan && !pinned(i) && r.finished_unix_ms + retain_ms_ <= now)
+      old.push_back(i);
   }
   for (uint32_t i : old) forget(i), ++n;
   // Keep room for one more job's whole output, so new jobs are not truncated
@@ -260,10 +272,14 @@ uint32_t JobRecords::expire() {
   return n;
 }
 
-UniqueFd JobRecords::open_spool(uint32_t i) const {
-  if (spool_dir_ < 0) return {};
+Result<UniqueFd> JobRecords::open_spool(uint32_t i) const {
+  if (spool_dir_ < 0) return Error{ENOENT, "no spool directory"};
   std::string name = shm::spool_file_name(at(i).seq);
-  return UniqueFd(::openat(spool_dir_, name.c_str(), O_RDONLY | O_CLOEXEC));
+  auto fd = sys("open the job's spool file", [&] {
+    return ::openat(spool_dir_, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  });
+  if (!fd) return fd.error();
+  return UniqueFd(*fd);
 }
 
 }  // namespace sp::frontend

@@ -48,6 +48,12 @@ class JobRecords {
   void publish(uint32_t i);
   void abandon(uint32_t i);
 
+  // A pinned record is never forgotten by retention or eviction (someone
+  // waits for its answer); job_forget still forgets it. Counted.
+  void pin(uint32_t i) { ++pins_[i]; }
+  void unpin(uint32_t i);
+  bool pinned(uint32_t i) const { return pins_.count(i) != 0; }
+
   std::optional<uint32_t> find(std::string_view id) const;
   // Every live record, oldest first.
   std::vector<uint32_t> all() const;
@@ -68,12 +74,12 @@ class JobRecords {
   // Frees a settled record and its spool file; a plan with its steps.
   void forget(uint32_t i);
   // Retention: forgets settled jobs older than retain_ms, and the oldest
-  // settled ones while the spool has no room for one more job's output.
-  // Returns how many it forgot.
+  // settled ones while the spool has no room for one more job's output;
+  // never pinned ones. Returns how many it forgot.
   uint32_t expire();
 
-  // The spool file of record i for reading; invalid if it cannot be opened.
-  UniqueFd open_spool(uint32_t i) const;
+  // The spool file of record i for reading.
+  Result<UniqueFd> open_spool(uint32_t i) const;
 
  private:
   void release(uint32_t i);
@@ -87,6 +93,7 @@ class JobRecords {
   uint64_t job_spool_bytes_;
   std::unordered_map<std::string, uint32_t> by_id_;
   std::unordered_map<uint32_t, std::vector<uint32_t>> steps_;  // plan -> its steps, in order
+  std::unordered_map<uint32_t, uint32_t> pins_;                // record -> pins (bounded: waiters)
 };
 
 }  // namespace sp::frontend

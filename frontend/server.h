@@ -88,6 +88,7 @@ struct Waiter {
   uint64_t seq = 0;          // the job it waits for (records are reused)
   uint64_t deadline_ns = 0;  // 0: none
   uint64_t seen_end = 0;     // job_output: the spool's end when last looked at
+  bool owner = false;        // the execute_* call of an attached plan (forgets it when answered)
   std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params;
 };
 
@@ -152,7 +153,8 @@ class Frontend {
                                           boost::json::value& result);
   std::optional<rpc::RpcError> job_signal(uint32_t rec, int sig);
   void park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_s,
-            std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params);
+            std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner = false);
+  void unpark(const Waiter& w);
   void fill_record(shm::JobRecord& r, const rpc::ExecParams& p) const;
   void service_detached();
   bool try_answer(Waiter& w, bool timed_out);  // true: answered (drop it)
@@ -195,6 +197,8 @@ class Frontend {
   std::vector<uint32_t> unsettled_;   // detached jobs not yet settled (record indices)
   std::vector<uint32_t> open_plans_;  // plans not yet settled
   std::vector<Waiter> waiters_;       // bounded: --max-inflight per connection
+  uint64_t next_deadline_ns_ = 0;     // earliest deadline of a waiter (0: none); may be early
+  std::unordered_set<uint32_t> owned_plans_;  // attached plans whose execute_* call waits
   // Where reading each detached job's spool stopped, so reading on does not
   // rescan it; one entry per job read, dropped when the job is forgotten.
   std::unordered_map<uint32_t, std::pair<uint64_t, shm::SpoolPos>> read_pos_;

@@ -93,11 +93,13 @@ struct alignas(64) Header {
 };
 
 struct alignas(64) WorkerRecord {
-  std::atomic<int32_t> pid;            // written by the supervisor; 0: not running
-  std::atomic<uint32_t> incarnation;   // bumped by the supervisor before each start
-  std::atomic<uint32_t> running;       // jobs this worker runs now (for stats)
-  std::atomic<uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC of the last loop turn
-  BellWord bell;                       // frontend/supervisor -> this worker
+  std::atomic<int32_t> pid;              // written by the supervisor; 0: not running
+  std::atomic<uint32_t> incarnation;     // bumped by the supervisor before each start
+  std::atomic<uint32_t> running;         // jobs this worker runs now (for stats)
+  std::atomic<uint64_t> heartbeat_ns;    // CLOCK_MONOTONIC of the last loop turn
+  std::atomic<uint64_t> spool_reserved;  // spool bytes counted in Header::spool_used and being
+                                         // written: given back if the worker dies meanwhile
+  BellWord bell;                         // frontend/supervisor -> this worker
 };
 
 // Job states. Terminal states are >= kExited.

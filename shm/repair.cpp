@@ -4,6 +4,7 @@
 
 #include "common/clock.h"
 #include "shm/codec.h"
+#include "shm/spool.h"
 
 namespace sp::shm {
 
@@ -36,6 +37,7 @@ bool finish_queued(const Segment& seg, uint32_t slot, JobWord queued, JobState s
 
 RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::string_view why) {
   RepairReport report;
+  give_back_spool(seg.header(), seg.worker(index).spool_reserved.exchange(0));
   JobTable jobs = seg.jobs();
   SubmitRing ring = seg.ring();
   const auto owner = uint8_t(index + 1);
@@ -78,7 +80,14 @@ RepairReport repair_after_frontend_death(const Segment& seg) {
       if (w.state == JobState::kClaimed && w.owner == kOwnerController &&
           publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, "cancelled before it started"))
         ++report.cancelled;
-      if (w.state == JobState::kQueued && ring.push(i)) ++report.requeued;
+      if (w.state == JobState::kQueued) {
+        if (ring.push(i)) {
+          ++report.requeued;
+        } else if (finish_queued(seg, i, w, JobState::kLost,
+                                 "lost: its frontend died and the ring was full")) {
+          ++report.lost;
+        }
+      }
       continue;
     }
     switch (w.state) {

@@ -39,7 +39,7 @@ struct RepairReport {
 
 // After worker `index` died: kill the process groups of its running jobs and
 // mark them lost with `why`; put jobs it had claimed but not started back on
-// the ring.
+// the ring; give back the spool bytes it was writing.
 RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::string_view why);
 
 // After the frontend died: its clients are gone. Free slots it was filling,

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/sys.h"
 #include "shm/layout.h"
 
 namespace sp::shm {
@@ -28,11 +29,11 @@ class BlockReader {
       buf_.resize(want);
       uint64_t got = 0;
       while (got < want) {
-        ssize_t n = ::pread(fd_, buf_.data() + got, want - got, off_t(off + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return Error{errno, "read spool file"};
-        if (n == 0) return Error{EBADMSG, "spool file is shorter than recorded"};
-        got += uint64_t(n);
+        auto n = sys("read spool file",
+                     [&] { return ::pread(fd_, buf_.data() + got, want - got, off_t(off + got)); });
+        if (!n) return n.error();
+        if (*n == 0) return Error{EBADMSG, "spool file is shorter than recorded"};
+        got += uint64_t(*n);
       }
       base_ = off;
     }
@@ -48,6 +49,13 @@ class BlockReader {
 
 }  // namespace
 
+void give_back_spool(Header& h, uint64_t bytes) {
+  uint64_t used = h.spool_used.load(std::memory_order_relaxed);
+  while (bytes && !h.spool_used.compare_exchange_weak(used, used - std::min(used, bytes),
+                                                      std::memory_order_relaxed)) {
+  }
+}
+
 std::string spool_file_name(uint64_t seq) {
   return "job-" + std::to_string(seq);
 }
@@ -58,10 +66,11 @@ Result<uint64_t> spool_append(int fd, uint64_t offset, uint8_t stream, std::stri
   const uint64_t total = sizeof h + data.size();
   uint64_t done = 0;
   while (done < total) {
-    ssize_t n = ::pwritev(fd, iov, 2, off_t(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Error{errno, "write spool file"};
-    if (n == 0) return Error{ENOSPC, "write spool file"};
+    auto wrote =
+        sys("write spool file", [&] { return ::pwritev(fd, iov, 2, off_t(offset + done)); });
+    if (!wrote) return wrote.error();
+    if (*wrote == 0) return Error{ENOSPC, "write spool file"};
+    ssize_t n = *wrote;
     done += uint64_t(n);
     // A short write: move the iovecs past what was written and go on.
     for (iovec& v : iov) {
@@ -112,6 +121,7 @@ Result<SpoolRead> read_spool(int fd, uint64_t spool_end, SpoolView view, uint64_
     if (pos.at[v] <= cursor) out.resume = pos;
   }
   out.next_cursor = std::max(cursor, out.resume.at[v]);
+  out.at_end = pos.file_off >= spool_end && out.next_cursor >= pos.at[v];
   return out;
 }
 

@@ -22,6 +22,12 @@
 
 namespace sp::shm {
 
+struct Header;
+
+// Returns `bytes` to Header::spool_used, never below 0 (an earlier crash can
+// only have over-counted).
+void give_back_spool(Header& h, uint64_t bytes);
+
 // "job-<seq>": the file name of job `seq`'s spool.
 std::string spool_file_name(uint64_t seq);
 
@@ -50,6 +56,7 @@ struct SpoolRead {
   std::vector<SpoolChunk> chunks;  // consecutive data of one stream merged into one chunk
   uint64_t next_cursor = 0;        // the view's offset after the data returned
   SpoolPos resume;                 // a record boundary at or before next_cursor
+  bool at_end = false;             // everything of the view up to spool_end was returned
 };
 
 // Reads up to `max_bytes` of `view` from `cursor`, within the first

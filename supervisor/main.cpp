@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
   app.add_option("--retain-seconds", cfg.retain_s,
                  "How long a finished detached job and its output are kept")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(0.0, 1e9));
   app.add_option("--job-output-bytes", cfg.job_spool_bytes,
                  "Output kept per detached job (stdout and stderr together); more is dropped "
                  "and marked truncated")
@@ -168,8 +168,9 @@ int main(int argc, char** argv) {
                  "and finished jobs are forgotten, oldest first, to make room")
       ->capture_default_str();
   app.add_option("--spool-dir", cfg.spool_dir,
-                 "Directory for detached jobs' output files, made and removed by the daemon "
-                 "(default: the socket path + \".spool\")");
+                 "Where detached jobs' output files go: the daemon makes (and at exit removes) "
+                 "its own directory shell-pool-<hash>.spool in it (default: the socket's "
+                 "directory)");
   app.set_config("--config", "", "Read options from this TOML file (names as the long flags)");
 
   // Internal roles, started by the supervisor; not for direct use.

@@ -59,14 +59,18 @@ void add_limit_args(std::vector<std::string>& args, const char* flag, const shm:
       args.insert(args.end(), {flag, std::string(name) + "=" + std::to_string(l.*field)});
 }
 
-// Removes the job files a daemon left in the spool directory: only those, as
-// the directory may be one the user named.
+// Removes the job files ("job-<digits>") a daemon left in its spool
+// directory, and nothing else.
 uint32_t clear_spool(const std::string& dir) {
   uint32_t n = 0;
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
-  while (dirent* e = ::readdir(d))
-    if (std::strncmp(e->d_name, "job-", 4) == 0 && ::unlinkat(::dirfd(d), e->d_name, 0) == 0) ++n;
+  while (dirent* e = ::readdir(d)) {
+    std::string_view name(e->d_name);
+    bool job = name.size() > 4 && name.substr(0, 4) == "job-" &&
+               name.find_first_not_of("0123456789", 4) == std::string_view::npos;
+    if (job && ::unlinkat(::dirfd(d), e->d_name, 0) == 0) ++n;
+  }
   ::closedir(d);
   return n;
 }
@@ -495,18 +499,32 @@ bool Supervisor::children_alive() const {
          std::any_of(workers_.begin(), workers_.end(), [](const Role& w) { return w.pid > 0; });
 }
 
+// The instance's own spool directory, "<shm name>.spool" in --spool-dir
+// (default: the socket's directory): two daemons never share one, and the
+// daemon removes only what it made.
 Status Supervisor::make_spool() {
-  if (cfg_.spool_dir.empty()) cfg_.spool_dir = cfg_.socket_path + ".spool";
-  if (::mkdir(cfg_.spool_dir.c_str(), 0700) == 0) {
-    spool_made_ = true;
-    return {};
+  std::string parent = cfg_.spool_dir;
+  if (parent.empty()) {
+    size_t slash = cfg_.socket_path.rfind('/');
+    parent = slash == std::string::npos ? "."
+             : slash == 0               ? "/"
+                                        : cfg_.socket_path.substr(0, slash);
   }
-  struct stat st {};
-  if (errno != EEXIST || ::stat(cfg_.spool_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    return Error{errno ? errno : ENOTDIR, "spool directory " + cfg_.spool_dir};
-  // Our socket was free, so job files here are an earlier instance's.
-  if (uint32_t n = clear_spool(cfg_.spool_dir))
-    spdlog::warn("removed {} stale job output files from {}", n, cfg_.spool_dir);
+  const std::string dir = parent + "/" + shm_name_ + ".spool";
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno != EEXIST) return Error{errno, "make the spool directory " + dir};
+    // Left by an earlier instance on our socket (which was free): it must be
+    // a directory of ours that nobody else can write into.
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0) return Error{errno, "spool directory " + dir};
+    if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 022))
+      return Error{EPERM, "spool directory " + dir +
+                              " is not a directory only this user can write; remove it"};
+    if (uint32_t n = clear_spool(dir))
+      spdlog::warn("removed {} stale job output files from {}", n, dir);
+  }
+  cfg_.spool_dir = dir;
+  spool_made_ = true;
   return {};
 }
 

@@ -496,7 +496,7 @@ void check_left_nothing(const TestDaemon& d, const std::vector<pid_t>& former_ch
   INFO("daemon log:\n" << d.log());
   CHECK_FALSE(file_exists(d.socket()));
   CHECK_FALSE(file_exists(d.shm_path()));
-  CHECK_FALSE(file_exists(d.socket() + ".spool"));  // detached jobs' output files
+  CHECK_FALSE(file_exists(d.spool_dir()));  // detached jobs' output files
   CHECK(pids_matching(d.shm_name()).empty());
   for (pid_t p : former_children) {
     INFO("former child " << p << ": " << cmdline_of(p));

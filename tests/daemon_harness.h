@@ -96,6 +96,10 @@ class TestDaemon {
   const std::string& dir() const { return dir_.path(); }
   std::string shm_name() const { return shm_name_for_socket(socket_); }
   std::string shm_path() const { return "/dev/shm/" + shm_name(); }
+  // Its spool directory (detached jobs' output), as the supervisor names it.
+  std::string spool_dir() const {
+    return socket_.substr(0, socket_.rfind('/')) + "/" + shm_name() + ".spool";
+  }
   std::string log() const;
 
   // Not reaped yet (polls waitpid).

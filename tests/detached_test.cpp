@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <string>
 
 #include "tests/daemon_harness.h"
@@ -509,4 +510,20 @@ TEST_CASE("the CLI submits, follows, waits for, cancels and lists detached jobs"
   CHECK(r.exit_code != 0);
   CHECK_THAT(r.err, Contains("no job with job_id cli-1"));
   stop_cleanly(d);
+}
+
+TEST_CASE("the spool directory is the daemon's own: other files beside it are left alone",
+          "[detached][spool]") {
+  TempDir spool;
+  std::string mine = spool.path() + "/job-notes.txt";
+  { std::ofstream(mine) << "keep me"; }
+  START_DAEMON(d, {"--workers", "1", "--spool-dir", spool.path()});
+  Client c(d.socket());
+  std::string id = submit(c, {{"command", "echo spooled"}});
+  CHECK(str(wait_job(c, id), "stdout") == "spooled\n");
+  std::string dir = spool.path() + "/" + d.shm_name() + ".spool";
+  CHECK(file_exists(dir + "/job-" + id));
+  stop_cleanly(d);
+  CHECK_FALSE(file_exists(dir));
+  CHECK(read_file(mine) == "keep me");
 }

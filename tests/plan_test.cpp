@@ -281,3 +281,78 @@ TEST_CASE("a detached plan goes on after a frontend crash", "[plan][crash]") {
   CHECK(str(node(r, "then"), "stdout") == "then\n");
   stop_cleanly(d);
 }
+
+TEST_CASE("a plan refused part-way leaves nothing behind that a later plan could inherit",
+          "[plan]") {
+  START_DAEMON(d, {"--workers", "2"});
+  Client c(d.socket());
+  // The second step names no session: refused after the first step was written.
+  json::object e = error_of(c.call(
+      "execute_chain",
+      {{"commands", json::array{json::object{{"command", "echo one"}},
+                                json::object{{"command", "echo two"}, {"session_id", "nope"}}}}}));
+  CHECK(num(e, "code") == -32001);
+  CHECK(result_of(c.call("job_list", {})).at("jobs").as_array().empty());
+  // The next plan (same record indices) runs in its own order, with its own steps only.
+  json::object r =
+      run_plan(c, "execute_dag",
+               {{"nodes",
+                 {{"late", {{"command", "cat " + d.dir() + "/early"}, {"depends_on", {"early"}}}},
+                  {"early", {{"command", "echo first > " + d.dir() + "/early"}}}}}});
+  CHECK(r.at("success") == true);
+  CHECK(str(node(r, "late"), "stdout") == "first\n");
+  CHECK(r.at("results").as_object().size() == 2);
+  stop_cleanly(d);
+}
+
+TEST_CASE("with --retain-seconds 0 strategies and job_wait still get their answers",
+          "[plan][retention]") {
+  START_DAEMON(d, {"--workers", "2", "--retain-seconds", "0"});
+  Client c(d.socket());
+  json::object r = run_plan(c, "execute_chain",
+                            {{"commands", json::array{json::object{{"command", "echo a"}},
+                                                      json::object{{"command", "echo b"}}}}});
+  CHECK(str(step(r, 1), "stdout") == "b\n");
+  Client w(d.socket());
+  REQUIRE(w.send_line(Client::request(
+      1, "job_submit", {{"command", "sleep 0.2; echo late"}, {"job_id", "gone-soon"}})));
+  REQUIRE(w.read_json(10));
+  json::object waited = result_of(w.call("job_wait", {{"job_id", "gone-soon"}, {"timeout", 10}}));
+  CHECK(str(waited, "stdout") == "late\n");
+  stop_cleanly(d);
+}
+
+TEST_CASE("SIGTERM during a chain answers it, the steps not yet started skipped",
+          "[plan][shutdown]") {
+  START_DAEMON(d, {"--workers", "1"});
+  Client c(d.socket());
+  REQUIRE(c.send_line(
+      Client::request(7, "execute_chain",
+                      {{"commands", json::array{json::object{{"command", "sleep 0.5; echo one"}},
+                                                json::object{{"command", "echo two"}}}}})));
+  REQUIRE(wait_until([&] { return !pids_matching("sleep 0.5").empty(); }, 10));
+  ::kill(d.pid(), SIGTERM);
+  auto answer = c.read_json(20);
+  REQUIRE(answer);
+  json::object r = result_of(answer->as_object());
+  CHECK(str(step(r, 0), "stdout") == "one\n");
+  CHECK(str(step(r, 1), "status") == "skipped");
+  CHECK_THAT(str(step(r, 1), "error"), Contains("shutting down"));
+  CHECK(d.wait_exit(20) == 0);
+}
+
+TEST_CASE("shell-pool wait on a plan prints every step's output and exits with its status",
+          "[plan][cli]") {
+  START_DAEMON(d, {"--workers", "1"});
+  Client c(d.socket());
+  result_of(c.call("job_submit",
+                   {{"strategy", "chain"},
+                    {"job_id", "cli-plan"},
+                    {"commands", json::array{json::object{{"command", "echo one"}},
+                                             json::object{{"command", "echo two >&2; exit 3"}}}}}));
+  CliRun r = run_cli({"--socket", d.socket(), "wait", "cli-plan"}, d.dir());
+  CHECK(r.exit_code == 1);
+  CHECK(r.out == "one\n");
+  CHECK_THAT(r.err, Contains("two\n") && Contains("step 1: exited"));
+  stop_cleanly(d);
+}

@@ -497,6 +497,10 @@ TEST_CASE("a DAG's node name given twice is found in the raw line, also inside a
   Call env = only_call(
       R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"a":{"command":"x","env":{"k":"1","k":"2"}}}}})");
   CHECK_FALSE(env.duplicate_node);
+  // A node named "nodes" is a node, not another set of node names.
+  Call named = only_call(
+      R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"nodes":{"command":"x","command":"y"}}}})");
+  CHECK_FALSE(named.duplicate_node);
   Line batch = parse_line(
       R"([{"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"n":{"command":"x"}}}}, )"
       R"({"jsonrpc":"2.0","id":2,"method":"job_submit","params":{"strategy":"dag","nodes":{"m":{"command":"x"},"m":{"command":"y"}}}}])");

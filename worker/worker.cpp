@@ -61,8 +61,8 @@ struct Job {
   // Detached jobs: output goes to a spool file instead of the output ring.
   shm::JobRecord* record = nullptr;
   UniqueFd spool;
-  uint64_t spool_end = 0;  // file bytes written
-  bool spool_failed = false;
+  uint64_t spool_end = 0;      // file bytes written
+  bool spool_failed = false;   // output beyond this point is dropped (cap, budget, error)
   bool output_killed = false;  // stopped for its output cap
 };
 
@@ -403,64 +403,67 @@ void Loop::on_spool_pipe(Job& j, int stream) {
 }
 
 // Appends what the job printed to its spool, within its output cap and the
-// daemon's spool budget; what does not fit is dropped and marked truncated
-// (or, with output_policy "kill", stops the job).
+// daemon's spool budget. From the first byte that does not fit on, the job's
+// output is dropped (no holes: what is kept is a prefix) and marked
+// truncated, or with output_policy "kill" the job is stopped.
 void Loop::keep(Job& j, int stream, std::string_view data) {
   shm::JobRecord& r = *j.record;
+  if (j.spool_failed) return;
   uint64_t kept = r.out_bytes[0].load(std::memory_order_relaxed) +
                   r.out_bytes[1].load(std::memory_order_relaxed);
   uint64_t room = r.output_cap > kept ? r.output_cap - kept : 0;
-  if (data.size() > room) {
-    data = data.substr(0, room);
-    r.truncated.store(1, std::memory_order_relaxed);
-    if (r.kill_on_cap && !j.output_killed && !j.cancelled) {
-      j.output_killed = true;
-      r.output_killed.store(1, std::memory_order_relaxed);
-      j.cancelled = true;
-      stop(j, SIGTERM, j.grace_ns);
-    }
-  }
-  if (data.empty() || j.spool_failed) return;
-  if (!j.spool) {  // made on the first output: a job that prints nothing costs no file
-    std::string name = shm::spool_file_name(r.seq);
-    auto fd = sys("create the job's spool file", [&] {
-      return ::openat(spool_dir_.get(), name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                      0600);
-    });
-    if (!fd) {
-      spdlog::error("job {}: {}; its output is dropped", jobs_.slot(j.slot).job_id,
-                    fd.error().message());
-      j.spool_failed = true;
-      r.truncated.store(1, std::memory_order_relaxed);
-      return;
-    }
-    j.spool.reset(*fd);
-  }
-  // Reserved before the write and given back only by the frontend when it
-  // evicts the job (by spool_end): a worker killed in between over-counts by
-  // one chunk, never under-counts.
+  bool over = data.size() > room;
+  data = data.substr(0, room);
   const uint64_t need = sizeof(shm::RecordHeader) + data.size();
   auto& used = seg_.header().spool_used;
-  if (used.fetch_add(need, std::memory_order_relaxed) + need > seg_.caps().spool_bytes) {
-    used.fetch_sub(need, std::memory_order_relaxed);
-    r.truncated.store(1, std::memory_order_relaxed);
-    return;
+  if (!data.empty()) {
+    // Counted before the write, and recorded in our WorkerRecord while the
+    // write is under way, so the supervisor gives it back if we die there.
+    if (used.fetch_add(need, std::memory_order_relaxed) + need > seg_.caps().spool_bytes) {
+      shm::give_back_spool(seg_.header(), need);
+      data = {};
+      over = true;
+    } else {
+      rec_.spool_reserved.store(need, std::memory_order_relaxed);
+    }
   }
-  auto wrote = shm::spool_append(j.spool.get(), j.spool_end,
-                                 stream == 0 ? shm::kStreamStdout : shm::kStreamStderr, data);
-  if (!wrote) {
-    used.fetch_sub(need, std::memory_order_relaxed);
-    spdlog::error("job {}: {}; its further output is dropped", jobs_.slot(j.slot).job_id,
-                  wrote.error().message());
-    j.spool_failed = true;
-    r.truncated.store(1, std::memory_order_relaxed);
-    return;
+  if (!data.empty() && !j.spool) {  // made on the first output: a silent job costs no file
+    std::string name = shm::spool_file_name(r.seq);
+    auto fd = sys("create the job's spool file", [&] {
+      return ::openat(spool_dir_.get(), name.c_str(),
+                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    });
+    if (fd) j.spool.reset(*fd);
+    if (!fd) spdlog::error("job {}: {}", jobs_.slot(j.slot).job_id, fd.error().message());
   }
-  crash_point("mid_spool_record");
-  j.spool_end += *wrote;
-  r.out_bytes[stream].fetch_add(data.size(), std::memory_order_relaxed);
-  r.spool_end.store(j.spool_end, std::memory_order_release);
-  notify_frontend_ = true;
+  if (!data.empty()) {
+    auto wrote =
+        j.spool ? shm::spool_append(j.spool.get(), j.spool_end,
+                                    stream == 0 ? shm::kStreamStdout : shm::kStreamStderr, data)
+                : Result<uint64_t>(Error{EBADF, "no spool file"});
+    crash_point("mid_spool_record");
+    rec_.spool_reserved.store(0, std::memory_order_relaxed);
+    if (wrote) {
+      j.spool_end += *wrote;
+      r.out_bytes[stream].fetch_add(data.size(), std::memory_order_relaxed);
+      r.spool_end.store(j.spool_end, std::memory_order_release);
+      notify_frontend_ = true;
+    } else {
+      shm::give_back_spool(seg_.header(), need);
+      spdlog::error("job {}: {}; its further output is dropped", jobs_.slot(j.slot).job_id,
+                    wrote.error().message());
+      over = true;
+    }
+  }
+  if (!over) return;
+  j.spool_failed = true;
+  r.truncated.store(1, std::memory_order_relaxed);
+  if (r.kill_on_cap && !j.output_killed && !j.cancelled) {
+    j.output_killed = true;
+    r.output_killed.store(1, std::memory_order_relaxed);
+    j.cancelled = true;
+    stop(j, SIGTERM, j.grace_ns);
+  }
 }
 
 void Loop::on_exit(Job& j) {
@@ -514,8 +517,12 @@ void Loop::maybe_finish(Job& j) {
                   : j.oom_killed ? "out of memory: the kernel killed a process of the job "
                                    "at its memory_bytes limit"
                                  : "");
-  if (j.output_killed && !shutting_down_)
-    why = "killed: its output exceeded " + std::to_string(j.record->output_cap) + " bytes";
+  if (j.output_killed && !shutting_down_) {
+    const shm::JobRecord& r = *j.record;
+    why = r.out_bytes[0].load() + r.out_bytes[1].load() >= r.output_cap
+              ? "killed: its output exceeded " + std::to_string(r.output_cap) + " bytes"
+              : std::string("killed: the spool is full (--spool-bytes), its output cannot be kept");
+  }
   if (j.oom_killed) seg_.header().counters.oom_kills.fetch_add(1, std::memory_order_relaxed);
   if (j.in_cgroup) cgroups_.release(j.slot);
   j.spool.reset();
@@ -535,8 +542,11 @@ void Loop::stop(Job& j, int sig, uint64_t grace_ns) {
     j.kill_at_ns = 0;
     return;
   }
+  // A stop already under way keeps its earlier SIGKILL (a cancel's long
+  // grace must not extend a timed-out job's).
+  uint64_t kill_at = monotonic_ns() + grace_ns;
+  j.kill_at_ns = j.stopping && j.kill_at_ns ? std::min(j.kill_at_ns, kill_at) : kill_at;
   j.stopping = true;
-  j.kill_at_ns = monotonic_ns() + grace_ns;
 }
 
 // What the frontend asked for the job: signals to deliver (job_signal), and
