@@ -25,6 +25,24 @@ namespace {
 
 constexpr uint64_t kMaxWaitNs = 24ull * 3600 * 1'000'000'000;  // longer waits are cut to a day
 
+json::value time_or_null(uint64_t unix_ms) {
+  return unix_ms ? json::value(unix_ms) : json::value(nullptr);
+}
+
+// Text for JSON: base64, or UTF-8 with invalid bytes replaced. With `hold`,
+// an incomplete sequence at the end is left out; returns its length.
+size_t encode_text(std::string& out, std::string_view bytes, bool base64, bool hold) {
+  if (base64) {
+    rpc::append_base64(out, bytes);
+    return 0;
+  }
+  std::string carry;
+  rpc::append_utf8_sanitized(out, bytes, carry, !hold);
+  return carry.size();
+}
+
+}  // namespace
+
 const char* state_name(JobState s) {
   switch (s) {
     case JobState::kFree:
@@ -57,24 +75,6 @@ json::value signal_name(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return abbrev ? json::value(std::string("SIG") + abbrev) : json::value(sig);
 }
-
-json::value time_or_null(uint64_t unix_ms) {
-  return unix_ms ? json::value(unix_ms) : json::value(nullptr);
-}
-
-// Text for JSON: base64, or UTF-8 with invalid bytes replaced. With `hold`,
-// an incomplete sequence at the end is left out; returns its length.
-size_t encode_text(std::string& out, std::string_view bytes, bool base64, bool hold) {
-  if (base64) {
-    rpc::append_base64(out, bytes);
-    return 0;
-  }
-  std::string carry;
-  rpc::append_utf8_sanitized(out, bytes, carry, !hold);
-  return carry.size();
-}
-
-}  // namespace
 
 bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
   const std::string& m = call.method;

@@ -27,29 +27,6 @@ constexpr uint64_t kRetryAfterMs = 50;
 constexpr double kMaxTimeoutS = 1e9;         // ~31 years: effectively none, and no overflow
 constexpr uint64_t kMaxGraceMs = 3'600'000;  // a kill grace beyond an hour is taken as an hour
 
-const char* state_name(JobState s) {
-  switch (s) {
-    case JobState::kExited:
-      return "exited";
-    case JobState::kTimedOut:
-      return "timed_out";
-    case JobState::kCancelled:
-      return "cancelled";
-    case JobState::kFailed:
-      return "failed";
-    case JobState::kLost:
-      return "lost";
-    default:
-      return "running";
-  }
-}
-
-json::value signal_name(int sig) {
-  if (!sig) return nullptr;
-  const char* abbrev = sigabbrev_np(sig);
-  return abbrev ? json::value(std::string("SIG") + abbrev) : json::value(sig);
-}
-
 // The job's limits and timeout: what it asks for, else the daemon's default,
 // else the daemon's ceiling; more than the ceiling is refused.
 std::optional<rpc::RpcError> effective_limits(const Options& o, const rpc::ExecParams& p,

@@ -80,6 +80,11 @@ struct Pending {
   std::string carry[2];  // execute_stream: incomplete UTF-8 sequence between chunks
 };
 
+// How results name a job's state ("queued", "exited", ...) and a signal
+// ("SIGTERM"; null for none) on the wire (detached.cpp).
+const char* state_name(shm::JobState s);
+boost::json::value signal_name(int sig);
+
 // A job_wait, or a job_output with "wait", parked until its job ends (or
 // has output) or its deadline passes.
 struct Waiter {

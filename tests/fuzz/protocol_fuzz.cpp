@@ -33,6 +33,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (auto* e = std::get_if<RpcError>(&exec)) require_json(error_text(call.id, *e));
     auto session = parse_session_create_params(call.params);
     if (auto* e = std::get_if<RpcError>(&session)) require_json(error_text(call.id, *e));
+    // Detached jobs and strategies (a DAG is checked whole: cycles, names).
+    auto check = [&](const auto& parsed) {
+      if (auto* e = std::get_if<RpcError>(&parsed)) require_json(error_text(call.id, *e));
+    };
+    for (PlanKind kind : {PlanKind::kChain, PlanKind::kParallel, PlanKind::kDag})
+      check(parse_plan_params(kind, call.params, call.duplicate_node));
+    check(parse_job_submit_params(call.params, call.duplicate_node));
+    check(parse_job_output_params(call.params));
+    check(parse_job_wait_params(call.params));
+    check(parse_job_signal_params(call.params, true));
+    check(parse_job_list_params(call.params));
     require_json(result_text(call.id, call.params));
   }
   // Command output: any bytes, in any chunking, become one valid JSON string.
