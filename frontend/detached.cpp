@@ -221,7 +221,7 @@ std::optional<rpc::RpcError> Frontend::job_submit(const json::value& params,
     return *e;
   }
   records_.publish(*rec);
-  unsettled_.push_back(*rec);
+  unsettled_.emplace_back(*rec, seq);
   result = json::object{{"job_id", id}, {"state", "queued"}};
   return std::nullopt;
 }
@@ -492,15 +492,19 @@ void Frontend::unpark(const Waiter& w) {
 // Settles detached jobs that ended and answers the waiters whose job ended,
 // got output, or whose wait ran out.
 void Frontend::service_detached() {
+  next_deadline_ns_ = 0;  // recomputed from the waiters left below
   size_t before = unsettled_.size();
-  std::erase_if(unsettled_, [&](uint32_t rec) { return records_.settle(rec); });
+  std::erase_if(unsettled_, [&](const auto& job) {
+    const shm::JobRecord& r = records_.at(job.first);
+    return r.seq != job.second || r.state.load() != uint32_t(shm::RecordState::kLive) ||
+           records_.settle(job.first);
+  });
   size_t plans = open_plans_.size();
   service_plans();
   if (!waiters_.empty()) {
     const uint64_t now = monotonic_ns();
     std::vector<Waiter> parked;
     parked.swap(waiters_);
-    next_deadline_ns_ = 0;
     for (Waiter& w : parked) {
       bool expired = w.deadline_ns && now >= w.deadline_ns;
       if (try_answer(w, expired)) continue;
@@ -516,7 +520,10 @@ void Frontend::service_detached() {
 
 bool Frontend::try_answer(Waiter& w, bool timed_out) {
   Conn* c = conn(w.reply.conn_id);
-  if (!c) return true;
+  if (!c) {
+    unpark(w);
+    return true;
+  }
   auto done = [&](const std::string& text) {
     --c->waits;
     unpark(w);

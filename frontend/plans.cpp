@@ -119,14 +119,14 @@ std::variant<uint32_t, rpc::RpcError> Frontend::submit_plan(rpc::PlanParams& p,
     crash_point("mid_plan_submit");
   }
   records_.publish(*plan);
-  open_plans_.push_back(*plan);
+  open_plans_.emplace_back(*plan, seq);
   advance_plan(*plan);
   return *plan;
 }
 
 bool Frontend::advance_plan(uint32_t plan) {
   shm::JobRecord& pr = records_.at(plan);
-  if (JobRecords::settled(pr)) return true;
+  if (JobRecords::settled(pr) || !JobRecords::is_plan(pr)) return true;
   const std::vector<uint32_t>& steps = records_.steps_of(plan);
   // Until nothing changes: a skip can make a later (or earlier) step skip too.
   for (bool changed = true; changed;) {
@@ -280,9 +280,13 @@ void Frontend::cancel_plan(uint32_t plan, const rpc::JobSignalParams& how) {
 // Plans still going, and attached plans nobody waits for any more (their
 // client left): cancelled, and forgotten once they end.
 void Frontend::service_plans() {
-  std::erase_if(open_plans_, [&](uint32_t plan) {
+  std::erase_if(open_plans_, [&](const auto& entry) {
+    const uint32_t plan = entry.first;
     shm::JobRecord& pr = records_.at(plan);
-    if (pr.state.load() != uint32_t(shm::RecordState::kLive)) return true;
+    // Settled and forgotten meanwhile (job_cancel, job_forget): maybe reused.
+    if (pr.state.load() != uint32_t(shm::RecordState::kLive) || pr.seq != entry.second ||
+        !JobRecords::is_plan(pr))
+      return true;
     bool attached = pr.plan_flags & shm::kPlanAttached;
     bool waited = owned_plans_.count(plan) != 0;
     if (attached && !waited && !(pr.plan_flags & shm::kPlanCancelled))

@@ -136,6 +136,13 @@ void JobRecords::abandon(uint32_t i) {
   at(i).state.store(uint32_t(RecordState::kFree), std::memory_order_release);
 }
 
+bool JobRecords::held(uint32_t i) const {
+  if (pinned(i)) return true;
+  for (uint32_t s : steps_of(i))
+    if (pinned(s)) return true;
+  return false;
+}
+
 void JobRecords::unpin(uint32_t i) {
   auto it = pins_.find(i);
   if (it != pins_.end() && --it->second == 0) pins_.erase(it);
@@ -222,11 +229,12 @@ void JobRecords::forget(uint32_t i) {
 void JobRecords::forget_one(uint32_t i) {
   shm::JobRecord& r = at(i);
   if (!is_plan(r)) {
+    // Taken out of the record first: a frontend dying in between leaves the
+    // bytes counted (an over-count), never subtracted twice, and a record
+    // that still shows output has its file.
+    shm::give_back_spool(seg_.header(), r.spool_end.exchange(0));
     std::string name = shm::spool_file_name(r.seq);
     if (spool_dir_ >= 0) ::unlinkat(spool_dir_, name.c_str(), 0);
-    // Taken out of the record first: a frontend dying in between leaves the
-    // bytes counted (an over-count), never subtracted twice.
-    shm::give_back_spool(seg_.header(), r.spool_end.exchange(0));
   }
   if (r.plan) std::erase(steps_[r.plan - 1], i);
   pins_.erase(i);
@@ -242,7 +250,7 @@ std::optional<uint32_t> JobRecords::oldest_settled(bool with_output) const {
   std::optional<uint32_t> best;
   for (const auto& [id, i] : by_id_) {
     const shm::JobRecord& r = at(i);
-    if (!settled(r) || r.plan || pinned(i)) continue;  // a step goes with its plan
+    if (!settled(r) || r.plan || held(i)) continue;  // a step goes with its plan
     if (with_output && !is_plan(r) && r.spool_end.load() == 0) continue;
     if (!best || r.seq < at(*best).seq) best = i;
   }
@@ -255,7 +263,7 @@ uint32_t JobRecords::expire() {
   std::vector<uint32_t> old;
   for (const auto& [id, i] : by_id_) {
     const shm::JobRecord& r = at(i);
-    if (settled(r) && !r.plan && !pinned(i) && r.finished_unix_ms + retain_ms_ <= now)
+    if (settled(r) && !r.plan && !held(i) && r.finished_unix_ms + retain_ms_ <= now)
       old.push_back(i);
   }
   for (uint32_t i : old) forget(i), ++n;

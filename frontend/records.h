@@ -83,6 +83,7 @@ class JobRecords {
 
  private:
   void release(uint32_t i);
+  bool held(uint32_t i) const;  // pinned, or a plan with a pinned step
   void forget_one(uint32_t i);
   void free_waiting_slot(uint32_t i) const;
   std::optional<uint32_t> oldest_settled(bool with_output) const;

@@ -55,9 +55,11 @@ Status Frontend::init() {
   for (uint32_t i : records_.all()) {
     const shm::JobRecord& r = records_.at(i);
     if (JobRecords::is_plan(r)) {
-      if (!JobRecords::settled(r)) open_plans_.push_back(i);  // attached ones: cancelled
+      // An attached plan's caller is gone: cancelled if it runs, forgotten
+      // once it has ended (service_plans).
+      open_plans_.emplace_back(i, r.seq);
     } else if (!r.plan && !records_.settle(i)) {
-      unsettled_.push_back(i);
+      unsettled_.emplace_back(i, r.seq);
     }
   }
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).

@@ -199,10 +199,12 @@ class Frontend {
   bool stopping_ = false;
   UniqueFd spool_dir_;
   JobRecords records_;
-  std::vector<uint32_t> unsettled_;   // detached jobs not yet settled (record indices)
-  std::vector<uint32_t> open_plans_;  // plans not yet settled
-  std::vector<Waiter> waiters_;       // bounded: --max-inflight per connection
-  uint64_t next_deadline_ns_ = 0;     // earliest deadline of a waiter (0: none); may be early
+  // Detached jobs and plans not yet settled, by record index and seq (a
+  // record forgotten meanwhile may be reused by another job: the seq tells).
+  std::vector<std::pair<uint32_t, uint64_t>> unsettled_;
+  std::vector<std::pair<uint32_t, uint64_t>> open_plans_;
+  std::vector<Waiter> waiters_;    // bounded: --max-inflight per connection
+  uint64_t next_deadline_ns_ = 0;  // earliest deadline of a waiter (0: none); may be early
   std::unordered_set<uint32_t> owned_plans_;  // attached plans whose execute_* call waits
   // Where reading each detached job's spool stopped, so reading on does not
   // rescan it; one entry per job read, dropped when the job is forgotten.

@@ -93,13 +93,17 @@ struct alignas(64) Header {
 };
 
 struct alignas(64) WorkerRecord {
-  std::atomic<int32_t> pid;              // written by the supervisor; 0: not running
-  std::atomic<uint32_t> incarnation;     // bumped by the supervisor before each start
-  std::atomic<uint32_t> running;         // jobs this worker runs now (for stats)
-  std::atomic<uint64_t> heartbeat_ns;    // CLOCK_MONOTONIC of the last loop turn
-  std::atomic<uint64_t> spool_reserved;  // spool bytes counted in Header::spool_used and being
-                                         // written: given back if the worker dies meanwhile
-  BellWord bell;                         // frontend/supervisor -> this worker
+  std::atomic<int32_t> pid;            // written by the supervisor; 0: not running
+  std::atomic<uint32_t> incarnation;   // bumped by the supervisor before each start
+  std::atomic<uint32_t> running;       // jobs this worker runs now (for stats)
+  std::atomic<uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC of the last loop turn
+  // A spool write under way: bytes counted in Header::spool_used, for record
+  // spool_record - 1 whose spool_end was spool_from. Given back by the repair
+  // if the worker dies before that spool_end moved on.
+  std::atomic<uint64_t> spool_reserved;
+  std::atomic<uint64_t> spool_from;
+  std::atomic<uint32_t> spool_record;
+  BellWord bell;  // frontend/supervisor -> this worker
 };
 
 // Job states. Terminal states are >= kExited.

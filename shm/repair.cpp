@@ -37,7 +37,15 @@ bool finish_queued(const Segment& seg, uint32_t slot, JobWord queued, JobState s
 
 RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::string_view why) {
   RepairReport report;
-  give_back_spool(seg.header(), seg.worker(index).spool_reserved.exchange(0));
+  // Spool bytes it had counted for a write: given back unless the write was
+  // published (the record's spool_end moved on: then they are the record's).
+  WorkerRecord& dead = seg.worker(index);
+  if (uint64_t reserved = dead.spool_reserved.exchange(0)) {
+    uint32_t rec = dead.spool_record.load();
+    if (rec && rec <= seg.caps().job_records &&
+        seg.record(rec - 1).spool_end.load() == dead.spool_from.load())
+      give_back_spool(seg.header(), reserved);
+  }
   JobTable jobs = seg.jobs();
   SubmitRing ring = seg.ring();
   const auto owner = uint8_t(index + 1);
@@ -69,18 +77,19 @@ RepairReport repair_after_frontend_death(const Segment& seg) {
   RepairReport report;
   JobTable jobs = seg.jobs();
   SubmitRing ring = seg.ring();
+  std::vector<bool> in_cells(jobs.size());
+  ring.jobs_in_cells(in_cells);
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     JobWord w = jobs.load(i);
     // Detached jobs outlive their frontend: the next one settles them. A
     // cancel it had begun (a queued job taken by the controller) is finished;
-    // a queued job it may have died before pushing is pushed (again: a cell
-    // for a job already claimed is dropped by the consumer that pops it).
+    // a queued job no cell names (it died before the push) is pushed.
     if (w.state != JobState::kAllocated &&
         (jobs.slot(i).control.load(std::memory_order_acquire) & kControlDetached)) {
       if (w.state == JobState::kClaimed && w.owner == kOwnerController &&
           publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, "cancelled before it started"))
         ++report.cancelled;
-      if (w.state == JobState::kQueued) {
+      if (w.state == JobState::kQueued && !in_cells[i]) {
         if (ring.push(i)) {
           ++report.requeued;
         } else if (finish_queued(seg, i, w, JobState::kLost,

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "shm/job_table.h"
 
@@ -81,6 +82,18 @@ class SubmitRing {
   }
 
   // Approximate number of cells in use (for stats).
+  // Sets out[job] for every job a full cell names (out sized to the job
+  // table). For repair: a job still Queued that no cell names was never
+  // pushed (its pusher died), and a consumer only pops a cell after it
+  // claimed its job, so the snapshot cannot miss one that is still queued.
+  void jobs_in_cells(std::vector<bool>& out) const {
+    for (uint32_t i = 0; i <= mask_; ++i) {
+      uint64_t c = cells_[i].load(std::memory_order_acquire);
+      uint32_t job = uint32_t(c & 0x7fffffffu);
+      if (full(c) && job < out.size()) out[job] = true;
+    }
+  }
+
   uint64_t depth() const {
     uint64_t t = tail_->load(std::memory_order_relaxed);
     uint64_t h = head_->load(std::memory_order_relaxed);

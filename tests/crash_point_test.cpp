@@ -193,6 +193,8 @@ TEST_CASE("a worker that dies mid spool record: the job is lost, the unpublished
   json::object out = result_of(c.call("job_output", {{"job_id", id}}));
   CHECK(str(out, "data") == "");
   CHECK(out.at("eof") == true);
+  // The bytes it had counted for that write were given back by the repair.
+  CHECK(num(health(c).at("detached").as_object(), "spool_used_bytes") == 0);
   check_whole(cd.daemon);
   stop_cleanly(cd.daemon);
 }

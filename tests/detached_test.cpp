@@ -3,8 +3,11 @@
 // forget), retention, and their state surviving a frontend crash.
 #include <signal.h>
 
+#include <unistd.h>
 #include <catch2/catch.hpp>
+
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "tests/daemon_harness.h"
@@ -526,4 +529,86 @@ TEST_CASE("the spool directory is the daemon's own: other files beside it are le
   stop_cleanly(d);
   CHECK_FALSE(file_exists(dir));
   CHECK(read_file(mine) == "keep me");
+}
+
+TEST_CASE(
+    "a plan cancelled and forgotten in one batch does not finish the job that reuses "
+    "its record",
+    "[detached][plan]") {
+  START_DAEMON(d, {"--workers", "1", "--max-concurrent", "1"});
+  Client c(d.socket());
+  std::string blocker = submit(c, {{"command", "sleep 30"}});
+  REQUIRE(wait_until([&] { return str(status(c, blocker), "state") == "running"; }, 10));
+  result_of(c.call("job_submit", {{"strategy", "chain"},
+                                  {"job_id", "p"},
+                                  {"commands", json::array{json::object{{"command", "echo 1"}},
+                                                           json::object{{"command", "echo 2"}}}}}));
+  REQUIRE(c.send_line(
+      "[" + Client::request(1, "job_cancel", {{"job_id", "p"}}) + "," +
+      Client::request(2, "job_forget", {{"job_id", "p"}}) + "," +
+      Client::request(3, "job_submit", {{"command", "echo real"}, {"job_id", "after"}}) + "]"));
+  auto batch = c.read_json(10);
+  REQUIRE(batch);
+  REQUIRE(batch->is_array());
+  for (const json::value& a : batch->as_array()) CHECK(a.as_object().contains("result"));
+  // The new job is queued behind the blocker: it must not look finished.
+  CHECK(str(status(c, "after"), "state") == "queued");
+  result_of(c.call("job_cancel", {{"job_id", blocker}, {"signal", "KILL"}}));
+  json::object r = wait_job(c, "after");
+  CHECK(str(r, "state") == "exited");
+  CHECK(str(r, "stdout") == "real\n");
+  stop_cleanly(d);
+}
+
+TEST_CASE("a wait whose client left does not keep the frontend busy", "[detached]") {
+  START_DAEMON(d, {"--workers", "1"});
+  std::string id;
+  {
+    Client c(d.socket());
+    id = submit(c, {{"command", "sleep 30"}});
+    REQUIRE(c.send_line(Client::request(9, "job_wait", {{"job_id", id}, {"timeout", 0.3}})));
+  }  // gone before its wait ran out
+  ::usleep(600'000);
+  pid_t frontend = d.frontend_pid();
+  auto cpu_ticks = [&] {
+    std::string stat = read_file("/proc/" + std::to_string(frontend) + "/stat");
+    std::istringstream in(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    long ticks = 0;
+    for (int i = 3; i <= 15 && in >> field; ++i)
+      if (i == 14 || i == 15) ticks += std::stol(field);  // utime + stime
+    return ticks;
+  };
+  long before = cpu_ticks();
+  ::usleep(1'000'000);
+  // An idle loop uses next to nothing; a spinning one a whole core (100 ticks).
+  CHECK(cpu_ticks() - before < 30);
+  Client c(d.socket());
+  result_of(c.call("job_cancel", {{"job_id", id}, {"signal", "KILL"}}));
+  stop_cleanly(d);
+}
+
+TEST_CASE("queued detached jobs survive repeated frontend crashes without extra ring cells",
+          "[detached][crash]") {
+  START_DAEMON(d, {"--workers", "1", "--max-concurrent", "1", "--queue-size", "8"});
+  Client c(d.socket());
+  std::string blocker = submit(c, {{"command", "sleep 30"}});
+  REQUIRE(wait_until([&] { return str(status(c, blocker), "state") == "running"; }, 10));
+  std::vector<std::string> queued;
+  for (int i = 0; i < 6; ++i)
+    queued.push_back(submit(c, {{"command", "echo q" + std::to_string(i)}}));
+  for (int crash = 0; crash < 3; ++crash) {
+    pid_t frontend = d.frontend_pid();
+    REQUIRE(frontend > 0);
+    ::kill(frontend, SIGKILL);
+    REQUIRE(wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != frontend; }, 10));
+  }
+  Client c2 = Client::connect_retry(d.socket(), 10);
+  result_of(c2.call("job_cancel", {{"job_id", blocker}, {"signal", "KILL"}}));
+  for (int i = 0; i < 6; ++i) {
+    json::object r = wait_job(c2, queued[size_t(i)]);
+    CHECK(str(r, "state") == "exited");
+    CHECK(str(r, "stdout") == "q" + std::to_string(i) + "\n");
+  }
+  stop_cleanly(d);
 }

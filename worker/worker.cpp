@@ -413,6 +413,7 @@ void Loop::keep(Job& j, int stream, std::string_view data) {
                   r.out_bytes[1].load(std::memory_order_relaxed);
   uint64_t room = r.output_cap > kept ? r.output_cap - kept : 0;
   bool over = data.size() > room;
+  bool spool_error = false;
   data = data.substr(0, room);
   const uint64_t need = sizeof(shm::RecordHeader) + data.size();
   auto& used = seg_.header().spool_used;
@@ -424,7 +425,9 @@ void Loop::keep(Job& j, int stream, std::string_view data) {
       data = {};
       over = true;
     } else {
-      rec_.spool_reserved.store(need, std::memory_order_relaxed);
+      rec_.spool_record.store(jobs_.slot(j.slot).record, std::memory_order_relaxed);
+      rec_.spool_from.store(j.spool_end, std::memory_order_relaxed);
+      rec_.spool_reserved.store(need, std::memory_order_release);
     }
   }
   if (!data.empty() && !j.spool) {  // made on the first output: a silent job costs no file
@@ -442,14 +445,16 @@ void Loop::keep(Job& j, int stream, std::string_view data) {
                                     stream == 0 ? shm::kStreamStdout : shm::kStreamStderr, data)
                 : Result<uint64_t>(Error{EBADF, "no spool file"});
     crash_point("mid_spool_record");
-    rec_.spool_reserved.store(0, std::memory_order_relaxed);
     if (wrote) {
       j.spool_end += *wrote;
       r.out_bytes[stream].fetch_add(data.size(), std::memory_order_relaxed);
       r.spool_end.store(j.spool_end, std::memory_order_release);
+      rec_.spool_reserved.store(0, std::memory_order_relaxed);  // the record's bytes now
       notify_frontend_ = true;
     } else {
+      rec_.spool_reserved.store(0, std::memory_order_relaxed);
       shm::give_back_spool(seg_.header(), need);
+      spool_error = true;
       spdlog::error("job {}: {}; its further output is dropped", jobs_.slot(j.slot).job_id,
                     wrote.error().message());
       over = true;
@@ -458,7 +463,8 @@ void Loop::keep(Job& j, int stream, std::string_view data) {
   if (!over) return;
   j.spool_failed = true;
   r.truncated.store(1, std::memory_order_relaxed);
-  if (r.kill_on_cap && !j.output_killed && !j.cancelled) {
+  // The kill policy is about room (the cap, the budget), not a failing disk.
+  if (r.kill_on_cap && !spool_error && !j.output_killed && !j.cancelled) {
     j.output_killed = true;
     r.output_killed.store(1, std::memory_order_relaxed);
     j.cancelled = true;
