@@ -70,6 +70,20 @@ const char* state_name(JobState s) {
   return "lost";
 }
 
+const char* plan_kind_name(uint32_t kind) {
+  switch (shm::PlanKind(kind)) {
+    case shm::PlanKind::kChain:
+      return "chain";
+    case shm::PlanKind::kParallel:
+      return "parallel";
+    case shm::PlanKind::kDag:
+      return "dag";
+    case shm::PlanKind::kNotAPlan:
+      break;
+  }
+  return "";
+}
+
 json::value signal_name(int sig) {
   if (!sig) return nullptr;
   const char* abbrev = sigabbrev_np(sig);
@@ -97,10 +111,9 @@ bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
     json::array list;
     for (uint32_t i : records_.all()) {
       records_.settle(i);
-      json::object st = job_status(i);
-      if (!p.state.empty() && st["state"].as_string() != p.state) continue;
+      if (!p.state.empty() && p.state != job_state(i)) continue;
       if (!p.session_id.empty() && p.session_id != records_.at(i).session_id) continue;
-      list.push_back(std::move(st));
+      list.push_back(job_status(i));
     }
     ok(json::object{{"jobs", std::move(list)}});
     return true;
@@ -110,32 +123,26 @@ bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
     if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return fail(*e), true;
     auto rec = lookup(std::get<std::string>(parsed), err);
     if (!rec) return fail(err), true;
+    const std::string& id = std::get<std::string>(parsed);
     bool done = records_.settle(*rec);
-    json::object st = job_status(*rec);
-    if (m == "job_status") return ok(st), true;
-    if (!done)
-      return fail({rpc::Code::WrongState,
-                   "job " + std::get<std::string>(parsed) +
-                       " has not finished; cancel it (job_cancel) or wait for it first",
-                   {{"state", st["state"]}}}),
-             true;
-    if (records_.at(*rec).plan_flags & shm::kPlanAttached)
-      return fail({rpc::Code::WrongState,
-                   "job " + std::get<std::string>(parsed) +
-                       " is the plan of an execute_chain/_parallel/_dag call; it goes when "
-                       "that call is answered",
-                   {{"state", st["state"]}}}),
-             true;
-    if (uint32_t plan = records_.at(*rec).plan)
-      return fail({rpc::Code::WrongState,
-                   "job " + std::get<std::string>(parsed) + " is a step of plan " +
-                       records_.at(plan - 1).id + "; forget the plan",
-                   {{"state", st["state"]}}}),
-             true;
+    if (m == "job_status") return ok(job_status(*rec)), true;
+    const shm::JobRecord& job = records_.at(*rec);
+    auto refuse = [&](const std::string& why) {
+      fail({rpc::Code::WrongState, "job " + id + why, {{"state", job_state(*rec)}}});
+      return true;
+    };
+    if (!done) return refuse(" has not finished; cancel it (job_cancel) or wait for it first");
+    if (job.plan_flags & shm::kPlanAttached)
+      return refuse(
+          " is the plan of an execute_chain/_parallel/_dag call; it goes when that "
+          "call is answered");
+    if (job.plan)
+      return refuse(" is a step of plan " + std::string(records_.at(job.plan - 1).id) +
+                    "; forget the plan");
     read_pos_.erase(*rec);
     for (uint32_t s : records_.steps_of(*rec)) read_pos_.erase(s);
     records_.forget(*rec);
-    ok(json::object{{"job_id", st["job_id"]}, {"forgotten", true}});
+    ok(json::object{{"job_id", id}, {"forgotten", true}});
     return true;
   }
   if (m == "job_wait") {
@@ -196,8 +203,7 @@ std::optional<rpc::RpcError> Frontend::job_submit(const json::value& params,
   if (!p.job_id.empty())
     if (auto rec = records_.find(p.job_id)) {
       records_.settle(*rec);
-      json::object st = job_status(*rec);
-      result = json::object{{"job_id", p.job_id}, {"state", st["state"]}, {"existing", true}};
+      result = json::object{{"job_id", p.job_id}, {"state", job_state(*rec)}, {"existing", true}};
       return std::nullopt;
     }
   if (p.plan) {
@@ -206,8 +212,7 @@ std::optional<rpc::RpcError> Frontend::job_submit(const json::value& params,
     uint32_t i = std::get<uint32_t>(plan);
     json::array steps;
     for (uint32_t s : records_.steps_of(i)) steps.push_back(json::string(records_.at(s).id));
-    result = json::object{
-        {"job_id", records_.at(i).id}, {"state", job_status(i)["state"]}, {"steps", steps}};
+    result = json::object{{"job_id", records_.at(i).id}, {"state", job_state(i)}, {"steps", steps}};
     return std::nullopt;
   }
   uint64_t seq = seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
@@ -242,6 +247,14 @@ void Frontend::fill_record(shm::JobRecord& r, const rpc::ExecParams& p) const {
   r.kill_on_cap = p.kill_on_output_cap;
 }
 
+const char* Frontend::job_state(uint32_t rec) const {
+  const shm::JobRecord& r = records_.at(rec);
+  if (uint32_t final_state = r.final_state.load(std::memory_order_acquire))
+    return state_name(JobState(final_state));
+  if (JobRecords::is_plan(r)) return "running";
+  return state_name(jobs_.load(r.slot).state);
+}
+
 std::optional<uint32_t> Frontend::lookup(const std::string& id, rpc::RpcError& err) const {
   auto rec = records_.find(id);
   if (!rec)
@@ -258,10 +271,9 @@ json::object Frontend::job_status(uint32_t rec) const {
   o["command"] = r.command;
   o["session_id"] = r.session_id[0] ? json::value(r.session_id) : json::value(nullptr);
   o["submitted_at_ms"] = r.submitted_unix_ms;
-  uint32_t final_state = r.final_state.load(std::memory_order_acquire);
-  if (final_state) {
+  o["state"] = job_state(rec);
+  if (JobRecords::settled(r)) {
     shm::JobOutcome out = shm::decode_result(r.result, r.result_words);
-    o["state"] = state_name(JobState(final_state));
     o["exit_code"] = out.exit_code;
     o["signal"] = signal_name(out.signal);
     o["error"] = out.failure.empty() ? json::value(nullptr) : json::value(out.failure);
@@ -270,14 +282,11 @@ json::object Frontend::job_status(uint32_t rec) const {
     o["finished_at_ms"] = r.finished_unix_ms;
     o["duration_ms"] = r.started_unix_ms ? r.finished_unix_ms - r.started_unix_ms : 0;
   } else if (JobRecords::is_plan(r)) {
-    o["state"] = "running";
     for (const char* k : {"exit_code", "signal", "error", "pid", "finished_at_ms"}) o[k] = nullptr;
     o["started_at_ms"] = nullptr;
     o["duration_ms"] = unix_ms() - r.submitted_unix_ms;
   } else {
-    shm::JobWord w = jobs_.load(r.slot);
     const shm::JobSlot& s = jobs_.slot(r.slot);
-    o["state"] = state_name(w.state);
     o["exit_code"] = nullptr;
     o["signal"] = nullptr;
     o["error"] = nullptr;
@@ -290,9 +299,7 @@ json::object Frontend::job_status(uint32_t rec) const {
     o["duration_ms"] = start ? (now - std::min(now, start)) / 1'000'000 : 0;
   }
   if (JobRecords::is_plan(r)) {
-    o["strategy"] = r.plan_kind == uint32_t(shm::PlanKind::kChain)      ? "chain"
-                    : r.plan_kind == uint32_t(shm::PlanKind::kParallel) ? "parallel"
-                                                                        : "dag";
+    o["strategy"] = plan_kind_name(r.plan_kind);
     o["steps"] = plan_steps(rec);
     return o;
   }
@@ -401,7 +408,7 @@ std::variant<json::object, rpc::RpcError> Frontend::job_output(uint32_t rec,
   o["next_cursor"] = next;
   o["eof"] = eof;
   o["truncated"] = r.truncated.load() != 0;
-  o["state"] = job_status(rec)["state"];
+  o["state"] = job_state(rec);
   if (p.base64) o["encoding"] = "base64";
   return o;
 }
@@ -411,13 +418,13 @@ std::optional<rpc::RpcError> Frontend::job_cancel(uint32_t rec, const rpc::JobSi
   const shm::JobRecord& r = records_.at(rec);
   result = json::object{{"job_id", r.id}, {"cancelled", false}};
   if (JobRecords::settled(r)) {
-    result.as_object()["state"] = job_status(rec)["state"];
+    result.as_object()["state"] = job_state(rec);
     return std::nullopt;
   }
   if (JobRecords::is_plan(r)) {
     cancel_plan(rec, p);
     result.as_object()["cancelled"] = true;
-    result.as_object()["state"] = job_status(rec)["state"];
+    result.as_object()["state"] = job_state(rec);
     return std::nullopt;
   }
   shm::JobWord w = jobs_.load(r.slot);
@@ -437,7 +444,7 @@ std::optional<rpc::RpcError> Frontend::job_cancel(uint32_t rec, const rpc::JobSi
     ring_owner(jobs_.load(r.slot));
   }
   result.as_object()["cancelled"] = true;
-  result.as_object()["state"] = job_status(rec)["state"];
+  result.as_object()["state"] = job_state(rec);
   return std::nullopt;
 }
 
@@ -447,8 +454,8 @@ std::optional<rpc::RpcError> Frontend::job_signal(uint32_t rec, int sig) {
     for (uint32_t s : records_.steps_of(rec)) (void)job_signal(s, sig);
     return std::nullopt;
   }
-  json::value state = job_status(rec)["state"];
-  if (state.as_string() != "running")
+  std::string_view state = job_state(rec);
+  if (state != "running")
     return rpc::RpcError{rpc::Code::WrongState,
                          "job " + std::string(r.id) + " is not running; signals go to running jobs",
                          {{"state", state}}};
@@ -459,12 +466,7 @@ std::optional<rpc::RpcError> Frontend::job_signal(uint32_t rec, int sig) {
 
 void Frontend::park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_s,
                     std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner) {
-  if (c.unfinished() >= o_.max_inflight)
-    return answer(
-        r, rpc::error_text(r.id, {rpc::Code::LimitExceeded,
-                                  "more than --max-inflight (" + std::to_string(o_.max_inflight) +
-                                      ") unfinished requests on this connection",
-                                  {{"limit", o_.max_inflight}}}));
+  if (c.unfinished() >= o_.max_inflight) return answer(r, rpc::error_text(r.id, inflight_error()));
   ++c.waits;
   Waiter w;
   w.reply = std::move(r);

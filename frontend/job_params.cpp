@@ -30,15 +30,8 @@ std::optional<RpcError> read_job_id(Obj obj, bool required, std::string& out) {
 // A client-chosen id for job_submit: see kMaxJobIdBytes.
 std::optional<RpcError> check_new_job_id(const std::string& id) {
   if (id.empty()) return std::nullopt;
-  bool digits_only = true;
-  for (char ch : id) {
-    bool digit = ch >= '0' && ch <= '9';
-    digits_only &= digit;
-    if (!digit && !(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') && ch != '.' &&
-        ch != '_' && ch != ':' && ch != '-')
-      return bad_params("\"job_id\" may only hold letters, digits and . _ : -");
-  }
-  if (digits_only)
+  if (!id_chars(id)) return bad_params("\"job_id\" may only hold letters, digits and . _ : -");
+  if (id.find_first_not_of("0123456789") == std::string::npos)
     return bad_params(
         "\"job_id\" needs a character that is not a digit (numbers are the ids "
         "the daemon generates)");
@@ -88,6 +81,13 @@ std::optional<RpcError> read_signal(Obj obj, bool required, int& out) {
 }
 
 }  // namespace
+
+bool detail::id_chars(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           ch == '.' || ch == '_' || ch == ':' || ch == '-';
+  });
+}
 
 Parsed<JobSubmitParams> parse_job_submit_params(const json::value& params,
                                                 const std::optional<std::string>& duplicate_node) {

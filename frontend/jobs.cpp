@@ -23,7 +23,6 @@ using shm::JobWord;
 
 namespace {
 
-constexpr uint64_t kRetryAfterMs = 50;
 constexpr double kMaxTimeoutS = 1e9;         // ~31 years: effectively none, and no overflow
 constexpr uint64_t kMaxGraceMs = 3'600'000;  // a kill grace beyond an hour is taken as an hour
 

@@ -36,11 +36,7 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
                    "batch; send it on its own line"});
     // Single lines are not read past --max-inflight; a batch's members are
     // all read at once, so they are held to it here.
-    if (c.unfinished() >= o_.max_inflight)
-      return fail({rpc::Code::LimitExceeded,
-                   "more than --max-inflight (" + std::to_string(o_.max_inflight) +
-                       ") unfinished jobs on this connection",
-                   {{"limit", o_.max_inflight}}});
+    if (c.unfinished() >= o_.max_inflight) return fail(inflight_error());
     if (auto e = submit(c, std::get<rpc::ExecParams>(parsed), r, stream)) return fail(*e);
     return;  // answered when the job ends
   }
@@ -51,11 +47,7 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
     auto parsed = rpc::parse_plan_params(kind, call.params, call.duplicate_node);
     if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return fail(*e);
     auto& p = std::get<rpc::PlanParams>(parsed);
-    if (c.unfinished() >= o_.max_inflight)
-      return fail({rpc::Code::LimitExceeded,
-                   "more than --max-inflight (" + std::to_string(o_.max_inflight) +
-                       ") unfinished requests on this connection",
-                   {{"limit", o_.max_inflight}}});
+    if (c.unfinished() >= o_.max_inflight) return fail(inflight_error());
     auto plan = submit_plan(p, "", true);
     if (auto* e = std::get_if<rpc::RpcError>(&plan)) return fail(*e);
     rpc::JobWaitParams wait;
@@ -72,6 +64,13 @@ void Frontend::handle_call(Conn& c, rpc::Call& call, Reply r) {
   if (m == "health") return answer(r, rpc::result_text(r.id, health()));
   if (job_method(c, call, r)) return;
   fail({rpc::Code::MethodNotFound, "method not found: " + m});
+}
+
+rpc::RpcError Frontend::inflight_error() const {
+  return {rpc::Code::LimitExceeded,
+          "more than --max-inflight (" + std::to_string(o_.max_inflight) +
+              ") unfinished requests on this connection",
+          {{"limit", o_.max_inflight}}};
 }
 
 // Pool state and counters: what an operator or a load balancer asks.

@@ -45,4 +45,8 @@ std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out);
 std::optional<RpcError> read_output_policy(Obj obj, bool& kill);
 std::optional<RpcError> check_stdin(Obj obj);
 
+// Every byte is a letter, digit or one of . _ : - (the alphabet of job ids
+// and plan step names; job_params.cpp).
+bool id_chars(std::string_view s);
+
 }  // namespace sp::rpc::detail

@@ -15,12 +15,7 @@ using namespace detail;
 namespace {
 
 bool valid_name(std::string_view name) {
-  if (name.empty() || name.size() > kMaxJobIdBytes) return false;
-  for (char ch : name)
-    if (!(ch >= '0' && ch <= '9') && !(ch >= 'a' && ch <= 'z') && !(ch >= 'A' && ch <= 'Z') &&
-        ch != '.' && ch != '_' && ch != ':' && ch != '-')
-      return false;
-  return true;
+  return !name.empty() && name.size() <= kMaxJobIdBytes && id_chars(name);
 }
 
 // One step's spec; errors say which step.

@@ -21,20 +21,6 @@ using shm::JobWord;
 
 namespace {
 
-const char* kind_name(uint32_t kind) {
-  switch (shm::PlanKind(kind)) {
-    case shm::PlanKind::kChain:
-      return "chain";
-    case shm::PlanKind::kParallel:
-      return "parallel";
-    case shm::PlanKind::kDag:
-      return "dag";
-    case shm::PlanKind::kNotAPlan:
-      break;
-  }
-  return "";
-}
-
 // The step's name: its id after "<plan id>/" ('/' is in no job_id a client
 // chooses, so step ids never collide with them).
 std::string step_name(const shm::JobRecord& step, const shm::JobRecord& plan) {
@@ -66,9 +52,9 @@ std::variant<uint32_t, rpc::RpcError> Frontend::submit_plan(rpc::PlanParams& p,
   for (uint32_t i = 0; i < jobs_.size() && free < p.steps.size(); ++i)
     free += jobs_.load(i).state == JobState::kFree;
   if (free < p.steps.size())
-    return rpc::queue_full_error(50, "queue full: the plan needs " +
-                                         std::to_string(p.steps.size()) +
-                                         " free job slots; retry later");
+    return rpc::queue_full_error(kRetryAfterMs, "queue full: the plan needs " +
+                                                    std::to_string(p.steps.size()) +
+                                                    " free job slots; retry later");
   const uint64_t seq = seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
   const std::string id = client_id.empty() ? std::to_string(seq) : client_id;
   auto plan = records_.create(id, seq);
@@ -82,8 +68,8 @@ std::variant<uint32_t, rpc::RpcError> Frontend::submit_plan(rpc::PlanParams& p,
       (p.kind == rpc::PlanKind::kChain && !p.stop_on_error ? shm::kPlanAfterAny : 0) |
       ((p.kind == rpc::PlanKind::kChain && p.stop_on_error) || p.fail_fast ? shm::kPlanStopOnFailure
                                                                            : 0);
-  std::string what =
-      std::string(kind_name(pr.plan_kind)) + " of " + std::to_string(p.steps.size()) + " steps";
+  std::string what = std::string(plan_kind_name(pr.plan_kind)) + " of " +
+                     std::to_string(p.steps.size()) + " steps";
   std::memcpy(pr.command, what.data(), std::min(what.size(), sizeof pr.command - 1));
 
   // Steps are written waiting; the plan is published last, so a frontend

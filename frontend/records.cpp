@@ -105,7 +105,6 @@ Result<uint32_t> JobRecords::create(std::string_view id, uint64_t seq) {
       r.out_bytes[0].store(0, std::memory_order_relaxed);
       r.out_bytes[1].store(0, std::memory_order_relaxed);
       r.truncated.store(0, std::memory_order_relaxed);
-      r.output_killed.store(0, std::memory_order_relaxed);
       r.plan = r.step = 0;
       r.plan_seq = r.deps = 0;
       r.plan_kind = r.plan_flags = r.plan_steps = r.max_parallel = 0;

@@ -83,7 +83,10 @@ struct Pending {
 // How results name a job's state ("queued", "exited", ...) and a signal
 // ("SIGTERM"; null for none) on the wire (detached.cpp).
 const char* state_name(shm::JobState s);
+const char* plan_kind_name(uint32_t kind);  // shm::PlanKind: "chain", "parallel", "dag"
 boost::json::value signal_name(int sig);
+
+inline constexpr uint64_t kRetryAfterMs = 50;  // the retry hint of a queue-full error
 
 // A job_wait, or a job_output with "wait", parked until its job ends (or
 // has output) or its deadline passes.
@@ -120,6 +123,7 @@ class Frontend {
   void check_draining();
   // methods.cpp
   void handle_call(Conn& c, rpc::Call& call, Reply r);
+  rpc::RpcError inflight_error() const;  // -32002: the connection is at --max-inflight
   boost::json::value health();
   std::optional<rpc::RpcError> session_method(const std::string& method,
                                               const boost::json::value& params,
@@ -148,6 +152,7 @@ class Frontend {
                                           const std::optional<std::string>& duplicate_node,
                                           boost::json::value& result);
   std::optional<uint32_t> lookup(const std::string& id, rpc::RpcError& err) const;
+  const char* job_state(uint32_t rec) const;  // as job_status says it
   boost::json::object job_status(uint32_t rec) const;
   boost::json::object job_result(uint32_t rec, const rpc::JobWaitParams& p);
   // The answer to job_output; `ready` false: nothing to return yet (park it).

@@ -228,7 +228,6 @@ struct alignas(64) JobRecord {
   alignas(64) std::atomic<uint64_t> spool_end;  // file bytes holding whole records
   std::atomic<uint64_t> out_bytes[2];           // stdout, stderr bytes kept
   std::atomic<uint32_t> truncated;              // 1: output beyond output_cap was dropped
-  std::atomic<uint32_t> output_killed;          // 1: stopped for output_cap (kill_on_cap)
 };
 
 // Output records: an 8-byte header, then `len` bytes, padded to 8.

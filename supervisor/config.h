@@ -35,7 +35,7 @@ struct Config {
   shm::Rlimits default_limits;                             // per-job limits for jobs that set none
   shm::Rlimits max_limits;   // per-job ceilings; also the default where no default is set
   double max_timeout_s = 0;  // ceiling for a job's timeout; 0: none
-  std::string spool_dir;     // detached jobs' output files; "": <socket>.spool
+  std::string spool_dir;     // where the spool directory is made; "": the socket's directory
   double retain_s = 3600;    // finished detached jobs are kept this long
   uint64_t job_spool_bytes = 16ull << 20;  // output kept per detached job (both streams)
 

@@ -108,7 +108,7 @@ class Supervisor {
   void cleanup();
 
   Config cfg_;
-  bool spool_made_ = false;  // we created the spool directory: remove it at the end
+  std::string spool_dir_;  // the instance's spool directory (make_spool); "": none yet
   std::string shm_name_;
   UniqueFd listen_;
   std::optional<shm::Segment> seg_;
@@ -264,7 +264,7 @@ void Supervisor::start_frontend() {
   args.insert(args.end(), {"--max-timeout", std::to_string(cfg_.max_timeout_s), "--isolation",
                            cgroups_.isolation()});
   args.insert(args.end(),
-              {"--spool-dir", cfg_.spool_dir, "--retain-seconds", std::to_string(cfg_.retain_s),
+              {"--spool-dir", spool_dir_, "--retain-seconds", std::to_string(cfg_.retain_s),
                "--job-output-bytes", std::to_string(cfg_.job_spool_bytes)});
   args.insert(args.end(),
               {"--isolation-note",
@@ -293,7 +293,7 @@ void Supervisor::start_worker(uint32_t i) {
   args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.kill_grace_ms), "--submit-fd",
                            "3", "--bell-fd", "4", "--frontend-fd", "5"});
   if (cgroups_.enabled()) args.insert(args.end(), {"--cgroups", cgroups_.encode()});
-  args.insert(args.end(), {"--spool-dir", cfg_.spool_dir});
+  args.insert(args.end(), {"--spool-dir", spool_dir_});
   workers_[i].pid =
       spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()}, workers_[i]);
   workers_[i].started_ns = monotonic_ns();
@@ -523,16 +523,15 @@ Status Supervisor::make_spool() {
     if (uint32_t n = clear_spool(dir))
       spdlog::warn("removed {} stale job output files from {}", n, dir);
   }
-  cfg_.spool_dir = dir;
-  spool_made_ = true;
+  spool_dir_ = dir;
   return {};
 }
 
 void Supervisor::cleanup() {
   sweep_adopted();
-  if (!cfg_.spool_dir.empty()) {
-    clear_spool(cfg_.spool_dir);
-    if (spool_made_) ::rmdir(cfg_.spool_dir.c_str());
+  if (!spool_dir_.empty()) {
+    clear_spool(spool_dir_);
+    ::rmdir(spool_dir_.c_str());
   }
   cgroups_.remove();
   if (seg_) shm::Segment::remove(shm_name_);
@@ -548,7 +547,7 @@ int Supervisor::run() {
     spdlog::critical("{}", s.error().message());
     cgroups_.remove();
     if (seg_) shm::Segment::remove(shm_name_);
-    if (spool_made_) ::rmdir(cfg_.spool_dir.c_str());
+    if (!spool_dir_.empty()) ::rmdir(spool_dir_.c_str());
     if (listen_) ::unlink(cfg_.socket_path.c_str());
     return 1;
   }

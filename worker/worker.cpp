@@ -466,7 +466,6 @@ void Loop::keep(Job& j, int stream, std::string_view data) {
   // The kill policy is about room (the cap, the budget), not a failing disk.
   if (r.kill_on_cap && !spool_error && !j.output_killed && !j.cancelled) {
     j.output_killed = true;
-    r.output_killed.store(1, std::memory_order_relaxed);
     j.cancelled = true;
     stop(j, SIGTERM, j.grace_ns);
   }
