@@ -417,7 +417,14 @@ TEST_CASE("health reports the pool and counts deaths by cause", "[daemon][health
   REQUIRE(wait_until(
       [&] { return d.worker_pids().size() == 2 && !contains(d.worker_pids(), stuck); }, 15));
 
-  h = result_of(c.call("health", nullptr));
+  // The replacement is visible to us before the health answer we read may
+  // show the count: wait for it (bounded), it must come.
+  CHECK(wait_until(
+      [&] {
+        h = result_of(c.call("health", nullptr));
+        return num(h.at("counters").as_object(), "worker_restarts") == 2;
+      },
+      10, 0.05));
   const json::object& counters = h.at("counters").as_object();
   CHECK(num(counters, "worker_restarts") == 2);
   CHECK(num(counters, "deaths_by_signal") == 1);
