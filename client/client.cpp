@@ -18,30 +18,44 @@ void die(int code, const std::string& message) {
   std::exit(code);
 }
 
-Client::Client(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) die(kUsage, "socket path too long: " + path);
-  std::memcpy(addr.sun_path, path.data(), path.size());
-  fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd_ || ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+Client::Client(const std::string& path) : path_(path) {
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) die(kUsage, "socket path too long: " + path);
+  if (!connect())
     die(kNoDaemon, "cannot connect to shell-poold at " + path + ": " + std::strerror(errno) +
                        "\n  is the daemon running? start it with: shell-poold --socket " + path);
 }
 
-void Client::send(const std::string& method, json::object params) {
+bool Client::connect() {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path_.data(), path_.size());
+  buf_.clear();
+  fd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (fd_ && ::connect(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+    return true;
+  fd_.reset();
+  return false;
+}
+
+bool Client::send_line(const std::string& method, json::object params) {
   json::object req{
       {"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", std::move(params)}};
   std::string line = json::serialize(req) + "\n";
   for (size_t off = 0; off < line.size();) {
     ssize_t n = ::send(fd_.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) die(kNoDaemon, std::string("lost the connection: ") + std::strerror(errno));
+    if (n <= 0) return false;
     off += size_t(n);
   }
+  return true;
 }
 
-json::object Client::next() {
+void Client::send(const std::string& method, json::object params) {
+  if (!send_line(method, std::move(params)))
+    die(kNoDaemon, std::string("lost the connection: ") + std::strerror(errno));
+}
+
+std::optional<json::object> Client::read_answer() {
   for (;;) {
     size_t nl = buf_.find('\n');
     if (nl != std::string::npos) {
@@ -58,13 +72,32 @@ json::object Client::next() {
         bool usage = err.contains("code") && err.at("code") == -32602;
         die(usage ? kUsage : kCannotRun, msg + " (code " + json::serialize(err.at("code")) + ")");
       }
-      return o.at("result").as_object();
+      return std::move(o.at("result").as_object());
     }
     char chunk[65536];
     ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) die(kNoDaemon, "the daemon closed the connection before it answered");
+    if (n <= 0) return std::nullopt;
     buf_.append(chunk, size_t(n));
+  }
+}
+
+json::object Client::next() {
+  auto r = read_answer();
+  if (!r) die(kNoDaemon, "the daemon closed the connection before it answered");
+  return std::move(*r);
+}
+
+json::object Client::call_resending(const std::string& method, const json::object& params) {
+  for (int lost = 0;; ++lost) {
+    if (send_line(method, params))
+      if (auto r = read_answer()) return std::move(*r);
+    // The supervisor keeps the listening socket while it restarts the
+    // frontend, so connecting again works at once unless the daemon is gone.
+    if (lost == kMaxResends || !connect())
+      die(kNoDaemon, "lost the connection to shell-poold at " + path_ +
+                         (lost == kMaxResends ? std::string(" again and again")
+                                              : ": " + std::string(std::strerror(errno))));
   }
 }
 

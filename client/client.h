@@ -4,6 +4,7 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -26,6 +27,7 @@ inline constexpr int kCannotRun = 127;  // as a shell for "not found"
 
 class Client {
  public:
+  // Connects, or ends the process (kNoDaemon).
   explicit Client(const std::string& path);
   void send(const std::string& method, json::object params);
   // The next response's result; an error response ends the process (exit
@@ -36,8 +38,19 @@ class Client {
     send(method, std::move(params));
     return next();
   }
+  // As call, for a request that may be sent again (a read or a wait of a
+  // detached job): when the connection is lost (the daemon's frontend
+  // restarted), connects again and resends it, up to kMaxResends times in a row.
+  json::object call_resending(const std::string& method, const json::object& params);
+
+  static constexpr int kMaxResends = 10;
 
  private:
+  bool connect();  // errno says why not
+  bool send_line(const std::string& method, json::object params);
+  std::optional<json::object> read_answer();  // nullopt: the connection was lost
+
+  std::string path_;
   UniqueFd fd_;
   std::string buf_;
 };

@@ -52,7 +52,7 @@ std::string print_logs(Client& client, const std::string& id, const std::string&
                         {"max_bytes", 1 << 20},
                         {"output_encoding", "base64"}};
     if (follow) params["wait"] = 30;
-    json::object r = client.call("job_output", std::move(params));
+    json::object r = client.call_resending("job_output", params);
     if (stream == "both") {
       for (const json::value& chunk : r.at("chunks").as_array()) {
         const json::object& c = chunk.as_object();
@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
   if (*wait) {
     json::object p{{"job_id", id}, {"output_encoding", "base64"}};
     if (wait_timeout >= 0) p["timeout"] = wait_timeout;
-    json::object r = client.call("job_wait", std::move(p));
+    json::object r = client.call_resending("job_wait", p);
     if (r.at("finished_at_ms").is_null()) {  // the wait ran out first
       std::fprintf(stderr, "shell-pool: job %s is still %s\n", id.c_str(),
                    std::string(r.at("state").as_string()).c_str());

@@ -164,12 +164,13 @@ bool Frontend::job_method(Conn& c, rpc::Call& call, Reply& r) {
     auto rec = lookup(p.job_id, err);
     if (!rec) return fail(err), true;
     records_.settle(*rec);
+    const uint64_t seen_end = records_.at(*rec).spool_end.load(std::memory_order_acquire);
     bool ready = true;
     auto out = job_output(*rec, p, ready);
     if (auto* e = std::get_if<rpc::RpcError>(&out)) return fail(*e), true;
     if (ready || !p.wait_s || *p.wait_s == 0) return ok(std::get<json::object>(out)), true;
     std::optional<double> wait = p.wait_s;
-    park(c, r, *rec, wait, std::move(p));
+    park(c, r, *rec, wait, std::move(p), false, seen_end);
     return true;
   }
   if (m == "job_cancel" || m == "job_signal") {
@@ -280,7 +281,10 @@ json::object Frontend::job_status(uint32_t rec) const {
     o["pid"] = nullptr;
     o["started_at_ms"] = time_or_null(r.started_unix_ms);
     o["finished_at_ms"] = r.finished_unix_ms;
-    o["duration_ms"] = r.started_unix_ms ? r.finished_unix_ms - r.started_unix_ms : 0;
+    // Each time was taken from the wall clock on its own: never below 0.
+    o["duration_ms"] = r.started_unix_ms
+                           ? r.finished_unix_ms - std::min(r.finished_unix_ms, r.started_unix_ms)
+                           : 0;
   } else if (JobRecords::is_plan(r)) {
     for (const char* k : {"exit_code", "signal", "error", "pid", "finished_at_ms"}) o[k] = nullptr;
     o["started_at_ms"] = nullptr;
@@ -397,6 +401,12 @@ std::variant<json::object, rpc::RpcError> Frontend::job_output(uint32_t rec,
       chunks.push_back(json::object{
           {"stream", chunk.stream == shm::kStreamStderr ? "stderr" : "stdout"}, {"data", text}});
   }
+  if (p.base64 && got.chunks.size() > 1) {  // one encoding of all: padding only at its end
+    std::string raw;
+    for (const auto& chunk : got.chunks) raw += chunk.data;
+    data.clear();
+    encode_text(data, raw, true, false);
+  }
   // The next read starts at `next`: keep the resume point only if it is not
   // past it (after a held-back character it may be).
   if (hint && got.resume.at[view] <= next) *hint = got.resume;
@@ -451,8 +461,12 @@ std::optional<rpc::RpcError> Frontend::job_cancel(uint32_t rec, const rpc::JobSi
 std::optional<rpc::RpcError> Frontend::job_signal(uint32_t rec, int sig) {
   const shm::JobRecord& r = records_.at(rec);
   if (JobRecords::is_plan(r) && !JobRecords::settled(r)) {  // to its running steps
-    for (uint32_t s : records_.steps_of(rec)) (void)job_signal(s, sig);
-    return std::nullopt;
+    bool sent = false;
+    for (uint32_t s : records_.steps_of(rec)) sent |= !job_signal(s, sig);
+    if (sent) return std::nullopt;
+    return rpc::RpcError{rpc::Code::WrongState,
+                         "plan " + std::string(r.id) + " has no running step to signal",
+                         {{"state", "running"}}};
   }
   std::string_view state = job_state(rec);
   if (state != "running")
@@ -465,14 +479,15 @@ std::optional<rpc::RpcError> Frontend::job_signal(uint32_t rec, int sig) {
 }
 
 void Frontend::park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_s,
-                    std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner) {
+                    std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner,
+                    uint64_t seen_end) {
   if (c.unfinished() >= o_.max_inflight) return answer(r, rpc::error_text(r.id, inflight_error()));
   ++c.waits;
   Waiter w;
   w.reply = std::move(r);
   w.record = rec;
   w.seq = records_.at(rec).seq;
-  w.seen_end = records_.at(rec).spool_end.load(std::memory_order_acquire);
+  w.seen_end = seen_end;
   if (wait_s)
     w.deadline_ns =
         monotonic_ns() + uint64_t(std::ceil(std::min(*wait_s * 1e9, double(kMaxWaitNs))));
@@ -508,16 +523,20 @@ void Frontend::service_detached() {
     std::vector<Waiter> parked;
     parked.swap(waiters_);
     for (Waiter& w : parked) {
+      // A client that does not read gets no more answers built (flush()
+      // comes back here once it has read).
+      Conn* c = conn(w.reply.conn_id);
+      const bool held = c && c->backlog() >= kMaxBacklogBytes;
       bool expired = w.deadline_ns && now >= w.deadline_ns;
-      if (try_answer(w, expired)) continue;
-      if (w.deadline_ns && (!next_deadline_ns_ || w.deadline_ns < next_deadline_ns_))
+      if (!held && try_answer(w, expired)) continue;
+      if (!held && w.deadline_ns && (!next_deadline_ns_ || w.deadline_ns < next_deadline_ns_))
         next_deadline_ns_ = w.deadline_ns;
       waiters_.push_back(std::move(w));
     }
   }
   // After the answers (a job that just ended is not forgotten before its
   // waiters hear of it): a job's output may want the room of older ones.
-  if (unsettled_.size() != before || open_plans_.size() != plans) records_.expire();
+  if (unsettled_.size() != before || open_plans_.size() != plans) expire();
 }
 
 bool Frontend::try_answer(Waiter& w, bool timed_out) {
@@ -528,10 +547,12 @@ bool Frontend::try_answer(Waiter& w, bool timed_out) {
   }
   auto done = [&](const std::string& text) {
     --c->waits;
+    if (c->done() || c->lines_waiting()) dirty_.push_back(c->id);  // closes, or takes lines
     unpark(w);
     answer(w.reply, text);
     return true;
   };
+  if (batch_full(w.reply)) return done(rpc::error_text(w.reply.id, batch_full_error()));
   const shm::JobRecord& r = records_.at(w.record);
   if (r.state.load() != uint32_t(shm::RecordState::kLive) || r.seq != w.seq)
     return done(rpc::error_text(w.reply.id, {rpc::Code::NotFound, "the job was forgotten"}));
@@ -554,6 +575,11 @@ bool Frontend::try_answer(Waiter& w, bool timed_out) {
   if (auto* e = std::get_if<rpc::RpcError>(&out)) return done(rpc::error_text(w.reply.id, *e));
   if (!ready && !timed_out) return false;
   return done(rpc::result_text(w.reply.id, std::get<json::object>(out)));
+}
+
+// Retention, keeping spool room for every unfinished detached job and plan.
+void Frontend::expire() {
+  records_.expire(unsettled_.size() + open_plans_.size());
 }
 
 void Frontend::drop_waiters(uint64_t conn_id) {

@@ -22,14 +22,21 @@ constexpr std::string_view kJobStates[] = {"waiting",   "queued", "running", "ex
 std::optional<RpcError> read_job_id(Obj obj, bool required, std::string& out) {
   if (auto e = read_string(obj, "job_id", required ? kRequired | kNonEmpty : kNonEmpty, out))
     return e;
-  if (out.size() > kMaxJobIdBytes)
-    return bad_params("\"job_id\" is longer than " + std::to_string(kMaxJobIdBytes) + " bytes");
+  // A plan's step is "<plan id>/<name>", each part up to kMaxJobIdBytes.
+  size_t slash = out.find('/');
+  size_t longest =
+      slash == std::string::npos ? out.size() : std::max(slash, out.size() - slash - 1);
+  if (longest > kMaxJobIdBytes)
+    return bad_params("\"job_id\" is longer than " + std::to_string(kMaxJobIdBytes) +
+                      " bytes (a plan's step: each side of its '/')");
   return std::nullopt;
 }
 
 // A client-chosen id for job_submit: see kMaxJobIdBytes.
 std::optional<RpcError> check_new_job_id(const std::string& id) {
   if (id.empty()) return std::nullopt;
+  if (id.size() > kMaxJobIdBytes)
+    return bad_params("\"job_id\" is longer than " + std::to_string(kMaxJobIdBytes) + " bytes");
   if (!id_chars(id)) return bad_params("\"job_id\" may only hold letters, digits and . _ : -");
   if (id.find_first_not_of("0123456789") == std::string::npos)
     return bad_params(

@@ -286,12 +286,16 @@ void Frontend::finish(Pending& p, JobWord w) {
   uint64_t duration_ms = start && end > start ? (end - start) / 1'000'000 : 0;
   jobs_.release(p.slot, w);
 
-  if (Conn* c = p.reply.conn_id ? conn(p.reply.conn_id) : nullptr) {
+  Conn* c = p.reply.conn_id ? conn(p.reply.conn_id) : nullptr;
+  if (c) {
     std::erase(c->jobs, p.slot);
-    if (c->read_closed && !c->unfinished() && !c->backlog()) dirty_.push_back(c->id);
+    if (c->done() || c->lines_waiting()) dirty_.push_back(c->id);  // closes, or takes lines
     update_events(*c);
   }
   buffered_ -= p.data[0].size() + p.data[1].size();
+  // Nobody reads it (the client left, or a notification): not built. A
+  // client that left with 100 jobs of 16 MiB must not cost seconds of JSON.
+  if (!c || p.reply.silent) return answer(p.reply, std::string());
   json::object result;
   if (p.stream) {
     for (int i = 0; i < 2; ++i) send_chunk(p, i, {}, true);  // flush incomplete UTF-8

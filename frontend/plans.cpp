@@ -77,6 +77,7 @@ std::variant<uint32_t, rpc::RpcError> Frontend::submit_plan(rpc::PlanParams& p,
   std::unordered_map<std::string_view, uint32_t> index;
   for (size_t k = 0; k < p.steps.size(); ++k) index[p.steps[k].name] = uint32_t(k);
   std::vector<uint32_t> made;
+  static_assert(rpc::kMaxStepIdBytes < shm::kJobIdBytes, "a step id and its NUL fit a record");
   auto undo = [&](rpc::RpcError e) -> std::variant<uint32_t, rpc::RpcError> {
     for (uint32_t s : made) records_.skip(s, "the plan was not accepted");
     for (uint32_t s : made) records_.forget(s);
@@ -98,6 +99,7 @@ std::variant<uint32_t, rpc::RpcError> Frontend::submit_plan(rpc::PlanParams& p,
     auto slot = enqueue(step.exec, *rec + 1, step_seq, true);
     if (auto* e = std::get_if<rpc::RpcError>(&slot)) {
       records_.abandon(*rec);
+      e->message = "step " + step.name + ": " + e->message;
       return undo(*e);
     }
     records_.publish(*rec);

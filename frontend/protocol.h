@@ -135,6 +135,7 @@ Parsed<std::string> parse_session_id_param(const boost::json::value& params);
 // non-digit, so the two never collide; a plan's steps are "<plan id>/<step
 // name>", which neither can be.
 inline constexpr size_t kMaxJobIdBytes = 64;
+inline constexpr size_t kMaxStepIdBytes = 2 * kMaxJobIdBytes + 1;  // "<plan id>/<name>"
 
 // Strategies: execute_chain, execute_parallel, execute_dag, and job_submit
 // with "strategy". Each step is an execute spec (its own env, working_dir,

@@ -256,7 +256,7 @@ std::optional<uint32_t> JobRecords::oldest_settled(bool with_output) const {
   return best;
 }
 
-uint32_t JobRecords::expire() {
+uint32_t JobRecords::expire(size_t writers) {
   uint32_t n = 0;
   const uint64_t now = unix_ms();
   std::vector<uint32_t> old;
@@ -266,10 +266,11 @@ uint32_t JobRecords::expire() {
       old.push_back(i);
   }
   for (uint32_t i : old) forget(i), ++n;
-  // Keep room for one more job's whole output, so new jobs are not truncated
-  // for the sake of old ones.
+  // Keep room for the whole output of the jobs that may still write (and
+  // one more), so new output is not dropped for the sake of old.
   const uint64_t budget = seg_.caps().spool_bytes;
-  const uint64_t room = std::min(job_spool_bytes_ + job_spool_bytes_ / 64, budget / 2);
+  const uint64_t per_job = job_spool_bytes_ + job_spool_bytes_ / 64;  // + record headers, about
+  const uint64_t room = std::min(per_job * std::max<uint64_t>(writers, 1), budget / 2);
   while (seg_.header().spool_used.load() + room > budget) {
     auto oldest = oldest_settled(true);
     if (!oldest) break;

@@ -74,9 +74,10 @@ class JobRecords {
   // Frees a settled record and its spool file; a plan with its steps.
   void forget(uint32_t i);
   // Retention: forgets settled jobs older than retain_ms, and the oldest
-  // settled ones while the spool has no room for one more job's output;
+  // settled ones while the spool has no room for the whole output of each
+  // of `writers` unfinished jobs (at least one, at most half the spool);
   // never pinned ones. Returns how many it forgot.
-  uint32_t expire();
+  uint32_t expire(size_t writers);
 
   // The spool file of record i for reading.
   Result<UniqueFd> open_spool(uint32_t i) const;

@@ -116,7 +116,7 @@ int Frontend::run() {
       next_tick_ns = now + tick_ns;
       check_draining();
       service_all();
-      records_.expire();
+      expire();
     }
     for (int i = 0; i < n; ++i) {
       uint64_t t = events[i].data.u64;
@@ -140,10 +140,14 @@ int Frontend::run() {
         on_conn_event(t, events[i].events);
       }
     }
-    std::vector<uint64_t> dirty;
-    dirty.swap(dirty_);
-    for (uint64_t id : dirty)
-      if (Conn* c = conn(id)) flush(*c);
+    // Until none is left: a flush may handle request lines that waited,
+    // whose answers make their connection dirty again.
+    while (!dirty_.empty()) {
+      std::vector<uint64_t> dirty;
+      dirty.swap(dirty_);
+      for (uint64_t id : dirty)
+        if (Conn* c = conn(id)) flush(*c);
+    }
     // Jobs held for the budget may go on once answers were written.
     if (held_back_ && !over_budget()) service_all();
   }
@@ -215,9 +219,12 @@ void Frontend::accept_all() {
   }
 }
 
+bool Frontend::takes_requests(const Conn& c) const {
+  return !stopping_ && c.backlog() < kMaxBacklogBytes && c.unfinished() < o_.max_inflight;
+}
+
 void Frontend::update_events(Conn& c) {
-  bool reading = !c.read_closed && !stopping_ && c.backlog() < kMaxBacklogBytes &&
-                 c.unfinished() < o_.max_inflight;
+  bool reading = !c.read_closed && takes_requests(c);
   uint32_t want = (reading ? EPOLLIN | EPOLLRDHUP : 0u) | (c.backlog() ? EPOLLOUT : 0u);
   if (c.events == want) return;
   // EPOLLHUP (the peer closed entirely) is reported even with no interest.
@@ -243,7 +250,7 @@ void Frontend::read_from(Conn& c) {
     ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
       take_bytes(c, {buf, size_t(n)});
-      if (c.backlog() >= kMaxBacklogBytes || c.unfinished() >= o_.max_inflight) break;
+      if (!takes_requests(c)) break;
       if (size_t(n) < sizeof buf) break;
       continue;
     }
@@ -254,11 +261,10 @@ void Frontend::read_from(Conn& c) {
       return;
     }
     // EOF: the client shut its write side. Answer what is in flight, then close.
-    if (!c.in.empty() && !c.skipping) handle_line(c, c.in);
-    c.in.clear();
     c.read_closed = true;
+    handle_lines(c);
   }
-  if (c.read_closed && !c.unfinished() && !c.backlog()) {
+  if (c.done()) {
     close_conn(c.id);
     return;
   }
@@ -266,42 +272,48 @@ void Frontend::read_from(Conn& c) {
 }
 
 void Frontend::take_bytes(Conn& c, std::string_view data) {
-  auto too_long = [&] {
-    send(c.id, rpc::error_text(
-                   nullptr, {rpc::Code::LimitExceeded,
-                             "request line exceeds " + std::to_string(o_.max_line_bytes) + " bytes",
-                             {{"limit", o_.max_line_bytes}}}));
-  };
-  while (!data.empty()) {
-    size_t nl = data.find('\n');
-    if (c.skipping) {
-      if (nl == std::string_view::npos) return;
-      c.skipping = false;
-      data.remove_prefix(nl + 1);
-      continue;
-    }
-    if (nl == std::string_view::npos) {
-      if (c.in.size() + data.size() > o_.max_line_bytes) {
-        too_long();
-        c.in.clear();
+  c.in.append(data);
+  handle_lines(c);
+}
+
+// Lines past the connection's bounds wait in c.in, and reading stops, until
+// answers are written or requests finish (flush() comes back here): one read
+// cannot start more work than the bounds allow.
+void Frontend::handle_lines(Conn& c) {
+  while (c.lines_waiting() && takes_requests(c)) {
+    std::string_view rest = std::string_view(c.in).substr(c.in_off);
+    size_t nl = rest.find('\n');
+    if (nl == std::string_view::npos && !c.read_closed) {  // the line's end is still to come
+      if (!c.skipping && rest.size() > o_.max_line_bytes) {
+        line_too_long(c);
         c.skipping = true;
-        return;
       }
-      c.in.append(data);
-      return;
+      if (c.skipping) c.in_off = c.in.size();
+      break;
     }
-    std::string_view line = data.substr(0, nl);
-    if (c.in.size() + line.size() > o_.max_line_bytes) {
-      too_long();
-    } else if (c.in.empty()) {
-      handle_line(c, line);
-    } else {
-      c.in.append(line);
-      handle_line(c, c.in);
-    }
-    c.in.clear();
-    data.remove_prefix(nl + 1);
+    size_t len = std::min(nl, rest.size());  // at EOF the last line needs no '\n'
+    if (c.skipping)
+      c.skipping = false;  // the end of the over-long line
+    else if (len > o_.max_line_bytes)
+      line_too_long(c);
+    else
+      handle_line(c, rest.substr(0, len));
+    c.in_off += std::min(len + 1, rest.size());
   }
+  if (!c.lines_waiting()) {
+    c.in.clear();
+    c.in_off = 0;
+  } else if (c.in_off > 0) {
+    c.in.erase(0, c.in_off);
+    c.in_off = 0;
+  }
+}
+
+void Frontend::line_too_long(Conn& c) {
+  send(c.id, rpc::error_text(
+                 nullptr, {rpc::Code::LimitExceeded,
+                           "request line exceeds " + std::to_string(o_.max_line_bytes) + " bytes",
+                           {{"limit", o_.max_line_bytes}}}));
 }
 
 void Frontend::handle_line(Conn& c, std::string_view line) {
@@ -318,8 +330,23 @@ void Frontend::handle_line(Conn& c, std::string_view line) {
   }
   for (rpc::Call& call : parsed.calls) {
     Reply r{c.id, call.id, call.notification, batch};
-    handle_call(c, call, std::move(r));
+    if (!refuse_batch_member(r)) handle_call(c, call, std::move(r));
   }
+}
+
+// A batch is answered whole, so its answers are held to the backlog bound:
+// members past it are answered -32002 without being run.
+bool Frontend::refuse_batch_member(Reply& r) {
+  if (!batch_full(r)) return false;
+  answer(r, rpc::error_text(r.id, batch_full_error()));
+  return true;
+}
+
+rpc::RpcError batch_full_error() {
+  return {rpc::Code::LimitExceeded,
+          "the batch's answers passed " + std::to_string(kMaxBacklogBytes) +
+              " bytes; this member was not run: send it again",
+          {{"limit", kMaxBacklogBytes}}};
 }
 
 void Frontend::send(uint64_t conn_id, std::string text) {
@@ -375,13 +402,15 @@ void Frontend::flush(Conn& c) {
     c.out.erase(0, c.out_off);
     c.out_off = 0;
   }
-  if (c.read_closed && !c.unfinished() && !c.backlog()) {
+  if (c.lines_waiting()) handle_lines(c);  // lines that waited for room
+  if (c.done()) {
     close_conn(c.id);
     return;
   }
   update_events(c);
   // Jobs paused on this connection's backlog may move again.
   if (was_full && c.backlog() < kMaxBacklogBytes) {
+    if (c.waits) service_detached();  // its parked waits whose answers were held
     std::vector<uint32_t> slots = c.jobs;
     for (uint32_t slot : slots)
       if (auto it = pending_.find(slot); it != pending_.end())

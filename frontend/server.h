@@ -36,7 +36,11 @@ inline constexpr size_t kMaxBacklogBytes = 4u << 20;  // unsent answers: stop re
 struct Conn {
   uint64_t id = 0;
   UniqueFd fd;
-  std::string in;         // an incomplete request line
+  // Bytes read and not yet handled, from in_off: whole request lines that
+  // wait while the connection is at its bounds (see takes_requests), then an
+  // incomplete one. At most one read (64 KiB) plus one line.
+  std::string in;
+  size_t in_off = 0;
   bool skipping = false;  // discarding the rest of an over-long line
   std::string out;        // answers not yet written, from out_off
   size_t out_off = 0;
@@ -46,6 +50,9 @@ struct Conn {
   uint32_t waits = 0;          // its parked job_wait / job_output calls
   size_t backlog() const { return out.size() - out_off; }
   size_t unfinished() const { return jobs.size() + waits; }  // requests not answered yet
+  bool lines_waiting() const { return in_off < in.size(); }
+  // The client shut its side and has everything: time to close.
+  bool done() const { return read_closed && !unfinished() && !backlog() && !lines_waiting(); }
 };
 
 // Collects the answers of one batch line; sent as one array when all are in.
@@ -63,6 +70,13 @@ struct Reply {
   bool silent = false;  // a notification
   std::shared_ptr<Batch> batch;
 };
+
+// A batch is answered whole, so its answers are held to kMaxBacklogBytes:
+// a member answered after they passed it gets this -32002 instead.
+inline bool batch_full(const Reply& r) {
+  return r.batch && r.batch->held_bytes >= kMaxBacklogBytes;
+}
+rpc::RpcError batch_full_error();
 
 // A job this frontend submitted and has not finished answering.
 struct Pending {
@@ -112,7 +126,11 @@ class Frontend {
   void on_conn_event(uint64_t id, uint32_t events);
   void read_from(Conn& c);
   void take_bytes(Conn& c, std::string_view data);
+  bool takes_requests(const Conn& c) const;  // below its backlog and in-flight bounds
+  void handle_lines(Conn& c);                // the whole lines in c.in, while it takes requests
   void handle_line(Conn& c, std::string_view line);
+  void line_too_long(Conn& c);         // the -32002 for a line over --max-line
+  bool refuse_batch_member(Reply& r);  // batch_full: answered -32002, not run
   void send(uint64_t conn_id, std::string text);
   void answer(Reply& r, std::string text);
   void flush(Conn& c);
@@ -162,11 +180,15 @@ class Frontend {
   std::optional<rpc::RpcError> job_cancel(uint32_t rec, const rpc::JobSignalParams& p,
                                           boost::json::value& result);
   std::optional<rpc::RpcError> job_signal(uint32_t rec, int sig);
+  // `seen_end`: for job_output, the spool's end read before the read that
+  // found nothing new (a later write then wakes the waiter).
   void park(Conn& c, Reply& r, uint32_t rec, std::optional<double> wait_s,
-            std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner = false);
+            std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner = false,
+            uint64_t seen_end = 0);
   void unpark(const Waiter& w);
   void fill_record(shm::JobRecord& r, const rpc::ExecParams& p) const;
   void service_detached();
+  void expire();
   bool try_answer(Waiter& w, bool timed_out);  // true: answered (drop it)
   void drop_waiters(uint64_t conn_id);
   int next_wait_ms(int tick_ms) const;

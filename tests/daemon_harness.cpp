@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdio>
@@ -554,7 +555,7 @@ std::string base64_decode(std::string_view in) {
 // ---- CLI ----
 
 CliRun run_cli(const std::vector<std::string>& args, const std::string& dir, double timeout_s) {
-  static int serial = 0;
+  static std::atomic<int> serial{0};  // callers may run CLIs from several threads
   std::string base = dir + "/cli" + std::to_string(++serial);
   UniqueFd out(::open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   UniqueFd err(::open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));

@@ -248,7 +248,7 @@ struct CliRun {
   std::string out, err;
 };
 // Runs the shell-pool CLI (SHELL_POOL_CLI) with `args`; stdout and stderr go
-// to files in `dir`.
+// to files in `dir`. Asserts nothing: may run on other threads.
 CliRun run_cli(const std::vector<std::string>& args, const std::string& dir, double timeout_s = 30);
 
 }  // namespace sp::test

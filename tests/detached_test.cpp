@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "tests/daemon_harness.h"
 
@@ -225,6 +226,20 @@ TEST_CASE("cursors read in many small pieces reassemble the exact output", "[det
   REQUIRE(raw.size() == 200000);
   CHECK(read_all(c, bin, "stdout", 4093, true) == raw);
   CHECK(read_all(c, bin, "both", 65536, true) == raw);
+  // base64 of both streams: "data" is one encoding of what the chunks hold
+  // (chunks of 1 byte each: each alone would end in padding).
+  std::string ab = submit(
+      c, {{"command",
+           "for i in $(seq 1 20); do printf a; sleep 0.01; printf b >&2; sleep 0.01; done"}});
+  REQUIRE(str(wait_job(c, ab), "state") == "exited");
+  json::object mixed = result_of(
+      c.call("job_output", {{"job_id", ab}, {"stream", "both"}, {"output_encoding", "base64"}}));
+  std::string joined;
+  for (const json::value& chunk : mixed.at("chunks").as_array())
+    joined += base64_decode(str(chunk.as_object(), "data"));
+  CHECK(mixed.at("chunks").as_array().size() >= 2);
+  CHECK(joined.size() == 40);
+  CHECK(base64_decode(str(mixed, "data")) == joined);
   // Text mode never breaks the JSON, whatever the bytes.
   json::object text = result_of(c.call("job_output", {{"job_id", bin}, {"max_bytes", 1000}}));
   CHECK(!str(text, "data").empty());
@@ -406,6 +421,29 @@ TEST_CASE("finished jobs are kept for a time and a count, and their output is bo
     CHECK(str(status(c, ids[5]), "state") == "exited");
     stop_cleanly(d);
   }
+  SECTION("--spool-bytes: room is kept for every unfinished job's whole output") {
+    START_DAEMON(d, {"--workers", "2", "--spool-bytes", "6000000", "--job-output-bytes", "1000000",
+                     "--hang-timeout", "0.4"});  // a 100 ms tick
+    Client c(d.socket());
+    std::vector<std::string> old;
+    for (int i = 0; i < 4; ++i) {
+      old.push_back(submit(c, {{"command", "head -c 1000000 /dev/zero"}}));
+      REQUIRE(num(wait_job(c, old.back()), "stdout_bytes") == 1000000);
+    }
+    // Two jobs that print their whole share at once, after the frontend's
+    // tick has seen them unfinished: the spool holds both.
+    std::vector<std::string> fresh;
+    for (int i = 0; i < 2; ++i)
+      fresh.push_back(submit(c, {{"command", "sleep 1; head -c 1000000 /dev/zero"}}));
+    for (const std::string& id : fresh) {
+      json::object r = wait_job(c, id);
+      CHECK(num(r, "stdout_bytes") == 1000000);
+      CHECK(r.at("truncated") == false);
+    }
+    CHECK(unknown(c, old[0]));  // the oldest made room
+    CHECK(str(status(c, old[3]), "state") == "exited");
+    stop_cleanly(d);
+  }
 }
 
 TEST_CASE("detached jobs, their output and sessions survive a frontend crash",
@@ -468,6 +506,33 @@ TEST_CASE("a detached job whose worker dies ends lost, with the output it had",
   CHECK(str(r, "state") == "lost");
   CHECK(str(r, "stdout") == "before\n");
   CHECK_THAT(str(r, "error"), Contains("worker"));
+  stop_cleanly(d);
+}
+
+TEST_CASE("shell-pool logs -f and wait carry on across a frontend crash",
+          "[detached][cli][crash]") {
+  START_DAEMON(d, {"--workers", "1"});
+  Client c(d.socket());
+  std::string id =
+      submit(c, {{"command", "for i in $(seq 1 20); do echo tick $i; sleep 0.1; done; exit 3"}});
+  CliRun logs, waited;
+  std::thread follow([&] { logs = run_cli({"--socket", d.socket(), "logs", "-f", id}, d.dir()); });
+  std::thread wait([&] { waited = run_cli({"--socket", d.socket(), "wait", id}, d.dir()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  pid_t frontend = d.frontend_pid();
+  if (frontend > 0) ::kill(frontend, SIGKILL);
+  follow.join();
+  wait.join();
+  REQUIRE(frontend > 0);
+  std::string want;
+  for (int i = 1; i <= 20; ++i) want += "tick " + std::to_string(i) + "\n";
+  INFO("logs: " << logs.err << "wait: " << waited.err);
+  CHECK(logs.exit_code == 0);
+  CHECK(logs.out == want);  // every byte once: it went on from its cursor
+  CHECK(waited.exit_code == 3);
+  CHECK(waited.out == want);
+  Client after(d.socket());
+  CHECK(num(health(after).at("counters").as_object(), "frontend_restarts") == 1);
   stop_cleanly(d);
 }
 
@@ -598,8 +663,8 @@ TEST_CASE("queued detached jobs survive repeated frontend crashes without extra 
   for (int i = 0; i < 6; ++i)
     queued.push_back(submit(c, {{"command", "echo q" + std::to_string(i)}}));
   for (int crash = 0; crash < 3; ++crash) {
-    pid_t frontend = d.frontend_pid();
-    REQUIRE(frontend > 0);
+    pid_t frontend = 0;  // the next one may still be on its restart backoff
+    REQUIRE(wait_until([&] { return (frontend = d.frontend_pid()) > 0; }, 10));
     ::kill(frontend, SIGKILL);
     REQUIRE(wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != frontend; }, 10));
   }

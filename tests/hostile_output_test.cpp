@@ -422,6 +422,144 @@ TEST_CASE("a client that pipelines execute jobs and never reads holds its jobs, 
   stop_cleanly(d);
 }
 
+TEST_CASE("a client that pipelines job_output and never reads holds its request lines, not answers",
+          "[daemon][hostile][detached]") {
+  // Each answer is 1 MB of output in base64 (1.33 MB); 120 of them would be
+  // 160 MB. Lines past the backlog bound wait unread in the connection's
+  // input: the frontend holds one answer past 4 MiB, not all of them.
+  constexpr int kReads = 120;
+  constexpr int64_t kBytes = 1'000'000;
+  START_DAEMON(d, {"--workers", "2"});
+  Client b(d.socket());
+  REQUIRE(b.connected());
+  warm_up(b);
+  std::string id = str(
+      result_of(b.call("job_submit", sh("head -c " + std::to_string(kBytes) + " /dev/urandom"))),
+      "job_id");
+  REQUIRE(str(result_of(b.call("job_wait", {{"job_id", id}, {"timeout", 20}}, 30)), "state") ==
+          "exited");
+  pid_t frontend = d.frontend_pid();
+  int64_t base = status_kib(frontend, "VmRSS");
+
+  Client a(d.socket());
+  json::object read{
+      {"job_id", id}, {"stream", "stdout"}, {"max_bytes", kBytes}, {"output_encoding", "base64"}};
+  std::string lines;
+  for (int i = 0; i < kReads; ++i) lines += Client::request(i, "job_output", read) + "\n";
+  REQUIRE(a.send_raw(lines));
+  int64_t peak = 0;
+  auto start = Clock::now();
+  while (seconds_since(start) < 2) {
+    peak = std::max(peak, status_kib(frontend, "VmRSS"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  INFO("frontend VmRSS " << base << " KiB idle, peak " << peak << " KiB");
+  if (kRssTells) CHECK(peak - base < kFlatKib);
+  // Another client is answered meanwhile; then every held line is answered in order.
+  CHECK(str(execute(b, sh("echo still")), "stdout") == "still\n");
+  for (int i = 0; i < kReads; ++i) {
+    auto answer = a.read_json(30);
+    REQUIRE(answer);
+    const json::object& o = answer->as_object();
+    CHECK(o.at("id") == i);
+    REQUIRE(o.contains("result"));
+    CHECK(base64_decode(str(o.at("result").as_object(), "data")).size() == size_t(kBytes));
+  }
+  stop_cleanly(d);
+}
+
+TEST_CASE("a client that parks job_waits and never reads gets no more answers built",
+          "[daemon][hostile][detached]") {
+  // 80 jobs end with 1 MB each (1.33 MB of base64 an answer): 107 MB of
+  // answers if all were built. Past the backlog bound the waits stay parked.
+  constexpr int kJobs = 80;
+  START_DAEMON(d, {"--workers", "2"});
+  Client b(d.socket());
+  REQUIRE(b.connected());
+  warm_up(b);
+  std::vector<std::string> ids;
+  for (int i = 0; i < kJobs; ++i)
+    ids.push_back(str(result_of(b.call("job_submit", sh("sleep 1; head -c 1000000 /dev/urandom"))),
+                      "job_id"));
+  pid_t frontend = d.frontend_pid();
+  int64_t base = status_kib(frontend, "VmRSS");
+  Client a(d.socket());
+  std::string lines;
+  for (int i = 0; i < kJobs; ++i)
+    lines += Client::request(i, "job_wait",
+                             {{"job_id", ids[size_t(i)]}, {"output_encoding", "base64"}}) +
+             "\n";
+  REQUIRE(a.send_raw(lines));
+  auto all_ended = [&] {
+    for (const std::string& id : ids)
+      if (str(result_of(b.call("job_status", {{"job_id", id}})), "state") != "exited") return false;
+    return true;
+  };
+  int64_t peak = 0;
+  auto start = Clock::now();
+  bool ended = false;
+  while (seconds_since(start) < 60 && !ended) {
+    ended = all_ended();
+    peak = std::max(peak, status_kib(frontend, "VmRSS"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(ended);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the frontend's tick passes
+  peak = std::max(peak, status_kib(frontend, "VmRSS"));
+  INFO("frontend VmRSS " << base << " KiB idle, peak " << peak << " KiB");
+  if (kRssTells) CHECK(peak - base < kFlatKib);
+  for (int i = 0; i < kJobs; ++i) {
+    auto answer = a.read_json(30);
+    REQUIRE(answer);
+    const json::object& r = result_of(answer->as_object());
+    CHECK(str(r, "state") == "exited");
+    CHECK(base64_decode(str(r, "stdout")).size() == 1'000'000);
+  }
+  stop_cleanly(d);
+}
+
+TEST_CASE("a batch's answers are held to the backlog bound; members past it get -32002",
+          "[daemon][hostile][detached]") {
+  constexpr int kMembers = 20;
+  constexpr int64_t kBytes = 1'000'000;  // 1.33 MB of base64 an answer
+  START_DAEMON(d, {"--workers", "2"});
+  Client c(d.socket());
+  REQUIRE(c.connected());
+  std::string id = str(
+      result_of(c.call("job_submit", sh("head -c " + std::to_string(kBytes) + " /dev/urandom"))),
+      "job_id");
+  REQUIRE(str(result_of(c.call("job_wait", {{"job_id", id}, {"timeout", 20}}, 30)), "state") ==
+          "exited");
+  json::object read{
+      {"job_id", id}, {"stream", "stdout"}, {"max_bytes", kBytes}, {"output_encoding", "base64"}};
+  std::string batch = "[";
+  for (int i = 0; i < kMembers; ++i)
+    batch += (i ? "," : "") + Client::request(i, "job_output", read);
+  REQUIRE(c.send_line(batch + "]"));
+  auto answer = c.read_json(30);
+  REQUIRE(answer);
+  REQUIRE(answer->is_array());
+  const json::array& all = answer->as_array();
+  REQUIRE(all.size() == size_t(kMembers));
+  int with_data = 0, refused = 0;
+  for (const json::value& v : all) {
+    const json::object& o = v.as_object();
+    if (o.contains("result")) {
+      CHECK(refused == 0);  // in order: the first members are answered, then the bound
+      CHECK(base64_decode(str(o.at("result").as_object(), "data")).size() == size_t(kBytes));
+      ++with_data;
+    } else {
+      CHECK(num(error_of(o), "code") == -32002);
+      CHECK_THAT(str(error_of(o), "message"), Contains("batch"));
+      ++refused;
+    }
+  }
+  CHECK(with_data == 4);  // 3 answers are under 4 MiB, the 4th crosses it
+  CHECK(refused == kMembers - 4);
+  CHECK(str(execute(c, sh("echo after")), "stdout") == "after\n");  // the connection goes on
+  stop_cleanly(d);
+}
+
 // ---- connections ----
 
 TEST_CASE("2000 idle connections starve no one and leave nothing behind once closed",

@@ -235,6 +235,35 @@ TEST_CASE("a detached plan shows per-step status and can be waited for, read and
   stop_cleanly(d);
 }
 
+TEST_CASE("steps of a plan with the longest id and names are found by their ids",
+          "[plan][detached]") {
+  START_DAEMON(d, {"--workers", "1", "--max-timeout", "5"});
+  Client c(d.socket());
+  const std::string plan(64, 'p'), name(64, 'n');
+  json::object sub = result_of(
+      c.call("job_submit",
+             {{"strategy", "dag"},
+              {"job_id", plan},
+              {"nodes", {{name, {{"command", "echo long"}}}, {"b", {{"command", "true"}}}}}}));
+  const std::string step_id = plan + "/" + name;  // 129 bytes
+  CHECK(sub.at("steps").as_array().front() == json::value(step_id));
+  json::object done = result_of(c.call("job_wait", {{"job_id", step_id}, {"timeout", 20}}));
+  CHECK(str(done, "stdout") == "long\n");
+  CHECK(str(result_of(c.call("job_output", {{"job_id", step_id}})), "data") == "long\n");
+  // A client's own id stays at most 64 bytes.
+  json::object e = error_of(c.call("job_submit", {{"command", "true"}, {"job_id", plan + "p"}}));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("64 bytes"));
+  // A step refused at submission is named.
+  json::object refused = error_of(
+      c.call("execute_chain",
+             {{"commands", json::array{json::object{{"command", "true"}},
+                                       json::object{{"command", "true"}, {"timeout", 9}}}}}));
+  CHECK(num(refused, "code") == -32602);
+  CHECK_THAT(str(refused, "message"), Contains("step 1"));
+  stop_cleanly(d);
+}
+
 TEST_CASE("an attached plan is cancelled when its client leaves", "[plan][cancel]") {
   START_DAEMON(d, {"--workers", "1"});
   {
