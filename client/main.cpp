@@ -252,7 +252,9 @@ int main(int argc, char** argv) {
     if (!signal.empty()) p["signal"] = signal;
     if (cancel->count("--grace-ms")) p["grace_ms"] = grace_ms;
     json::object r = client.call("job_cancel", std::move(p));
-    std::cout << json::value_to<std::string>(r.at("state")) << "\n";
+    std::string now = json::value_to<std::string>(r.at("state"));
+    // Still stopping (its grace runs): say so rather than "running".
+    std::cout << (r.at("cancelled") == true && now == "running" ? "cancelling" : now) << "\n";
     return 0;
   }
   if (*sig) {

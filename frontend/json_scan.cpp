@@ -1,5 +1,6 @@
 #include "frontend/json_scan.h"
 
+#include <boost/json.hpp>
 #include <unordered_set>
 
 namespace sp::rpc::detail {
@@ -65,7 +66,7 @@ class Scan {
   void object(Level level) {
     const bool nodes = level == Level::kNodes;
     ++i_;
-    std::unordered_set<std::string_view> keys;
+    std::unordered_set<std::string> keys;  // params.nodes' keys, decoded
     ws();
     if (at('}')) {
       ++i_;
@@ -74,7 +75,8 @@ class Scan {
     for (;;) {
       ws();
       std::string_view key = string();
-      if (nodes && !keys.insert(key).second && !duplicate) duplicate = std::string(key);
+      if (nodes && !duplicate)
+        if (std::string name = decoded(key); !keys.insert(name).second) duplicate = name;
       ws();
       ++i_;  // ':'
       value(level == Level::kRequest && key == "params" ? Level::kParams
@@ -88,6 +90,15 @@ class Scan {
       ++i_;  // '}'
       return;
     }
+  }
+
+  // A key's text as written, with its escapes decoded (the text parsed
+  // already, so the key is a valid JSON string).
+  static std::string decoded(std::string_view key) {
+    if (key.find('\\') == std::string_view::npos) return std::string(key);
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse("\"" + std::string(key) + "\"", ec);
+    return !ec && v.is_string() ? std::string(v.get_string()) : std::string(key);
   }
 
   std::string_view t_;

@@ -11,9 +11,8 @@
 
 namespace sp::rpc::detail {
 
-// The first key (as written: escapes are not decoded, so "a" and "\u0061"
-// count as two) that occurs twice in the object params.nodes of the request
-// `text`.
+// The first key (escapes decoded: "a" and "\u0061" are one) that occurs
+// twice in the object params.nodes of the request `text`.
 std::optional<std::string> duplicate_nodes_key(std::string_view text);
 
 // The texts of the elements of the JSON array `text`.

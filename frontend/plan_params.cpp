@@ -45,7 +45,12 @@ std::optional<RpcError> read_commands(Obj obj, std::vector<PlanStep>& out) {
   for (size_t i = 0; i < arr.size(); ++i) {
     PlanStep step;
     step.name = std::to_string(i);
-    if (auto e = read_step(arr[i], "\"commands\"[" + step.name + "]", step)) return e;
+    const std::string where = "\"commands\"[" + step.name + "]";
+    if (auto e = read_step(arr[i], where, step)) return e;
+    if (arr[i].get_object().contains("depends_on"))
+      return bad_params(where +
+                        ": \"depends_on\" is for the nodes of execute_dag (a chain runs its "
+                        "steps in order, a parallel plan all at once)");
     out.push_back(std::move(step));
   }
   return std::nullopt;
@@ -128,14 +133,15 @@ Parsed<PlanParams> parse_plan_params(PlanKind kind, const json::value& params,
     if (auto e = params_object(params, obj)) return *e;
     if (kind == PlanKind::kDag) {
       if (auto e = read_nodes(obj, duplicate_node, p.steps)) return *e;
-      if (auto e = read_bool(obj, "fail_fast", p.fail_fast)) return *e;
     } else {
       if (auto e = read_commands(obj, p.steps)) return *e;
     }
-    if (kind == PlanKind::kChain)
+    if (kind == PlanKind::kChain) {
       if (auto e = read_bool(obj, "stop_on_error", p.stop_on_error)) return *e;
-    if (kind != PlanKind::kChain)
+    } else {
+      if (auto e = read_bool(obj, "fail_fast", p.fail_fast)) return *e;
       if (auto e = read_max_parallel(obj, p.max_parallel)) return *e;
+    }
     if (auto e = read_encoding(obj, p.base64)) return *e;
     if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
     return p;

@@ -151,7 +151,7 @@ struct PlanParams {
   PlanKind kind = PlanKind::kChain;
   std::vector<PlanStep> steps;  // chain/parallel: "commands" in order; dag: "nodes" by name
   bool stop_on_error = true;    // chain: "stop_on_error"
-  bool fail_fast = false;       // dag: "fail_fast": after a failure, start no more nodes
+  bool fail_fast = false;       // dag, parallel: "fail_fast": after a failure, start no more steps
   uint32_t max_parallel = 0;    // parallel, dag: "max_parallel" >= 1; 0: no bound
   // How the attached methods answer each step's output (as execute's).
   bool base64 = false;                       // "output_encoding"

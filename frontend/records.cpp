@@ -235,7 +235,8 @@ void JobRecords::forget_one(uint32_t i) {
     std::string name = shm::spool_file_name(r.seq);
     if (spool_dir_ >= 0) ::unlinkat(spool_dir_, name.c_str(), 0);
   }
-  if (r.plan) std::erase(steps_[r.plan - 1], i);
+  if (auto it = r.plan ? steps_.find(r.plan - 1) : steps_.end(); it != steps_.end())
+    std::erase(it->second, i);  // (forget() took a plan's whole list out first)
   pins_.erase(i);
   by_id_.erase(r.id);
   release(i);

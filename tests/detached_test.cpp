@@ -570,6 +570,7 @@ TEST_CASE("the CLI submits, follows, waits for, cancels and lists detached jobs"
   CHECK_THAT(r.out, !Contains("cli-1"));
   r = run_cli({"--socket", s, "cancel", "--signal", "KILL", id}, d.dir());
   CHECK(r.exit_code == 0);
+  CHECK((r.out == "cancelling\n" || r.out == "cancelled\n"));
   r = run_cli({"--socket", s, "wait", id}, d.dir());
   CHECK(r.exit_code == 125);
   r = run_cli({"--socket", s, "forget", "cli-1"}, d.dir());

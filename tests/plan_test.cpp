@@ -106,6 +106,23 @@ TEST_CASE("execute_parallel answers in input order and keeps to max_parallel", "
   CHECK(str(step(together, 1), "stdout") == "second\n");
   CHECK(num(error_of(c.call("execute_parallel", {{"commands", commands}, {"max_parallel", 0}})),
             "code") == -32602);
+  // fail_fast: after a failure no further step starts.
+  json::object fast = run_plan(c, "execute_parallel",
+                               {{"commands", json::array{json::object{{"command", "exit 5"}},
+                                                         json::object{{"command", "echo never"}}}},
+                                {"max_parallel", 1},
+                                {"fail_fast", true}});
+  CHECK(fast.at("success") == false);
+  CHECK(num(step(fast, 0), "exit_code") == 5);
+  CHECK(str(step(fast, 1), "status") == "skipped");
+  // depends_on belongs to DAG nodes: in a parallel or chain step it is refused.
+  json::object e = error_of(
+      c.call("execute_chain",
+             {{"commands",
+               json::array{json::object{{"command", "true"}},
+                           json::object{{"command", "true"}, {"depends_on", json::array{"0"}}}}}}));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("\"commands\"[1]"));
   stop_cleanly(d);
 }
 

@@ -508,6 +508,11 @@ TEST_CASE("a DAG's node name given twice is found in the raw line, also inside a
   CHECK_FALSE(batch.calls[0].duplicate_node);
   REQUIRE(batch.calls[1].duplicate_node);
   CHECK(*batch.calls[1].duplicate_node == "m");
+  // A name written with escapes is the same name.
+  Call escaped = only_call(
+      R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"a":{"command":"x"},"\u0061":{"command":"y"}}}})");
+  REQUIRE(escaped.duplicate_node);
+  CHECK(*escaped.duplicate_node == "a");
 }
 
 TEST_CASE("plan params: steps are execute specs, a DAG is checked whole") {
