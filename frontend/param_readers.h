@@ -20,6 +20,9 @@ namespace sp::rpc::detail {
 RpcError bad_params(std::string why);
 RpcError internal_error(const std::exception& e);
 std::string quoted(std::string_view name);
+// A client's string quoted for a message: at most 64 bytes, cut at a code
+// point boundary (the message must stay valid UTF-8), "..." if cut.
+std::string quoted_key(std::string_view key);
 bool has_nul(std::string_view s);
 
 // The params object, or nullptr when params are absent; an error for arrays.

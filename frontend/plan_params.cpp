@@ -71,8 +71,8 @@ std::optional<RpcError> read_nodes(Obj obj, const std::optional<std::string>& du
     PlanStep step;
     step.name = std::string(member.key());
     if (!valid_name(step.name))
-      return bad_params("node name \"" + step.name.substr(0, 64) +
-                        "\" must be 1..64 letters, digits or . _ : -");
+      return bad_params("node name " + quoted_key(step.name) +
+                        " must be 1..64 letters, digits or . _ : -");
     const std::string where = "node \"" + step.name + "\"";
     if (auto e = read_step(member.value(), where, step)) return e;
     Obj spec = &member.value().get_object();
@@ -88,8 +88,8 @@ std::optional<RpcError> read_nodes(Obj obj, const std::optional<std::string>& du
   for (const PlanStep& step : out)
     for (const std::string& dep : step.depends_on)
       if (!index.count(dep))
-        return bad_params("node \"" + step.name + "\" depends on \"" + dep.substr(0, 64) +
-                          "\", which is not a node");
+        return bad_params("node \"" + step.name + "\" depends on " + quoted_key(dep) +
+                          ", which is not a node");
   std::vector<int> colour(out.size(), 0);  // 0 new, 1 on the path, 2 done
   std::vector<size_t> path;
   std::optional<RpcError> cycle;

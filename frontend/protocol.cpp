@@ -489,8 +489,7 @@ std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out) {
       std::string names;
       for (const auto& [name, field] : shm::kLimitNames)
         names += (names.empty() ? "" : ", ") + std::string(name);
-      return bad_params("unknown field " + quoted(std::string(key).substr(0, 64)) +
-                        " in \"limits\"; known: " + names);
+      return bad_params("unknown field " + quoted_key(key) + " in \"limits\"; known: " + names);
     }
     std::optional<uint64_t> n;
     if (auto e = read_byte_count(limits, key, n, " in \"limits\"")) return e;

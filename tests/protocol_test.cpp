@@ -544,6 +544,15 @@ TEST_CASE("plan params: steps are execute specs, a DAG is checked whole") {
   CHECK_THAT(error(PlanKind::kDag, R"({"nodes":{"a":{"command":"x","depends_on":["a"]}}})"),
              Contains("cycle: a -> a"));
   CHECK_THAT(error(PlanKind::kDag, R"({"nodes":[{"command":"x"}]})"), Contains("\"nodes\""));
+  // A long name is cut for the message at a character, never inside one.
+  const std::string long_name = std::string(63, 'f') + "\u1615";
+  for (const std::string& params :
+       {R"({"nodes":{")" + long_name + R"(":{"command":"x"}}})",
+        R"({"nodes":{"a":{"command":"x","depends_on":[")" + long_name + R"("]}}})"}) {
+    std::string message = error(PlanKind::kDag, params);
+    CHECK_THAT(message, Contains(std::string(63, 'f') + "\"..."));
+    CHECK_NOTHROW(json::parse(error_text(nullptr, {Code::InvalidParams, message})));
+  }
   auto dag = plan(PlanKind::kDag,
                   R"({"nodes":{"c":{"command":"x","depends_on":["a","b"]},"a":{"command":"y"},)"
                   R"("b":{"command":"z","depends_on":["a"]}},"fail_fast":true,"max_parallel":2})");
