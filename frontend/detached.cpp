@@ -547,7 +547,7 @@ bool Frontend::try_answer(Waiter& w, bool timed_out) {
   }
   auto done = [&](const std::string& text) {
     --c->waits;
-    if (c->done() || c->lines_waiting()) dirty_.push_back(c->id);  // closes, or takes lines
+    request_finished(*c);
     unpark(w);
     answer(w.reply, text);
     return true;

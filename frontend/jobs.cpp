@@ -289,8 +289,7 @@ void Frontend::finish(Pending& p, JobWord w) {
   Conn* c = p.reply.conn_id ? conn(p.reply.conn_id) : nullptr;
   if (c) {
     std::erase(c->jobs, p.slot);
-    if (c->done() || c->lines_waiting()) dirty_.push_back(c->id);  // closes, or takes lines
-    update_events(*c);
+    request_finished(*c);
   }
   buffered_ -= p.data[0].size() + p.data[1].size();
   // Nobody reads it (the client left, or a notification): not built. A

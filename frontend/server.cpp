@@ -223,6 +223,13 @@ bool Frontend::takes_requests(const Conn& c) const {
   return !stopping_ && c.backlog() < kMaxBacklogBytes && c.unfinished() < o_.max_inflight;
 }
 
+// One of c's requests was answered: room for the lines that wait, or the
+// last one of a connection whose client shut its side.
+void Frontend::request_finished(Conn& c) {
+  if (c.done() || c.lines_waiting()) dirty_.push_back(c.id);  // flush() closes it, or takes them
+  update_events(c);
+}
+
 void Frontend::update_events(Conn& c) {
   bool reading = !c.read_closed && takes_requests(c);
   uint32_t want = (reading ? EPOLLIN | EPOLLRDHUP : 0u) | (c.backlog() ? EPOLLOUT : 0u);
@@ -330,16 +337,11 @@ void Frontend::handle_line(Conn& c, std::string_view line) {
   }
   for (rpc::Call& call : parsed.calls) {
     Reply r{c.id, call.id, call.notification, batch};
-    if (!refuse_batch_member(r)) handle_call(c, call, std::move(r));
+    if (batch_full(r))  // not run: the batch could not carry its answer
+      answer(r, rpc::error_text(r.id, batch_full_error()));
+    else
+      handle_call(c, call, std::move(r));
   }
-}
-
-// A batch is answered whole, so its answers are held to the backlog bound:
-// members past it are answered -32002 without being run.
-bool Frontend::refuse_batch_member(Reply& r) {
-  if (!batch_full(r)) return false;
-  answer(r, rpc::error_text(r.id, batch_full_error()));
-  return true;
 }
 
 rpc::RpcError batch_full_error() {

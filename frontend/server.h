@@ -129,12 +129,12 @@ class Frontend {
   bool takes_requests(const Conn& c) const;  // below its backlog and in-flight bounds
   void handle_lines(Conn& c);                // the whole lines in c.in, while it takes requests
   void handle_line(Conn& c, std::string_view line);
-  void line_too_long(Conn& c);         // the -32002 for a line over --max-line
-  bool refuse_batch_member(Reply& r);  // batch_full: answered -32002, not run
+  void line_too_long(Conn& c);  // the -32002 for a line over --max-line
   void send(uint64_t conn_id, std::string text);
   void answer(Reply& r, std::string text);
   void flush(Conn& c);
   void update_events(Conn& c);
+  void request_finished(Conn& c);  // after c.jobs or c.waits shrank
   void close_conn(uint64_t id);
   Conn* conn(uint64_t id);
   bool allowed(uid_t uid) const;
