@@ -447,10 +447,9 @@ std::optional<rpc::RpcError> Frontend::job_cancel(uint32_t rec, const rpc::JobSi
   if (shm::finish_queued(seg_, r.slot, w, JobState::kCancelled, "cancelled before it started")) {
     records_.settle(rec);
   } else {
-    shm::JobSlot& s = jobs_.slot(r.slot);
-    s.cancel_signal.store(uint32_t(p.signal));
-    if (p.grace_ms) s.cancel_grace_ms.store(uint32_t(std::min<uint64_t>(*p.grace_ms, 3'600'000)));
-    jobs_.set_control(r.slot, shm::kControlCancel);
+    jobs_.request_cancel(r.slot, uint32_t(p.signal),
+                         p.grace_ms ? uint32_t(std::min<uint64_t>(*p.grace_ms, 3'600'000))
+                                    : shm::kCancelGraceDefault);
     ring_owner(jobs_.load(r.slot));
   }
   result.as_object()["cancelled"] = true;
@@ -473,7 +472,7 @@ std::optional<rpc::RpcError> Frontend::job_signal(uint32_t rec, int sig) {
     return rpc::RpcError{rpc::Code::WrongState,
                          "job " + std::string(r.id) + " is not running; signals go to running jobs",
                          {{"state", state}}};
-  jobs_.slot(r.slot).signals.fetch_or(uint64_t{1} << (sig - 1));
+  jobs_.request_signal(r.slot, sig);
   ring_owner(jobs_.load(r.slot));
   return std::nullopt;
 }

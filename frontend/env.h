@@ -5,12 +5,11 @@
 
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
-namespace sp::frontend {
+#include "common/env_pairs.h"
 
-using EnvPairs = std::vector<std::pair<std::string, std::string>>;
+namespace sp::frontend {
 
 // Names copied from the daemon's environment when present. PATH defaults to
 // /usr/local/bin:/usr/bin:/bin when the daemon has none.

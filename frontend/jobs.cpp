@@ -108,22 +108,9 @@ std::variant<uint32_t, rpc::RpcError> Frontend::enqueue(rpc::ExecParams& p, uint
     return rpc::RpcError{rpc::Code::LimitExceeded, words.error().context};
   }
   s.spec_words = *words;
-  s.client = incarnation_;
   s.job_id = seq ? seq : seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
-  s.submit_ns = monotonic_ns();
-  s.start_ns.store(0, std::memory_order_relaxed);
-  s.end_ns.store(0, std::memory_order_relaxed);
-  s.result_words = 0;
-  s.out_head.store(0, std::memory_order_relaxed);
-  s.out_tail.store(0, std::memory_order_relaxed);
-  s.out_writer_waiting.store(0, std::memory_order_relaxed);
-  if (record) {  // a detached job: the record names its slot before the job is queued
-    shm::JobRecord& rec = seg_.record(record - 1);
-    rec.slot = *slot;
-    rec.slot_generation = allocated.generation;
-    s.record = record;
-    jobs_.set_control(*slot, shm::kControlDetached);
-  }
+  if (record)  // a detached job: the record names its slot before the job is queued
+    records_.table().bind(record - 1, *slot, allocated.generation);
   if (waiting) {  // counted as submitted when it is queued (Frontend::promote)
     jobs_.transition(*slot, allocated, allocated.with_state(JobState::kWaiting));
     return *slot;
@@ -138,8 +125,7 @@ std::variant<uint32_t, rpc::RpcError> Frontend::enqueue(rpc::ExecParams& p, uint
     // A stale cell let a worker claim it meanwhile. An attached job then runs
     // for no one, and frees itself when it ends; a detached one is accepted.
     if (!record) {
-      jobs_.set_control(*slot, shm::kControlCancel | shm::kControlOrphan);
-      jobs_.release_if_orphaned(*slot);
+      jobs_.orphan(*slot);
       ring_owner(jobs_.load(*slot));
       return full;
     }
@@ -330,7 +316,7 @@ void Frontend::cancel(Pending& p, const char* why) {
     bell_.ring();  // serviced (and its slot freed) on the next turn
     return;
   }
-  jobs_.set_control(p.slot, shm::kControlCancel);
+  jobs_.request_cancel(p.slot);
   ring_owner(jobs_.load(p.slot));
 }
 

@@ -124,11 +124,11 @@ json::value Frontend::health() {
       {"output_buffered_bytes", buffered_ + unsent_},
       {"output_budget", o_.output_budget},
       {"output_budget_holds", budget_holds_},
-      {"sessions", sessions_.list().size()},
+      {"sessions", sessions_.count()},
       {"detached", json::object{{"jobs", records_.live_count()},
                                 {"unfinished", unsettled_.size() + open_plans_.size()},
                                 {"capacity", records_.size()},
-                                {"spool_used_bytes", h.spool_used.load()},
+                                {"spool_used_bytes", seg_.spool_budget().used()},
                                 {"spool_bytes", caps.spool_bytes}}},
       {"isolation", o_.isolation},            // cgroup-v2, cgroup-v1 or process-group
       {"isolation_note", o_.isolation_note},  // which jobs get cgroups, or why none do
@@ -143,18 +143,30 @@ std::optional<rpc::RpcError> Frontend::session_method(const std::string& method,
     if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return *e;
     auto& p = std::get<rpc::SessionCreateParams>(parsed);
     auto id = sessions_.create(p.name, p.env_vars);
-    if (!id) {
-      if (id.error().code == ENAMETOOLONG) return invalid("\"name\": " + id.error().context);
-      return rpc::RpcError{rpc::Code::LimitExceeded, id.error().context};
+    if (auto* e = std::get_if<shm::SessionError>(&id)) {
+      switch (*e) {
+        case shm::SessionError::kNameTooLong:
+          return invalid("\"name\": session name is longer than " +
+                         std::to_string(sessions_.max_name_bytes()) + " bytes");
+        case shm::SessionError::kEnvTooLarge:
+          return rpc::RpcError{rpc::Code::LimitExceeded,
+                               "session env_vars need " +
+                                   std::to_string(sessions_.env_size(p.env_vars)) +
+                                   " bytes, the limit is " + std::to_string(sessions_.env_bytes())};
+        case shm::SessionError::kTableFull:
+          return rpc::RpcError{
+              rpc::Code::LimitExceeded,
+              "too many sessions (the limit is " + std::to_string(sessions_.slots()) + ")"};
+      }
     }
-    result = json::object{{"session_id", *id}};
+    result = json::object{{"session_id", std::get<std::string>(id)}};
     return std::nullopt;
   }
   if (method == "session_list") {
     if (!params.is_null() && !params.is_object() && !params.is_array())
       return invalid("params must be an object");
     json::array list;
-    for (const SessionInfo& s : sessions_.list())
+    for (const shm::SessionInfo& s : sessions_.list())
       list.push_back(json::object{{"session_id", s.id},
                                   {"name", s.name},
                                   {"env_vars", env_object(s.env)},

@@ -36,7 +36,7 @@ std::optional<RpcError> read_string(Obj obj, std::string_view key, unsigned rule
                                     std::string& out);
 std::optional<RpcError> read_string_array(Obj obj, std::string_view key,
                                           std::vector<std::string>& out);
-std::optional<RpcError> read_env(Obj obj, std::string_view key, EnvList& out);
+std::optional<RpcError> read_env(Obj obj, std::string_view key, EnvPairs& out);
 std::optional<RpcError> read_bool(Obj obj, std::string_view key, bool& out);
 // "timeout": a positive finite number of seconds.
 std::optional<RpcError> read_timeout(Obj obj, std::optional<double>& out);

@@ -61,7 +61,6 @@ std::variant<uint32_t, rpc::RpcError> Frontend::submit_plan(rpc::PlanParams& p,
   if (!plan) return rpc::RpcError{rpc::Code::LimitExceeded, plan.error().context};
   shm::JobRecord& pr = records_.at(*plan);
   pr.plan_kind = uint32_t(p.kind);
-  pr.plan_steps = uint32_t(p.steps.size());
   pr.max_parallel = p.max_parallel;
   pr.plan_flags =
       (attached ? shm::kPlanAttached : 0) |
@@ -138,8 +137,7 @@ bool Frontend::advance_plan(uint32_t plan) {
       for (uint32_t s : steps) {
         const shm::JobRecord& r = records_.at(s);
         if (JobRecords::settled(r) || jobs_.load(r.slot).state == JobState::kWaiting) continue;
-        if (!(jobs_.slot(r.slot).control.load() & shm::kControlCancel))
-          job_cancel(s, rpc::JobSignalParams{}, ignored);
+        if (!jobs_.cancel_requested(r.slot)) job_cancel(s, rpc::JobSignalParams{}, ignored);
       }
     }
     for (uint32_t s : steps) {
@@ -186,12 +184,9 @@ bool Frontend::advance_plan(uint32_t plan) {
   }
   std::string why = failed.empty() ? "" : "failed: " + failed;
   if (!skipped.empty()) why += (why.empty() ? "" : "; ") + std::string("skipped: ") + skipped;
-  pr.result_words = shm::encode_result(pr.result, why.empty() ? 0 : 1, 0, why);
-  pr.started_unix_ms = started;
-  pr.finished_unix_ms = unix_ms();
-  pr.final_state.store(
-      uint32_t(pr.plan_flags & shm::kPlanCancelled ? JobState::kCancelled : JobState::kExited),
-      std::memory_order_release);
+  records_.table().settle_plan(
+      plan, pr.plan_flags & shm::kPlanCancelled ? JobState::kCancelled : JobState::kExited,
+      why.empty() ? 0 : 1, why, started);
   return true;
 }
 

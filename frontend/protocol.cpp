@@ -387,7 +387,7 @@ std::optional<RpcError> read_string_array(Obj obj, std::string_view key,
   return std::nullopt;
 }
 
-std::optional<RpcError> read_env(Obj obj, std::string_view key, EnvList& out) {
+std::optional<RpcError> read_env(Obj obj, std::string_view key, EnvPairs& out) {
   const json::value* v = field(obj, key);
   if (v == nullptr) return std::nullopt;
   if (!v->is_object()) return bad_params(quoted(key) + " must be an object of strings");

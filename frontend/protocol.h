@@ -20,6 +20,7 @@
 
 #include <boost/json/value.hpp>
 
+#include "common/env_pairs.h"
 #include "shm/codec.h"
 
 namespace sp::rpc {
@@ -102,8 +103,6 @@ void append_string(std::string& out, std::string_view s);
 template <typename T>
 using Parsed = std::variant<T, RpcError>;
 
-using EnvList = std::vector<std::pair<std::string, std::string>>;
-
 struct ExecParams {
   std::string command;              // required, non-empty, no NUL
   std::vector<std::string> args;    // "args": array of strings without NUL
@@ -111,7 +110,7 @@ struct ExecParams {
   std::optional<double> timeout_s;  // "timeout": finite number > 0 (seconds)
   std::string working_dir;          // "working_dir": "" = daemon default
   std::string session_id;           // "session_id": "" = no session
-  EnvList env;                      // "env": object string->string, in request order
+  EnvPairs env;                     // "env": object string->string, in request order
   bool base64 = false;              // "output_encoding": "utf8" (default) | "base64"
   std::optional<uint64_t> max_output_bytes;  // "max_output_bytes": integer >= 0, per stream
   bool kill_on_output_cap = false;           // "output_policy": "truncate" (default) | "kill"
@@ -122,8 +121,8 @@ struct ExecParams {
 Parsed<ExecParams> parse_exec_params(const boost::json::value& params);
 
 struct SessionCreateParams {
-  std::string name;  // "name": optional, default ""
-  EnvList env_vars;  // "env_vars": optional object string->string
+  std::string name;   // "name": optional, default ""
+  EnvPairs env_vars;  // "env_vars": optional object string->string
 };
 Parsed<SessionCreateParams> parse_session_create_params(const boost::json::value& params);
 

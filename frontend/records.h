@@ -19,6 +19,7 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "shm/record_table.h"
 #include "shm/segment.h"
 
 namespace sp::frontend {
@@ -27,17 +28,19 @@ class JobRecords {
  public:
   JobRecords(const shm::Segment& seg, int spool_dir, uint64_t retain_ms, uint64_t job_spool_bytes)
       : seg_(seg),
+        table_(seg),
         spool_dir_(spool_dir),
         retain_ms_(retain_ms),
         job_spool_bytes_(job_spool_bytes) {}
 
-  uint32_t size() const { return seg_.caps().job_records; }
+  uint32_t size() const { return table_.size(); }
   size_t live_count() const { return by_id_.size(); }
-  shm::JobRecord& at(uint32_t i) const { return seg_.record(i); }
+  shm::JobRecord& at(uint32_t i) const { return table_.at(i); }
+  const shm::RecordTable& table() const { return table_; }
 
-  // After a frontend restart: a record the last frontend was writing is kept
-  // if its job reached the ring (the job runs), freed otherwise; builds the
-  // id index.
+  // After a frontend restart: finishes what the last frontend left half-done
+  // (shm::RecordTable::recover), drops the plans it had not finished
+  // submitting with their steps, and builds the id index.
   void recover();
 
   // A record in state Writing for job `seq` under `id`. When the table is
@@ -59,17 +62,12 @@ class JobRecords {
   std::vector<uint32_t> all() const;
   // A plan's steps (record indices) in step order; empty for other records.
   const std::vector<uint32_t>& steps_of(uint32_t plan) const;
-  static bool is_plan(const shm::JobRecord& r) { return r.plan_kind != 0; }
+  static bool is_plan(const shm::JobRecord& r) { return shm::RecordTable::is_plan(r); }
 
-  // If record i's job has ended, copies its outcome into the record and
-  // frees its job slot. True if the record is settled (now or before). A
-  // plan is settled by its steps (see Frontend::advance_plan).
-  bool settle(uint32_t i) const;
-  // Settles a step that will never run as skipped, and frees its slot.
-  void skip(uint32_t i, std::string_view why) const;
-  static bool settled(const shm::JobRecord& r) {
-    return r.final_state.load(std::memory_order_acquire) != 0;
-  }
+  // See shm::RecordTable: a plan is settled by its steps (Frontend::advance_plan).
+  bool settle(uint32_t i) const { return table_.settle(i); }
+  void skip(uint32_t i, std::string_view why) const { table_.skip(i, why); }
+  static bool settled(const shm::JobRecord& r) { return shm::RecordTable::settled(r); }
 
   // Frees a settled record and its spool file; a plan with its steps.
   void forget(uint32_t i);
@@ -83,13 +81,12 @@ class JobRecords {
   Result<UniqueFd> open_spool(uint32_t i) const;
 
  private:
-  void release(uint32_t i);
   bool held(uint32_t i) const;  // pinned, or a plan with a pinned step
   void forget_one(uint32_t i);
-  void free_waiting_slot(uint32_t i) const;
   std::optional<uint32_t> oldest_settled(bool with_output) const;
 
   const shm::Segment& seg_;
+  shm::RecordTable table_;
   int spool_dir_;
   uint64_t retain_ms_;
   uint64_t job_spool_bytes_;

@@ -22,9 +22,9 @@
 #include "frontend/frontend.h"
 #include "frontend/protocol.h"
 #include "frontend/records.h"
-#include "frontend/sessions.h"
 #include "shm/doorbell.h"
 #include "shm/segment.h"
+#include "shm/session_table.h"
 #include "shm/spool.h"
 
 namespace sp::frontend {
@@ -207,7 +207,7 @@ class Frontend {
   shm::Segment seg_;
   shm::JobTable jobs_;
   shm::SubmitRing ring_;
-  Sessions sessions_;
+  shm::SessionTable sessions_;
   shm::Doorbell bell_, submit_;
   std::vector<shm::Doorbell> worker_bells_;
   uint32_t incarnation_ = 0;

@@ -56,18 +56,28 @@ class JobTable {
     return slots_[i].word.compare_exchange_strong(expected, to.pack(), std::memory_order_seq_cst);
   }
 
-  // Frontend: takes a free slot (Free -> Allocated), scanning from `cursor`.
+  // Frontend: takes a free slot (Free -> Allocated), scanning from `cursor`,
+  // and resets every field but the word and spec_words (encode_spec clears
+  // the arena up to what the last spec used).
   std::optional<uint32_t> allocate(uint32_t& cursor) const {
     for (uint32_t n = 0; n < count_; ++n) {
       uint32_t i = cursor++ % count_;
       JobWord w = load(i);
       if (w.state == JobState::kFree && transition(i, w, w.with_state(JobState::kAllocated))) {
-        slots_[i].control.store(0, std::memory_order_relaxed);
-        slots_[i].pgid.store(0, std::memory_order_relaxed);
-        slots_[i].record = 0;
-        slots_[i].cancel_signal.store(0, std::memory_order_relaxed);
-        slots_[i].cancel_grace_ms.store(kCancelGraceDefault, std::memory_order_relaxed);
-        slots_[i].signals.store(0, std::memory_order_relaxed);
+        JobSlot& s = slots_[i];
+        s.control.store(0, std::memory_order_relaxed);
+        s.pgid.store(0, std::memory_order_relaxed);
+        s.job_id = 0;
+        s.start_ns.store(0, std::memory_order_relaxed);
+        s.end_ns.store(0, std::memory_order_relaxed);
+        s.result_words = 0;
+        s.record = 0;
+        s.cancel_signal.store(0, std::memory_order_relaxed);
+        s.cancel_grace_ms.store(kCancelGraceDefault, std::memory_order_relaxed);
+        s.signals.store(0, std::memory_order_relaxed);
+        s.out_head.store(0, std::memory_order_relaxed);
+        s.out_tail.store(0, std::memory_order_relaxed);
+        s.out_writer_waiting.store(0, std::memory_order_relaxed);
         return i;
       }
     }
@@ -107,6 +117,44 @@ class JobTable {
 
   void set_control(uint32_t i, uint32_t flags) const {
     slots_[i].control.fetch_or(flags, std::memory_order_seq_cst);
+  }
+
+  // Job i's client is gone: the worker stops it, and whoever sees it
+  // terminal frees the slot (it may be terminal already).
+  void orphan(uint32_t i) const {
+    set_control(i, kControlCancel | kControlOrphan);
+    release_if_orphaned(i);
+  }
+
+  // The cancel handshake. Frontend: asks the worker running job i to stop it
+  // with `sig` (0: SIGTERM) and SIGKILL after `grace_ms` (kCancelGraceDefault:
+  // the spec's). The signal and grace are stored before the flag the worker
+  // acts on, so it never sees the flag without them.
+  void request_cancel(uint32_t i, uint32_t sig = 0, uint32_t grace_ms = kCancelGraceDefault) const {
+    slots_[i].cancel_signal.store(sig, std::memory_order_relaxed);
+    slots_[i].cancel_grace_ms.store(grace_ms, std::memory_order_relaxed);
+    set_control(i, kControlCancel);
+  }
+  struct CancelRequest {
+    int signal = 0;                           // 0: SIGTERM
+    uint32_t grace_ms = kCancelGraceDefault;  // kCancelGraceDefault: the spec's
+  };
+  // Worker: the cancel asked for job i, if any.
+  std::optional<CancelRequest> cancel_requested(uint32_t i) const {
+    if (!(slots_[i].control.load(std::memory_order_seq_cst) & kControlCancel)) return std::nullopt;
+    return CancelRequest{int(slots_[i].cancel_signal.load(std::memory_order_relaxed)),
+                         slots_[i].cancel_grace_ms.load(std::memory_order_relaxed)};
+  }
+
+  // Frontend: asks for signal `sig` (1..64) to be delivered to job i.
+  void request_signal(uint32_t i, int sig) const {
+    slots_[i].signals.fetch_or(uint64_t{1} << (sig - 1), std::memory_order_release);
+  }
+  // Worker: the signals asked for since the last call (bit N-1: signal N),
+  // taken in one exchange so none is delivered twice or lost.
+  uint64_t take_signals(uint32_t i) const {
+    if (!slots_[i].signals.load(std::memory_order_relaxed)) return 0;
+    return slots_[i].signals.exchange(0, std::memory_order_acquire);
   }
 
  private:

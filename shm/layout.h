@@ -21,7 +21,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 5;
+inline constexpr uint32_t kLayoutVersion = 6;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Owner stamp of a queued job taken off the queue by the frontend or the
 // supervisor (to cancel it) rather than by a worker.
@@ -41,7 +41,7 @@ struct Capacities {
   uint64_t spool_bytes = 256ull << 20;  // detached jobs' output files, all together
 };
 
-// Counters for `stats`: monotonic, relaxed, any process may add.
+// Counters reported by `health`: monotonic, relaxed, any process may add.
 struct Counters {
   std::atomic<uint64_t> submitted;
   std::atomic<uint64_t> started;
@@ -143,11 +143,9 @@ struct alignas(64) JobSlot {
   std::atomic<uint64_t> word;
   std::atomic<uint32_t> control;
   std::atomic<int32_t> pgid;  // process group of the running command, 0 if none
-  uint32_t client;            // frontend incarnation that submitted it
   uint32_t spec_words;        // size of the spec message, in 8-byte words
   uint64_t job_id;
-  uint64_t submit_ns;  // CLOCK_MONOTONIC
-  std::atomic<uint64_t> start_ns;
+  std::atomic<uint64_t> start_ns;  // CLOCK_MONOTONIC
   std::atomic<uint64_t> end_ns;
   uint32_t result_words;  // size of the result message
   uint32_t record;        // detached: index + 1 of its JobRecord; 0: an attached job
@@ -185,8 +183,8 @@ struct alignas(64) SessionSlot {
 // `slot_generation`); the frontend then copies its outcome here ("settles"
 // it) and frees the slot. Output goes to the spool file "job-<seq>" in the
 // spool directory (format in spool.h), never through the output ring.
-inline constexpr uint32_t kJobIdBytes = 136;   // up to 64 bytes, or "<plan>.<step>" of two such
-inline constexpr uint32_t kMaxPlanSteps = 64;  // steps of one plan: bits of PlanInfo::deps
+inline constexpr uint32_t kJobIdBytes = 136;   // up to 64 bytes, or "<plan>/<step>" of two such
+inline constexpr uint32_t kMaxPlanSteps = 64;  // steps of one plan: bits of JobRecord::deps
 inline constexpr uint32_t kCommandBytes = 160;
 enum class RecordState : uint32_t { kFree = 0, kWriting = 1, kLive = 2 };
 enum class PlanKind : uint32_t { kNotAPlan = 0, kChain = 1, kParallel = 2, kDag = 3 };
@@ -221,7 +219,6 @@ struct alignas(64) JobRecord {
   uint64_t deps;          // a step: bit i = waits for step i
   uint32_t plan_kind;     // a plan: PlanKind; kNotAPlan for jobs and steps
   uint32_t plan_flags;    // a plan: kPlan* flags
-  uint32_t plan_steps;    // a plan: how many steps
   uint32_t max_parallel;  // a plan: steps running at once; 0: no bound
   // Written by the worker running the job, in this order per chunk: the data
   // into the file, then out_bytes, then spool_end (release).
@@ -247,6 +244,51 @@ static_assert(kShmSafe<Header> && kShmSafe<WorkerRecord> && kShmSafe<JobSlot> &&
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<int32_t>::is_always_lock_free);
+
+// Layout pins. A change to any shared struct fails one of these: bump
+// kLayoutVersion (a segment of another version is refused at open) and
+// update the numbers together with it.
+static_assert(kLayoutVersion == 6, "update the pins below with the layout version");
+static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
+              offsetof(Capacities, spool_bytes) == 40);
+static_assert(sizeof(Counters) == 128);
+static_assert(sizeof(BellWord) == 64);
+static_assert(sizeof(Header) == 576 && offsetof(Header, caps) == 24 &&
+              offsetof(Header, ring_cells) == 72 && offsetof(Header, workers_off) == 80 &&
+              offsetof(Header, outputs_off) == 136 && offsetof(Header, spool_used) == 144 &&
+              offsetof(Header, frontend_incarnation) == 152 && offsetof(Header, draining) == 156 &&
+              offsetof(Header, next_job_id) == 160 &&
+              offsetof(Header, frontend_heartbeat_ns) == 168 &&
+              offsetof(Header, started_unix_ms) == 176 && offsetof(Header, frontend_bell) == 192 &&
+              offsetof(Header, submit_bell) == 256 && offsetof(Header, ring_head) == 320 &&
+              offsetof(Header, ring_tail) == 384 && offsetof(Header, counters) == 448);
+static_assert(sizeof(WorkerRecord) == 128 && offsetof(WorkerRecord, heartbeat_ns) == 16 &&
+              offsetof(WorkerRecord, spool_reserved) == 24 &&
+              offsetof(WorkerRecord, spool_from) == 32 &&
+              offsetof(WorkerRecord, spool_record) == 40 && offsetof(WorkerRecord, bell) == 64);
+static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
+              offsetof(JobSlot, pgid) == 12 && offsetof(JobSlot, spec_words) == 16 &&
+              offsetof(JobSlot, job_id) == 24 && offsetof(JobSlot, start_ns) == 32 &&
+              offsetof(JobSlot, end_ns) == 40 && offsetof(JobSlot, result_words) == 48 &&
+              offsetof(JobSlot, record) == 52 && offsetof(JobSlot, cancel_signal) == 56 &&
+              offsetof(JobSlot, cancel_grace_ms) == 60 && offsetof(JobSlot, signals) == 64 &&
+              offsetof(JobSlot, result) == 72 && offsetof(JobSlot, out_head) == 384 &&
+              offsetof(JobSlot, out_tail) == 448 && offsetof(JobSlot, out_writer_waiting) == 456);
+static_assert(sizeof(SessionSlot) == 192 && offsetof(SessionSlot, env_bytes) == 4 &&
+              offsetof(SessionSlot, created_unix_ms) == 8 && offsetof(SessionSlot, id) == 16 &&
+              offsetof(SessionSlot, name) == 56);
+static_assert(sizeof(JobRecord) == 768 && offsetof(JobRecord, final_state) == 4 &&
+              offsetof(JobRecord, slot) == 8 && offsetof(JobRecord, slot_generation) == 12 &&
+              offsetof(JobRecord, seq) == 16 && offsetof(JobRecord, submitted_unix_ms) == 24 &&
+              offsetof(JobRecord, output_cap) == 48 && offsetof(JobRecord, kill_on_cap) == 56 &&
+              offsetof(JobRecord, result_words) == 60 && offsetof(JobRecord, id) == 64 &&
+              offsetof(JobRecord, session_id) == 200 && offsetof(JobRecord, command) == 240 &&
+              offsetof(JobRecord, result) == 400 && offsetof(JobRecord, plan) == 656 &&
+              offsetof(JobRecord, step) == 660 && offsetof(JobRecord, plan_seq) == 664 &&
+              offsetof(JobRecord, deps) == 672 && offsetof(JobRecord, plan_kind) == 680 &&
+              offsetof(JobRecord, plan_flags) == 684 && offsetof(JobRecord, max_parallel) == 688 &&
+              offsetof(JobRecord, spool_end) == 704 && offsetof(JobRecord, out_bytes) == 712 &&
+              offsetof(JobRecord, truncated) == 728);
 static_assert(sizeof(RecordHeader) == 8);
 
 }  // namespace sp::shm

@@ -37,15 +37,7 @@ bool finish_queued(const Segment& seg, uint32_t slot, JobWord queued, JobState s
 
 RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::string_view why) {
   RepairReport report;
-  // Spool bytes it had counted for a write: given back unless the write was
-  // published (the record's spool_end moved on: then they are the record's).
-  WorkerRecord& dead = seg.worker(index);
-  if (uint64_t reserved = dead.spool_reserved.exchange(0)) {
-    uint32_t rec = dead.spool_record.load();
-    if (rec && rec <= seg.caps().job_records &&
-        seg.record(rec - 1).spool_end.load() == dead.spool_from.load())
-      give_back_spool(seg.header(), reserved);
-  }
+  seg.spool_budget().repair_after_death(seg.worker(index));
   JobTable jobs = seg.jobs();
   SubmitRing ring = seg.ring();
   const auto owner = uint8_t(index + 1);
@@ -121,8 +113,7 @@ RepairReport repair_after_frontend_death(const Segment& seg) {
         }
         [[fallthrough]];
       case JobState::kRunning:
-        jobs.set_control(i, kControlCancel | kControlOrphan);
-        jobs.release_if_orphaned(i);  // it may have ended meanwhile
+        jobs.orphan(i);
         ++report.cancelled;
         break;
       default:  // terminal: nobody is left to read it

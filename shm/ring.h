@@ -81,7 +81,6 @@ class SubmitRing {
     }
   }
 
-  // Approximate number of cells in use (for stats).
   // Sets out[job] for every job a full cell names (out sized to the job
   // table). For repair: a job still Queued that no cell names was never
   // pushed (its pusher died), and a consumer only pops a cell after it
@@ -94,6 +93,8 @@ class SubmitRing {
     }
   }
 
+  // Approximate number of cells in use: a worker that cannot take more work
+  // passes the wake-up on while this is not 0.
   uint64_t depth() const {
     uint64_t t = tail_->load(std::memory_order_relaxed);
     uint64_t h = head_->load(std::memory_order_relaxed);

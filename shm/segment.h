@@ -13,6 +13,7 @@
 #include "shm/job_table.h"
 #include "shm/layout.h"
 #include "shm/ring.h"
+#include "shm/spool_budget.h"
 
 namespace sp::shm {
 
@@ -54,6 +55,7 @@ class Segment {
                                    uint64_t(i) * caps().session_env_bytes);
   }
   JobRecord& record(uint32_t i) const { return at<JobRecord>(header().records_off)[i]; }
+  SpoolBudget spool_budget() const { return {header(), &record(0), caps().job_records}; }
   unsigned char* spec(uint32_t job) const {
     return base_ + header().specs_off + uint64_t(job) * caps().spec_bytes;
   }

@@ -49,13 +49,6 @@ class BlockReader {
 
 }  // namespace
 
-void give_back_spool(Header& h, uint64_t bytes) {
-  uint64_t used = h.spool_used.load(std::memory_order_relaxed);
-  while (bytes && !h.spool_used.compare_exchange_weak(used, used - std::min(used, bytes),
-                                                      std::memory_order_relaxed)) {
-  }
-}
-
 std::string spool_file_name(uint64_t seq) {
   return "job-" + std::to_string(seq);
 }

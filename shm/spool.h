@@ -22,12 +22,6 @@
 
 namespace sp::shm {
 
-struct Header;
-
-// Returns `bytes` to Header::spool_used, never below 0 (an earlier crash can
-// only have over-counted).
-void give_back_spool(Header& h, uint64_t bytes);
-
 // "job-<seq>": the file name of job `seq`'s spool.
 std::string spool_file_name(uint64_t seq);
 

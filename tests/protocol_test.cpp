@@ -270,7 +270,7 @@ TEST_CASE("execute params: valid values of every field") {
   CHECK(p.timeout_s == 1.5);
   CHECK(p.working_dir == "/tmp");
   CHECK(p.session_id == "s1");
-  CHECK(p.env == EnvList{{"A", "1"}, {"B", ""}});
+  CHECK(p.env == sp::EnvPairs{{"A", "1"}, {"B", ""}});
   CHECK(p.base64);
   CHECK(p.max_output_bytes == 1024u);
 }
@@ -352,7 +352,7 @@ TEST_CASE("session params") {
   const SessionCreateParams s =
       value_of(parse_session_create_params(json::parse(R"({"name":"dev","env_vars":{"X":"1"}})")));
   CHECK(s.name == "dev");
-  CHECK(s.env_vars == EnvList{{"X", "1"}});
+  CHECK(s.env_vars == sp::EnvPairs{{"X", "1"}});
   const SessionCreateParams empty = value_of(parse_session_create_params(nullptr));
   CHECK(empty.name.empty());
   CHECK(empty.env_vars.empty());

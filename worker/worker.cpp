@@ -281,7 +281,7 @@ void Loop::claim_more() {
 void Loop::start(uint32_t slot) {
   shm::JobSlot& s = jobs_.slot(slot);
   JobWord word = jobs_.load(slot);
-  if (s.control.load() & shm::kControlCancel)
+  if (jobs_.cancel_requested(slot))
     return finish_unstarted(slot, JobState::kCancelled, "cancelled before it started");
   if (Status st = shm::decode_spec(seg_.spec(slot), s.spec_words, spec_); !st)
     return finish_unstarted(slot, JobState::kFailed, st.error().message());
@@ -416,19 +416,11 @@ void Loop::keep(Job& j, int stream, std::string_view data) {
   bool spool_error = false;
   data = data.substr(0, room);
   const uint64_t need = sizeof(shm::RecordHeader) + data.size();
-  auto& used = seg_.header().spool_used;
-  if (!data.empty()) {
-    // Counted before the write, and recorded in our WorkerRecord while the
-    // write is under way, so the supervisor gives it back if we die there.
-    if (used.fetch_add(need, std::memory_order_relaxed) + need > seg_.caps().spool_bytes) {
-      shm::give_back_spool(seg_.header(), need);
-      data = {};
-      over = true;
-    } else {
-      rec_.spool_record.store(jobs_.slot(j.slot).record, std::memory_order_relaxed);
-      rec_.spool_from.store(j.spool_end, std::memory_order_relaxed);
-      rec_.spool_reserved.store(need, std::memory_order_release);
-    }
+  shm::SpoolBudget budget = seg_.spool_budget();
+  // Counted before the write, so the supervisor gives it back if we die there.
+  if (!data.empty() && !budget.reserve(rec_, jobs_.slot(j.slot).record - 1, j.spool_end, need)) {
+    data = {};
+    over = true;
   }
   if (!data.empty() && !j.spool) {  // made on the first output: a silent job costs no file
     std::string name = shm::spool_file_name(r.seq);
@@ -449,11 +441,10 @@ void Loop::keep(Job& j, int stream, std::string_view data) {
       j.spool_end += *wrote;
       r.out_bytes[stream].fetch_add(data.size(), std::memory_order_relaxed);
       r.spool_end.store(j.spool_end, std::memory_order_release);
-      rec_.spool_reserved.store(0, std::memory_order_relaxed);  // the record's bytes now
+      shm::SpoolBudget::commit(rec_);  // the record's bytes now
       notify_frontend_ = true;
     } else {
-      rec_.spool_reserved.store(0, std::memory_order_relaxed);
-      shm::give_back_spool(seg_.header(), need);
+      budget.abort(rec_);
       spool_error = true;
       spdlog::error("job {}: {}; its further output is dropped", jobs_.slot(j.slot).job_id,
                     wrote.error().message());
@@ -557,12 +548,12 @@ void Loop::stop(Job& j, int sig, uint64_t grace_ns) {
 // What the frontend asked for the job: signals to deliver (job_signal), and
 // a cancel with its signal and grace.
 void Loop::take_control(Job& j) {
-  shm::JobSlot& s = jobs_.slot(j.slot);
-  if (s.signals.load(std::memory_order_relaxed))
-    if (uint64_t sigs = s.signals.exchange(0, std::memory_order_acquire); sigs && !j.exited)
-      for (int sig = 1; sig <= 64; ++sig)
-        if (sigs >> (sig - 1) & 1) ::kill(-j.pid, sig);
-  if (!(s.control.load() & shm::kControlCancel) || j.cancelled) return;
+  if (uint64_t sigs = jobs_.take_signals(j.slot); sigs && !j.exited)
+    for (int sig = 1; sig <= 64; ++sig)
+      if (sigs >> (sig - 1) & 1) ::kill(-j.pid, sig);
+  if (j.cancelled) return;
+  auto cancel = jobs_.cancel_requested(j.slot);
+  if (!cancel) return;
   j.cancelled = true;
   if (j.exited) {  // only its pipes are left: stop waiting for them
     close_pipe(j, 0);
@@ -570,10 +561,9 @@ void Loop::take_control(Job& j) {
     maybe_finish(j);
     return;
   }
-  uint32_t sig = s.cancel_signal.load();
-  uint32_t grace_ms = s.cancel_grace_ms.load();
-  stop(j, sig ? int(sig) : SIGTERM,
-       grace_ms == shm::kCancelGraceDefault ? j.grace_ns : uint64_t(grace_ms) * kMs);
+  stop(
+      j, cancel->signal ? cancel->signal : SIGTERM,
+      cancel->grace_ms == shm::kCancelGraceDefault ? j.grace_ns : uint64_t(cancel->grace_ms) * kMs);
 }
 
 void Loop::on_bell() {

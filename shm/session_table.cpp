@@ -1,16 +1,16 @@
-#include "frontend/sessions.h"
+#include "shm/session_table.h"
 
 #include <sys/random.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "common/clock.h"
+#include "shm/segment.h"
 
-namespace sp::frontend {
+namespace sp::shm {
 
 namespace {
-
-using shm::SessionState;
 
 std::string new_uuid() {
   unsigned char b[16];
@@ -31,25 +31,22 @@ std::string new_uuid() {
 
 }  // namespace
 
-void Sessions::recover() {
-  for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
-    auto& s = seg_.session(i);
-    if (s.state.load() == uint32_t(SessionState::kWriting))
-      s.state.store(uint32_t(SessionState::kFree));
+SessionTable::SessionTable(const Segment& seg)
+    : slots_(&seg.session(0)), envs_(seg.session_env(0)), caps_(seg.caps()) {}
+
+void SessionTable::recover() const {
+  for (uint32_t i = 0; i < caps_.session_slots; ++i) {
+    uint32_t writing = uint32_t(SessionState::kWriting);
+    slots_[i].state.compare_exchange_strong(writing, uint32_t(SessionState::kFree));
   }
 }
 
-Result<std::string> Sessions::create(std::string_view name, const EnvPairs& env) {
-  if (name.size() >= shm::kSessionNameBytes)
-    return Error{ENAMETOOLONG, "session name is longer than " +
-                                   std::to_string(shm::kSessionNameBytes - 1) + " bytes"};
-  uint64_t bytes = 0;
-  for (auto& [k, v] : env) bytes += k.size() + v.size() + 2;
-  if (bytes > seg_.caps().session_env_bytes)
-    return Error{E2BIG, "session env_vars need " + std::to_string(bytes) + " bytes, the limit is " +
-                            std::to_string(seg_.caps().session_env_bytes)};
-  for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
-    auto& s = seg_.session(i);
+std::variant<std::string, SessionError> SessionTable::create(std::string_view name,
+                                                             const EnvPairs& env) const {
+  if (name.size() > max_name_bytes()) return SessionError::kNameTooLong;
+  if (env_size(env) > caps_.session_env_bytes) return SessionError::kEnvTooLarge;
+  for (uint32_t i = 0; i < caps_.session_slots; ++i) {
+    SessionSlot& s = slots_[i];
     uint32_t expected = uint32_t(SessionState::kFree);
     if (!s.state.compare_exchange_strong(expected, uint32_t(SessionState::kWriting))) continue;
     std::string id = new_uuid();
@@ -57,7 +54,7 @@ Result<std::string> Sessions::create(std::string_view name, const EnvPairs& env)
     std::memcpy(s.id, id.data(), id.size());
     std::memset(s.name, 0, sizeof s.name);
     std::memcpy(s.name, name.data(), name.size());
-    char* blob = seg_.session_env(i);
+    char* blob = envs_ + uint64_t(i) * caps_.session_env_bytes;
     uint32_t at = 0;
     for (auto& [k, v] : env) {
       std::memcpy(blob + at, k.data(), k.size());
@@ -72,14 +69,19 @@ Result<std::string> Sessions::create(std::string_view name, const EnvPairs& env)
     s.state.store(uint32_t(SessionState::kLive), std::memory_order_release);
     return id;
   }
-  return Error{
-      ENOSPC, "too many sessions (the limit is " + std::to_string(seg_.caps().session_slots) + ")"};
+  return SessionError::kTableFull;
 }
 
-std::optional<uint32_t> Sessions::find(std::string_view id) const {
-  if (id.empty() || id.size() >= shm::kSessionIdBytes) return std::nullopt;
-  for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
-    auto& s = seg_.session(i);
+uint64_t SessionTable::env_size(const EnvPairs& env) {
+  uint64_t bytes = 0;
+  for (auto& [k, v] : env) bytes += k.size() + v.size() + 2;
+  return bytes;
+}
+
+std::optional<uint32_t> SessionTable::find(std::string_view id) const {
+  if (id.empty() || id.size() >= kSessionIdBytes) return std::nullopt;
+  for (uint32_t i = 0; i < caps_.session_slots; ++i) {
+    const SessionSlot& s = slots_[i];
     if (s.state.load(std::memory_order_acquire) == uint32_t(SessionState::kLive) &&
         id == std::string_view(s.id))
       return i;
@@ -87,10 +89,9 @@ std::optional<uint32_t> Sessions::find(std::string_view id) const {
   return std::nullopt;
 }
 
-EnvPairs Sessions::read_env(uint32_t i) const {
+EnvPairs SessionTable::read_env(uint32_t i) const {
   EnvPairs out;
-  const char* blob = seg_.session_env(i);
-  std::string_view all(blob, seg_.session(i).env_bytes);
+  std::string_view all(envs_ + uint64_t(i) * caps_.session_env_bytes, slots_[i].env_bytes);
   while (!all.empty()) {
     std::string_view entry(all.data());
     size_t eq = entry.find('=');
@@ -100,27 +101,34 @@ EnvPairs Sessions::read_env(uint32_t i) const {
   return out;
 }
 
-bool Sessions::destroy(std::string_view id) {
+bool SessionTable::destroy(std::string_view id) const {
   auto i = find(id);
   if (!i) return false;
-  seg_.session(*i).state.store(uint32_t(SessionState::kFree), std::memory_order_release);
+  slots_[*i].state.store(uint32_t(SessionState::kFree), std::memory_order_release);
   return true;
 }
 
-std::optional<EnvPairs> Sessions::env_of(std::string_view id) const {
+std::optional<EnvPairs> SessionTable::env_of(std::string_view id) const {
   auto i = find(id);
   if (!i) return std::nullopt;
   return read_env(*i);
 }
 
-std::vector<SessionInfo> Sessions::list() const {
+std::vector<SessionInfo> SessionTable::list() const {
   std::vector<SessionInfo> out;
-  for (uint32_t i = 0; i < seg_.caps().session_slots; ++i) {
-    auto& s = seg_.session(i);
+  for (uint32_t i = 0; i < caps_.session_slots; ++i) {
+    const SessionSlot& s = slots_[i];
     if (s.state.load(std::memory_order_acquire) != uint32_t(SessionState::kLive)) continue;
     out.push_back({s.id, s.name, read_env(i), s.created_unix_ms});
   }
   return out;
 }
 
-}  // namespace sp::frontend
+size_t SessionTable::count() const {
+  size_t n = 0;
+  for (uint32_t i = 0; i < caps_.session_slots; ++i)
+    n += slots_[i].state.load(std::memory_order_acquire) == uint32_t(SessionState::kLive);
+  return n;
+}
+
+}  // namespace sp::shm
