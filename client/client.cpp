@@ -9,7 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "frontend/utf8.h"
+#include "common/signals.h"
+#include "common/text.h"
 
 namespace sp::cli {
 
@@ -111,7 +112,7 @@ void write_all(int fd, std::string_view data) {
 }
 
 std::string from_base64(const json::value& data) {
-  auto bytes = sp::rpc::decode_base64(data.as_string());
+  auto bytes = sp::decode_base64(data.as_string());
   if (!bytes) die(kProtocol, "the daemon sent output that is not base64");
   return *bytes;
 }
@@ -127,11 +128,7 @@ int exit_code_of(const json::object& r) {
   if (status == "timed_out") return kTimedOut;
   if (status == "failed") return kCannotRun;
   if (status == "lost" || status == "cancelled") return kLostOrCancelled;
-  if (std::string sig = text("signal"); sig.size() > 3) {
-    for (int s = 1; s < 65; ++s)
-      if (const char* a = sigabbrev_np(s); a && sig.substr(3) == a) return 128 + s;
-    return 128;
-  }
+  if (std::string sig = text("signal"); !sig.empty()) return 128 + signal_number(sig).value_or(0);
   const json::value* code = r.if_contains("exit_code");
   return code && code->is_number() ? int(code->to_number<int64_t>()) : kProtocol;
 }

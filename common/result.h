@@ -11,7 +11,8 @@
 namespace sp {
 
 struct Error {
-  int code = 0;         // errno value, or a module-defined code (documented by the module)
+  int code = 0;         // errno value; 0 when the context says it all (a module that needs
+                        // callers to tell its errors apart returns an enum instead)
   std::string context;  // what failed, e.g. "bind /run/user/0/shell-pool.sock"
 
   std::string message() const {

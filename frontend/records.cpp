@@ -38,14 +38,30 @@ void JobRecords::recover() {
               [&](uint32_t a, uint32_t b) { return at(a).step < at(b).step; });
 }
 
-Result<uint32_t> JobRecords::create(std::string_view id, uint64_t seq) {
+std::variant<uint32_t, SubmitError> JobRecords::create(std::string_view id, uint64_t seq) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (auto i = table_.claim(id, seq, job_spool_bytes_)) return *i;
     auto oldest = oldest_settled(false);
     if (!oldest) break;
     forget(*oldest);
   }
-  return Error{ENOSPC, std::to_string(size()) + " detached jobs are unfinished (--retain-jobs)"};
+  return SubmitError{SubmitError::kRecordsFull,
+                     std::to_string(size()) + " detached jobs are unfinished (--retain-jobs)"};
+}
+
+void JobRecords::describe(uint32_t i, const rpc::ExecParams& p) const {
+  shm::JobRecord& r = at(i);
+  std::memcpy(r.session_id, p.session_id.data(),
+              std::min(p.session_id.size(), sizeof r.session_id - 1));
+  std::string command = p.command;
+  for (const std::string& a : p.args) command += " " + a;
+  size_t cut = std::min(command.size(), sizeof r.command - 1);
+  while (cut > 0 && cut < command.size() &&
+         (static_cast<unsigned char>(command[cut]) & 0xC0) == 0x80)
+    --cut;
+  std::memcpy(r.command, command.data(), cut);
+  r.output_cap = std::min(job_spool_bytes_, p.max_output_bytes.value_or(UINT64_MAX));
+  r.kill_on_cap = p.kill_on_output_cap;
 }
 
 void JobRecords::publish(uint32_t i) {

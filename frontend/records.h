@@ -15,10 +15,13 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "frontend/errors.h"
+#include "frontend/params/params.h"
 #include "shm/record_table.h"
 #include "shm/segment.h"
 
@@ -44,9 +47,12 @@ class JobRecords {
   void recover();
 
   // A record in state Writing for job `seq` under `id`. When the table is
-  // full the oldest finished job is evicted; ENOSPC if every record holds an
-  // unfinished job.
-  Result<uint32_t> create(std::string_view id, uint64_t seq);
+  // full the oldest finished job is evicted; kRecordsFull if every record
+  // holds an unfinished job.
+  std::variant<uint32_t, SubmitError> create(std::string_view id, uint64_t seq);
+  // Fills what record i shows of its job's params: session, command line
+  // (cut to fit, at a character boundary) and output bounds.
+  void describe(uint32_t i, const rpc::ExecParams& p) const;
   // Writing -> Live under `id` (the caller filled it), or Writing -> Free.
   void publish(uint32_t i);
   void abandon(uint32_t i);

@@ -59,8 +59,8 @@ Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words
                              const SpecInput& in) {
   uint64_t bound = spec_size_bound(in);
   if (bound > arena.size())
-    return Error{E2BIG, "job spec needs " + std::to_string(bound) + " bytes, the limit is " +
-                            std::to_string(arena.size())};
+    return Error{0, "job spec needs " + std::to_string(bound) + " bytes, the limit is " +
+                        std::to_string(arena.size())};
   std::memset(arena.data(), 0, std::min<uint64_t>(uint64_t(prev_words) * 8, arena.size()));
   try {
     capnp::FlatMessageBuilder message(words_of(arena, arena.size() / 8));
@@ -82,7 +82,7 @@ Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words
     auto segments = message.getSegmentsForOutput();
     return static_cast<uint32_t>(segments[0].size());
   } catch (const kj::Exception& e) {
-    return Error{E2BIG, std::string("job spec does not fit: ") + e.getDescription().cStr()};
+    return Error{0, std::string("job spec does not fit: ") + e.getDescription().cStr()};
   }
 }
 
@@ -104,10 +104,10 @@ Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out)
     out.kill_grace_ms = spec.getKillGraceMs();
     out.limits = {spec.getCpuSeconds(), spec.getAddressSpaceBytes(), spec.getOpenFiles(),
                   spec.getProcesses(),  spec.getFileSizeBytes(),     spec.getMemoryBytes()};
-    if (out.argv.size() < 2 || !*out.path) return Error{EBADMSG, "job spec has no program"};
+    if (out.argv.size() < 2 || !*out.path) return Error{0, "job spec has no program"};
     return {};
   } catch (const kj::Exception& e) {
-    return Error{EBADMSG, std::string("malformed job spec: ") + e.getDescription().cStr()};
+    return Error{0, std::string("malformed job spec: ") + e.getDescription().cStr()};
   }
 }
 

@@ -53,7 +53,7 @@ struct SpecInput {
 uint64_t spec_size_bound(const SpecInput& in);
 
 // Builds the spec into `arena` (whose first `prev_words` words may hold an
-// earlier message: they are zeroed first). Returns the words used; E2BIG if
+// earlier message: they are zeroed first). Returns the words used; an error if
 // the spec does not fit.
 Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words,
                              const SpecInput& in);
@@ -69,7 +69,7 @@ struct DecodedSpec {
   uint32_t kill_grace_ms = 0;
   Rlimits limits;
 };
-// Reuses `out`'s vectors. EBADMSG if the message is malformed.
+// Reuses `out`'s vectors. An error if the message is malformed.
 Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out);
 
 struct JobOutcome {

@@ -129,12 +129,12 @@ Result<Segment> Segment::open(const std::string& name) {
     uint64_t size = impl->region.get_size();
     const auto* h = reinterpret_cast<const Header*>(base);
     if (size < sizeof(Header) || h->magic != kMagic)
-      return Error{EPROTO, "shared memory " + name + " is not a shell-pool segment"};
+      return Error{0, "shared memory " + name + " is not a shell-pool segment"};
     if (h->layout_version != kLayoutVersion)
-      return Error{EPROTO, "shared memory " + name + " has layout version " +
-                               std::to_string(h->layout_version) + ", this build expects " +
-                               std::to_string(kLayoutVersion)};
-    if (h->total_bytes != size) return Error{EPROTO, "shared memory " + name + " has a bad size"};
+      return Error{0, "shared memory " + name + " has layout version " +
+                          std::to_string(h->layout_version) + ", this build expects " +
+                          std::to_string(kLayoutVersion)};
+    if (h->total_bytes != size) return Error{0, "shared memory " + name + " has a bad size"};
     return Segment(std::move(impl), base, size);
   } catch (const bip::interprocess_exception& e) {
     int code = e.get_native_error() ? e.get_native_error() : EIO;

@@ -21,9 +21,9 @@ class BlockReader {
  public:
   BlockReader(int fd, uint64_t end) : fd_(fd), end_(end) {}
 
-  // `len` bytes at `off` (within end); EBADMSG past the end, the pread's error otherwise.
+  // `len` bytes at `off` (within end); an error past the end or from the pread.
   Result<std::string_view> get(uint64_t off, uint64_t len) {
-    if (off + len > end_) return Error{EBADMSG, "spool record runs past the written end"};
+    if (off + len > end_) return Error{0, "spool record runs past the written end"};
     if (off < base_ || off + len > base_ + buf_.size()) {
       uint64_t want = std::min(std::max(len, kBlock), end_ - off);
       buf_.resize(want);
@@ -32,7 +32,7 @@ class BlockReader {
         auto n = sys("read spool file",
                      [&] { return ::pread(fd_, buf_.data() + got, want - got, off_t(off + got)); });
         if (!n) return n.error();
-        if (*n == 0) return Error{EBADMSG, "spool file is shorter than recorded"};
+        if (*n == 0) return Error{0, "spool file is shorter than recorded"};
         got += uint64_t(*n);
       }
       base_ = off;
@@ -90,7 +90,7 @@ Result<SpoolRead> read_spool(int fd, uint64_t spool_end, SpoolView view, uint64_
     RecordHeader h;
     std::memcpy(&h, head->data(), sizeof h);
     if (h.stream != kStreamStdout && h.stream != kStreamStderr)
-      return Error{EBADMSG, "spool record has an unknown stream"};
+      return Error{0, "spool record has an unknown stream"};
     const int s = h.stream == kStreamStderr ? 1 : 0;
     const uint64_t data_off = pos.file_off + sizeof h;
     if (view == SpoolView::kBoth || v == s) {

@@ -54,7 +54,7 @@ struct SpoolRead {
 };
 
 // Reads up to `max_bytes` of `view` from `cursor`, within the first
-// `spool_end` bytes of the file. EBADMSG if the file does not hold records
+// `spool_end` bytes of the file. An error if the file does not hold records
 // there (it was replaced or damaged).
 Result<SpoolRead> read_spool(int fd, uint64_t spool_end, SpoolView view, uint64_t cursor,
                              uint64_t max_bytes, const SpoolPos& hint);

@@ -192,9 +192,9 @@ int main(int argc, char** argv) {
   std::string worker_fds;
   CLI::App* frontend = app.add_subcommand("frontend", "")->group("");
   frontend->add_option("--shm", fo.shm_name)->required();
-  frontend->add_option("--listen-fd", fo.listen_fd)->required();
-  frontend->add_option("--frontend-fd", fo.frontend_fd)->required();
-  frontend->add_option("--submit-fd", fo.submit_fd)->required();
+  frontend->add_option("--listen-fd", fo.fds.listen)->required();
+  frontend->add_option("--frontend-fd", fo.fds.bell)->required();
+  frontend->add_option("--submit-fd", fo.fds.submit)->required();
   frontend->add_option("--worker-fds", worker_fds)->required();
   frontend->add_option("--max-output", fo.max_output_bytes);
   frontend->add_option("--output-budget", fo.output_budget);
@@ -209,7 +209,11 @@ int main(int argc, char** argv) {
   frontend->add_option("--limit", fe_default_limits);
   frontend->add_option("--max-limit", fe_max_limits);
   frontend->add_option("--max-timeout", fo.max_timeout_s);
-  frontend->add_option("--isolation", fo.isolation);
+  frontend->add_option("--isolation", fo.isolation)
+      ->transform(CLI::CheckedTransformer(std::map<std::string, sp::frontend::Isolation>{
+          {"process-group", sp::frontend::Isolation::kProcessGroup},
+          {"cgroup-v1", sp::frontend::Isolation::kCgroupV1},
+          {"cgroup-v2", sp::frontend::Isolation::kCgroupV2}}));
   frontend->add_option("--isolation-note", fo.isolation_note);
   frontend->add_option("--spool-dir", fo.spool_dir);
   frontend->add_option("--retain-seconds", fo.retain_s);
@@ -224,7 +228,7 @@ int main(int argc, char** argv) {
   }
   if (*frontend) {
     sp::init_logging("frontend", log_level);
-    fo.worker_fds = parse_fd_list(worker_fds);
+    fo.fds.workers = parse_fd_list(worker_fds);
     parse_limits(fe_default_limits, fo.default_limits);
     parse_limits(fe_max_limits, fo.max_limits);
     return sp::frontend::run(fo);

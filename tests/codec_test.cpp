@@ -50,14 +50,14 @@ TEST_CASE("an empty cwd decodes as none", "[codec]") {
   CHECK(out.env.size() == 1);
 }
 
-TEST_CASE("a spec too large for its arena is refused with E2BIG", "[codec]") {
+TEST_CASE("a spec too large for its arena is refused, saying how large it is", "[codec]") {
   alignas(8) unsigned char arena[1024] = {};
   std::string big(2000, 'x');
   std::vector<std::string_view> argv{big};
   SpecInput in{"x", argv, {}, "", 0, 0, {}};
   auto words = encode_spec({arena, sizeof arena}, 0, in);
   REQUIRE_FALSE(words);
-  CHECK(words.error().code == E2BIG);
+  CHECK_THAT(words.error().message(), Catch::Contains("the limit is 1024"));
 }
 
 TEST_CASE("a malformed spec is an error, not a crash", "[codec]") {

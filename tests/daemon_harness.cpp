@@ -1,6 +1,6 @@
 #include "tests/daemon_harness.h"
 
-#include "frontend/utf8.h"
+#include "common/text.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -549,7 +549,7 @@ Streamed read_stream(Client& c, const json::value& id, double timeout_s) {
 }
 
 std::string base64_decode(std::string_view in) {
-  return sp::rpc::decode_base64(in).value_or("<not base64>");
+  return sp::decode_base64(in).value_or("<not base64>");
 }
 
 // ---- CLI ----

@@ -1,5 +1,6 @@
-// Tests for the frontend's JSON-RPC layer (frontend/protocol.h) and the
-// output text helpers (frontend/utf8.h).
+// Tests for the JSON-RPC codec (frontend/codec/json_codec.h), the method
+// params readers (frontend/params/params.h) and the output text helpers
+// (common/text.h).
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -8,14 +9,23 @@
 
 #include <boost/json.hpp>
 
-#include "frontend/protocol.h"
-#include "frontend/utf8.h"
+#include "common/text.h"
+#include "frontend/codec/json_codec.h"
+#include "frontend/params/params.h"
 
 namespace json = boost::json;
+using namespace sp;
 using namespace sp::rpc;
 using Catch::Contains;
 
 namespace {
+
+// A JSON text as the codec would hand it to a method.
+Value val(std::string_view text) {
+  std::optional<Value> v = parse_value(text);
+  REQUIRE(v);
+  return std::move(*v);
+}
 
 Call only_call(std::string_view text) {
   Line line = parse_line(text);
@@ -46,7 +56,7 @@ T value_of(const Parsed<T>& r) {
 }
 
 Parsed<ExecParams> exec(std::string_view params_json) {
-  return parse_exec_params(json::parse(params_json));
+  return parse_exec_params(val(params_json));
 }
 
 std::string exec_error(std::string_view params_json) {
@@ -92,8 +102,8 @@ TEST_CASE("a valid request yields its method, params and id") {
   CHECK_FALSE(c.error);
   CHECK_FALSE(c.notification);
   CHECK(c.method == "execute");
-  CHECK(c.id == json::value(7));
-  CHECK(c.params.at("command") == "ls");
+  CHECK(c.id == Value(7));
+  CHECK(*c.params.get_object().if_contains("command") == Value("ls"));
   Call arr = only_call(R"({"jsonrpc":"2.0","method":"m","params":[1,2],"id":"x"})");
   CHECK(arr.params.is_array());
   Call unknown = only_call(R"({"jsonrpc":"2.0","method":"m","id":1,"extra":true})");
@@ -104,7 +114,7 @@ TEST_CASE("structurally invalid requests are answered with -32600") {
   SECTION("missing jsonrpc keeps a usable id") {
     Call c = only_call(R"({"method":"m","id":3})");
     require_invalid_request(c);
-    CHECK(c.id == json::value(3));
+    CHECK(c.id == Value(3));
   }
   SECTION("jsonrpc 1.0") {
     require_invalid_request(only_call(R"({"jsonrpc":"1.0","method":"m","id":1})"));
@@ -169,7 +179,7 @@ TEST_CASE("a batch yields one call per element, valid or not") {
   CHECK_FALSE(line.calls[2].error);
   CHECK(line.calls[2].notification);
   require_invalid_request(line.calls[3]);
-  CHECK(line.calls[3].id == json::value(2));
+  CHECK(line.calls[3].id == Value(2));
   require_invalid_request(line.calls[4]);
 }
 
@@ -221,7 +231,7 @@ TEST_CASE("ids are echoed exactly as the client wrote them") {
 }
 
 TEST_CASE("error_text has code and message, and data only when set") {
-  std::string plain = error_text(json::value(1), {Code::MethodNotFound, "method not found: \"x\""});
+  std::string plain = error_text(Value(1), {Code::MethodNotFound, "method not found: \"x\""});
   CHECK(plain ==
         R"({"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"method not found: \"x\""}})");
   json::value parsed = json::parse(error_text(nullptr, queue_full_error(250)));
@@ -233,13 +243,13 @@ TEST_CASE("error_text has code and message, and data only when set") {
 }
 
 TEST_CASE("result_text and batch_text produce parseable JSON") {
-  json::value result = {{"stdout", "a\nb\t\"c\"\x01"},
+  Value result = Object{{"stdout", "a\nb\t\"c\"\x01"},
                         {"exit_code", 0},
                         {"ratio", 0.25},
                         {"big", 1e300},
                         {"inf", HUGE_VAL},
-                        {"list", {1, true, nullptr}}};
-  std::string text = result_text(json::value("id-1"), result);
+                        {"list", Array{1, true, nullptr}}};
+  std::string text = result_text(Value("id-1"), result);
   json::value back = json::parse(text);
   CHECK(back.at("result").at("stdout") == "a\nb\t\"c\"\x01");
   CHECK(back.at("result").at("ratio") == 0.25);
@@ -350,26 +360,26 @@ TEST_CASE("a long env key in an error message is cut at a code point boundary") 
 
 TEST_CASE("session params") {
   const SessionCreateParams s =
-      value_of(parse_session_create_params(json::parse(R"({"name":"dev","env_vars":{"X":"1"}})")));
+      value_of(parse_session_create_params(val(R"({"name":"dev","env_vars":{"X":"1"}})")));
   CHECK(s.name == "dev");
   CHECK(s.env_vars == sp::EnvPairs{{"X", "1"}});
   const SessionCreateParams empty = value_of(parse_session_create_params(nullptr));
   CHECK(empty.name.empty());
   CHECK(empty.env_vars.empty());
-  CHECK_THAT(error_of(parse_session_create_params(json::parse(R"({"name":1})"))).message,
+  CHECK_THAT(error_of(parse_session_create_params(val(R"({"name":1})"))).message,
              Contains("\"name\" must be a string"));
-  CHECK_THAT(error_of(parse_session_create_params(json::parse(R"({"env_vars":{"X":2}})"))).message,
+  CHECK_THAT(error_of(parse_session_create_params(val(R"({"env_vars":{"X":2}})"))).message,
              Contains("\"env_vars\" values must be strings (key \"X\")"));
-  CHECK_THAT(error_of(parse_session_create_params(json::parse("[]"))).message,
+  CHECK_THAT(error_of(parse_session_create_params(val("[]"))).message,
              Contains("params must be an object"));
 
-  CHECK(value_of(parse_session_id_param(json::parse(R"({"session_id":"abc"})"))) == "abc");
-  CHECK_THAT(error_of(parse_session_id_param(json::parse("{}"))).message,
+  CHECK(value_of(parse_session_id_param(val(R"({"session_id":"abc"})"))) == "abc");
+  CHECK_THAT(error_of(parse_session_id_param(val("{}"))).message,
              Contains("\"session_id\" is required"));
   CHECK_THAT(error_of(parse_session_id_param(nullptr)).message, Contains("is required"));
-  CHECK_THAT(error_of(parse_session_id_param(json::parse(R"({"session_id":""})"))).message,
+  CHECK_THAT(error_of(parse_session_id_param(val(R"({"session_id":""})"))).message,
              Contains("must not be empty"));
-  CHECK_THAT(error_of(parse_session_id_param(json::parse(R"({"session_id":7})"))).message,
+  CHECK_THAT(error_of(parse_session_id_param(val(R"({"session_id":7})"))).message,
              Contains("must be a string"));
 }
 
@@ -485,47 +495,58 @@ TEST_CASE("base64 matches the RFC 4648 test vectors") {
   CHECK(bin == "x://79AAE=");
 }
 
-TEST_CASE("a DAG's node name given twice is found in the raw line, also inside a batch") {
+TEST_CASE("a DAG's node name given twice is refused, also inside a batch") {
+  using sp::shm::PlanKind;
+  auto dag_error = [](const Value& params) -> std::string {
+    auto parsed = parse_plan_params(PlanKind::kDag, params);
+    return std::holds_alternative<RpcError>(parsed) ? std::get<RpcError>(parsed).message : "";
+  };
   Call c = only_call(
       R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"a":{"command":"x"},"b":{"command":"y","env":{"a":"1","a":"2"}},"a":{"command":"z"}}}})");
-  REQUIRE(c.duplicate_node);
-  CHECK(*c.duplicate_node == "a");
-  auto parsed = parse_plan_params(PlanKind::kDag, c.params, c.duplicate_node);
-  REQUIRE(std::holds_alternative<RpcError>(parsed));
-  CHECK_THAT(std::get<RpcError>(parsed).message, Contains("\"a\" is given twice"));
-  // Duplicates elsewhere (an env object) are not node names.
+  CHECK_THAT(dag_error(c.params), Contains("\"a\" is given twice"));
+  // Duplicates elsewhere (an env object) are not node names: the last wins.
   Call env = only_call(
       R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"a":{"command":"x","env":{"k":"1","k":"2"}}}}})");
-  CHECK_FALSE(env.duplicate_node);
+  CHECK(dag_error(env.params).empty());
   // A node named "nodes" is a node, not another set of node names.
   Call named = only_call(
       R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"nodes":{"command":"x","command":"y"}}}})");
-  CHECK_FALSE(named.duplicate_node);
+  CHECK(dag_error(named.params).empty());
   Line batch = parse_line(
       R"([{"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"n":{"command":"x"}}}}, )"
       R"({"jsonrpc":"2.0","id":2,"method":"job_submit","params":{"strategy":"dag","nodes":{"m":{"command":"x"},"m":{"command":"y"}}}}])");
   REQUIRE(batch.calls.size() == 2);
-  CHECK_FALSE(batch.calls[0].duplicate_node);
-  REQUIRE(batch.calls[1].duplicate_node);
-  CHECK(*batch.calls[1].duplicate_node == "m");
+  CHECK(dag_error(batch.calls[0].params).empty());
+  auto submit = parse_job_submit_params(batch.calls[1].params);
+  REQUIRE(std::holds_alternative<RpcError>(submit));
+  CHECK_THAT(std::get<RpcError>(submit).message, Contains("\"m\" is given twice"));
   // A name written with escapes is the same name.
   Call escaped = only_call(
       R"({"jsonrpc":"2.0","id":1,"method":"execute_dag","params":{"nodes":{"a":{"command":"x"},"\u0061":{"command":"y"}}}})");
-  REQUIRE(escaped.duplicate_node);
-  CHECK(*escaped.duplicate_node == "a");
+  CHECK_THAT(dag_error(escaped.params), Contains("\"a\" is given twice"));
+}
+
+TEST_CASE("a decoded object keeps duplicate keys, and a lookup finds the last") {
+  Value v = val(R"({"k":1,"j":true,"k":2})");
+  REQUIRE(v.is_object());
+  CHECK(v.get_object().size() == 3);
+  CHECK(*v.get_object().if_contains("k") == Value(2));
+  std::string text;
+  append_value(text, v);
+  CHECK(text == R"({"k":1,"j":true,"k":2})");
 }
 
 TEST_CASE("plan params: steps are execute specs, a DAG is checked whole") {
-  auto plan = [](PlanKind kind, std::string_view params) {
-    return parse_plan_params(kind, json::parse(params), std::nullopt);
+  auto plan = [](sp::shm::PlanKind kind, std::string_view params) {
+    return parse_plan_params(kind, val(params));
   };
-  auto error = [&](PlanKind kind, std::string_view params) {
+  auto error = [&](sp::shm::PlanKind kind, std::string_view params) {
     auto p = plan(kind, params);
     REQUIRE(std::holds_alternative<RpcError>(p));
     CHECK(std::get<RpcError>(p).code == Code::InvalidParams);
     return std::get<RpcError>(p).message;
   };
-  auto chain = plan(PlanKind::kChain,
+  auto chain = plan(sp::shm::PlanKind::kChain,
                     R"({"commands":[{"command":"a","timeout":2},{"command":"b","args":["x"]}],)"
                     R"("stop_on_error":false})");
   REQUIRE(std::holds_alternative<PlanParams>(chain));
@@ -535,25 +556,28 @@ TEST_CASE("plan params: steps are execute specs, a DAG is checked whole") {
   CHECK(c.steps[0].exec.timeout_s == 2.0);
   CHECK_FALSE(c.steps[1].exec.shell);
   CHECK_FALSE(c.stop_on_error);
-  CHECK_THAT(error(PlanKind::kChain, R"({"commands":[{"command":"a"},{"command":""}]})"),
+  CHECK_THAT(error(sp::shm::PlanKind::kChain, R"({"commands":[{"command":"a"},{"command":""}]})"),
              Contains("\"commands\"[1]: \"command\""));
-  CHECK_THAT(error(PlanKind::kParallel, R"({"commands":[{"command":"a"}],"max_parallel":65})"),
-             Contains("max_parallel"));
-  CHECK_THAT(error(PlanKind::kDag, R"({"nodes":{"a":{"command":"x","depends_on":"b"}}})"),
+  CHECK_THAT(
+      error(sp::shm::PlanKind::kParallel, R"({"commands":[{"command":"a"}],"max_parallel":65})"),
+      Contains("max_parallel"));
+  CHECK_THAT(error(sp::shm::PlanKind::kDag, R"({"nodes":{"a":{"command":"x","depends_on":"b"}}})"),
              Contains("node \"a\": \"depends_on\""));
-  CHECK_THAT(error(PlanKind::kDag, R"({"nodes":{"a":{"command":"x","depends_on":["a"]}}})"),
-             Contains("cycle: a -> a"));
-  CHECK_THAT(error(PlanKind::kDag, R"({"nodes":[{"command":"x"}]})"), Contains("\"nodes\""));
+  CHECK_THAT(
+      error(sp::shm::PlanKind::kDag, R"({"nodes":{"a":{"command":"x","depends_on":["a"]}}})"),
+      Contains("cycle: a -> a"));
+  CHECK_THAT(error(sp::shm::PlanKind::kDag, R"({"nodes":[{"command":"x"}]})"),
+             Contains("\"nodes\""));
   // A long name is cut for the message at a character, never inside one.
   const std::string long_name = std::string(63, 'f') + "\u1615";
   for (const std::string& params :
        {R"({"nodes":{")" + long_name + R"(":{"command":"x"}}})",
         R"({"nodes":{"a":{"command":"x","depends_on":[")" + long_name + R"("]}}})"}) {
-    std::string message = error(PlanKind::kDag, params);
+    std::string message = error(sp::shm::PlanKind::kDag, params);
     CHECK_THAT(message, Contains(std::string(63, 'f') + "\"..."));
     CHECK_NOTHROW(json::parse(error_text(nullptr, {Code::InvalidParams, message})));
   }
-  auto dag = plan(PlanKind::kDag,
+  auto dag = plan(sp::shm::PlanKind::kDag,
                   R"({"nodes":{"c":{"command":"x","depends_on":["a","b"]},"a":{"command":"y"},)"
                   R"("b":{"command":"z","depends_on":["a"]}},"fail_fast":true,"max_parallel":2})");
   REQUIRE(std::holds_alternative<PlanParams>(dag));

@@ -112,13 +112,13 @@ TEST_CASE("a spool read stops at the published end and rejects damaged files", "
   REQUIRE(r);
   REQUIRE(r->chunks.size() == 1);
   CHECK(r->chunks[0].data == "complete");
-  // An end that cuts a record, or a record of no known stream: EBADMSG.
+  // An end that cuts a record, or a record of no known stream: an error that says so.
   auto cut = read_spool(f.fd.get(), published + 4, SpoolView::kStdout, 0, 1000, {});
   REQUIRE(!cut);
-  CHECK(cut.error().code == EBADMSG);
+  CHECK_THAT(cut.error().message(), Catch::Contains("past the written end"));
   RecordHeader bad{4, 9, {}};
   REQUIRE(::pwrite(f.fd.get(), &bad, sizeof bad, 0) == sizeof bad);
   auto damaged = read_spool(f.fd.get(), f.end, SpoolView::kBoth, 0, 1000, {});
   REQUIRE(!damaged);
-  CHECK(damaged.error().code == EBADMSG);
+  CHECK_THAT(damaged.error().message(), Catch::Contains("unknown stream"));
 }

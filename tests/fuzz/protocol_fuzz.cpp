@@ -6,8 +6,9 @@
 #include <cstdlib>
 #include <string>
 
-#include "frontend/protocol.h"
-#include "frontend/utf8.h"
+#include "common/text.h"
+#include "frontend/codec/json_codec.h"
+#include "frontend/params/params.h"
 
 namespace {
 
@@ -21,6 +22,7 @@ void require_json(const std::string& text) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
+  using namespace sp;
   using namespace sp::rpc;
   Line line = parse_line(in);
   if (line.error) require_json(error_text(nullptr, *line.error));
@@ -37,9 +39,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto check = [&](const auto& parsed) {
       if (auto* e = std::get_if<RpcError>(&parsed)) require_json(error_text(call.id, *e));
     };
-    for (PlanKind kind : {PlanKind::kChain, PlanKind::kParallel, PlanKind::kDag})
-      check(parse_plan_params(kind, call.params, call.duplicate_node));
-    check(parse_job_submit_params(call.params, call.duplicate_node));
+    for (shm::PlanKind kind :
+         {shm::PlanKind::kChain, shm::PlanKind::kParallel, shm::PlanKind::kDag})
+      check(parse_plan_params(kind, call.params));
+    check(parse_job_submit_params(call.params));
     check(parse_job_output_params(call.params));
     check(parse_job_wait_params(call.params));
     check(parse_job_signal_params(call.params, true));

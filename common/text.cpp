@@ -1,11 +1,11 @@
-#include "frontend/utf8.h"
+#include "common/text.h"
 
 #include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <cstring>
 
-namespace sp::rpc {
+namespace sp {
 namespace {
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
@@ -179,4 +179,4 @@ std::optional<std::string> decode_base64(std::string_view in) {
   return out;
 }
 
-}  // namespace sp::rpc
+}  // namespace sp

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace sp::rpc {
+namespace sp {
 
 // Appends `in` to `out`, replacing every invalid UTF-8 sequence with U+FFFD
 // using the WHATWG "maximal subpart" rule (the same output a browser's
@@ -29,4 +29,4 @@ void append_base64(std::string& out, std::string_view in);
 // nullopt if `in` has a character outside the alphabet or a stray '='.
 std::optional<std::string> decode_base64(std::string_view in);
 
-}  // namespace sp::rpc
+}  // namespace sp

@@ -1,0 +1,199 @@
+#include "frontend/attached_jobs.h"
+
+#include "common/crash_point.h"
+#include "common/text.h"
+#include "frontend/names.h"
+#include "shm/codec.h"
+#include "shm/output.h"
+
+namespace sp::frontend {
+
+using shm::JobState;
+using shm::JobWord;
+
+void AttachedJobs::add_methods(MethodTable& methods) {
+  for (bool stream : {false, true})
+    methods.add<rpc::ExecParams>(
+        stream ? "execute_stream" : "execute", rpc::parse_exec_params,
+        [this, stream](rpc::ExecParams& p, Reply r) { execute(p, std::move(r), stream); },
+        MethodTable::Holds::kInflight);
+}
+
+void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
+  if (stream && r.batch)
+    return out_.fail(
+        r, invalid_request("execute_stream answers with several messages and cannot be part of "
+                           "a batch; send it on its own line"));
+  auto slot = queue_.enqueue(p);
+  if (auto* e = std::get_if<SubmitError>(&slot)) return out_.fail(r, to_rpc(*e));
+  const uint32_t i = std::get<uint32_t>(slot);
+  Pending& job = pending_[i];
+  job = Pending{};
+  job.slot = i;
+  job.job_id = jobs_.slot(i).job_id;
+  job.reply = std::move(r);
+  job.stream = stream;
+  job.base64 = p.base64;
+  uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
+  job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
+  job.kill_on_cap = p.kill_on_output_cap;
+}
+
+void AttachedJobs::service_all() {
+  for (;;) {
+    // Over the output budget (execute output held plus unsent answers), of
+    // the execute jobs that would keep more output only the oldest with
+    // output waiting drains; the others wait, their commands blocked on
+    // their pipes. A job that goes quiet hands the turn on, so no job waits
+    // on another that prints nothing.
+    bool over = over_budget();
+    draining_ = UINT64_MAX;
+    if (over)
+      for (auto& [slot, p] : pending_)
+        if (p.job_id < draining_ && keeps_output(p) && !out_.backlogged(p.reply.conn_id) &&
+            !shm::OutputReader(jobs_.slot(slot), seg_.output(slot), seg_.caps().output_bytes)
+                 .empty())
+          draining_ = p.job_id;
+    held_back_ = false;
+    size_t before = pending_.size();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (service(it->second)) {
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    // Go again if jobs were held back and a finished one freed budget, or
+    // if the budget was crossed during the pass (to pick the job to drain).
+    bool crossed = !over && over_budget();
+    if (!crossed && (!held_back_ || pending_.size() == before)) return;
+  }
+}
+
+bool AttachedJobs::over_budget() const {
+  return held_bytes() >= o_.output_budget;
+}
+
+bool AttachedJobs::keeps_output(const Pending& p) const {
+  return !p.stream && out_.wanted(p.reply) && (p.seen[0] < p.cap || p.seen[1] < p.cap);
+}
+
+bool AttachedJobs::service(Pending& p) {
+  // A job whose client reads slowly waits here (a stream's chunks, or the
+  // answers of pipelined requests, would pile up); its worker then stops
+  // reading the command's pipe, and the command blocks: nothing is lost.
+  if (out_.backlogged(p.reply.conn_id)) return false;
+  JobWord w = jobs_.load(p.slot);
+  shm::JobSlot& s = jobs_.slot(p.slot);
+  shm::OutputReader reader(s, seg_.output(p.slot), seg_.caps().output_bytes);
+  if (over_budget() && p.job_id != draining_ && keeps_output(p) && !reader.empty()) {
+    held_back_ = true;  // see service_all()
+    ++budget_holds_;
+    return false;
+  }
+  auto sink = [&](uint8_t stream, std::string_view bytes) { on_output(p, stream, bytes); };
+  if (reader.drain(sink)) queue_.ring_owner(w);
+  if (!shm::is_terminal(w.state)) return false;
+  // Everything a job wrote was published before its terminal state.
+  while (!reader.empty()) reader.drain(sink);
+  finish(p, w);
+  return true;
+}
+
+void AttachedJobs::on_output(Pending& p, uint8_t stream, std::string_view bytes) {
+  crash_point("reading_output");
+  int i = stream == shm::kStreamStderr ? 1 : 0;
+  uint64_t room = p.cap > p.seen[i] ? p.cap - p.seen[i] : 0;
+  p.seen[i] += bytes.size();
+  if (bytes.size() > room) {
+    p.truncated = true;
+    bytes = bytes.substr(0, room);
+    if (p.kill_on_cap && !p.killed_for_output) {
+      p.killed_for_output = true;
+      cancel(p, "killed: its output exceeded the cap");
+    }
+  }
+  if (bytes.empty()) return;
+  if (p.stream) {
+    send_chunk(p, i, bytes, false);
+  } else if (out_.wanted(p.reply)) {  // nobody waits for it otherwise
+    p.data[i].append(bytes);
+    buffered_ += bytes.size();
+  }
+}
+
+void AttachedJobs::send_chunk(Pending& p, int stream, std::string_view bytes, bool final) {
+  if (!out_.wanted(p.reply)) return;
+  std::string data;
+  if (p.base64) {
+    append_base64(data, bytes);
+  } else {
+    append_utf8_sanitized(data, bytes, p.carry[stream], final);
+  }
+  if (data.empty()) return;
+  out_.partial(p.reply,
+               rpc::Object{{"type", stream ? "stderr" : "stdout"}, {"data", std::move(data)}});
+}
+
+void AttachedJobs::finish(Pending& p, JobWord w) {
+  shm::JobSlot& s = jobs_.slot(p.slot);
+  shm::JobOutcome outcome = shm::decode_result(s.result, s.result_words);
+  uint64_t start = s.start_ns.load(), end = s.end_ns.load();
+  uint64_t duration_ms = start && end > start ? (end - start) / 1'000'000 : 0;
+  jobs_.release(p.slot, w);
+  buffered_ -= p.data[0].size() + p.data[1].size();
+  // Nobody reads it (the client left, or a notification): not built. A
+  // client that left with 100 jobs of 16 MiB must not cost seconds of JSON.
+  if (!out_.wanted(p.reply)) return out_.drop(p.reply);
+  rpc::Object result;
+  if (p.stream) {
+    for (int i = 0; i < 2; ++i) send_chunk(p, i, {}, true);  // flush incomplete UTF-8
+    result["type"] = "exit";
+  } else {
+    for (int i = 0; i < 2; ++i) {
+      std::string text;
+      if (p.base64) {
+        append_base64(text, p.data[i]);
+      } else {
+        append_utf8_sanitized(text, p.data[i], p.carry[i], true);
+      }
+      result[i ? "stderr" : "stdout"] = std::move(text);
+    }
+  }
+  result["exit_code"] = outcome.exit_code;
+  result["duration_ms"] = duration_ms;
+  result["timed_out"] = w.state == JobState::kTimedOut;
+  result["signal"] = signal_value(outcome.signal);
+  result["truncated"] = p.truncated;
+  result["job_id"] = std::to_string(p.job_id);
+  result["status"] = state_name(w.state);
+  if (p.killed_for_output && w.state == JobState::kCancelled)
+    outcome.failure = "killed: its output exceeded " + std::to_string(p.cap) + " bytes on a stream";
+  result["error"] = outcome.failure.empty() ? rpc::Value(nullptr) : rpc::Value(outcome.failure);
+  if (p.base64) result["encoding"] = "base64";
+  out_.answer(p.reply, result);
+}
+
+void AttachedJobs::cancel(Pending& p, const char* why) {
+  if (queue_.stop(p.slot, why)) bell_.ring();  // ended at once: serviced on the next turn
+}
+
+void AttachedJobs::client_gone(uint64_t conn_id) {
+  for (auto& [slot, p] : pending_)
+    if (p.reply.conn_id == conn_id) {
+      p.reply.conn_id = 0;
+      cancel(p, "cancelled: the client disconnected");
+    }
+}
+
+void AttachedJobs::client_drained(uint64_t conn_id) {
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.reply.conn_id == conn_id && service(it->second)) {
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace sp::frontend

@@ -1,0 +1,88 @@
+// AttachedJobs: execute and execute_stream, the jobs a client waits for on
+// its connection. Drains each job's shm output ring into its answer (up to
+// the output cap) or into stream chunks, answers when the job ends, and
+// cancels the jobs of a client that leaves.
+//
+// Memory: the execute output it holds, plus the transport's unsent answers,
+// is held to --output-budget: over it only the oldest job with output
+// waiting drains, and the others' commands block on their pipes
+// (docs/architecture.md, "Output memory in the frontend"). Pending jobs are
+// bounded by the job table.
+//
+// Used from the frontend's single thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "frontend/connections.h"
+#include "frontend/job_queue.h"
+#include "frontend/method_table.h"
+#include "shm/doorbell.h"
+#include "shm/segment.h"
+
+namespace sp::frontend {
+
+class AttachedJobs {
+ public:
+  AttachedJobs(const Options& o, const shm::Segment& seg, JobQueue& queue, Connections& out,
+               const shm::Doorbell& bell)
+      : o_(o), seg_(seg), jobs_(seg.jobs()), queue_(queue), out_(out), bell_(bell) {}
+
+  void add_methods(MethodTable& methods);
+
+  // Moves output and answers ended jobs (the frontend's doorbell rang, or
+  // its tick came).
+  void service_all();
+  // Its client left: its jobs are cancelled.
+  void client_gone(uint64_t conn_id);
+  // Its client read its backlog down: its jobs may move again.
+  void client_drained(uint64_t conn_id);
+  // Jobs were held for the budget and the budget has room again.
+  bool want_service() const { return held_back_ && !over_budget(); }
+
+  uint64_t held_bytes() const { return buffered_ + out_.unsent(); }
+  uint64_t budget_holds() const { return budget_holds_; }
+
+ private:
+  // A job this frontend submitted and has not finished answering.
+  struct Pending {
+    uint32_t slot = 0;
+    uint64_t job_id = 0;
+    Reply reply;
+    bool stream = false;
+    bool base64 = false;
+    uint64_t cap = 0;  // bytes kept per stream
+    uint64_t seen[2] = {};
+    bool truncated = false;
+    bool kill_on_cap = false;  // output_policy "kill": past the cap the job is stopped
+    bool killed_for_output = false;
+    std::string data[2];   // execute: raw output kept so far
+    std::string carry[2];  // execute_stream: incomplete UTF-8 sequence between chunks
+  };
+
+  void execute(rpc::ExecParams& p, Reply r, bool stream);
+  bool service(Pending& p);  // true: answered, drop it
+  void on_output(Pending& p, uint8_t stream, std::string_view bytes);
+  void send_chunk(Pending& p, int stream, std::string_view bytes, bool final);
+  void finish(Pending& p, shm::JobWord w);
+  void cancel(Pending& p, const char* why);
+  bool keeps_output(const Pending& p) const;
+  bool over_budget() const;
+
+  const Options& o_;
+  const shm::Segment& seg_;
+  shm::JobTable jobs_;
+  JobQueue& queue_;
+  Connections& out_;
+  const shm::Doorbell& bell_;
+  std::unordered_map<uint32_t, Pending> pending_;  // by job slot
+  uint64_t buffered_ = 0;                          // execute output held in Pending::data
+  uint64_t draining_ = UINT64_MAX;  // over budget: the one execute job that may drain (job_id)
+  bool held_back_ = false;          // service() skipped a job for the budget
+  uint64_t budget_holds_ = 0;       // times it did, since this frontend started (health)
+};
+
+}  // namespace sp::frontend

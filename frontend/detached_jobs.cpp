@@ -1,0 +1,339 @@
+#include "frontend/detached_jobs.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/clock.h"
+#include "frontend/names.h"
+
+namespace sp::frontend {
+
+using shm::JobState;
+
+namespace {
+
+constexpr uint64_t kMaxWaitNs = 24ull * 3600 * 1'000'000'000;  // longer waits are cut to a day
+
+template <shm::PlanKind kKind>
+rpc::Parsed<rpc::PlanParams> parse_plan(const rpc::Value& params) {
+  return rpc::parse_plan_params(kKind, params);
+}
+
+rpc::Parsed<rpc::JobSignalParams> parse_cancel(const rpc::Value& params) {
+  return rpc::parse_job_signal_params(params, false);
+}
+
+rpc::Parsed<rpc::JobSignalParams> parse_signal(const rpc::Value& params) {
+  return rpc::parse_job_signal_params(params, true);
+}
+
+}  // namespace
+
+void DetachedJobs::add_methods(MethodTable& m) {
+  using Holds = MethodTable::Holds;
+  m.add<rpc::JobSubmitParams>("job_submit", rpc::parse_job_submit_params,
+                              [this](auto& p, Reply r) { submit(p, std::move(r)); });
+  m.add<rpc::JobListParams>("job_list", rpc::parse_job_list_params,
+                            [this](auto& p, Reply r) { list(p, std::move(r)); });
+  m.add<std::string>("job_status", rpc::parse_job_id_param,
+                     [this](auto& id, Reply r) { status(id, std::move(r)); });
+  m.add<std::string>("job_forget", rpc::parse_job_id_param,
+                     [this](auto& id, Reply r) { forget(id, std::move(r)); });
+  m.add<rpc::JobWaitParams>("job_wait", rpc::parse_job_wait_params,
+                            [this](auto& p, Reply r) { wait(p, std::move(r)); });
+  m.add<rpc::JobOutputParams>("job_output", rpc::parse_job_output_params,
+                              [this](auto& p, Reply r) { output(p, std::move(r)); });
+  m.add<rpc::JobSignalParams>("job_cancel", parse_cancel,
+                              [this](auto& p, Reply r) { cancel(p, std::move(r)); });
+  m.add<rpc::JobSignalParams>("job_signal", parse_signal,
+                              [this](auto& p, Reply r) { signal(p, std::move(r)); });
+  auto run = [this](rpc::PlanParams& p, Reply r) { run_plan(p, std::move(r)); };
+  m.add<rpc::PlanParams>("execute_chain", parse_plan<shm::PlanKind::kChain>, run, Holds::kInflight);
+  m.add<rpc::PlanParams>("execute_parallel", parse_plan<shm::PlanKind::kParallel>, run,
+                         Holds::kInflight);
+  m.add<rpc::PlanParams>("execute_dag", parse_plan<shm::PlanKind::kDag>, run, Holds::kInflight);
+}
+
+void DetachedJobs::recover() {
+  unsettled_.clear();
+  for (uint32_t i : records_.all()) {
+    const shm::JobRecord& r = records_.at(i);
+    if (!JobRecords::is_plan(r) && !r.plan && !records_.settle(i))
+      unsettled_.emplace_back(i, r.seq);
+  }
+}
+
+std::optional<uint32_t> DetachedJobs::find(const std::string& id, Reply& r) {
+  auto rec = records_.find(id);
+  if (!rec) {
+    out_.fail(r, to_rpc(JobError{JobError::kNoJob, id, {}}));
+    return std::nullopt;
+  }
+  records_.settle(*rec);
+  return rec;
+}
+
+void DetachedJobs::submit(rpc::JobSubmitParams& p, Reply r) {
+  if (!queue_.accepting()) return out_.fail(r, to_rpc(SubmitError{SubmitError::kShuttingDown, {}}));
+  // A client-chosen id makes a retried submit idempotent: the job it names.
+  if (!p.job_id.empty())
+    if (auto rec = records_.find(p.job_id)) {
+      records_.settle(*rec);
+      return out_.answer(
+          r, rpc::Object{{"job_id", p.job_id}, {"state", views_.state(*rec)}, {"existing", true}});
+    }
+  if (p.plan) {
+    auto plan = plans_.submit(*p.plan, p.job_id, false);
+    if (auto* e = std::get_if<SubmitError>(&plan)) return out_.fail(r, to_rpc(*e));
+    uint32_t i = std::get<uint32_t>(plan);
+    rpc::Array steps;
+    for (uint32_t s : records_.steps_of(i)) steps.push_back(records_.at(s).id);
+    return out_.answer(r, rpc::Object{{"job_id", records_.at(i).id},
+                                      {"state", views_.state(i)},
+                                      {"steps", std::move(steps)}});
+  }
+  const uint64_t seq = queue_.next_job_id();
+  std::string id = p.job_id.empty() ? std::to_string(seq) : p.job_id;
+  auto rec = records_.create(id, seq);
+  if (auto* e = std::get_if<SubmitError>(&rec)) return out_.fail(r, to_rpc(*e));
+  const uint32_t ri = std::get<uint32_t>(rec);
+  records_.describe(ri, p.exec);
+  auto slot = queue_.enqueue(p.exec, {ri, seq, false});
+  if (auto* e = std::get_if<SubmitError>(&slot)) {
+    records_.abandon(ri);
+    return out_.fail(r, to_rpc(*e));
+  }
+  records_.publish(ri);
+  unsettled_.emplace_back(ri, seq);
+  out_.answer(r, rpc::Object{{"job_id", id}, {"state", "queued"}});
+}
+
+void DetachedJobs::list(rpc::JobListParams& p, Reply r) {
+  rpc::Array jobs;
+  for (uint32_t i : records_.all()) {
+    records_.settle(i);
+    if (!p.state.empty() && p.state != views_.state(i)) continue;
+    if (!p.session_id.empty() && p.session_id != records_.at(i).session_id) continue;
+    jobs.push_back(views_.status(i));
+  }
+  out_.answer(r, rpc::Object{{"jobs", std::move(jobs)}});
+}
+
+void DetachedJobs::status(std::string& id, Reply r) {
+  if (auto rec = find(id, r)) out_.answer(r, views_.status(*rec));
+}
+
+void DetachedJobs::forget(std::string& id, Reply r) {
+  auto rec = find(id, r);
+  if (!rec) return;
+  const shm::JobRecord& job = records_.at(*rec);
+  auto refuse = [&](const std::string& why) {
+    out_.fail(r, to_rpc(JobError{JobError::kWrongState, "job " + id + why, views_.state(*rec)}));
+  };
+  if (!JobRecords::settled(job))
+    return refuse(" has not finished; cancel it (job_cancel) or wait for it first");
+  if (job.plan_flags & shm::kPlanAttached)
+    return refuse(
+        " is the plan of an execute_chain/_parallel/_dag call; it goes when that call is "
+        "answered");
+  if (job.plan)
+    return refuse(" is a step of plan " + std::string(records_.at(job.plan - 1).id) +
+                  "; forget the plan");
+  views_.forget_hints(*rec);
+  records_.forget(*rec);
+  out_.answer(r, rpc::Object{{"job_id", id}, {"forgotten", true}});
+}
+
+void DetachedJobs::wait(rpc::JobWaitParams& p, Reply r) {
+  auto rec = find(p.job_id, r);
+  if (!rec) return;
+  if (JobRecords::settled(records_.at(*rec))) return out_.answer(r, views_.result(*rec, p));
+  if (p.timeout_s && *p.timeout_s == 0) return out_.answer(r, views_.status(*rec));
+  std::optional<double> wait_s = p.timeout_s;
+  park(r, *rec, wait_s, std::move(p));
+}
+
+void DetachedJobs::output(rpc::JobOutputParams& p, Reply r) {
+  auto rec = find(p.job_id, r);
+  if (!rec) return;
+  const uint64_t seen_end = records_.at(*rec).spool_end.load(std::memory_order_acquire);
+  bool ready = true;
+  auto out = views_.output(*rec, p, ready);
+  if (auto* e = std::get_if<JobError>(&out)) return out_.fail(r, to_rpc(*e));
+  if (ready || !p.wait_s || *p.wait_s == 0) return out_.answer(r, std::get<rpc::Object>(out));
+  std::optional<double> wait_s = p.wait_s;
+  park(r, *rec, wait_s, std::move(p), false, seen_end);
+}
+
+void DetachedJobs::cancel(rpc::JobSignalParams& p, Reply r) {
+  if (auto rec = find(p.job_id, r)) out_.answer(r, cancel_one(*rec, p));
+}
+
+void DetachedJobs::signal(rpc::JobSignalParams& p, Reply r) {
+  auto rec = find(p.job_id, r);
+  if (!rec) return;
+  if (auto e = signal_one(*rec, p.signal)) return out_.fail(r, to_rpc(*e));
+  out_.answer(r, rpc::Object{{"job_id", p.job_id}, {"signal", signal_value(p.signal)}});
+}
+
+void DetachedJobs::run_plan(rpc::PlanParams& p, Reply r) {
+  auto plan = plans_.submit(p, "", true);
+  if (auto* e = std::get_if<SubmitError>(&plan)) return out_.fail(r, to_rpc(*e));
+  rpc::JobWaitParams wait;
+  wait.base64 = p.base64;
+  wait.max_output_bytes = p.max_output_bytes;
+  park(r, std::get<uint32_t>(plan), std::nullopt, std::move(wait), true);
+}
+
+rpc::Object DetachedJobs::cancel_one(uint32_t rec, const rpc::JobSignalParams& how) {
+  const shm::JobRecord& r = records_.at(rec);
+  rpc::Object result{{"job_id", r.id}, {"cancelled", false}};
+  if (JobRecords::settled(r)) {
+    result["state"] = views_.state(rec);
+    return result;
+  }
+  if (JobRecords::is_plan(r)) {
+    plans_.cancel(rec, how);
+  } else if (queue_.jobs().load(r.slot).state == JobState::kWaiting) {
+    // A plan step not started: it never will.
+    records_.skip(rec, "skipped: cancelled before it started");
+  } else {
+    uint32_t grace = how.grace_ms ? uint32_t(std::min<uint64_t>(*how.grace_ms, 3'600'000))
+                                  : shm::kCancelGraceDefault;
+    if (queue_.stop(r.slot, "cancelled before it started", uint32_t(how.signal), grace))
+      records_.settle(rec);
+  }
+  result["cancelled"] = true;
+  result["state"] = views_.state(rec);
+  return result;
+}
+
+std::optional<JobError> DetachedJobs::signal_one(uint32_t rec, int sig) {
+  const shm::JobRecord& r = records_.at(rec);
+  if (JobRecords::is_plan(r) && !JobRecords::settled(r)) {  // to its running steps
+    bool sent = false;
+    for (uint32_t s : records_.steps_of(rec)) sent |= !signal_one(s, sig);
+    if (sent) return std::nullopt;
+    return JobError{JobError::kWrongState,
+                    "plan " + std::string(r.id) + " has no running step to signal", "running"};
+  }
+  std::string state = views_.state(rec);
+  if (state != "running")
+    return JobError{JobError::kWrongState,
+                    "job " + std::string(r.id) + " is not running; signals go to running jobs",
+                    state};
+  queue_.signal(r.slot, sig);
+  return std::nullopt;
+}
+
+void DetachedJobs::park(Reply& r, uint32_t rec, std::optional<double> wait_s,
+                        std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner,
+                        uint64_t seen_end) {
+  if (out_.over_inflight(r)) return out_.fail(r, out_.inflight_error());
+  Waiter w;
+  w.reply = std::move(r);
+  w.record = rec;
+  w.seq = records_.at(rec).seq;
+  w.seen_end = seen_end;
+  if (wait_s)
+    w.deadline_ns =
+        monotonic_ns() + uint64_t(std::ceil(std::min(*wait_s * 1e9, double(kMaxWaitNs))));
+  w.params = std::move(params);
+  w.owner = owner;
+  if (w.deadline_ns && (!next_deadline_ns_ || w.deadline_ns < next_deadline_ns_))
+    next_deadline_ns_ = w.deadline_ns;
+  records_.pin(rec);  // not forgotten by retention while someone waits for it
+  if (owner) plans_.own(rec);
+  waiters_.push_back(std::move(w));
+}
+
+void DetachedJobs::unpark(const Waiter& w) {
+  if (records_.at(w.record).seq != w.seq) return;  // forgotten: its pins went with it
+  records_.unpin(w.record);
+  if (w.owner) plans_.disown(w.record);
+}
+
+void DetachedJobs::service() {
+  next_deadline_ns_ = 0;  // recomputed from the waiters left below
+  size_t before = unsettled_.size();
+  std::erase_if(unsettled_, [&](const auto& job) {
+    const shm::JobRecord& r = records_.at(job.first);
+    return r.seq != job.second || !records_.table().live(job.first) || records_.settle(job.first);
+  });
+  bool plan_ended = plans_.service();
+  if (!waiters_.empty()) {
+    const uint64_t now = monotonic_ns();
+    std::vector<Waiter> parked;
+    parked.swap(waiters_);
+    for (Waiter& w : parked) {
+      // A client that does not read gets no more answers built (the
+      // transport's drained() comes back here once it has read).
+      const bool held = out_.backlogged(w.reply.conn_id);
+      bool expired = w.deadline_ns && now >= w.deadline_ns;
+      if (!held && try_answer(w, expired)) continue;
+      if (!held && w.deadline_ns && (!next_deadline_ns_ || w.deadline_ns < next_deadline_ns_))
+        next_deadline_ns_ = w.deadline_ns;
+      waiters_.push_back(std::move(w));
+    }
+  }
+  // After the answers (a job that just ended is not forgotten before its
+  // waiters hear of it): a job's output may want the room of older ones.
+  if (unsettled_.size() != before || plan_ended) expire();
+}
+
+bool DetachedJobs::try_answer(Waiter& w, bool timed_out) {
+  auto done = [&](const auto& answer) {
+    unpark(w);
+    if constexpr (std::is_same_v<std::decay_t<decltype(answer)>, rpc::RpcError>)
+      out_.fail(w.reply, answer);
+    else
+      out_.answer(w.reply, answer);
+    return true;
+  };
+  if (out_.batch_full(w.reply)) return done(to_rpc(TransportError::kBatchFull, kMaxBacklogBytes));
+  const shm::JobRecord& r = records_.at(w.record);
+  if (!records_.table().live(w.record) || r.seq != w.seq)
+    return done(to_rpc(JobError{JobError::kForgotten, {}, {}}));
+  if (auto* p = std::get_if<rpc::JobWaitParams>(&w.params)) {
+    if (JobRecords::settled(r)) {
+      rpc::Object result = views_.result(w.record, *p);
+      done(result);
+      if (w.owner) records_.forget(w.record);  // an attached plan, answered: done with it
+      return true;
+    }
+    if (timed_out) return done(views_.status(w.record));
+    return false;
+  }
+  auto& p = std::get<rpc::JobOutputParams>(w.params);
+  uint64_t end = r.spool_end.load(std::memory_order_acquire);
+  if (!timed_out && !JobRecords::settled(r) && end == w.seen_end) return false;  // nothing new
+  w.seen_end = end;
+  bool ready = true;
+  auto out = views_.output(w.record, p, ready);
+  if (auto* e = std::get_if<JobError>(&out)) return done(to_rpc(*e));
+  if (!ready && !timed_out) return false;
+  return done(std::get<rpc::Object>(out));
+}
+
+void DetachedJobs::expire() {
+  records_.expire(unfinished());
+}
+
+void DetachedJobs::client_gone(uint64_t conn_id) {
+  std::erase_if(waiters_, [&](Waiter& w) {
+    if (w.reply.conn_id != conn_id) return false;
+    unpark(w);
+    out_.drop(w.reply);
+    return true;
+  });
+}
+
+int DetachedJobs::next_wait_ms(int tick_ms) const {
+  if (!next_deadline_ns_) return tick_ms;
+  uint64_t now = monotonic_ns();
+  if (next_deadline_ns_ <= now) return 0;
+  return int(
+      std::min<uint64_t>(uint64_t(tick_ms), (next_deadline_ns_ - now + 999'999) / 1'000'000));
+}
+
+}  // namespace sp::frontend

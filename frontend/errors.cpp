@@ -1,0 +1,96 @@
+#include "frontend/errors.h"
+
+#include "frontend/params/readers.h"
+
+namespace sp::frontend {
+
+using rpc::Code;
+using rpc::RpcError;
+
+RpcError to_rpc(TransportError e, uint64_t limit) {
+  const rpc::Value data = rpc::Object{{"limit", limit}};
+  switch (e) {
+    case TransportError::kTooManyConnections:
+      return {Code::LimitExceeded,
+              "too many connections (the limit is " + std::to_string(limit) + ")"};
+    case TransportError::kLineTooLong:
+      return {Code::LimitExceeded, "request line exceeds " + std::to_string(limit) + " bytes",
+              data};
+    case TransportError::kBatchFull:
+      return {Code::LimitExceeded,
+              "the batch's answers passed " + std::to_string(limit) +
+                  " bytes; this member was not run: send it again",
+              data};
+    case TransportError::kTooManyInflight:
+      return {Code::LimitExceeded,
+              "more than --max-inflight (" + std::to_string(limit) +
+                  ") unfinished requests on this connection",
+              data};
+  }
+  return internal_error("unknown transport error");
+}
+
+RpcError to_rpc(shm::SessionError e, const shm::SessionTable& table, uint64_t env_bytes) {
+  switch (e) {
+    case shm::SessionError::kNameTooLong:
+      return rpc::detail::bad_params("\"name\": session name is longer than " +
+                                     std::to_string(table.max_name_bytes()) + " bytes");
+    case shm::SessionError::kEnvTooLarge:
+      return {Code::LimitExceeded, "session env_vars need " + std::to_string(env_bytes) +
+                                       " bytes, the limit is " + std::to_string(table.env_bytes())};
+    case shm::SessionError::kTableFull:
+      return {Code::LimitExceeded,
+              "too many sessions (the limit is " + std::to_string(table.slots()) + ")"};
+  }
+  return internal_error("unknown session error");
+}
+
+RpcError to_rpc(const SubmitError& e) {
+  switch (e.kind) {
+    case SubmitError::kShuttingDown:
+      return {Code::ShuttingDown, "the daemon is shutting down"};
+    case SubmitError::kNoSession:
+      return {Code::NotFound, "no session with session_id " + e.detail,
+              rpc::Object{{"session_id", e.detail}}};
+    case SubmitError::kAboveCeiling:
+      return rpc::detail::bad_params(e.detail);
+    case SubmitError::kQueueFull:
+      return rpc::queue_full_error(kRetryAfterMs, "queue full: " + e.detail + "; retry later");
+    case SubmitError::kTooLarge:
+    case SubmitError::kRecordsFull:
+      return {Code::LimitExceeded, e.detail};
+  }
+  return internal_error("unknown submit error");
+}
+
+RpcError to_rpc(const JobError& e) {
+  switch (e.kind) {
+    case JobError::kNoJob:
+      return {Code::NotFound,
+              "no job with job_id " + e.detail + " (never submitted, forgotten, or evicted)",
+              rpc::Object{{"job_id", e.detail}}};
+    case JobError::kForgotten:
+      return {Code::NotFound, "the job was forgotten"};
+    case JobError::kWrongState:
+      return {Code::WrongState, e.detail, rpc::Object{{"state", e.state}}};
+    case JobError::kNoOutput:
+      return rpc::detail::bad_params(e.detail);
+    case JobError::kUnreadable:
+      return {Code::Internal, e.detail};
+  }
+  return internal_error("unknown job error");
+}
+
+RpcError method_not_found(const std::string& method) {
+  return {Code::MethodNotFound, "method not found: " + method};
+}
+
+RpcError invalid_request(std::string why) {
+  return {Code::InvalidRequest, std::move(why)};
+}
+
+RpcError internal_error(const char* what) {
+  return {Code::Internal, std::string("internal error: ") + what};
+}
+
+}  // namespace sp::frontend

@@ -1,0 +1,59 @@
+// The one table from the frontend's errors to the wire (docs/protocol.md,
+// "Errors"). Each part of the frontend returns its own error values: a kind
+// that decides the code, and the detail that makes the message; only
+// errors.cpp knows which JSON-RPC code and message each becomes. Pure.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "frontend/codec/rpc.h"
+#include "shm/session_table.h"
+
+namespace sp::frontend {
+
+inline constexpr uint64_t kRetryAfterMs = 50;  // the retry hint of a queue-full error
+
+// Connections: a bound of the transport was reached; `limit` is that bound.
+enum class TransportError { kTooManyConnections, kLineTooLong, kBatchFull, kTooManyInflight };
+rpc::RpcError to_rpc(TransportError e, uint64_t limit);
+
+// Sessions (shm::SessionTable::create); `env_bytes`: what the env asked for.
+rpc::RpcError to_rpc(shm::SessionError e, const shm::SessionTable& table, uint64_t env_bytes);
+
+// Why a job or plan was not accepted (JobQueue, Plans, JobRecords).
+struct SubmitError {
+  enum Kind {
+    kShuttingDown,
+    kNoSession,     // detail: the session_id, which names no session
+    kAboveCeiling,  // a param above the daemon's ceiling or beyond what it can do: detail says
+    kQueueFull,     // no job slot or ring cell: detail says which
+    kTooLarge,      // the spec or the plan does not fit: detail says why
+    kRecordsFull,   // every job record holds an unfinished job
+  } kind;
+  std::string detail;
+};
+rpc::RpcError to_rpc(const SubmitError& e);
+
+// What a detached-job method could not do (DetachedJobs).
+struct JobError {
+  enum Kind {
+    kNoJob,       // detail: the job_id
+    kForgotten,   // the job went while its caller waited
+    kWrongState,  // detail says why; `state` is the job's
+    kNoOutput,    // a plan has no output of its own: detail names its steps
+    kUnreadable,  // its spool file could not be read: detail says why
+  } kind;
+  std::string detail;
+  std::string state;
+};
+rpc::RpcError to_rpc(const JobError& e);
+
+// The method table's own: no such method, and a call that cannot be made
+// the way it was sent (detail says why).
+rpc::RpcError method_not_found(const std::string& method);
+rpc::RpcError invalid_request(std::string why);
+// A bug or a failed allocation while handling a call.
+rpc::RpcError internal_error(const char* what);
+
+}  // namespace sp::frontend

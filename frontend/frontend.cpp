@@ -1,0 +1,312 @@
+// The frontend's loop: wires its parts (transport, method table, job queue,
+// attached jobs, detached jobs and plans, sessions) and runs them on one
+// epoll set with the doorbell the workers ring and a signalfd.
+#include "frontend/frontend.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <optional>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/sys.h"
+#include "frontend/attached_jobs.h"
+#include "frontend/codec/json_codec.h"
+#include "frontend/connections.h"
+#include "frontend/detached_jobs.h"
+#include "frontend/env.h"
+#include "frontend/job_queue.h"
+#include "frontend/job_views.h"
+#include "frontend/method_table.h"
+#include "frontend/plans.h"
+#include "frontend/records.h"
+#include "frontend/session_methods.h"
+#include "shm/doorbell.h"
+#include "shm/segment.h"
+#include "shm/session_table.h"
+
+extern char** environ;
+
+namespace sp::frontend {
+
+const char* isolation_name(Isolation i) {
+  switch (i) {
+    case Isolation::kCgroupV2:
+      return "cgroup-v2";
+    case Isolation::kCgroupV1:
+      return "cgroup-v1";
+    case Isolation::kProcessGroup:
+      break;
+  }
+  return "process-group";
+}
+
+namespace {
+
+// Epoll tags below Connections::kFirstConnId that are the loop's own.
+enum Tag : uint64_t { kBell = 2, kSignal = 3 };
+static_assert(Connections::kListenTag < kBell && kSignal < Connections::kFirstConnId);
+constexpr uint64_t kStopFlushNs = 1'000'000'000;  // on SIGTERM: time to write last answers
+
+UniqueFd open_dir(const std::string& path) {
+  if (path.empty()) return {};
+  return UniqueFd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+}
+
+UniqueFd make_epoll() {
+  return UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+}
+
+class Frontend {
+ public:
+  Frontend(const Options& o, shm::Segment seg)
+      : o_(o),
+        seg_(std::move(seg)),
+        epoll_(make_epoll()),
+        bell_(&seg_.header().frontend_bell, o.fds.bell),
+        spool_dir_(open_dir(o.spool_dir)),
+        sessions_(seg_),
+        records_(seg_, spool_dir_ ? spool_dir_.get() : -1, uint64_t(o.retain_s * 1000),
+                 o.job_spool_bytes),
+        queue_(o_, seg_, base_env(environ, o.env_pass)),
+        out_({o.max_connections, o.max_line_bytes, o.max_inflight, o.allow_uids}, epoll_.get(),
+             UniqueFd(o.fds.listen), codec_,
+             {[this](rpc::Call& call, Reply r) { methods_.dispatch(call, std::move(r)); },
+              [this](uint64_t conn) { client_gone(conn); },
+              [this](uint64_t conn) { client_drained(conn); }}),
+        methods_(&out_),
+        attached_(o_, seg_, queue_, out_, bell_),
+        views_(records_, queue_.jobs(), o.max_output_bytes),
+        plans_(records_, queue_, views_),
+        detached_(records_, queue_, plans_, views_, out_),
+        session_methods_(sessions_, out_) {
+    attached_.add_methods(methods_);
+    detached_.add_methods(methods_);
+    session_methods_.add_methods(methods_);
+    methods_.add("health", [this](Reply r) { out_.answer(r, health()); });
+  }
+
+  Status init();
+  int run();
+
+ private:
+  void service_all();
+  void check_draining();
+  void client_gone(uint64_t conn) {
+    attached_.client_gone(conn);
+    detached_.client_gone(conn);
+  }
+  void client_drained(uint64_t conn) {
+    detached_.service();  // its parked waits whose answers were held
+    attached_.client_drained(conn);
+  }
+  rpc::Object health() const;
+
+  const Options& o_;
+  shm::Segment seg_;
+  UniqueFd epoll_, signal_fd_;
+  shm::Doorbell bell_;
+  UniqueFd spool_dir_;
+  shm::SessionTable sessions_;
+  JobRecords records_;
+  JobQueue queue_;
+  rpc::JsonCodec codec_;
+  Connections out_;
+  MethodTable methods_;
+  AttachedJobs attached_;
+  JobViews views_;
+  Plans plans_;
+  DetachedJobs detached_;
+  SessionMethods session_methods_;
+  bool stopping_ = false;
+};
+
+Status Frontend::init() {
+  if (!epoll_) return Error{errno, "epoll_create1"};
+  sessions_.recover();
+  if (!o_.spool_dir.empty() && !spool_dir_)
+    return Error{errno, "open spool directory " + o_.spool_dir};
+  // Detached jobs and plans the last frontend accepted are ours now.
+  records_.recover();
+  plans_.recover();
+  detached_.recover();
+  // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
+  if (auto r =
+          sys("fcntl O_NONBLOCK", [&] { return ::fcntl(out_.listen_fd(), F_SETFL, O_NONBLOCK); });
+      !r)
+    return r.error();
+  ::signal(SIGPIPE, SIG_IGN);  // we never spawn: ignoring is inherited by no one
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  auto sfd = sys("signalfd", [&] { return ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK); });
+  if (!sfd) return sfd.error();
+  signal_fd_.reset(*sfd);
+  if (Status s = out_.start(); !s) return s;
+  for (auto [fd, t] : {std::pair{o_.fds.bell, kBell}, {signal_fd_.get(), kSignal}}) {
+    epoll_event ev{EPOLLIN, {.u64 = t}};
+    if (auto r =
+            sys("epoll_ctl", [&] { return ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev); });
+        !r)
+      return r.error();
+  }
+  return {};
+}
+
+void Frontend::service_all() {
+  detached_.service();
+  attached_.service_all();
+}
+
+void Frontend::check_draining() {
+  if (out_.listen_fd() < 0 || !seg_.header().draining.load()) return;
+  out_.stop_listening();
+  spdlog::info("draining: not accepting connections");
+}
+
+int Frontend::run() {
+  spdlog::info("ready (incarnation {})", seg_.header().frontend_incarnation.load());
+  check_draining();
+  epoll_event events[128];
+  uint64_t stop_deadline = 0;
+  const uint64_t tick_ns = uint64_t(seg_.caps().tick_ms) * 1'000'000;
+  uint64_t next_tick_ns = monotonic_ns() + tick_ns;
+  for (;;) {
+    int timeout = detached_.next_wait_ms(int(seg_.caps().tick_ms));  // bounded: see n == 0
+    if (stopping_) {
+      if (!out_.any_unsent() || monotonic_ns() >= stop_deadline) break;
+      timeout = 10;
+    }
+    seg_.header().frontend_heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    int n = ::epoll_wait(epoll_.get(), events, 128, timeout);
+    if (n < 0 && errno != EINTR) {
+      spdlog::critical("epoll_wait: {}", std::strerror(errno));
+      return 1;
+    }
+    // The tick: re-check what a doorbell would have said (a lost wake-up, or
+    // a job held for the output budget whose turn came without one). By time,
+    // not only when idle: a busy connection must not starve it.
+    if (uint64_t now = monotonic_ns(); n == 0 || now >= next_tick_ns) {
+      next_tick_ns = now + tick_ns;
+      check_draining();
+      service_all();
+      detached_.expire();
+    }
+    for (int i = 0; i < n; ++i) {
+      uint64_t t = events[i].data.u64;
+      if (t == Connections::kListenTag) {
+        out_.accept_all();
+      } else if (t == kBell) {
+        bell_.acknowledge();
+        check_draining();
+        service_all();
+      } else if (t == kSignal) {
+        signalfd_siginfo si;
+        while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
+        }
+        if (!stopping_) {
+          // The supervisor stops us last: deliver what the workers finished.
+          stopping_ = true;
+          out_.stop_reading();
+          queue_.stop_accepting();
+          stop_deadline = monotonic_ns() + kStopFlushNs;
+          service_all();
+        }
+      } else {
+        out_.on_event(t, events[i].events);
+      }
+    }
+    out_.flush_dirty();
+    // Jobs held for the budget may go on once answers were written.
+    if (attached_.want_service()) attached_.service_all();
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+// Pool state and counters: what an operator or a load balancer asks.
+rpc::Object Frontend::health() const {
+  const shm::Header& h = seg_.header();
+  const shm::Capacities& caps = seg_.caps();
+  const shm::JobTable& jobs = queue_.jobs();
+  uint64_t now = monotonic_ns();
+  rpc::Array workers;
+  for (uint32_t i = 0; i < caps.workers; ++i) {
+    const shm::WorkerRecord& w = seg_.worker(i);
+    uint64_t beat = w.heartbeat_ns.load();
+    workers.push_back(
+        rpc::Object{{"index", i},
+                    {"pid", w.pid.load()},
+                    {"running", w.running.load()},
+                    {"incarnation", w.incarnation.load()},
+                    {"heartbeat_age_ms", beat && now > beat ? (now - beat) / 1'000'000 : 0}});
+  }
+  uint32_t queued = 0, running = 0;
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    shm::JobState s = jobs.load(i).state;
+    queued += s == shm::JobState::kQueued;
+    running += s == shm::JobState::kClaimed || s == shm::JobState::kRunning;
+  }
+  const shm::Counters& c = h.counters;
+  rpc::Object counters{{"submitted", c.submitted.load()},
+                       {"started", c.started.load()},
+                       {"finished", c.finished.load()},
+                       {"failed", c.failed.load()},
+                       {"timed_out", c.timed_out.load()},
+                       {"cancelled", c.cancelled.load()},
+                       {"lost", c.lost.load()},
+                       {"requeued", c.requeued.load()},
+                       {"worker_restarts", c.worker_restarts.load()},
+                       {"frontend_restarts", c.frontend_restarts.load()},
+                       {"hang_kills", c.hang_kills.load()},
+                       {"deaths_by_signal", c.deaths_signal.load()},
+                       {"deaths_by_exit", c.deaths_exit.load()},
+                       {"deaths_by_oom", c.deaths_oom.load()},
+                       {"recycles", c.recycles.load()},
+                       {"oom_kills", c.oom_kills.load()}};
+  return rpc::Object{
+      {"status", h.draining.load() ? "draining" : "ok"},
+      {"uptime_ms", unix_ms() - h.started_unix_ms.load()},
+      {"workers", std::move(workers)},
+      {"jobs", rpc::Object{{"queued", queued},
+                           {"running", running},
+                           {"queue_capacity", caps.job_slots},
+                           {"max_concurrent", caps.workers * caps.jobs_per_worker}}},
+      {"connections", out_.size()},
+      {"output_buffered_bytes", attached_.held_bytes()},
+      {"output_budget", o_.output_budget},
+      {"output_budget_holds", attached_.budget_holds()},
+      {"sessions", sessions_.count()},
+      {"detached", rpc::Object{{"jobs", records_.live_count()},
+                               {"unfinished", detached_.unfinished()},
+                               {"capacity", records_.size()},
+                               {"spool_used_bytes", seg_.spool_budget().used()},
+                               {"spool_bytes", caps.spool_bytes}}},
+      {"isolation", isolation_name(o_.isolation)},
+      {"isolation_note", o_.isolation_note},  // which jobs get cgroups, or why none do
+      {"counters", std::move(counters)}};
+}
+
+}  // namespace
+
+int run(const Options& options) {
+  auto seg = shm::Segment::open(options.shm_name);
+  if (!seg) {
+    spdlog::critical("{}", seg.error().message());
+    return 1;
+  }
+  Frontend f(options, std::move(seg).value());
+  if (Status s = f.init(); !s) {
+    spdlog::critical("{}", s.error().message());
+    return 1;
+  }
+  return f.run();
+}
+
+}  // namespace sp::frontend

@@ -1,0 +1,121 @@
+#include "frontend/job_queue.h"
+
+#include "common/crash_point.h"
+#include "shm/repair.h"
+
+namespace sp::frontend {
+
+using shm::JobState;
+using shm::JobWord;
+
+JobQueue::JobQueue(const Options& o, const shm::Segment& seg, EnvPairs base_env)
+    : o_(o),
+      seg_(seg),
+      jobs_(seg.jobs()),
+      ring_(seg.ring()),
+      sessions_(seg),
+      records_(seg),
+      submit_(&seg.header().submit_bell, o.fds.submit),
+      specs_(o, std::move(base_env)) {
+  for (size_t i = 0; i < o.fds.workers.size(); ++i)
+    worker_bells_.emplace_back(&seg.worker(uint32_t(i)).bell, o.fds.workers[i]);
+}
+
+bool JobQueue::accepting() const {
+  return !stopping_ && !seg_.header().draining.load();
+}
+
+uint64_t JobQueue::next_job_id() const {
+  return seg_.header().next_job_id.fetch_add(1, std::memory_order_relaxed);
+}
+
+uint32_t JobQueue::free_slots(uint32_t enough) const {
+  uint32_t free = 0;
+  for (uint32_t i = 0; i < jobs_.size() && free < enough; ++i)
+    free += jobs_.load(i).state == JobState::kFree;
+  return free;
+}
+
+std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
+                                                      JobPlacement where) {
+  if (!accepting()) return SubmitError{SubmitError::kShuttingDown, {}};
+  std::optional<EnvPairs> session_env;
+  if (!p.session_id.empty()) {
+    session_env = sessions_.env_of(p.session_id);
+    if (!session_env) return SubmitError{SubmitError::kNoSession, p.session_id};
+  }
+  auto spec = specs_.build(p, session_env ? &*session_env : nullptr);
+  if (auto* e = std::get_if<SubmitError>(&spec)) return *e;
+
+  auto slot = jobs_.allocate(alloc_cursor_);
+  if (!slot)
+    return SubmitError{SubmitError::kQueueFull,
+                       std::to_string(jobs_.size()) + " jobs are queued or running"};
+  shm::JobSlot& s = jobs_.slot(*slot);
+  JobWord allocated = jobs_.load(*slot);
+  auto words = shm::encode_spec({seg_.spec(*slot), seg_.caps().spec_bytes}, s.spec_words,
+                                std::get<shm::SpecInput>(spec));
+  if (!words) {
+    s.spec_words = seg_.caps().spec_bytes / 8;  // unknown how much was written: zero all next time
+    jobs_.transition(*slot, allocated, {JobState::kFree, 0, 0, allocated.generation + 1});
+    return SubmitError{SubmitError::kTooLarge, words.error().message()};
+  }
+  s.spec_words = *words;
+  s.job_id = where.seq ? where.seq : next_job_id();
+  if (where.record)  // a detached job: the record names its slot before the job is queued
+    records_.bind(*where.record, *slot, allocated.generation);
+  if (where.waiting) {  // counted as submitted when it is queued (promote)
+    jobs_.transition(*slot, allocated, allocated.with_state(JobState::kWaiting));
+    return *slot;
+  }
+  JobWord queued = allocated.with_state(JobState::kQueued);
+  jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer
+  crash_point("mid_enqueue");
+  if (!ring_.push(*slot)) {
+    SubmitError full{SubmitError::kQueueFull, "the ring is full"};
+    if (jobs_.transition(*slot, queued, {JobState::kFree, 0, 0, queued.generation + 1}))
+      return full;
+    // A stale cell let a worker claim it meanwhile. An attached job then runs
+    // for no one, and frees itself when it ends; a detached one is accepted.
+    if (!where.record) {
+      jobs_.orphan(*slot);
+      ring_owner(jobs_.load(*slot));
+      return full;
+    }
+  }
+  submit_.ring();
+  seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
+  return *slot;
+}
+
+bool JobQueue::promote(uint32_t slot, JobWord waiting) {
+  JobWord queued = waiting.with_state(JobState::kQueued);
+  if (!jobs_.transition(slot, waiting, queued)) return false;
+  if (!ring_.push(slot)) {
+    // The ring is full: wait for the next turn (unless a stale cell let a
+    // worker claim it meanwhile, which is as good).
+    jobs_.transition(slot, queued, waiting);
+    return false;
+  }
+  submit_.ring();
+  seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+bool JobQueue::stop(uint32_t slot, std::string_view why, uint32_t sig, uint32_t grace_ms) {
+  if (shm::finish_queued(seg_, slot, jobs_.load(slot), JobState::kCancelled, why)) return true;
+  jobs_.request_cancel(slot, sig, grace_ms);
+  ring_owner(jobs_.load(slot));
+  return false;
+}
+
+void JobQueue::signal(uint32_t slot, int sig) {
+  jobs_.request_signal(slot, sig);
+  ring_owner(jobs_.load(slot));
+}
+
+void JobQueue::ring_owner(JobWord w) const {
+  if (w.owner && w.owner <= worker_bells_.size()) worker_bells_[w.owner - 1].ring();
+}
+
+}  // namespace sp::frontend

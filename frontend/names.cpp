@@ -1,0 +1,56 @@
+#include "frontend/names.h"
+
+#include "common/signals.h"
+
+namespace sp::frontend {
+
+using shm::JobState;
+
+const char* state_name(JobState s) {
+  switch (s) {
+    case JobState::kFree:
+    case JobState::kAllocated:
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kClaimed:
+    case JobState::kRunning:
+      return "running";
+    case JobState::kExited:
+      return "exited";
+    case JobState::kTimedOut:
+      return "timed_out";
+    case JobState::kCancelled:
+      return "cancelled";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kLost:
+      return "lost";
+    case JobState::kWaiting:
+      return "waiting";
+    case JobState::kSkipped:
+      return "skipped";
+  }
+  return "lost";
+}
+
+const char* plan_kind_name(shm::PlanKind kind) {
+  switch (kind) {
+    case shm::PlanKind::kChain:
+      return "chain";
+    case shm::PlanKind::kParallel:
+      return "parallel";
+    case shm::PlanKind::kDag:
+      return "dag";
+    case shm::PlanKind::kNotAPlan:
+      break;
+  }
+  return "";
+}
+
+rpc::Value signal_value(int sig) {
+  if (!sig) return nullptr;
+  std::string name = signal_name(sig);
+  return name.empty() ? rpc::Value(sig) : rpc::Value(std::move(name));
+}
+
+}  // namespace sp::frontend

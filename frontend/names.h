@@ -1,0 +1,26 @@
+// How results name things on the wire: a job's state ("queued", "exited",
+// ...), a plan's kind ("chain", ...) and a signal ("SIGTERM"). One list each,
+// used by the results and by the params that filter on them. Pure.
+#pragma once
+
+#include <string_view>
+
+#include "frontend/codec/value.h"
+#include "shm/layout.h"
+
+namespace sp::frontend {
+
+// As job_status says it: states a client cannot tell apart share a name
+// (Free/Allocated/Queued are "queued", Claimed/Running "running").
+const char* state_name(shm::JobState s);
+// Every name state_name gives, for job_list's "state" filter.
+inline constexpr std::string_view kStateNames[] = {"waiting", "queued",    "running",
+                                                   "exited",  "timed_out", "cancelled",
+                                                   "failed",  "lost",      "skipped"};
+
+const char* plan_kind_name(shm::PlanKind kind);  // "" for kNotAPlan
+
+// null for 0, "SIGTERM" for a named signal, else its number.
+rpc::Value signal_value(int sig);
+
+}  // namespace sp::frontend

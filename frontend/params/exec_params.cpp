@@ -1,0 +1,47 @@
+// Params of execute / execute_stream (and every step of a plan) and of the
+// session methods.
+#include "frontend/params/readers.h"
+
+namespace sp::rpc {
+
+using namespace detail;
+
+Parsed<ExecParams> parse_exec_params(const Value& params) {
+  ExecParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_string(obj, "command", kRequired | kNonEmpty, p.command)) return *e;
+  if (auto e = read_string_array(obj, "args", p.args)) return *e;
+  p.shell = p.args.empty();
+  if (auto e = read_bool(obj, "shell", p.shell)) return *e;
+  if (auto e = read_seconds(obj, "timeout", true, p.timeout_s)) return *e;
+  if (auto e = read_string(obj, "working_dir", kOptional, p.working_dir)) return *e;
+  if (auto e = read_string(obj, "session_id", kOptional, p.session_id)) return *e;
+  if (auto e = read_env(obj, "env", p.env)) return *e;
+  if (auto e = read_encoding(obj, p.base64)) return *e;
+  if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
+  if (auto e = read_byte_count(obj, "kill_grace_ms", p.kill_grace_ms)) return *e;
+  if (auto e = read_limits(obj, p.limits)) return *e;
+  if (auto e = read_output_policy(obj, p.kill_on_output_cap)) return *e;
+  if (auto e = check_stdin(obj)) return *e;
+  return p;
+}
+
+Parsed<SessionCreateParams> parse_session_create_params(const Value& params) {
+  SessionCreateParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_string(obj, "name", kOptional, p.name)) return *e;
+  if (auto e = read_env(obj, "env_vars", p.env_vars)) return *e;
+  return p;
+}
+
+Parsed<std::string> parse_session_id_param(const Value& params) {
+  std::string id;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_string(obj, "session_id", kRequired | kNonEmpty, id)) return *e;
+  return id;
+}
+
+}  // namespace sp::rpc

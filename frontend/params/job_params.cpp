@@ -1,0 +1,166 @@
+// Params of the detached-job methods (job_submit, job_status, ...).
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/signals.h"
+#include "frontend/names.h"
+#include "frontend/params/readers.h"
+
+namespace sp::rpc {
+
+using namespace detail;
+
+namespace {
+
+std::optional<RpcError> read_job_id(Obj obj, bool required, std::string& out) {
+  if (auto e = read_string(obj, "job_id", required ? kRequired | kNonEmpty : kNonEmpty, out))
+    return e;
+  // A plan's step is "<plan id>/<name>", each part up to kMaxJobIdBytes.
+  size_t slash = out.find('/');
+  size_t longest =
+      slash == std::string::npos ? out.size() : std::max(slash, out.size() - slash - 1);
+  if (longest > kMaxJobIdBytes)
+    return bad_params("\"job_id\" is longer than " + std::to_string(kMaxJobIdBytes) +
+                      " bytes (a plan's step: each side of its '/')");
+  return std::nullopt;
+}
+
+// A client-chosen id for job_submit: see kMaxJobIdBytes.
+std::optional<RpcError> check_new_job_id(const std::string& id) {
+  if (id.empty()) return std::nullopt;
+  if (id.size() > kMaxJobIdBytes)
+    return bad_params("\"job_id\" is longer than " + std::to_string(kMaxJobIdBytes) + " bytes");
+  if (!id_chars(id)) return bad_params("\"job_id\" may only hold letters, digits and . _ : -");
+  if (id.find_first_not_of("0123456789") == std::string::npos)
+    return bad_params(
+        "\"job_id\" needs a character that is not a digit (numbers are the ids "
+        "the daemon generates)");
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_signal(Obj obj, bool required, int& out) {
+  const Value* v = field(obj, "signal");
+  if (v == nullptr) {
+    if (required) return bad_params("\"signal\" is required");
+    return std::nullopt;
+  }
+  if (v->is_int64() && v->get_int64() >= 1 && v->get_int64() <= 64) {
+    out = int(v->get_int64());
+    return std::nullopt;
+  }
+  if (v->is_string())
+    if (auto sig = signal_number(v->get_string())) {
+      out = *sig;
+      return std::nullopt;
+    }
+  return bad_params(
+      "\"signal\" must be a signal name (\"TERM\", \"INT\", \"KILL\", \"HUP\", "
+      "\"USR1\", ...) or a number 1..64");
+}
+
+}  // namespace
+
+Parsed<JobSubmitParams> parse_job_submit_params(const Value& params) {
+  JobSubmitParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  std::string strategy;
+  if (auto e = read_string(obj, "strategy", kNonEmpty, strategy)) return *e;
+  if (strategy.empty()) {
+    auto exec = parse_exec_params(params);
+    if (auto* e = std::get_if<RpcError>(&exec)) return *e;
+    p.exec = std::move(std::get<ExecParams>(exec));
+  } else {
+    shm::PlanKind kind = strategy == "chain"      ? shm::PlanKind::kChain
+                         : strategy == "parallel" ? shm::PlanKind::kParallel
+                         : strategy == "dag"      ? shm::PlanKind::kDag
+                                                  : shm::PlanKind::kNotAPlan;
+    if (kind == shm::PlanKind::kNotAPlan)
+      return bad_params("\"strategy\" must be \"chain\", \"parallel\" or \"dag\"");
+    auto plan = parse_plan_params(kind, params);
+    if (auto* e = std::get_if<RpcError>(&plan)) return *e;
+    p.plan = std::move(std::get<PlanParams>(plan));
+  }
+  if (auto e = read_job_id(obj, false, p.job_id)) return *e;
+  if (auto e = check_new_job_id(p.job_id)) return *e;
+  return p;
+}
+
+Parsed<std::string> parse_job_id_param(const Value& params) {
+  std::string id;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_job_id(obj, true, id)) return *e;
+  return id;
+}
+
+Parsed<JobWaitParams> parse_job_wait_params(const Value& params) {
+  JobWaitParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_job_id(obj, true, p.job_id)) return *e;
+  if (auto e = read_seconds(obj, "timeout", false, p.timeout_s)) return *e;
+  if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
+  if (auto e = read_encoding(obj, p.base64)) return *e;
+  return p;
+}
+
+Parsed<JobOutputParams> parse_job_output_params(const Value& params) {
+  JobOutputParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_job_id(obj, true, p.job_id)) return *e;
+  std::string stream = "both";
+  if (auto e = read_string(obj, "stream", kOptional, stream)) return *e;
+  if (stream == "stdout") {
+    p.stream = OutputStream::kStdout;
+  } else if (stream == "stderr") {
+    p.stream = OutputStream::kStderr;
+  } else if (stream == "both") {
+    p.stream = OutputStream::kBoth;
+  } else {
+    return bad_params("\"stream\" must be \"stdout\", \"stderr\" or \"both\"");
+  }
+  std::optional<uint64_t> n;
+  if (auto e = read_byte_count(obj, "cursor", n)) return *e;
+  p.cursor = n.value_or(0);
+  n.reset();
+  if (auto e = read_byte_count(obj, "max_bytes", n)) return *e;
+  if (n && (*n < 1 || *n > kMaxOutputRead))
+    return bad_params("\"max_bytes\" must be 1.." + std::to_string(kMaxOutputRead));
+  if (n) p.max_bytes = *n;
+  if (auto e = read_encoding(obj, p.base64)) return *e;
+  if (auto e = read_seconds(obj, "wait", false, p.wait_s)) return *e;
+  return p;
+}
+
+Parsed<JobSignalParams> parse_job_signal_params(const Value& params, bool signal_required) {
+  JobSignalParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_job_id(obj, true, p.job_id)) return *e;
+  if (auto e = read_signal(obj, signal_required, p.signal)) return *e;
+  if (!signal_required)
+    if (auto e = read_byte_count(obj, "grace_ms", p.grace_ms)) return *e;
+  return p;
+}
+
+Parsed<JobListParams> parse_job_list_params(const Value& params) {
+  JobListParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_string(obj, "state", kOptional, p.state)) return *e;
+  if (!p.state.empty() &&
+      std::find(std::begin(frontend::kStateNames), std::end(frontend::kStateNames), p.state) ==
+          std::end(frontend::kStateNames)) {
+    std::string names;
+    for (std::string_view st : frontend::kStateNames)
+      names += (names.empty() ? "" : ", ") + std::string(st);
+    return bad_params("\"state\" must be one of " + names);
+  }
+  if (auto e = read_string(obj, "session_id", kOptional, p.session_id)) return *e;
+  return p;
+}
+
+}  // namespace sp::rpc

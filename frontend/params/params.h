@@ -1,0 +1,125 @@
+// The typed params of the built-in methods, and their readers: each turns a
+// request's params (an rpc::Value from any codec) into a params struct, or
+// a -32602 error naming the field and why. Unknown fields are ignored
+// (compatibility with existing clients); a null counts as absent for every
+// optional field. Pure functions; no exception escapes. Thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/env_pairs.h"
+#include "frontend/codec/rpc.h"
+#include "shm/codec.h"
+#include "shm/layout.h"
+
+namespace sp::rpc {
+
+template <typename T>
+using Parsed = std::variant<T, RpcError>;
+
+struct ExecParams {
+  std::string command;              // required, non-empty, no NUL
+  std::vector<std::string> args;    // "args": array of strings without NUL
+  bool shell = true;                // default: true iff args empty; "shell": bool overrides
+  std::optional<double> timeout_s;  // "timeout": finite number > 0 (seconds)
+  std::string working_dir;          // "working_dir": "" = daemon default
+  std::string session_id;           // "session_id": "" = no session
+  EnvPairs env;                     // "env": object string->string, in request order
+  bool base64 = false;              // "output_encoding": "utf8" (default) | "base64"
+  std::optional<uint64_t> max_output_bytes;  // "max_output_bytes": integer >= 0, per stream
+  bool kill_on_output_cap = false;           // "output_policy": "truncate" (default) | "kill"
+  std::optional<uint64_t> kill_grace_ms;     // "kill_grace_ms": TERM -> KILL on timeout/cancel
+  shm::Rlimits limits;  // "limits": {"cpu_seconds": N, ...} by shm::kLimitNames; 0: not asked
+};
+// Used by execute and execute_stream. "stdin" must be absent, null or "".
+Parsed<ExecParams> parse_exec_params(const Value& params);
+
+struct SessionCreateParams {
+  std::string name;   // "name": optional, default ""
+  EnvPairs env_vars;  // "env_vars": optional object string->string
+};
+Parsed<SessionCreateParams> parse_session_create_params(const Value& params);
+
+// {"session_id": non-empty string}, as session_destroy takes it.
+Parsed<std::string> parse_session_id_param(const Value& params);
+
+// Detached jobs (job_params.cpp). Generated job ids are decimal numbers; a
+// client-chosen "job_id" is 1..64 bytes of [A-Za-z0-9._:-] with at least one
+// non-digit, so the two never collide; a plan's steps are "<plan id>/<step
+// name>", which neither can be.
+inline constexpr size_t kMaxJobIdBytes = 64;
+inline constexpr size_t kMaxStepIdBytes = 2 * kMaxJobIdBytes + 1;  // "<plan id>/<name>"
+
+// Strategies: execute_chain, execute_parallel, execute_dag, and job_submit
+// with "strategy". Each step is an execute spec (its own env, working_dir,
+// timeout, session_id, ...).
+// Their kinds and bounds are shm's (shm::PlanKind, shm::kMaxPlanSteps):
+// plans live in job records.
+struct PlanStep {
+  std::string name;  // dag: the node's name; else its index
+  ExecParams exec;
+  std::vector<std::string> depends_on;  // dag: "depends_on", names of other nodes
+};
+struct PlanParams {
+  shm::PlanKind kind = shm::PlanKind::kChain;
+  std::vector<PlanStep> steps;  // chain/parallel: "commands" in order; dag: "nodes" by name
+  bool stop_on_error = true;    // chain: "stop_on_error"
+  bool fail_fast = false;       // dag, parallel: "fail_fast": after a failure, start no more steps
+  uint32_t max_parallel = 0;    // parallel, dag: "max_parallel" >= 1; 0: no bound
+  // How the attached methods answer each step's output (as execute's).
+  bool base64 = false;                       // "output_encoding"
+  std::optional<uint64_t> max_output_bytes;  // "max_output_bytes", per step and stream
+};
+// Checks the steps, and for a DAG that every dependency names a node, no
+// name is given twice and there is no cycle (-32602 naming the culprit).
+Parsed<PlanParams> parse_plan_params(shm::PlanKind kind, const Value& params);
+
+struct JobSubmitParams {
+  ExecParams exec;
+  std::optional<PlanParams> plan;  // "strategy": "chain" | "parallel" | "dag"
+  std::string job_id;              // "" = generate one
+};
+Parsed<JobSubmitParams> parse_job_submit_params(const Value& params);
+
+// {"job_id": string}: job_status, job_forget.
+Parsed<std::string> parse_job_id_param(const Value& params);
+
+struct JobWaitParams {
+  std::string job_id;
+  std::optional<double> timeout_s;           // "timeout": seconds >= 0; absent = until it ends
+  std::optional<uint64_t> max_output_bytes;  // per stream, as execute
+  bool base64 = false;                       // "output_encoding"
+};
+Parsed<JobWaitParams> parse_job_wait_params(const Value& params);
+
+enum class OutputStream : uint8_t { kStdout = 0, kStderr = 1, kBoth = 2 };
+struct JobOutputParams {
+  std::string job_id;
+  OutputStream stream = OutputStream::kBoth;  // "stream": "stdout" | "stderr" | "both"
+  uint64_t cursor = 0;                        // "cursor": byte offset into that stream
+  uint64_t max_bytes = 64 * 1024;             // "max_bytes": 1..kMaxOutputRead
+  bool base64 = false;                        // "output_encoding"
+  std::optional<double> wait_s;  // "wait": seconds to wait for data when there is none yet
+};
+inline constexpr uint64_t kMaxOutputRead = 16u << 20;
+Parsed<JobOutputParams> parse_job_output_params(const Value& params);
+
+struct JobSignalParams {
+  std::string job_id;
+  int signal = 0;                    // "signal": "TERM", "SIGTERM" or a number 1..64
+  std::optional<uint64_t> grace_ms;  // job_cancel only: "grace_ms" before SIGKILL
+};
+// job_cancel: "signal" optional (default TERM); job_signal: required.
+Parsed<JobSignalParams> parse_job_signal_params(const Value& params, bool signal_required);
+
+struct JobListParams {
+  std::string state;       // "" = any; else one of the job states, "waiting" or "skipped"
+  std::string session_id;  // "" = any
+};
+Parsed<JobListParams> parse_job_list_params(const Value& params);
+
+}  // namespace sp::rpc

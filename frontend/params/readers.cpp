@@ -1,0 +1,229 @@
+#include "frontend/params/readers.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sp::rpc::detail {
+
+constexpr std::string_view kInvalidParams = "invalid params: ";
+
+RpcError bad_params(std::string why) {
+  return {Code::InvalidParams, std::string(kInvalidParams) + std::move(why)};
+}
+
+RpcError within(RpcError err, const std::string& where) {
+  if (err.code == Code::InvalidParams && err.message.rfind(kInvalidParams, 0) == 0)
+    err.message.insert(kInvalidParams.size(), where + ": ");
+  return err;
+}
+
+std::string quoted(std::string_view name) {
+  std::string q = "\"";
+  q += name;
+  q += '"';
+  return q;
+}
+
+// A key quoted for an error message: at most 64 bytes, cut at a code point
+// boundary so the message stays valid UTF-8 (keys come from Boost.JSON,
+// which only accepts valid UTF-8).
+std::string quoted_key(std::string_view key) {
+  constexpr size_t kMax = 64;
+  if (key.size() <= kMax) return quoted(key);
+  size_t cut = kMax;
+  while (cut > 0 && (static_cast<unsigned char>(key[cut]) & 0xC0) == 0x80) --cut;
+  return quoted(key.substr(0, cut)) + "...";
+}
+
+namespace {
+
+bool has_nul(std::string_view s) {
+  return s.find('\0') != std::string_view::npos;
+}
+
+}  // namespace
+
+std::optional<RpcError> params_object(const Value& params, Obj& obj) {
+  obj = nullptr;
+  if (params.is_null()) return std::nullopt;
+  if (!params.is_object()) return bad_params("params must be an object");
+  obj = &params.get_object();
+  return std::nullopt;
+}
+
+// The field's value, or nullptr when it is absent or JSON null.
+const Value* field(Obj obj, std::string_view key) {
+  if (obj == nullptr) return nullptr;
+  const Value* v = obj->if_contains(key);
+  return v == nullptr || v->is_null() ? nullptr : v;
+}
+
+std::optional<RpcError> read_string(Obj obj, std::string_view key, unsigned rules,
+                                    std::string& out) {
+  const Value* v = field(obj, key);
+  if (v == nullptr) {
+    if (rules & kRequired) return bad_params(quoted(key) + " is required");
+    return std::nullopt;
+  }
+  if (!v->is_string()) return bad_params(quoted(key) + " must be a string");
+  const std::string& s = v->get_string();
+  if ((rules & kNonEmpty) && s.empty()) return bad_params(quoted(key) + " must not be empty");
+  if (has_nul(s)) return bad_params(quoted(key) + " must not contain NUL bytes");
+  out.assign(s.data(), s.size());
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_string_array(Obj obj, std::string_view key,
+                                          std::vector<std::string>& out) {
+  const Value* v = field(obj, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_array()) return bad_params(quoted(key) + " must be an array of strings");
+  const Array& arr = v->get_array();
+  out.reserve(arr.size());
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const std::string at = " (element " + std::to_string(i) + ")";
+    if (!arr[i].is_string()) return bad_params(quoted(key) + " must be an array of strings" + at);
+    const std::string& s = arr[i].get_string();
+    if (has_nul(s)) return bad_params(quoted(key) + " elements must not contain NUL bytes" + at);
+    out.push_back(s);
+  }
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_env(Obj obj, std::string_view key, EnvPairs& out) {
+  const Value* v = field(obj, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) return bad_params(quoted(key) + " must be an object of strings");
+  const Object& env = v->get_object();
+  out.reserve(env.size());
+  for (const auto& [name, value] : env) {
+    if (name.empty()) return bad_params(quoted(key) + " names must not be empty");
+    if (has_nul(name)) return bad_params(quoted(key) + " names must not contain NUL bytes");
+    if (name.find('=') != std::string_view::npos) {
+      return bad_params(quoted(key) + " names must not contain '=' (key " + quoted_key(name) + ")");
+    }
+    if (!value.is_string()) {
+      return bad_params(quoted(key) + " values must be strings (key " + quoted_key(name) + ")");
+    }
+    if (has_nul(value.get_string())) {
+      return bad_params(quoted(key) + " values must not contain NUL bytes (key " +
+                        quoted_key(name) + ")");
+    }
+    out.emplace_back(name, value.get_string());
+  }
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_bool(Obj obj, std::string_view key, bool& out) {
+  const Value* v = field(obj, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_bool()) return bad_params(quoted(key) + " must be true or false");
+  out = v->get_bool();
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_seconds(Obj obj, std::string_view key, bool positive,
+                                     std::optional<double>& out) {
+  const Value* v = field(obj, key);
+  if (v == nullptr) return std::nullopt;
+  double d = std::nan("");
+  if (v->is_int64()) {
+    d = static_cast<double>(v->get_int64());
+  } else if (v->is_uint64()) {
+    d = static_cast<double>(v->get_uint64());
+  } else if (v->is_double()) {
+    d = v->get_double();
+  }
+  // The comparisons also reject NaN; 1e400 arrives from the parser as infinity.
+  if (!(positive ? d > 0 : d >= 0) || !std::isfinite(d))
+    return bad_params(quoted(key) + (positive ? " must be a positive number of seconds"
+                                              : " must be seconds >= 0"));
+  out = d;
+  return std::nullopt;
+}
+
+// `within`: where the field is, for the message (e.g. " in \"limits\"").
+std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::optional<uint64_t>& out,
+                                        std::string_view where) {
+  const Value* v = field(obj, key);
+  if (v == nullptr) return std::nullopt;
+  if (v->is_int64() && v->get_int64() >= 0) {
+    out = static_cast<uint64_t>(v->get_int64());
+  } else if (v->is_uint64()) {
+    out = v->get_uint64();
+  } else if (v->is_double() && v->get_double() >= 0 && v->get_double() < 0x1p64 &&
+             std::floor(v->get_double()) == v->get_double()) {
+    out = static_cast<uint64_t>(v->get_double());  // 1e6 written by a client
+  } else {
+    return bad_params(quoted(key) + std::string(where) + " must be an integer >= 0");
+  }
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_encoding(Obj obj, bool& base64) {
+  const Value* v = field(obj, "output_encoding");
+  if (v == nullptr) return std::nullopt;
+  if (v->is_string()) {
+    const std::string& s = v->get_string();
+    if (s == "utf8" || s == "utf-8") {
+      base64 = false;
+      return std::nullopt;
+    }
+    if (s == "base64") {
+      base64 = true;
+      return std::nullopt;
+    }
+  }
+  return bad_params("\"output_encoding\" must be \"utf8\" or \"base64\"");
+}
+
+std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out) {
+  const Value* v = field(obj, "limits");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) return bad_params("\"limits\" must be an object");
+  Obj limits = &v->get_object();
+  for (const auto& member : *limits) {
+    std::string_view key = member.first;  // a variable clang 14's lambdas can capture
+    auto known = std::find_if(std::begin(shm::kLimitNames), std::end(shm::kLimitNames),
+                              [&](const auto& n) { return key == n.first; });
+    // A misspelt limit silently not applied would be worse than an error.
+    if (known == std::end(shm::kLimitNames)) {
+      std::string names;
+      for (const auto& [name, field] : shm::kLimitNames)
+        names += (names.empty() ? "" : ", ") + std::string(name);
+      return bad_params("unknown field " + quoted_key(key) + " in \"limits\"; known: " + names);
+    }
+    std::optional<uint64_t> n;
+    if (auto e = read_byte_count(limits, key, n, " in \"limits\"")) return e;
+    if (*n == 0) return bad_params(quoted(key) + " in \"limits\" must be >= 1");
+    out.*known->second = *n;
+  }
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_output_policy(Obj obj, bool& kill) {
+  const Value* v = field(obj, "output_policy");
+  if (v == nullptr) return std::nullopt;
+  if (v->is_string() && (v->get_string() == "truncate" || v->get_string() == "kill")) {
+    kill = v->get_string() == "kill";
+    return std::nullopt;
+  }
+  return bad_params("\"output_policy\" must be \"truncate\" or \"kill\"");
+}
+
+std::optional<RpcError> check_stdin(Obj obj) {
+  const Value* v = field(obj, "stdin");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_string()) return bad_params("\"stdin\" must be a string");
+  if (!v->get_string().empty()) return bad_params("\"stdin\" is not supported yet");
+  return std::nullopt;
+}
+
+bool id_chars(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           ch == '.' || ch == '_' || ch == ':' || ch == '-';
+  });
+}
+
+}  // namespace sp::rpc::detail

@@ -1,0 +1,75 @@
+#include "frontend/spec_builder.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "frontend/env.h"
+
+namespace sp::frontend {
+
+namespace {
+
+constexpr double kMaxTimeoutS = 1e9;         // ~31 years: effectively none, and no overflow
+constexpr uint64_t kMaxGraceMs = 3'600'000;  // a kill grace beyond an hour is taken as an hour
+
+// The job's limits and timeout: what it asks for, else the daemon's default,
+// else the daemon's ceiling; more than the ceiling is refused.
+std::optional<SubmitError> effective_limits(const Options& o, const rpc::ExecParams& p,
+                                            shm::Rlimits& limits, uint64_t& timeout_ms) {
+  for (const auto& [name, field] : shm::kLimitNames) {
+    uint64_t ceiling = o.max_limits.*field;
+    uint64_t v = p.limits.*field;
+    if (v && ceiling && v > ceiling)
+      return SubmitError{SubmitError::kAboveCeiling,
+                         "\"" + std::string(name) + "\" in \"limits\" is " + std::to_string(v) +
+                             ", above the daemon's ceiling of " + std::to_string(ceiling)};
+    if (!v) v = o.default_limits.*field ? o.default_limits.*field : ceiling;
+    limits.*field = v;
+  }
+  if (p.limits.memory_bytes && o.isolation == Isolation::kProcessGroup)
+    return SubmitError{SubmitError::kAboveCeiling,
+                       "\"memory_bytes\" in \"limits\" needs per-job cgroups, which this daemon "
+                       "does not have: " +
+                           o.isolation_note};
+  double timeout_s = p.timeout_s.value_or(o.default_timeout_s);
+  if (o.max_timeout_s > 0) {
+    if (timeout_s > o.max_timeout_s)
+      return SubmitError{SubmitError::kAboveCeiling,
+                         "\"timeout\" is above the daemon's ceiling of " +
+                             fmt::format("{:g}", o.max_timeout_s) + " s"};
+    if (timeout_s <= 0) timeout_s = o.max_timeout_s;
+  }
+  timeout_ms = timeout_s > 0 ? uint64_t(std::ceil(std::min(timeout_s, kMaxTimeoutS) * 1e3)) : 0;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::variant<shm::SpecInput, SubmitError> SpecBuilder::build(const rpc::ExecParams& p,
+                                                             const EnvPairs* session_env) {
+  static const EnvPairs kNone;
+  merge_env(env_strings_, base_env_, {session_env ? session_env : &kNone, &p.env});
+  env_views_.assign(env_strings_.begin(), env_strings_.end());
+
+  argv_views_.clear();
+  std::string_view path;
+  if (p.shell) {
+    path = "/bin/sh";
+    argv_views_ = {"sh", "-c", p.command};
+    if (!p.args.empty()) argv_views_.push_back("sh");  // $0; args become $1...
+  } else {
+    path = p.command;
+    argv_views_.push_back(p.command);
+  }
+  for (const std::string& a : p.args) argv_views_.push_back(a);
+
+  shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, 0, 0, {}};
+  if (auto e = effective_limits(o_, p, in.limits, in.timeout_ms)) return *e;
+  in.kill_grace_ms =
+      uint32_t(std::min<uint64_t>(p.kill_grace_ms.value_or(o_.kill_grace_ms), kMaxGraceMs));
+  return in;
+}
+
+}  // namespace sp::frontend
