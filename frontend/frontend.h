@@ -16,7 +16,7 @@
 
 namespace sp::frontend {
 
-// How jobs are kept apart (worker/cgroups.h decides; the frontend reports it
+// How jobs are kept apart (isolation/cgroups.h decides; the frontend reports it
 // and refuses memory limits without cgroups).
 enum class Isolation { kProcessGroup, kCgroupV1, kCgroupV2 };
 const char* isolation_name(Isolation i);  // "process-group", "cgroup-v1", "cgroup-v2"

@@ -8,7 +8,7 @@
 
 #include "shm/codec.h"
 #include "shm/layout.h"
-#include "worker/cgroups.h"
+#include "isolation/cgroups.h"
 
 namespace sp::supervisor {
 
@@ -31,7 +31,7 @@ struct Config {
   std::vector<uint32_t> allow_uids;   // peers allowed besides the daemon's uid and root
   uint32_t max_inflight = 256;        // unfinished jobs per connection before it is not read
   uint64_t recycle_after = 0;         // restart a worker after about this many jobs; 0: never
-  worker::CgroupMode cgroups = worker::CgroupMode::kAuto;  // per-job cgroups
+  isolation::CgroupMode cgroups = isolation::CgroupMode::kAuto;  // per-job cgroups
   shm::Rlimits default_limits;                             // per-job limits for jobs that set none
   shm::Rlimits max_limits;   // per-job ceilings; also the default where no default is set
   double max_timeout_s = 0;  // ceiling for a job's timeout; 0: none

@@ -138,10 +138,10 @@ int main(int argc, char** argv) {
                  "Ceiling for a job's timeout in seconds: longer is refused, none gets it (0: "
                  "none)")
       ->capture_default_str();
-  const std::map<std::string, sp::worker::CgroupMode> cgroup_modes{
-      {"auto", sp::worker::CgroupMode::kAuto},
-      {"always", sp::worker::CgroupMode::kAlways},
-      {"off", sp::worker::CgroupMode::kOff}};
+  const std::map<std::string, sp::isolation::CgroupMode> cgroup_modes{
+      {"auto", sp::isolation::CgroupMode::kAuto},
+      {"always", sp::isolation::CgroupMode::kAlways},
+      {"off", sp::isolation::CgroupMode::kOff}};
   std::string cgroups = "auto";
   app.add_option("--cgroups", cgroups,
                  "Per-job cgroups (they make memory_bytes work, processes bind root, and kill "

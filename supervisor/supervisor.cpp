@@ -26,7 +26,7 @@
 #include "shm/segment.h"
 #include "supervisor/config.h"
 #include "supervisor/listener.h"
-#include "worker/cgroups.h"
+#include "isolation/cgroups.h"
 #include "worker/worker.h"
 
 namespace sp::supervisor {
@@ -112,7 +112,7 @@ class Supervisor {
   std::string shm_name_;
   UniqueFd listen_;
   std::optional<shm::Segment> seg_;
-  worker::Cgroups cgroups_;
+  isolation::Cgroups cgroups_;
   UniqueFd submit_efd_, frontend_efd_;
   std::vector<UniqueFd> worker_efds_;
   Role frontend_;
@@ -155,7 +155,7 @@ Status Supervisor::setup() {
   auto seg = shm::Segment::create(shm_name_, cfg_.caps);
   if (!seg) return seg.error();
   seg_.emplace(std::move(seg).value());
-  auto cgroups = worker::Cgroups::create(shm_name_, cfg_.cgroups);
+  auto cgroups = isolation::Cgroups::create(shm_name_, cfg_.cgroups);
   if (!cgroups)
     return Error{cgroups.error().code, "--cgroups always: " + cgroups.error().message()};
   cgroups_ = std::move(cgroups).value();

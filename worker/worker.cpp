@@ -21,7 +21,7 @@
 #include "shm/repair.h"
 #include "shm/segment.h"
 #include "shm/spool.h"
-#include "worker/cgroups.h"
+#include "isolation/cgroups.h"
 #include "worker/spawn.h"
 
 namespace sp::worker {
@@ -30,6 +30,7 @@ namespace {
 
 using shm::JobState;
 using shm::JobWord;
+using isolation::Cgroups;
 
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kEofGraceNs = 1000 * kMs;  // after the leader exits, how long escaped

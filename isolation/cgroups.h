@@ -30,7 +30,7 @@
 
 #include "common/result.h"
 
-namespace sp::worker {
+namespace sp::isolation {
 
 enum class CgroupMode {
   kOff,     // never
@@ -108,4 +108,4 @@ class Cgroups {
   std::vector<uint64_t> oom_base_;  // per slot: OOM kills counted at prepare()
 };
 
-}  // namespace sp::worker
+}  // namespace sp::isolation

@@ -1,4 +1,4 @@
-#include "worker/cgroups.h"
+#include "isolation/cgroups.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 #include "common/sys.h"
 #include "common/unique_fd.h"
 
-namespace sp::worker {
+namespace sp::isolation {
 
 namespace {
 
@@ -357,4 +357,4 @@ void Cgroups::remove() const {
   }
 }
 
-}  // namespace sp::worker
+}  // namespace sp::isolation
