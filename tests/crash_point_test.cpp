@@ -214,10 +214,13 @@ TEST_CASE("a frontend that dies between settling a job and freeing its slot leak
   json::object r = result_of(c.call("job_wait", {{"job_id", "s-1"}, {"timeout", 20}}));
   CHECK(str(r, "state") == "exited");
   CHECK(str(r, "stdout") == "settled\n");
-  // All four slots are free again: four jobs run at once.
+  // All four slots are free again: four jobs are in at once (none ends
+  // before the test opens the gate).
+  const std::string gate = cd.dir.path() + "/gate";
   for (int i = 0; i < 4; ++i)
-    result_of(
-        c.call("job_submit", {{"command", "sleep 0.3"}, {"job_id", "fill-" + std::to_string(i)}}));
+    result_of(c.call("job_submit",
+                     {{"command", until_file(gate)}, {"job_id", "fill-" + std::to_string(i)}}));
+  open_gate(gate);
   for (int i = 0; i < 4; ++i)
     CHECK(str(result_of(
                   c.call("job_wait", {{"job_id", "fill-" + std::to_string(i)}, {"timeout", 20}})),
@@ -244,10 +247,13 @@ TEST_CASE("a frontend that dies while submitting a plan: the plan and its steps 
   Client c = Client::connect_retry(cd.daemon.socket(), 10);
   CHECK(result_of(c.call("job_list", {})).at("jobs").as_array().empty());
   CHECK_FALSE(file_exists(cd.dir.path() + "/x"));
-  // The step's slot is free again: four jobs fit in the queue of four.
+  // The step's slot is free again: four jobs fit in the queue of four (none
+  // ends before the test opens the gate).
+  const std::string gate = cd.dir.path() + "/gate";
   for (int i = 0; i < 4; ++i)
-    result_of(
-        c.call("job_submit", {{"command", "sleep 0.3"}, {"job_id", "fill-" + std::to_string(i)}}));
+    result_of(c.call("job_submit",
+                     {{"command", until_file(gate)}, {"job_id", "fill-" + std::to_string(i)}}));
+  open_gate(gate);
   for (int i = 0; i < 4; ++i)
     result_of(c.call("job_wait", {{"job_id", "fill-" + std::to_string(i)}, {"timeout", 20}}));
   // A retried submit now goes through.

@@ -122,7 +122,13 @@ TEST_CASE("a job whose command already started is not started again when its wor
     INFO("answer: " << c.last_line());
     REQUIRE(v);
     CHECK(str(result_of(v->as_object()), "status") == "lost");
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    // Its replacement is up and idle: it had its chance to start the job again.
+    REQUIRE(wait_until(
+        [&] {
+          pid_t now = d.worker_pid(0);
+          return now && now != w && d.idle();
+        },
+        10));
     CHECK(pids_matching(marker).empty());  // not started a second time
     c.close();
     CHECK(wait_until([&] { return pids_matching(marker).empty(); }, 10));
@@ -177,12 +183,15 @@ TEST_CASE("SIGTERM lets running jobs finish, answers them, and leaves nothing be
           "[daemon][shutdown]") {
   START_DAEMON(d);
   Client c(d.socket());
-  REQUIRE(c.send_line(Client::request(1, "execute", sh("sleep 0.5; echo sp-drain-653"))));
+  // The job goes on to its end only once the daemon drains.
+  const std::string gate = d.dir() + "/gate";
+  REQUIRE(c.send_line(Client::request(1, "execute", sh(until_file(gate) + "; echo sp-drain-653"))));
   REQUIRE(wait_until([] { return !pids_matching("sp-drain-653").empty(); }, 10));
   std::vector<pid_t> children = d.children();
   REQUIRE(::kill(d.pid(), SIGTERM) == 0);
   // New clients find no daemon at once.
   CHECK(wait_until([&] { return !file_exists(d.socket()); }, 2));
+  open_gate(gate);
 
   auto v = c.read_json(15);
   INFO("answer: " << c.last_line());

@@ -4,8 +4,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -178,6 +180,46 @@ std::string read_file(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+std::string until_file(const std::string& path, double timeout_s, double poll_s) {
+  std::string polls = std::to_string(int64_t(timeout_s / poll_s) + 1);
+  std::ostringstream poll;
+  poll << poll_s;
+  std::string quoted = "'" + path + "'";  // test paths: no quote in them
+  return "n=0; until [ -e " + quoted + " ]; do [ $n -ge " + polls +
+         " ] && exit 124; n=$((n + 1)); sleep " + poll.str() + "; done";
+}
+
+void open_gate(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  REQUIRE(fd);
+}
+
+std::string wchan_of(pid_t pid) {
+  return read_file("/proc/" + std::to_string(pid) + "/wchan");
+}
+
+namespace {
+
+// Bytes `pid` has written so far (/proc/<pid>/io), -1 if gone.
+int64_t written_by(pid_t pid) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/io"));
+  for (std::string key; in >> key;) {
+    int64_t value = 0;
+    if (!(in >> value)) break;
+    if (key == "wchar:") return value;
+  }
+  return -1;
+}
+
+}  // namespace
+
+bool held_on_pipe(pid_t pid, double quiet_s) {
+  int64_t before = written_by(pid);
+  sleep_s(quiet_s);
+  return before >= 0 && written_by(pid) == before &&
+         wchan_of(pid).find("pipe_write") != std::string::npos;  // anon_pipe_write since 6.x
 }
 
 std::string shm_name_for_socket(const std::string& socket_path) {
@@ -380,6 +422,12 @@ bool Client::send_raw(std::string_view bytes, double timeout_s) {
     if (::poll(&p, 1, ms_left(deadline)) <= 0 && Clock::now() >= deadline) return false;
   }
   return true;
+}
+
+int Client::unread_by_peer() const {
+  int queued = 0;
+  if (!fd_ || ::ioctl(fd_.get(), SIOCOUTQ, &queued) != 0) return -1;
+  return queued;
 }
 
 void Client::shutdown_write() {

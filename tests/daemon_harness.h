@@ -61,6 +61,23 @@ std::vector<pid_t> pids_matching(std::string_view needle);
 
 bool file_exists(const std::string& path);  // lstat succeeds
 std::string read_file(const std::string& path);
+
+// Gates: a job held at a point until the test lets it go on, where a `sleep`
+// in the command would only hope the test got there in time. until_file is a
+// shell line that waits (polling every `poll_s`, at most `timeout_s`) until
+// `path` exists, and exits 124 if it never does; open_gate creates `path`
+// (and fails the test if it cannot). Each poll forks a `sleep`: many jobs at
+// a gate at once want a longer `poll_s`.
+std::string until_file(const std::string& path, double timeout_s = 30, double poll_s = 0.01);
+void open_gate(const std::string& path);
+
+// The kernel function `pid` sleeps in (/proc/<pid>/wchan); "" if gone.
+std::string wchan_of(pid_t pid);
+// Whether `pid` is held by a pipe nobody drains: it sleeps writing to a pipe
+// and wrote nothing for `quiet_s` (sampled, so it takes that long). A
+// momentarily full pipe that its reader is still emptying is not held.
+bool held_on_pipe(pid_t pid, double quiet_s = 0.2);
+
 // The shm segment name of the daemon on `socket_path`, computed as
 // shm::Segment::name_for_socket does (FNV-1a 64 of the path).
 std::string shm_name_for_socket(const std::string& socket_path);
@@ -144,6 +161,11 @@ class Client {
   bool connected() const { return fd_.valid(); }
   int connect_errno() const { return connect_errno_; }
   bool eof() const { return eof_; }  // the daemon closed the connection
+  // Bytes sent that the daemon has not read from the socket yet (SIOCOUTQ:
+  // a Unix socket counts what its peer has not consumed); -1 if unknown. At
+  // 0 the daemon has read every line sent so far, and handled it unless the
+  // connection is past its bounds (docs/protocol.md: --max-inflight).
+  int unread_by_peer() const;
   void close() { fd_.reset(); }
   void shutdown_write();  // half-close: the daemon sees EOF on its read side
 

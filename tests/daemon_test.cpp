@@ -274,8 +274,16 @@ TEST_CASE("a client that stops reading its stream does not stall other clients",
   START_DAEMON(d);
   Client a(d.socket());
   REQUIRE(a.send_line(Client::request(1, "execute_stream", sh("yes sp-yes-marker-517"))));
-  REQUIRE(wait_until([] { return !pids_matching("sp-yes-marker-517").empty(); }, 10));
-  std::this_thread::sleep_for(std::chrono::seconds(1));  // a's buffers fill up
+  pid_t yes = 0;
+  REQUIRE(wait_until(
+      [&] {
+        for (pid_t p : pids_matching("sp-yes-marker-517"))
+          if (cmdline_of(p).rfind("yes ", 0) == 0) yes = p;
+        return yes != 0;
+      },
+      10));
+  // a's buffers fill up: all the way back to `yes`, held on its pipe.
+  REQUIRE(wait_until([&] { return held_on_pipe(yes); }, 20));
 
   Client b(d.socket());
   for (int i = 0; i < 3; ++i) {
@@ -469,7 +477,7 @@ TEST_CASE("an over-long request line is rejected and the connection stays usable
   // An over-long line sent in pieces is rejected once, then the next works.
   std::string big = Client::request(5, "execute", sh("echo " + std::string(6000, 'b')));
   REQUIRE(c.send_raw(big.substr(0, 3000)));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  REQUIRE(wait_until([&] { return c.unread_by_peer() == 0; }, 10));  // read as a piece
   REQUIRE(c.send_line(big.substr(3000)));
   v = c.read_json(10);
   REQUIRE(v);
@@ -598,9 +606,13 @@ TEST_CASE("200 connections at once are all served", "[daemon][load]") {
 TEST_CASE("a full queue answers a retryable error and nothing hangs", "[daemon][load]") {
   START_DAEMON(d, {"--queue-size", "4", "--max-concurrent", "2"});
   Client c(d.socket());
+  // No job ends before the daemon has taken or refused all ten.
+  const std::string gate = d.dir() + "/gate";
   std::string lines;
-  for (int i = 0; i < 10; ++i) lines += Client::request(i, "execute", sh("sleep 1")) + "\n";
+  for (int i = 0; i < 10; ++i) lines += Client::request(i, "execute", sh(until_file(gate))) + "\n";
   REQUIRE(c.send_raw(lines));
+  REQUIRE(wait_until([&] { return c.unread_by_peer() == 0; }, 10));
+  open_gate(gate);
   int ok = 0, full = 0;
   for (int i = 0; i < 10; ++i) {
     auto v = c.read_json(30);

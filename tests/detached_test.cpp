@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -138,6 +139,8 @@ TEST_CASE("every end state of a detached job is reported", "[detached]") {
   REQUIRE(d1.ready());
   Client c1(d1.socket());
   std::string busy = submit(c1, {{"command", "sleep 30"}});
+  // Running, not just submitted: cancelled still queued, it would end without a signal.
+  REQUIRE(wait_until([&] { return str(status(c1, busy), "state") == "running"; }, 10));
   std::string queued = submit(c1, {{"command", "echo never"}});
   CHECK(str(status(c1, queued), "state") == "queued");
   json::object r = result_of(c1.call("job_cancel", {{"job_id", queued}}));
@@ -250,7 +253,10 @@ TEST_CASE("job_output while the job runs returns what exists and can wait for mo
           "[detached][output]") {
   START_DAEMON(d, {"--workers", "1"});
   Client c(d.socket());
-  std::string id = submit(c, {{"command", "echo first; sleep 0.5; echo second; sleep 0.5"}});
+  // Each part of the output waits for a gate the test opens.
+  const std::string second = d.dir() + "/second", end = d.dir() + "/end";
+  std::string id = submit(
+      c, {{"command", "echo first; " + until_file(second) + "; echo second; " + until_file(end)}});
   json::object r;
   REQUIRE(wait_until(
       [&] {
@@ -265,17 +271,26 @@ TEST_CASE("job_output while the job runs returns what exists and can wait for mo
   json::object empty = result_of(c.call("job_output", {{"job_id", id}, {"cursor", cursor}}));
   CHECK(str(empty, "data") == "");
   CHECK(num(empty, "next_cursor") == int64_t(cursor));
+  // The wait is parked (the daemon has read it) before the data it waits for exists.
+  const int64_t wait_id = c.next_id();
+  REQUIRE(c.send_line(
+      Client::request(wait_id, "job_output", {{"job_id", id}, {"cursor", cursor}, {"wait", 10}})));
+  REQUIRE(wait_until([&] { return c.unread_by_peer() == 0; }, 10));
   auto t0 = Clock::now();
-  json::object more =
-      result_of(c.call("job_output", {{"job_id", id}, {"cursor", cursor}, {"wait", 10}}));
+  open_gate(second);
+  auto answer = c.read_json(30);
+  REQUIRE(answer);
+  CHECK(answer->as_object().at("id") == wait_id);
+  json::object more = result_of(answer->as_object());
   CHECK(str(more, "data") == "second\n");
   CHECK(seconds_since(t0) < 5);
   cursor = uint64_t(num(more, "next_cursor"));
-  json::object end =
+  open_gate(end);
+  json::object last =
       result_of(c.call("job_output", {{"job_id", id}, {"cursor", cursor}, {"wait", 10}}));
-  CHECK(str(end, "data") == "");
-  CHECK(end.at("eof") == true);
-  CHECK(str(end, "state") == "exited");
+  CHECK(str(last, "data") == "");
+  CHECK(last.at("eof") == true);
+  CHECK(str(last, "state") == "exited");
   stop_cleanly(d);
 }
 
@@ -430,11 +445,15 @@ TEST_CASE("finished jobs are kept for a time and a count, and their output is bo
       old.push_back(submit(c, {{"command", "head -c 1000000 /dev/zero"}}));
       REQUIRE(num(wait_job(c, old.back()), "stdout_bytes") == 1000000);
     }
-    // Two jobs that print their whole share at once, after the frontend's
-    // tick has seen them unfinished: the spool holds both.
+    // Two jobs that print their whole share at once, after the frontend has
+    // seen them unfinished and made room for them (the oldest went): the
+    // spool holds both.
+    const std::string gate = d.dir() + "/gate";
     std::vector<std::string> fresh;
     for (int i = 0; i < 2; ++i)
-      fresh.push_back(submit(c, {{"command", "sleep 1; head -c 1000000 /dev/zero"}}));
+      fresh.push_back(submit(c, {{"command", until_file(gate) + "; head -c 1000000 /dev/zero"}}));
+    REQUIRE(wait_until([&] { return unknown(c, old[0]); }, 10));
+    open_gate(gate);
     for (const std::string& id : fresh) {
       json::object r = wait_job(c, id);
       CHECK(num(r, "stdout_bytes") == 1000000);
@@ -513,19 +532,44 @@ TEST_CASE("shell-pool logs -f and wait carry on across a frontend crash",
           "[detached][cli][crash]") {
   START_DAEMON(d, {"--workers", "1"});
   Client c(d.socket());
+  // The second half of the output waits for the crash.
+  const std::string gate = d.dir() + "/gate";
   std::string id =
-      submit(c, {{"command", "for i in $(seq 1 20); do echo tick $i; sleep 0.1; done; exit 3"}});
+      submit(c, {{"command", "for i in $(seq 1 10); do echo tick $i; done; " + until_file(gate) +
+                                 "; for i in $(seq 11 20); do echo tick $i; done; "
+                                 "exit 3"}});
+  std::string first_half, want;
+  for (int i = 1; i <= 20; ++i) {
+    want += "tick " + std::to_string(i) + "\n";
+    if (i == 10) first_half = want;
+  }
   CliRun logs, waited;
   std::thread follow([&] { logs = run_cli({"--socket", d.socket(), "logs", "-f", id}, d.dir()); });
   std::thread wait([&] { waited = run_cli({"--socket", d.socket(), "wait", id}, d.dir()); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));
-  pid_t frontend = d.frontend_pid();
+  // The crash comes while both follow the job: `logs -f` has printed the
+  // first half (it writes unbuffered to its cli*.out) and both are connected.
+  // (No REQUIRE while the threads run: it would leave them unjoined.)
+  auto logs_printed_first_half = [&] {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    for (fs::directory_iterator it(d.dir(), ec); !ec && it != fs::directory_iterator();
+         it.increment(ec))
+      if (it->path().extension() == ".out" && read_file(it->path()) == first_half) return true;
+    return false;
+  };
+  auto connections = [&] {
+    auto h = c.try_call("health", nullptr, 5);
+    return h && h->contains("result") ? h->at("result").at("connections").to_number<int64_t>() : -1;
+  };
+  bool following =
+      wait_until([&] { return logs_printed_first_half() && connections() == 3; }, 20, 0.05);
+  pid_t frontend = following ? d.frontend_pid() : 0;
   if (frontend > 0) ::kill(frontend, SIGKILL);
+  open_gate(gate);
   follow.join();
   wait.join();
+  REQUIRE(following);
   REQUIRE(frontend > 0);
-  std::string want;
-  for (int i = 1; i <= 20; ++i) want += "tick " + std::to_string(i) + "\n";
   INFO("logs: " << logs.err << "wait: " << waited.err);
   CHECK(logs.exit_code == 0);
   CHECK(logs.out == want);  // every byte once: it went on from its cursor
@@ -559,6 +603,9 @@ TEST_CASE("the CLI submits, follows, waits for, cancels and lists detached jobs"
   r = run_cli({"--socket", s, "submit", "--", "sleep", "30"}, d.dir());
   REQUIRE(r.exit_code == 0);
   std::string id = r.out.substr(0, r.out.size() - 1);
+  // Listed below as running: not before it runs.
+  Client c(s);
+  REQUIRE(wait_until([&] { return str(status(c, id), "state") == "running"; }, 10));
   r = run_cli({"--socket", s, "wait", "--timeout", "0.2", id}, d.dir());
   CHECK(r.exit_code == 75);
   CHECK_THAT(r.err, Contains("still"));
@@ -628,13 +675,20 @@ TEST_CASE(
 
 TEST_CASE("a wait whose client left does not keep the frontend busy", "[detached]") {
   START_DAEMON(d, {"--workers", "1"});
+  constexpr double kWait = 0.3;
   std::string id;
+  Client probe(d.socket());
   {
     Client c(d.socket());
     id = submit(c, {{"command", "sleep 30"}});
-    REQUIRE(c.send_line(Client::request(9, "job_wait", {{"job_id", id}, {"timeout", 0.3}})));
+    REQUIRE(c.send_line(Client::request(9, "job_wait", {{"job_id", id}, {"timeout", kWait}})));
+    REQUIRE(wait_until([&] { return c.unread_by_peer() == 0; }, 10));  // parked
   }  // gone before its wait ran out
-  ::usleep(600'000);
+  // The frontend saw it leave.
+  REQUIRE(wait_until([&] { return num(health(probe), "connections") == 1; }, 10, 0.05));
+  // Past the wait's deadline, which came at most kWait after the frontend
+  // parked it (before it saw the client leave): what is measured is after it.
+  std::this_thread::sleep_for(std::chrono::duration<double>(kWait));
   pid_t frontend = d.frontend_pid();
   auto cpu_ticks = [&] {
     std::string stat = read_file("/proc/" + std::to_string(frontend) + "/stat");
@@ -646,11 +700,10 @@ TEST_CASE("a wait whose client left does not keep the frontend busy", "[detached
     return ticks;
   };
   long before = cpu_ticks();
-  ::usleep(1'000'000);
+  ::usleep(1'000'000);  // the window measured, not a wait for something
   // An idle loop uses next to nothing; a spinning one a whole core (100 ticks).
   CHECK(cpu_ticks() - before < 30);
-  Client c(d.socket());
-  result_of(c.call("job_cancel", {{"job_id", id}, {"signal", "KILL"}}));
+  result_of(probe.call("job_cancel", {{"job_id", id}, {"signal", "KILL"}}));
   stop_cleanly(d);
 }
 

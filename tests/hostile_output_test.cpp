@@ -344,7 +344,8 @@ TEST_CASE(
   REQUIRE(job.size() >= 2);
 
   RssSampler sampler(roles);
-  std::this_thread::sleep_for(std::chrono::seconds(1));  // a's buffers fill up
+  // a's buffers fill up: all the way back to `yes`, held on its pipe.
+  REQUIRE(wait_until([&] { return held_on_pipe(yes_pid()); }, 20));
   // Meanwhile another client is answered promptly.
   for (int i = 0; i < 4; ++i) {
     auto start = Clock::now();
@@ -352,7 +353,7 @@ TEST_CASE(
     REQUIRE(r);
     CHECK(str(result_of(*r), "stdout") == "hi " + std::to_string(i) + "\n");
     CHECK(seconds_since(start) < 10);  // answered, not stalled behind a (generous: a shared box)
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // spread over the sampling
   }
   // Flow control: `yes` is blocked on its full pipe, not spinning for a
   // daemon that reads and drops (or hoards) its output.
@@ -477,9 +478,12 @@ TEST_CASE("a client that parks job_waits and never reads gets no more answers bu
   Client b(d.socket());
   REQUIRE(b.connected());
   warm_up(b);
+  // The jobs end once all the waits are parked.
+  const std::string gate = d.dir() + "/gate";
   std::vector<std::string> ids;
   for (int i = 0; i < kJobs; ++i)
-    ids.push_back(str(result_of(b.call("job_submit", sh("sleep 1; head -c 1000000 /dev/urandom"))),
+    ids.push_back(str(result_of(b.call("job_submit", sh(until_file(gate, 30, 0.1) +
+                                                        "; head -c 1000000 /dev/urandom"))),
                       "job_id"));
   pid_t frontend = d.frontend_pid();
   int64_t base = status_kib(frontend, "VmRSS");
@@ -490,6 +494,8 @@ TEST_CASE("a client that parks job_waits and never reads gets no more answers bu
                              {{"job_id", ids[size_t(i)]}, {"output_encoding", "base64"}}) +
              "\n";
   REQUIRE(a.send_raw(lines));
+  REQUIRE(wait_until([&] { return a.unread_by_peer() == 0; }, 10));
+  open_gate(gate);
   auto all_ended = [&] {
     for (const std::string& id : ids)
       if (str(result_of(b.call("job_status", {{"job_id", id}})), "state") != "exited") return false;
@@ -504,7 +510,13 @@ TEST_CASE("a client that parks job_waits and never reads gets no more answers bu
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   REQUIRE(ended);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the frontend's tick passes
+  // The frontend has settled every end, and so done what it does for their waits.
+  REQUIRE(wait_until(
+      [&] {
+        peak = std::max(peak, status_kib(frontend, "VmRSS"));
+        return num(health(b).at("detached").as_object(), "unfinished") == 0;
+      },
+      10, 0.02));
   peak = std::max(peak, status_kib(frontend, "VmRSS"));
   INFO("frontend VmRSS " << base << " KiB idle, peak " << peak << " KiB");
   if (kRssTells) CHECK(peak - base < kFlatKib);

@@ -1,7 +1,9 @@
 // Isolation and limits against the real shell-poold: per-job cgroups (where
 // the host allows them), a fork bomb and a memory hog held by them, the
 // daemon's default limits and ceilings, and options from a config file.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -42,6 +45,39 @@ std::vector<std::string> cgroup_dirs_named(const std::string& name) {
     if (it->path().filename() == name) out.push_back(it->path());
   }
   return out;
+}
+
+// The pids-controller cgroups of `d`'s jobs, job-<slot> in the tree the
+// daemon makes for its instance (isolation/cgroups.h: <base>/<shm name>/job-N,
+// in the cgroup v1 pids hierarchy or the v2 tree; the v1 memory hierarchy's
+// tree has no pids files).
+std::vector<std::string> job_pids_cgroups(const TestDaemon& d) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> out;
+  for (const std::string& tree : cgroup_dirs_named(d.shm_name())) {
+    if (!file_exists(tree + "/pids.max")) continue;
+    std::error_code ec;
+    for (fs::directory_iterator it(tree, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec))
+      if (it->path().filename().string().rfind("job-", 0) == 0) out.push_back(it->path());
+  }
+  return out;
+}
+
+// A pids controller file's number: the whole file (pids.current), or the
+// value after `key` (pids.events); -1 if absent.
+int64_t pids_counter(const std::string& path, std::string_view key = {}) {
+  std::istringstream in(read_file(path));
+  if (key.empty()) {
+    int64_t value = -1;
+    return in >> value ? value : -1;
+  }
+  for (std::string word; in >> word;) {
+    int64_t value = -1;
+    if (!(in >> value)) break;
+    if (word == key) return value;
+  }
+  return -1;
 }
 
 }  // namespace
@@ -121,24 +157,53 @@ TEST_CASE("a fork bomb is held to the job's processes limit, even for root",
   // Without cgroups only RLIMIT_NPROC is left, which counts every process of
   // the uid (other tests' too) and does not bind root: nothing to pin down.
   if (!has_cgroups(c)) return;
-  constexpr size_t kLimit = 40;
-  std::string marker = "bomb-6631";
-  // Lit again every 50 ms for 3 s: a bomb can burn out between samples.
+  constexpr int64_t kLimit = 40;
+  const std::string marker = "bomb-6631";
+  // The bomb is lit again every 50 ms, in the background, so a bomb that
+  // burnt out is lit again until it hits the limit (the relighting shell
+  // stops only when a fork of its own is refused). The job's own shell forks
+  // nothing more: it waits in `read`, a builtin, until the test has seen what
+  // it needs and writes to the FIFO.
+  const std::string go = d.dir() + "/go";
+  REQUIRE(::mkfifo(go.c_str(), 0600) == 0);
   json::object params{
-      {"command", "f(){ f|f& }; for i in $(seq 60); do f; sleep 0.05; done # " + marker},
+      {"command", "(f(){ f|f& }; while :; do f; sleep 0.05; done) >/dev/null 2>&1 & read x <" + go +
+                      " # " + marker},
       {"timeout", 20},
       {"limits", {{"processes", kLimit}}}};
   REQUIRE(c.send_line(Client::request(1, "execute", params)));
-  // While it rages, its processes never pass the limit and the daemon answers.
+  std::string cgroup;
+  REQUIRE(wait_until(
+      [&] {
+        for (const std::string& dir : job_pids_cgroups(d))
+          if (read_file(dir + "/pids.max") == std::to_string(kLimit) + "\n") cgroup = dir;
+        return !cgroup.empty();
+      },
+      10));
+  INFO("the job's cgroup: " << cgroup);
+  // While it rages, its processes never pass the limit, forks are refused at
+  // it (which also means it got there: the count was at the limit), and the
+  // daemon answers.
   Client other(d.socket());
-  size_t most = 0;
-  auto start = Clock::now();
-  while (seconds_since(start) < 2) {
-    most = std::max(most, pids_matching(marker).size());
-    if (int(seconds_since(start) * 10) % 5 == 0) REQUIRE(other.try_call("health", nullptr, 5));
-  }
-  CHECK(most > 1);
-  CHECK(most <= kLimit);
+  int64_t refused = 0;
+  auto sample = [&] {
+    refused = pids_counter(cgroup + "/pids.events", "max");
+    CHECK(pids_counter(cgroup + "/pids.current") <= kLimit);
+    CHECK(pids_matching(marker).size() <= size_t(kLimit));
+    REQUIRE(other.try_call("health", nullptr, 5));
+    return refused > 0;
+  };
+  wait_until(sample, 15, 0.05);
+  CHECK(refused > 0);
+  CHECK(read_file(cgroup + "/pids.max") == std::to_string(kLimit) + "\n");
+  if (file_exists(cgroup + "/pids.peak")) CHECK(pids_counter(cgroup + "/pids.peak") <= kLimit);
+  // Let the job's shell end: it ends the job, and the job's end its cgroup.
+  REQUIRE(wait_until(
+      [&] {
+        sp::UniqueFd fifo(::open(go.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+        return fifo && ::write(fifo.get(), "\n", 1) == 1;  // ENXIO until its reader is there
+      },
+      10));
   auto v = c.read_json(20);
   REQUIRE(v);
   json::object r = result_of(v->as_object());
@@ -337,18 +402,21 @@ TEST_CASE("over --output-budget, a job that went quiet does not hold back the ot
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   });
   // The older job prints 2 MB over about a second, taking the budget, then
-  // prints nothing for a while; the younger one prints meanwhile, and is held
-  // while the older one prints.
+  // prints nothing until the test opens its gate; the younger one prints
+  // meanwhile, and is held while the older one prints.
+  const std::string gate = d.dir() + "/gate";
   REQUIRE(quiet.send_line(Client::request(
       1, "execute",
-      sh("for i in $(seq 20); do head -c 100000 /dev/zero | tr '\\0' q; sleep 0.05; done; "
-         "sleep 4.2231"))));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      sh("for i in $(seq 20); do head -c 100000 /dev/zero | tr '\\0' q; sleep 0.05; done; " +
+         until_file(gate)))));
+  Client watcher(d.socket());
+  CHECK(wait_until([&] { return num(health(watcher), "output_buffered_bytes") > 0; }, 10));
   json::object r = execute(loud, sh("head -c 3000000 /dev/zero | tr '\\0' l"), 10);
   polling = false;
   poller.join();
   CHECK(str(r, "stdout").size() == 3000000);
   CHECK_FALSE(quiet.read_line(0.1));  // the older job still runs
+  open_gate(gate);
   auto v = quiet.read_json(10);
   REQUIRE(v);
   CHECK(str(result_of(v->as_object()), "stdout").size() == 2000000);

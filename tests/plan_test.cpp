@@ -152,12 +152,29 @@ TEST_CASE("execute_dag runs independent nodes together and each node after its d
   CHECK(r.at("success") == false);
 
   SECTION("fail_fast starts no node after a failure") {
-    json::object ff = run_plan(c, "execute_dag",
-                               {{"nodes",
-                                 {{"bad", {{"command", "exit 1"}}},
-                                  {"later", {{"command", "echo never"}, {"depends_on", {"slow"}}}},
-                                  {"slow", {{"command", "sleep 0.3"}}}}},
-                                {"fail_fast", true}});
+    // `slow` ends only after `later` was skipped: its end cannot come first.
+    const std::string gate = d.dir() + "/gate";
+    REQUIRE(c.send_line(
+        Client::request("ff", "execute_dag",
+                        {{"nodes",
+                          {{"bad", {{"command", "exit 1"}}},
+                           {"later", {{"command", "echo never"}, {"depends_on", {"slow"}}}},
+                           {"slow", {{"command", until_file(gate)}}}}},
+                         {"fail_fast", true}})));
+    Client other(d.socket());
+    auto later_skipped = [&] {
+      json::object listed = result_of(other.call("job_list", {}));
+      for (const json::value& job : listed.at("jobs").as_array())
+        if (const json::value* steps = job.as_object().if_contains("steps"))
+          for (const json::value& s : steps->as_array())
+            if (s.at("name") == "later" && s.at("state") == "skipped") return true;
+      return false;
+    };
+    CHECK(wait_until(later_skipped, 10, 0.02));
+    open_gate(gate);
+    auto answer = c.read_json(60);
+    REQUIRE(answer);
+    json::object ff = result_of(answer->as_object());
     CHECK(str(node(ff, "bad"), "status") == "exited");
     CHECK(str(node(ff, "slow"), "status") == "exited");  // already running: not stopped
     CHECK(str(node(ff, "later"), "status") == "skipped");
@@ -360,10 +377,18 @@ TEST_CASE("with --retain-seconds 0 strategies and job_wait still get their answe
                                                       json::object{{"command", "echo b"}}}}});
   CHECK(str(step(r, 1), "stdout") == "b\n");
   Client w(d.socket());
+  // The job ends only once the wait is parked (the daemon has read it).
+  const std::string gate = d.dir() + "/gate";
   REQUIRE(w.send_line(Client::request(
-      1, "job_submit", {{"command", "sleep 0.2; echo late"}, {"job_id", "gone-soon"}})));
+      1, "job_submit", {{"command", until_file(gate) + "; echo late"}, {"job_id", "gone-soon"}})));
   REQUIRE(w.read_json(10));
-  json::object waited = result_of(w.call("job_wait", {{"job_id", "gone-soon"}, {"timeout", 10}}));
+  REQUIRE(w.send_line(Client::request(2, "job_wait", {{"job_id", "gone-soon"}, {"timeout", 10}})));
+  REQUIRE(wait_until([&] { return w.unread_by_peer() == 0; }, 10));
+  open_gate(gate);
+  auto answer = w.read_json(30);
+  REQUIRE(answer);
+  CHECK(answer->as_object().at("id") == 2);
+  json::object waited = result_of(answer->as_object());
   CHECK(str(waited, "stdout") == "late\n");
   stop_cleanly(d);
 }
@@ -372,12 +397,16 @@ TEST_CASE("SIGTERM during a chain answers it, the steps not yet started skipped"
           "[plan][shutdown]") {
   START_DAEMON(d, {"--workers", "1"});
   Client c(d.socket());
+  // The first step ends only once the daemon drains.
+  const std::string gate = d.dir() + "/gate";
   REQUIRE(c.send_line(
       Client::request(7, "execute_chain",
-                      {{"commands", json::array{json::object{{"command", "sleep 0.5; echo one"}},
+                      {{"commands", json::array{json::object{{"command", after_file(gate, "one")}},
                                                 json::object{{"command", "echo two"}}}}})));
-  REQUIRE(wait_until([&] { return !pids_matching("sleep 0.5").empty(); }, 10));
+  REQUIRE(wait_until([&] { return !pids_matching(gate).empty(); }, 10));
   ::kill(d.pid(), SIGTERM);
+  REQUIRE(wait_until([&] { return !file_exists(d.socket()); }, 10));  // it drains
+  open_gate(gate);
   auto answer = c.read_json(20);
   REQUIRE(answer);
   json::object r = result_of(answer->as_object());

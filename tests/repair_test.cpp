@@ -37,7 +37,11 @@ TEST_CASE("a dead worker's running jobs are killed and lost; unstarted ones requ
     ::pause();
     _exit(0);
   }
-  ::usleep(20000);  // let it setsid
+  // Until it has its own group, killing "its" group would kill ours.
+  bool own_group = false;
+  for (int i = 0; i < 1000 && !(own_group = ::getpgid(child) == child); ++i) ::usleep(1000);
+  if (!own_group) ::kill(child, SIGKILL);
+  REQUIRE(own_group);
   jobs.slot(0).pgid.store(child);
   JobWord w = jobs.load(0);
   REQUIRE(jobs.transition(0, w, w.with_state(JobState::kRunning)));
