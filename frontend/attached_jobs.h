@@ -27,7 +27,7 @@ namespace sp::frontend {
 
 class AttachedJobs {
  public:
-  AttachedJobs(const Options& o, const shm::Segment& seg, JobQueue& queue, Connections& out,
+  AttachedJobs(const shm::RoleConfig& o, const shm::Segment& seg, JobQueue& queue, Connections& out,
                const shm::Doorbell& bell)
       : o_(o), seg_(seg), jobs_(seg.jobs()), queue_(queue), out_(out), bell_(bell) {}
 
@@ -72,7 +72,7 @@ class AttachedJobs {
   bool keeps_output(const Pending& p) const;
   bool over_budget() const;
 
-  const Options& o_;
+  const shm::RoleConfig& o_;
   const shm::Segment& seg_;
   shm::JobTable jobs_;
   JobQueue& queue_;

@@ -23,28 +23,18 @@
 #include "frontend/job_queue.h"
 #include "frontend/job_views.h"
 #include "frontend/method_table.h"
+#include "frontend/names.h"
 #include "frontend/plans.h"
 #include "frontend/records.h"
 #include "frontend/session_methods.h"
 #include "shm/doorbell.h"
+#include "shm/role_config.h"
 #include "shm/segment.h"
 #include "shm/session_table.h"
 
 extern char** environ;
 
 namespace sp::frontend {
-
-const char* isolation_name(Isolation i) {
-  switch (i) {
-    case Isolation::kCgroupV2:
-      return "cgroup-v2";
-    case Isolation::kCgroupV1:
-      return "cgroup-v1";
-    case Isolation::kProcessGroup:
-      break;
-  }
-  return "process-group";
-}
 
 namespace {
 
@@ -53,9 +43,9 @@ enum Tag : uint64_t { kBell = 2, kSignal = 3 };
 static_assert(Connections::kListenTag < kBell && kSignal < Connections::kFirstConnId);
 constexpr uint64_t kStopFlushNs = 1'000'000'000;  // on SIGTERM: time to write last answers
 
-UniqueFd open_dir(const std::string& path) {
-  if (path.empty()) return {};
-  return UniqueFd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+UniqueFd open_dir(const char* path) {
+  if (!*path) return {};
+  return UniqueFd(::open(path, O_PATH | O_DIRECTORY | O_CLOEXEC));
 }
 
 UniqueFd make_epoll() {
@@ -64,24 +54,26 @@ UniqueFd make_epoll() {
 
 class Frontend {
  public:
-  Frontend(const Options& o, shm::Segment seg)
-      : o_(o),
-        seg_(std::move(seg)),
+  Frontend(shm::Segment seg, const Fds& fds)
+      : seg_(std::move(seg)),
+        o_(seg_.header().config),
+        fds_(fds),
         epoll_(make_epoll()),
-        bell_(&seg_.header().frontend_bell, o.fds.bell),
-        spool_dir_(open_dir(o.spool_dir)),
+        bell_(&seg_.header().frontend_bell, fds.bell),
+        spool_dir_(open_dir(o_.spool_dir)),
         sessions_(seg_),
-        records_(seg_, spool_dir_ ? spool_dir_.get() : -1, uint64_t(o.retain_s * 1000),
-                 o.job_spool_bytes),
-        queue_(o_, seg_, base_env(environ, o.env_pass)),
-        out_({o.max_connections, o.max_line_bytes, o.max_inflight, o.allow_uids}, epoll_.get(),
-             UniqueFd(o.fds.listen), codec_,
+        records_(seg_, spool_dir_ ? spool_dir_.get() : -1, uint64_t(o_.retain_s * 1000),
+                 o_.job_spool_bytes),
+        queue_(o_, fds, seg_, base_env(environ, shm::env_pass(o_))),
+        out_({o_.max_connections, o_.max_line_bytes, o_.max_inflight,
+              std::vector<uint32_t>(shm::allow_uids(o_).begin(), shm::allow_uids(o_).end())},
+             epoll_.get(), UniqueFd(fds.listen), codec_,
              {[this](rpc::Call& call, Reply r) { methods_.dispatch(call, std::move(r)); },
               [this](uint64_t conn) { client_gone(conn); },
               [this](uint64_t conn) { client_drained(conn); }}),
         methods_(&out_),
         attached_(o_, seg_, queue_, out_, bell_),
-        views_(records_, queue_.jobs(), o.max_output_bytes),
+        views_(records_, queue_.jobs(), o_.max_output_bytes),
         plans_(records_, queue_, views_),
         detached_(records_, queue_, plans_, views_, out_),
         session_methods_(sessions_, out_) {
@@ -107,8 +99,9 @@ class Frontend {
   }
   rpc::Object health() const;
 
-  const Options& o_;
   shm::Segment seg_;
+  const shm::RoleConfig& o_;  // in the segment: written by the supervisor before we started
+  Fds fds_;
   UniqueFd epoll_, signal_fd_;
   shm::Doorbell bell_;
   UniqueFd spool_dir_;
@@ -129,8 +122,8 @@ class Frontend {
 Status Frontend::init() {
   if (!epoll_) return Error{errno, "epoll_create1"};
   sessions_.recover();
-  if (!o_.spool_dir.empty() && !spool_dir_)
-    return Error{errno, "open spool directory " + o_.spool_dir};
+  if (o_.spool_dir[0] && !spool_dir_)
+    return Error{errno, "open spool directory " + std::string(o_.spool_dir)};
   // Detached jobs and plans the last frontend accepted are ours now.
   records_.recover();
   plans_.recover();
@@ -149,7 +142,7 @@ Status Frontend::init() {
   if (!sfd) return sfd.error();
   signal_fd_.reset(*sfd);
   if (Status s = out_.start(); !s) return s;
-  for (auto [fd, t] : {std::pair{o_.fds.bell, kBell}, {signal_fd_.get(), kSignal}}) {
+  for (auto [fd, t] : {std::pair{fds_.bell, kBell}, {signal_fd_.get(), kSignal}}) {
     epoll_event ev{EPOLLIN, {.u64 = t}};
     if (auto r =
             sys("epoll_ctl", [&] { return ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev); });
@@ -295,13 +288,13 @@ rpc::Object Frontend::health() const {
 
 }  // namespace
 
-int run(const Options& options) {
-  auto seg = shm::Segment::open(options.shm_name);
+int run(const std::string& shm_name, const Fds& fds) {
+  auto seg = shm::Segment::open(shm_name);
   if (!seg) {
     spdlog::critical("{}", seg.error().message());
     return 1;
   }
-  Frontend f(options, std::move(seg).value());
+  Frontend f(std::move(seg).value(), fds);
   if (Status s = f.init(); !s) {
     spdlog::critical("{}", s.error().message());
     return 1;

@@ -12,47 +12,22 @@
 #include <string>
 #include <vector>
 
-#include "shm/codec.h"
-
 namespace sp::frontend {
 
-// How jobs are kept apart (isolation/cgroups.h decides; the frontend reports it
-// and refuses memory limits without cgroups).
-enum class Isolation { kProcessGroup, kCgroupV1, kCgroupV2 };
-const char* isolation_name(Isolation i);  // "process-group", "cgroup-v1", "cgroup-v2"
-
-struct Options {
-  std::string shm_name;
-  // Inherited fds (docs/architecture.md): the listening socket (a copy; the
-  // supervisor keeps its own, so a restarted frontend serves the same
-  // socket), our doorbell, the workers' shared submission doorbell, and each
-  // worker's doorbell.
-  struct Fds {
-    int listen = -1;
-    int bell = -1;
-    int submit = -1;
-    std::vector<int> workers;
-  } fds;
-  uint64_t max_output_bytes = 16ull << 20;
-  uint64_t output_budget = 256ull << 20;  // execute output held at once, over all jobs
-  uint32_t max_connections = 1024;
-  uint64_t max_line_bytes = 1ull << 20;
-  double default_timeout_s = 0;
-  uint32_t kill_grace_ms = 2000;
-  uint32_t max_inflight = 256;        // unfinished jobs per connection before it is not read
-  std::vector<std::string> env_pass;  // extra daemon env names jobs get
-  std::vector<uint32_t> allow_uids;   // peers allowed besides our uid and root
-  shm::Rlimits default_limits;        // for jobs that set none (0: none)
-  shm::Rlimits max_limits;            // ceilings: a job asking more is refused (0: none)
-  double max_timeout_s = 0;           // ceiling for "timeout" (0: none)
-  Isolation isolation = Isolation::kProcessGroup;
-  std::string isolation_note;              // why not in cgroups, when they are not
-  std::string spool_dir;                   // detached jobs' output files
-  double retain_s = 3600;                  // finished detached jobs are kept this long
-  uint64_t job_spool_bytes = 16ull << 20;  // output kept per detached job (both streams)
+// The fds the frontend inherits (supervisor/roles.h fixes their numbers):
+// the listening socket (a copy: the supervisor keeps its own, so a restarted
+// frontend serves the same socket), its doorbell, the workers' shared
+// submission doorbell, and each worker's doorbell (worker i's is
+// first_worker_bell + i).
+struct Fds {
+  int listen = -1;
+  int bell = -1;
+  int submit = -1;
+  int first_worker_bell = -1;
 };
 
-// Runs until SIGTERM; returns the process exit code.
-int run(const Options& options);
+// Runs on the segment `shm_name`, whose header holds the configuration
+// (shm::RoleConfig), until SIGTERM; returns the process exit code.
+int run(const std::string& shm_name, const Fds& fds);
 
 }  // namespace sp::frontend

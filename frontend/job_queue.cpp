@@ -8,17 +8,17 @@ namespace sp::frontend {
 using shm::JobState;
 using shm::JobWord;
 
-JobQueue::JobQueue(const Options& o, const shm::Segment& seg, EnvPairs base_env)
-    : o_(o),
-      seg_(seg),
+JobQueue::JobQueue(const shm::RoleConfig& o, const Fds& fds, const shm::Segment& seg,
+                   EnvPairs base_env)
+    : seg_(seg),
       jobs_(seg.jobs()),
       ring_(seg.ring()),
       sessions_(seg),
       records_(seg),
-      submit_(&seg.header().submit_bell, o.fds.submit),
+      submit_(&seg.header().submit_bell, fds.submit),
       specs_(o, std::move(base_env)) {
-  for (size_t i = 0; i < o.fds.workers.size(); ++i)
-    worker_bells_.emplace_back(&seg.worker(uint32_t(i)).bell, o.fds.workers[i]);
+  for (uint32_t i = 0; i < seg.caps().workers; ++i)
+    worker_bells_.emplace_back(&seg.worker(i).bell, fds.first_worker_bell + int(i));
 }
 
 bool JobQueue::accepting() const {

@@ -34,7 +34,7 @@ struct JobPlacement {
 
 class JobQueue {
  public:
-  JobQueue(const Options& o, const shm::Segment& seg, EnvPairs base_env);
+  JobQueue(const shm::RoleConfig& o, const Fds& fds, const shm::Segment& seg, EnvPairs base_env);
 
   // The job's slot, or why it was not accepted.
   std::variant<uint32_t, SubmitError> enqueue(const rpc::ExecParams& p,
@@ -62,7 +62,6 @@ class JobQueue {
   const shm::JobTable& jobs() const { return jobs_; }
 
  private:
-  const Options& o_;
   const shm::Segment& seg_;
   shm::JobTable jobs_;
   shm::SubmitRing ring_;

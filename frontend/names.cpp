@@ -47,6 +47,18 @@ const char* plan_kind_name(shm::PlanKind kind) {
   return "";
 }
 
+const char* isolation_name(shm::Isolation i) {
+  switch (i) {
+    case shm::Isolation::kCgroupV2:
+      return "cgroup-v2";
+    case shm::Isolation::kCgroupV1:
+      return "cgroup-v1";
+    case shm::Isolation::kProcessGroup:
+      break;
+  }
+  return "process-group";
+}
+
 rpc::Value signal_value(int sig) {
   if (!sig) return nullptr;
   std::string name = signal_name(sig);

@@ -20,6 +20,9 @@ inline constexpr std::string_view kStateNames[] = {"waiting", "queued",    "runn
 
 const char* plan_kind_name(shm::PlanKind kind);  // "" for kNotAPlan
 
+// "process-group", "cgroup-v1" or "cgroup-v2".
+const char* isolation_name(shm::Isolation i);
+
 // null for 0, "SIGTERM" for a named signal, else its number.
 rpc::Value signal_value(int sig);
 

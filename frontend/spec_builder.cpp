@@ -16,7 +16,7 @@ constexpr uint64_t kMaxGraceMs = 3'600'000;  // a kill grace beyond an hour is t
 
 // The job's limits and timeout: what it asks for, else the daemon's default,
 // else the daemon's ceiling; more than the ceiling is refused.
-std::optional<SubmitError> effective_limits(const Options& o, const rpc::ExecParams& p,
+std::optional<SubmitError> effective_limits(const shm::RoleConfig& o, const rpc::ExecParams& p,
                                             shm::Rlimits& limits, uint64_t& timeout_ms) {
   for (const auto& [name, field] : shm::kLimitNames) {
     uint64_t ceiling = o.max_limits.*field;
@@ -28,11 +28,11 @@ std::optional<SubmitError> effective_limits(const Options& o, const rpc::ExecPar
     if (!v) v = o.default_limits.*field ? o.default_limits.*field : ceiling;
     limits.*field = v;
   }
-  if (p.limits.memory_bytes && o.isolation == Isolation::kProcessGroup)
+  if (p.limits.memory_bytes && o.isolation == shm::Isolation::kProcessGroup)
     return SubmitError{SubmitError::kAboveCeiling,
                        "\"memory_bytes\" in \"limits\" needs per-job cgroups, which this daemon "
                        "does not have: " +
-                           o.isolation_note};
+                           std::string(o.isolation_note)};
   double timeout_s = p.timeout_s.value_or(o.default_timeout_s);
   if (o.max_timeout_s > 0) {
     if (timeout_s > o.max_timeout_s)

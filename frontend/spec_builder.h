@@ -14,7 +14,6 @@
 
 #include "common/env_pairs.h"
 #include "frontend/errors.h"
-#include "frontend/frontend.h"
 #include "frontend/params/params.h"
 #include "shm/codec.h"
 
@@ -22,7 +21,8 @@ namespace sp::frontend {
 
 class SpecBuilder {
  public:
-  SpecBuilder(const Options& o, EnvPairs base_env) : o_(o), base_env_(std::move(base_env)) {}
+  SpecBuilder(const shm::RoleConfig& o, EnvPairs base_env)
+      : o_(o), base_env_(std::move(base_env)) {}
 
   // The spec of `p`, whose session has `session_env` (null: no session).
   // It points into `p` and into this builder: valid until the next build.
@@ -30,7 +30,7 @@ class SpecBuilder {
                                                   const EnvPairs* session_env);
 
  private:
-  const Options& o_;
+  const shm::RoleConfig& o_;
   EnvPairs base_env_;
   std::vector<std::string> env_strings_;
   std::vector<std::string_view> env_views_, argv_views_;

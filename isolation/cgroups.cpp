@@ -223,8 +223,10 @@ std::string Cgroups::scope() const {
   return every_job_ ? "every job" : "jobs with a processes or memory_bytes limit";
 }
 
-std::string Cgroups::isolation() const {
-  return version_ ? "cgroup-v" + std::to_string(version_) : "process-group";
+shm::Isolation Cgroups::isolation() const {
+  return version_ == 2   ? shm::Isolation::kCgroupV2
+         : version_ == 1 ? shm::Isolation::kCgroupV1
+                         : shm::Isolation::kProcessGroup;
 }
 
 std::string Cgroups::job_dir(size_t i, uint32_t slot) const {

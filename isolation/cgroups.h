@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "shm/layout.h"
 
 namespace sp::isolation {
 
@@ -60,8 +61,8 @@ class Cgroups {
   bool every_job() const { return version_ && every_job_; }
   // Which jobs get a cgroup, in words (for health).
   std::string scope() const;
-  // "cgroup-v2", "cgroup-v1" or "process-group".
-  std::string isolation() const;
+  // How jobs are kept apart (for health).
+  shm::Isolation isolation() const;
   const std::string& why_not() const { return why_not_; }
 
   // Makes (or reuses) `slot`'s cgroup with these limits (0: none) and

@@ -12,28 +12,9 @@
 #include <vector>
 
 #include "common/result.h"
+#include "shm/layout.h"
 
 namespace sp::shm {
-
-// Resource limits of a job; 0: not set.
-struct Rlimits {
-  uint64_t cpu_seconds = 0;
-  uint64_t address_space_bytes = 0;
-  uint64_t open_files = 0;
-  uint64_t processes = 0;
-  uint64_t file_size_bytes = 0;
-  uint64_t memory_bytes = 0;  // not an rlimit: the job cgroup's memory limit
-};
-
-// The limits by the names requests and flags use ("limits": {"processes": 64},
-// --limit processes=64).
-inline constexpr std::pair<std::string_view, uint64_t Rlimits::*> kLimitNames[] = {
-    {"cpu_seconds", &Rlimits::cpu_seconds},
-    {"address_space_bytes", &Rlimits::address_space_bytes},
-    {"open_files", &Rlimits::open_files},
-    {"processes", &Rlimits::processes},
-    {"file_size_bytes", &Rlimits::file_size_bytes},
-    {"memory_bytes", &Rlimits::memory_bytes}};
 
 // Sets one limit from "NAME=VALUE" (VALUE a positive integer). EINVAL, with
 // the names known, if NAME is unknown or VALUE is not such an integer.

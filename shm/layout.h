@@ -16,7 +16,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
+#include <utility>
 
 namespace sp::shm {
 
@@ -39,6 +41,65 @@ struct Capacities {
   uint32_t jobs_per_worker = 64;        // jobs one worker runs at once
   uint32_t tick_ms = 1000;              // idle wake-up and heartbeat period of the roles
   uint64_t spool_bytes = 256ull << 20;  // detached jobs' output files, all together
+};
+
+// Resource limits of a job; 0: not set.
+struct Rlimits {
+  uint64_t cpu_seconds = 0;
+  uint64_t address_space_bytes = 0;
+  uint64_t open_files = 0;
+  uint64_t processes = 0;
+  uint64_t file_size_bytes = 0;
+  uint64_t memory_bytes = 0;  // not an rlimit: the job cgroup's memory limit
+};
+
+// The limits by the names requests and flags use ("limits": {"processes": 64},
+// --limit processes=64).
+inline constexpr std::pair<std::string_view, uint64_t Rlimits::*> kLimitNames[] = {
+    {"cpu_seconds", &Rlimits::cpu_seconds},
+    {"address_space_bytes", &Rlimits::address_space_bytes},
+    {"open_files", &Rlimits::open_files},
+    {"processes", &Rlimits::processes},
+    {"file_size_bytes", &Rlimits::file_size_bytes},
+    {"memory_bytes", &Rlimits::memory_bytes}};
+
+// How jobs are kept apart: the supervisor finds out at start
+// (isolation/cgroups.h); the frontend reports it and refuses memory limits
+// without cgroups.
+enum class Isolation : uint32_t { kProcessGroup = 0, kCgroupV1 = 1, kCgroupV2 = 2 };
+
+inline constexpr uint32_t kConfigPathBytes = 4096;  // PATH_MAX, with its NUL
+inline constexpr uint32_t kEnvPassBytes = 2048;     // --env-pass names, NUL after each
+inline constexpr uint32_t kMaxAllowUids = 64;       // --allow-uid entries
+inline constexpr uint32_t kNoteBytes = 512;
+
+// The daemon's configuration as its roles see it: written once by the
+// supervisor into the header before it starts any role, read-only after.
+// Each default is here and nowhere else; shell-poold's flags write into it
+// (supervisor/flags.cpp), where the bounds of its lists are checked.
+// Strings are NUL-terminated.
+struct RoleConfig {
+  // Jobs.
+  uint64_t max_output_bytes = 16ull << 20;  // execute: kept per stream, then truncated
+  uint64_t job_spool_bytes = 16ull << 20;   // detached: output kept per job (both streams)
+  double default_timeout_s = 0;             // for jobs that give none; 0: none
+  double max_timeout_s = 0;                 // ceiling for a job's timeout; 0: none
+  uint32_t kill_grace_ms = 2000;            // TERM -> KILL on timeout and cancel
+  Isolation isolation = Isolation::kProcessGroup;
+  Rlimits default_limits;  // for jobs that set none; 0: none
+  Rlimits max_limits;      // ceilings; also the default where no default is set
+  // The frontend.
+  uint64_t output_budget = 256ull << 20;  // execute output the frontend holds, all jobs
+  uint64_t max_line_bytes = 1ull << 20;   // longest request line
+  uint32_t max_connections = 1024;
+  uint32_t max_inflight = 256;  // unanswered requests per connection before it is not read
+  double retain_s = 3600;       // finished detached jobs are kept this long
+  uint32_t allow_uid_count = 0;
+  uint32_t allow_uids[kMaxAllowUids] = {};  // peers allowed besides the daemon's uid and root
+  char env_pass[kEnvPassBytes] = {};        // daemon env names jobs also get
+  char isolation_note[kNoteBytes] = {};     // which jobs get cgroups, or why none do
+  // The workers and the frontend.
+  char spool_dir[kConfigPathBytes] = {};  // the instance's spool directory
 };
 
 // Counters reported by `health`: monotonic, relaxed, any process may add.
@@ -76,6 +137,7 @@ struct alignas(64) Header {
   uint32_t header_bytes;
   uint64_t total_bytes;
   Capacities caps;
+  RoleConfig config;
   uint32_t ring_cells;  // power of two >= 2 * job_slots
   uint64_t workers_off, jobs_off, ring_off, sessions_off, session_envs_off, records_off, specs_off,
       outputs_off;
@@ -240,7 +302,8 @@ struct RecordHeader {
 template <typename T>
 inline constexpr bool kShmSafe = std::is_standard_layout_v<T>&& std::is_trivially_destructible_v<T>;
 static_assert(kShmSafe<Header> && kShmSafe<WorkerRecord> && kShmSafe<JobSlot> &&
-              kShmSafe<SessionSlot> && kShmSafe<JobRecord> && kShmSafe<RecordHeader>);
+              kShmSafe<SessionSlot> && kShmSafe<JobRecord> && kShmSafe<RecordHeader> &&
+              kShmSafe<RoleConfig>);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<int32_t>::is_always_lock_free);
@@ -253,15 +316,17 @@ static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, spool_bytes) == 40);
 static_assert(sizeof(Counters) == 128);
 static_assert(sizeof(BellWord) == 64);
-static_assert(sizeof(Header) == 576 && offsetof(Header, caps) == 24 &&
-              offsetof(Header, ring_cells) == 72 && offsetof(Header, workers_off) == 80 &&
-              offsetof(Header, outputs_off) == 136 && offsetof(Header, spool_used) == 144 &&
-              offsetof(Header, frontend_incarnation) == 152 && offsetof(Header, draining) == 156 &&
-              offsetof(Header, next_job_id) == 160 &&
-              offsetof(Header, frontend_heartbeat_ns) == 168 &&
-              offsetof(Header, started_unix_ms) == 176 && offsetof(Header, frontend_bell) == 192 &&
-              offsetof(Header, submit_bell) == 256 && offsetof(Header, ring_head) == 320 &&
-              offsetof(Header, ring_tail) == 384 && offsetof(Header, counters) == 448);
+static_assert(sizeof(Header) == 7680 && offsetof(Header, caps) == 24 &&
+              offsetof(Header, config) == 72 && offsetof(Header, ring_cells) == 7160 &&
+              offsetof(Header, workers_off) == 7168 && offsetof(Header, outputs_off) == 7224 &&
+              offsetof(Header, spool_used) == 7232 &&
+              offsetof(Header, frontend_incarnation) == 7240 &&
+              offsetof(Header, draining) == 7244 && offsetof(Header, next_job_id) == 7248 &&
+              offsetof(Header, frontend_heartbeat_ns) == 7256 &&
+              offsetof(Header, started_unix_ms) == 7264 &&
+              offsetof(Header, frontend_bell) == 7296 && offsetof(Header, submit_bell) == 7360 &&
+              offsetof(Header, ring_head) == 7424 && offsetof(Header, ring_tail) == 7488 &&
+              offsetof(Header, counters) == 7552);
 static_assert(sizeof(WorkerRecord) == 128 && offsetof(WorkerRecord, heartbeat_ns) == 16 &&
               offsetof(WorkerRecord, spool_reserved) == 24 &&
               offsetof(WorkerRecord, spool_from) == 32 &&
@@ -290,5 +355,12 @@ static_assert(sizeof(JobRecord) == 768 && offsetof(JobRecord, final_state) == 4 
               offsetof(JobRecord, spool_end) == 704 && offsetof(JobRecord, out_bytes) == 712 &&
               offsetof(JobRecord, truncated) == 728);
 static_assert(sizeof(RecordHeader) == 8);
+static_assert(sizeof(RoleConfig) == 7088 && offsetof(RoleConfig, isolation) == 36 &&
+              offsetof(RoleConfig, default_limits) == 40 &&
+              offsetof(RoleConfig, output_budget) == 136 && offsetof(RoleConfig, retain_s) == 160 &&
+              offsetof(RoleConfig, allow_uids) == 172 && offsetof(RoleConfig, env_pass) == 428 &&
+              offsetof(RoleConfig, isolation_note) == 2476 &&
+              offsetof(RoleConfig, spool_dir) == 2988);
+static_assert(sizeof(Rlimits) == 48);
 
 }  // namespace sp::shm

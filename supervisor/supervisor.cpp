@@ -20,14 +20,18 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/roles.h"
+#include "common/signals.h"
 #include "common/sys.h"
+#include "isolation/cgroups.h"
 #include "shm/doorbell.h"
 #include "shm/repair.h"
+#include "shm/role_config.h"
 #include "shm/segment.h"
 #include "supervisor/config.h"
 #include "supervisor/listener.h"
-#include "isolation/cgroups.h"
-#include "worker/worker.h"
+#include "supervisor/restart_policy.h"
+#include "supervisor/role_process.h"
 
 namespace sp::supervisor {
 
@@ -35,29 +39,20 @@ namespace {
 
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kStopKillAfterNs = 5000 * kMs;  // children still alive then get SIGKILL
-constexpr uint64_t kHealthyNs = 60'000 * kMs;      // a role up this long has its backoff reset
-
-// Fixed fd numbers in the children (see docs/architecture.md).
-constexpr int kChildFdBase = 3;
 
 struct Role {
+  Role(std::string n, const Config& c)
+      : name(std::move(n)), restarts(c.max_restarts, uint64_t(c.restart_window_s * 1e9)) {}
   std::string name;  // "frontend", "worker 0"
-  pid_t pid = 0;
+  RoleProcess process;
   uint64_t started_ns = 0;
   uint64_t restart_at_ns = 0;  // 0: no restart pending
   bool hang_killed = false;    // we killed it for a stale heartbeat
   bool oom_killed = false;     // its last death was the kernel's OOM killer
   std::string cgroup;          // its memory cgroup's name (Cgroups::prepare_role)
   uint64_t oom_base = 0;       // OOM kills in that cgroup when it was started
-  std::deque<uint64_t> crashes;
+  RestartPolicy restarts;
 };
-
-// Limits as --limit/--max-limit arguments for the frontend.
-void add_limit_args(std::vector<std::string>& args, const char* flag, const shm::Rlimits& l) {
-  for (const auto& [name, field] : shm::kLimitNames)
-    if (l.*field)
-      args.insert(args.end(), {flag, std::string(name) + "=" + std::to_string(l.*field)});
-}
 
 // Removes the job files ("job-<digits>") a daemon left in its spool
 // directory, and nothing else.
@@ -76,20 +71,20 @@ uint32_t clear_spool(const std::string& dir) {
 }
 
 std::string describe_status(int status) {
-  if (WIFSIGNALED(status)) return std::string("killed by signal ") + sigabbrev_np(WTERMSIG(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + signal_name(WTERMSIG(status)).substr(3);
   return "exited with status " + std::to_string(WEXITSTATUS(status));
 }
 
 class Supervisor {
  public:
-  explicit Supervisor(const Config& c) : cfg_(c) {}
+  explicit Supervisor(const Config& c) : cfg_(c), frontend_("frontend", c) {}
   int run();
 
  private:
   Status setup();
   void start_frontend();
   void start_worker(uint32_t i);
-  pid_t spawn(const std::vector<std::string>& args, const std::vector<int>& fds, Role& role);
+  void start(Role& role, std::vector<std::string> args, std::vector<int> fds);
   void reap();
   void on_death(Role& role, int status, bool is_frontend, uint32_t index);
   void check_hangs(uint64_t now);
@@ -99,12 +94,16 @@ class Supervisor {
   void schedule_restart(Role& role);
   void begin_drain();
   void begin_stop();
+  void step_running(uint64_t now);
+  void step_draining(uint64_t now);
+  bool step_stopping(uint64_t now);  // false: every child is gone
   void sweep_adopted();
   void kill_job_cgroups(uint32_t index);
   void ring_all() const;
   bool children_alive() const;
   std::vector<std::string> common_args() const;
   Status make_spool();
+  Status write_role_config();
   void cleanup();
 
   Config cfg_;
@@ -126,10 +125,11 @@ class Supervisor {
 
 Status Supervisor::setup() {
   // Defaults above their ceilings would refuse jobs for params they never sent.
-  if (cfg_.max_timeout_s > 0 && cfg_.default_timeout_s > cfg_.max_timeout_s)
+  const shm::RoleConfig& role = cfg_.role;
+  if (role.max_timeout_s > 0 && role.default_timeout_s > role.max_timeout_s)
     return Error{EINVAL, "--default-timeout is above --max-timeout"};
   for (const auto& [name, field] : shm::kLimitNames)
-    if (cfg_.max_limits.*field && cfg_.default_limits.*field > cfg_.max_limits.*field)
+    if (role.max_limits.*field && role.default_limits.*field > role.max_limits.*field)
       return Error{EINVAL, "--limit " + std::string(name) + " is above its --max-limit"};
   switch (probe_socket(cfg_.socket_path)) {
     case SocketState::kLive:
@@ -160,10 +160,11 @@ Status Supervisor::setup() {
     return Error{cgroups.error().code, "--cgroups always: " + cgroups.error().message()};
   cgroups_ = std::move(cgroups).value();
   if (cgroups_.enabled()) {
-    spdlog::info("{} run in cgroups of their own ({})", cgroups_.scope(), cgroups_.isolation());
+    spdlog::info("{} run in cgroups of their own (cgroup v{})", cgroups_.scope(),
+                 cgroups_.isolation() == shm::Isolation::kCgroupV2 ? 2 : 1);
   } else {
     spdlog::info("jobs are isolated by process group only: {}", cgroups_.why_not());
-    if (cfg_.default_limits.memory_bytes || cfg_.max_limits.memory_bytes)
+    if (role.default_limits.memory_bytes || role.max_limits.memory_bytes)
       return Error{ENOTSUP, "memory_bytes limits need per-job cgroups: " + cgroups_.why_not()};
   }
 
@@ -176,17 +177,16 @@ Status Supervisor::setup() {
   if (Status s = efd(submit_efd_); !s) return s;
   if (Status s = efd(frontend_efd_); !s) return s;
   worker_efds_.resize(cfg_.caps.workers);
-  workers_.resize(cfg_.caps.workers);
   for (uint32_t i = 0; i < cfg_.caps.workers; ++i) {
     if (Status s = efd(worker_efds_[i]); !s) return s;
-    workers_[i].name = "worker " + std::to_string(i);
+    workers_.emplace_back("worker " + std::to_string(i), cfg_);
     // A worker's jobs without cgroups of their own share its cgroup, and
     // their OOM kills would count as its own: only with every job in its own
     // cgroup does a worker get one.
     if (cgroups_.every_job()) workers_[i].cgroup = "worker-" + std::to_string(i);
   }
-  frontend_.name = "frontend";
   frontend_.cgroup = "frontend";
+  if (Status st = write_role_config(); !st) return st;
   // Connections and job pipes are fds: use the whole hard limit (inherited by the roles).
   rlimit nofile{};
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -203,81 +203,48 @@ std::vector<std::string> Supervisor::common_args() const {
   return {"--shm", shm_name_, "--log-level", cfg_.log_level};
 }
 
-pid_t Supervisor::spawn(const std::vector<std::string>& args, const std::vector<int>& fds,
-                        Role& role) {
+// What the roles read from the segment: the flags' values, and what the
+// supervisor found out at start (the spool directory, the isolation).
+Status Supervisor::write_role_config() {
+  shm::RoleConfig& c = seg_->header().config;
+  c = cfg_.role;
+  if (Status st = shm::set_env_pass(c, cfg_.env_pass); !st) return st;
+  if (Status st = shm::set_allow_uids(c, cfg_.allow_uids); !st) return st;
+  if (Status st = shm::set_spool_dir(c, spool_dir_); !st) return st;
+  shm::set_isolation(c, cgroups_.isolation(),
+                     cgroups_.enabled() ? "cgroups for " + cgroups_.scope() : cgroups_.why_not());
+  return {};
+}
+
+// Starts `role` with `args` and `fds` (at their fixed numbers, common/roles.h).
+// A role that cannot even be started counts as a death: it is retried with
+// backoff, and a crash loop of it ends the daemon.
+void Supervisor::start(Role& role, std::vector<std::string> args, std::vector<int> fds) {
   // Its own memory cgroup, where there are cgroups: tells its OOM kills apart.
-  std::string procs = cgroups_.prepare_role(role.cgroup);
+  RoleProcess::Spec spec{"/proc/self/exe", std::move(args), std::move(fds),
+                         cgroups_.prepare_role(role.cgroup)};
   role.oom_base = cgroups_.role_oom_kills(role.cgroup);
-  std::vector<const char*> argv;
-  argv.push_back("shell-poold");
-  for (const auto& a : args) argv.push_back(a.c_str());
-  argv.push_back(nullptr);
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();  // the supervisor's heap is small: fork is cheap here
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) _exit(1);
-    if (!procs.empty()) {  // best effort: without it only its OOM kills go uncounted
-      int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
-      if (fd >= 0) [[maybe_unused]]
-        ssize_t w = ::write(fd, "0", 1);  // exec closes fd
-    }
-    // Move the inherited fds out of the way first, then to their fixed numbers
-    // (dup2 clears FD_CLOEXEC on the copies; everything else closes on exec).
-    int tmp[128];
-    for (size_t i = 0; i < fds.size(); ++i) tmp[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 256);
-    for (size_t i = 0; i < fds.size(); ++i) ::dup2(tmp[i], kChildFdBase + int(i));
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::execv("/proc/self/exe", const_cast<char* const*>(argv.data()));
-    _exit(127);
+  role.started_ns = monotonic_ns();
+  role.hang_killed = false;
+  auto process = RoleProcess::start(spec);
+  if (!process) {
+    spdlog::error("cannot start {}: {}", role.name, process.error().message());
+    return schedule_restart(role);
   }
-  if (pid < 0) spdlog::error("fork: {}", std::strerror(errno));
-  return pid;
+  role.process = std::move(process).value();
+  spdlog::info("started {} (pid {})", role.name, role.process.pid());
 }
 
 void Supervisor::start_frontend() {
   seg_->header().frontend_incarnation.fetch_add(1);
   std::vector<int> fds{listen_.get(), frontend_efd_.get(), submit_efd_.get()};
-  std::string worker_fds;
-  for (uint32_t i = 0; i < cfg_.caps.workers; ++i) {
-    fds.push_back(worker_efds_[i].get());
-    worker_fds += (i ? "," : "") + std::to_string(kChildFdBase + 3 + int(i));
-  }
+  static_assert(roles::kListen == 3 && roles::kFrontendBell == 4 && roles::kFrontendSubmit == 5 &&
+                roles::kFirstWorkerBell == 6);
+  for (const UniqueFd& bell : worker_efds_) fds.push_back(bell.get());
   auto args = common_args();
   args.insert(args.begin(), "frontend");
-  for (std::string a : {"--listen-fd", "3", "--frontend-fd", "4", "--submit-fd", "5"})
-    args.push_back(a);
-  args.insert(
-      args.end(),
-      {"--worker-fds", worker_fds, "--max-output", std::to_string(cfg_.max_output_bytes),
-       "--output-budget", std::to_string(cfg_.output_budget), "--max-connections",
-       std::to_string(cfg_.max_connections), "--max-line", std::to_string(cfg_.max_line_bytes),
-       "--default-timeout", std::to_string(cfg_.default_timeout_s), "--kill-grace-ms",
-       std::to_string(cfg_.kill_grace_ms), "--max-inflight", std::to_string(cfg_.max_inflight)});
-  for (const std::string& name : cfg_.env_pass) args.insert(args.end(), {"--env-pass", name});
-  for (uint32_t uid : cfg_.allow_uids)
-    args.insert(args.end(), {"--allow-uid", std::to_string(uid)});
-  add_limit_args(args, "--limit", cfg_.default_limits);
-  add_limit_args(args, "--max-limit", cfg_.max_limits);
-  args.insert(args.end(), {"--max-timeout", std::to_string(cfg_.max_timeout_s), "--isolation",
-                           cgroups_.isolation()});
-  args.insert(args.end(),
-              {"--spool-dir", spool_dir_, "--retain-seconds", std::to_string(cfg_.retain_s),
-               "--job-output-bytes", std::to_string(cfg_.job_spool_bytes)});
-  args.insert(args.end(),
-              {"--isolation-note",
-               cgroups_.enabled() ? "cgroups for " + cgroups_.scope() : cgroups_.why_not()});
-  frontend_.pid = spawn(args, fds, frontend_);
-  frontend_.started_ns = monotonic_ns();
-  frontend_.hang_killed = false;
   frontend_stop_sent_ = false;
-  if (frontend_.pid < 0) {
-    frontend_.pid = 0;
-    return schedule_restart(frontend_);
-  }
-  spdlog::info("started frontend (pid {})", frontend_.pid);
+  start(frontend_, std::move(args), std::move(fds));
 }
 
 void Supervisor::start_worker(uint32_t i) {
@@ -290,20 +257,17 @@ void Supervisor::start_worker(uint32_t i) {
     uint64_t n = cfg_.recycle_after + uint64_t(std::rand()) % (cfg_.recycle_after / 10 + 1);
     args.insert(args.end(), {"--recycle-after", std::to_string(n)});
   }
-  args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.kill_grace_ms), "--submit-fd",
-                           "3", "--bell-fd", "4", "--frontend-fd", "5"});
+  static_assert(roles::kWorkerSubmit == 3 && roles::kWorkerBell == 4 &&
+                roles::kWorkerFrontendBell == 5);
+  args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.role.kill_grace_ms),
+                           "--submit-fd", std::to_string(roles::kWorkerSubmit), "--bell-fd",
+                           std::to_string(roles::kWorkerBell), "--frontend-fd",
+                           std::to_string(roles::kWorkerFrontendBell)});
   if (cgroups_.enabled()) args.insert(args.end(), {"--cgroups", cgroups_.encode()});
   args.insert(args.end(), {"--spool-dir", spool_dir_});
-  workers_[i].pid =
-      spawn(args, {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()}, workers_[i]);
-  workers_[i].started_ns = monotonic_ns();
-  workers_[i].hang_killed = false;
-  if (workers_[i].pid < 0) {
-    workers_[i].pid = 0;
-    return schedule_restart(workers_[i]);
-  }
-  rec.pid.store(workers_[i].pid);
-  spdlog::info("started worker {} (pid {})", i, workers_[i].pid);
+  start(workers_[i], std::move(args),
+        {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
+  rec.pid.store(workers_[i].process.pid());
 }
 
 void Supervisor::ring_all() const {
@@ -319,19 +283,19 @@ void Supervisor::reap() {
     int status;
     pid_t pid = ::waitpid(-1, &status, WNOHANG);
     if (pid <= 0) return;
-    if (pid == frontend_.pid) {
+    if (pid == frontend_.process.pid()) {
       on_death(frontend_, status, true, 0);
       continue;
     }
     for (uint32_t i = 0; i < workers_.size(); ++i)
-      if (pid == workers_[i].pid) on_death(workers_[i], status, false, i);
+      if (pid == workers_[i].process.pid()) on_death(workers_[i], status, false, i);
     // Anything else is an adopted orphan we killed: reaped, nothing to do.
   }
 }
 
 void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t index) {
-  role.pid = 0;
-  if (!is_frontend && WIFEXITED(status) && WEXITSTATUS(status) == worker::kExitRecycled) {
+  role.process.reaped();
+  if (!is_frontend && WIFEXITED(status) && WEXITSTATUS(status) == roles::kExitRecycled) {
     // A planned exit with no job left: restart now, no repair, no crash count.
     seg_->worker(index).pid.store(0);
     seg_->header().counters.recycles.fetch_add(1);
@@ -404,14 +368,14 @@ void Supervisor::check_hangs(uint64_t now) {
   if (cfg_.hang_timeout_s <= 0 || phase_ == Phase::kStopping) return;
   const auto limit = uint64_t(cfg_.hang_timeout_s * 1e9);
   auto check = [&](Role& role, uint64_t beat) {
-    if (role.pid <= 0 || role.hang_killed) return;
+    if (!role.process.running() || role.hang_killed) return;
     uint64_t last = std::max(beat, role.started_ns);  // a beat from before the restart is stale
     if (now <= last || now - last < limit) return;
     spdlog::warn("{} (pid {}) has not beaten its heartbeat for {} ms: killing it", role.name,
-                 role.pid, (now - last) / kMs);
+                 role.process.pid(), (now - last) / kMs);
     role.hang_killed = true;
     seg_->header().counters.hang_kills.fetch_add(1);
-    ::kill(role.pid, SIGKILL);
+    role.process.signal(SIGKILL);
   };
   check(frontend_, seg_->header().frontend_heartbeat_ns.load());
   for (uint32_t i = 0; i < workers_.size(); ++i)
@@ -420,24 +384,18 @@ void Supervisor::check_hangs(uint64_t now) {
 
 void Supervisor::schedule_restart(Role& role) {
   uint64_t now = monotonic_ns();
-  if (now - role.started_ns > kHealthyNs) role.crashes.clear();
-  uint64_t window = uint64_t(cfg_.restart_window_s * 1e9);
-  while (!role.crashes.empty() && now - role.crashes.front() > window) role.crashes.pop_front();
-  role.crashes.push_back(now);
-  if (role.crashes.size() > cfg_.max_restarts) {
+  auto delay = role.restarts.on_death(role.started_ns, now, [](uint64_t n) {
+    return n ? uint64_t(std::rand()) % (n + 1) : 0;  // jitter: restarts do not align
+  });
+  if (!delay) {
     spdlog::critical("{} died {} times within {} s: giving up (crash loop)", role.name,
-                     role.crashes.size(), cfg_.restart_window_s);
+                     role.restarts.deaths_in_window(), cfg_.restart_window_s);
     exit_code_ = 1;
     begin_stop();
     return;
   }
-  // First restart at once; then 100 ms doubling up to 5 s.
-  size_t n = role.crashes.size();
-  uint64_t delay =
-      n <= 1 ? 0 : std::min<uint64_t>(100 * kMs << std::min<size_t>(n - 2, 6), 5000 * kMs);
-  delay += delay ? uint64_t(std::rand()) % (delay / 4 + 1) : 0;  // jitter: restarts do not align
-  role.restart_at_ns = now + delay;
-  if (delay) spdlog::info("restarting {} in {} ms", role.name, delay / kMs);
+  role.restart_at_ns = now + *delay;
+  if (*delay) spdlog::info("restarting {} in {} ms", role.name, *delay / kMs);
 }
 
 void Supervisor::begin_drain() {
@@ -463,7 +421,7 @@ void Supervisor::begin_stop() {
   spdlog::info("stopping: {} queued jobs cancelled, stopping workers", n);
   for (Role& w : workers_) {
     w.restart_at_ns = 0;
-    if (w.pid > 0) ::kill(w.pid, SIGTERM);
+    w.process.signal(SIGTERM);
   }
   frontend_.restart_at_ns = 0;
   kill_deadline_ns_ = monotonic_ns() + kStopKillAfterNs;
@@ -486,8 +444,9 @@ void Supervisor::sweep_adopted() {
   std::ifstream in(path);
   pid_t pid;
   while (in >> pid) {
-    if (pid == frontend_.pid) continue;
-    if (std::any_of(workers_.begin(), workers_.end(), [&](const Role& w) { return w.pid == pid; }))
+    if (pid == frontend_.process.pid()) continue;
+    if (std::any_of(workers_.begin(), workers_.end(),
+                    [&](const Role& w) { return w.process.pid() == pid; }))
       continue;
     ::kill(-pid, SIGKILL);
     ::kill(pid, SIGKILL);
@@ -495,8 +454,9 @@ void Supervisor::sweep_adopted() {
 }
 
 bool Supervisor::children_alive() const {
-  return frontend_.pid > 0 ||
-         std::any_of(workers_.begin(), workers_.end(), [](const Role& w) { return w.pid > 0; });
+  return frontend_.process.running() ||
+         std::any_of(workers_.begin(), workers_.end(),
+                     [](const Role& w) { return w.process.running(); });
 }
 
 // The instance's own spool directory, "<shm name>.spool" in --spool-dir
@@ -576,51 +536,68 @@ int Supervisor::run() {
     if (sig == SIGCHLD) reap();
     if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
       if (phase_ == Phase::kRunning) {
-        spdlog::info("{} received", sigabbrev_np(sig));
+        spdlog::info("{} received", signal_name(sig));
         begin_drain();
       } else {
-        spdlog::info("{} received again: stopping now", sigabbrev_np(sig));
+        spdlog::info("{} received again: stopping now", signal_name(sig));
         begin_stop();
       }
     }
     now = monotonic_ns();
     check_hangs(now);
-    if (phase_ != Phase::kStopping) {
-      if (phase_ == Phase::kRunning && frontend_.restart_at_ns && now >= frontend_.restart_at_ns) {
-        frontend_.restart_at_ns = 0;
-        start_frontend();
-      }
-      for (uint32_t i = 0; i < workers_.size(); ++i)
-        if (workers_[i].restart_at_ns && now >= workers_[i].restart_at_ns) {
-          workers_[i].restart_at_ns = 0;
-          start_worker(i);
-        }
-    }
-    if (phase_ == Phase::kDraining &&
-        (shm::unfinished_jobs(*seg_) == 0 || now >= drain_deadline_ns_))
-      begin_stop();
-    if (phase_ == Phase::kStopping) {
-      bool workers_gone =
-          std::none_of(workers_.begin(), workers_.end(), [](const Role& w) { return w.pid > 0; });
-      // The frontend goes last, so it can still tell clients how their jobs ended.
-      if (workers_gone && frontend_.pid > 0 && !frontend_stop_sent_) {
-        frontend_stop_sent_ = true;
-        ring_all();
-        ::kill(frontend_.pid, SIGTERM);
-      }
-      if (!children_alive()) break;
-      if (now >= kill_deadline_ns_) {
-        spdlog::warn("children still alive after {} ms: killing them", kStopKillAfterNs / kMs);
-        if (frontend_.pid > 0) ::kill(frontend_.pid, SIGKILL);
-        for (Role& w : workers_)
-          if (w.pid > 0) ::kill(w.pid, SIGKILL);
-        kill_deadline_ns_ = now + kStopKillAfterNs;
-      }
-    }
+    if (phase_ == Phase::kRunning) step_running(now);
+    if (phase_ == Phase::kDraining) step_draining(now);
+    if (phase_ == Phase::kStopping && !step_stopping(now)) break;
   }
   cleanup();
   spdlog::info("stopped");
   return exit_code_;
+}
+
+// Running: restarts that are due.
+void Supervisor::step_running(uint64_t now) {
+  if (frontend_.restart_at_ns && now >= frontend_.restart_at_ns) {
+    frontend_.restart_at_ns = 0;
+    start_frontend();
+  }
+  for (uint32_t i = 0; i < workers_.size(); ++i)
+    if (workers_[i].restart_at_ns && now >= workers_[i].restart_at_ns) {
+      workers_[i].restart_at_ns = 0;
+      start_worker(i);
+    }
+}
+
+// Draining: running and requeued jobs still need their workers (the
+// frontend is not restarted: the socket is closed); the stop begins when the
+// last job ends or the drain timeout passes.
+void Supervisor::step_draining(uint64_t now) {
+  for (uint32_t i = 0; i < workers_.size(); ++i)
+    if (workers_[i].restart_at_ns && now >= workers_[i].restart_at_ns) {
+      workers_[i].restart_at_ns = 0;
+      start_worker(i);
+    }
+  if (shm::unfinished_jobs(*seg_) == 0 || now >= drain_deadline_ns_) begin_stop();
+}
+
+// Stopping: the workers got SIGTERM; the frontend goes last, so it can still
+// tell clients how their jobs ended; whatever is left at the deadline is
+// killed.
+bool Supervisor::step_stopping(uint64_t now) {
+  bool workers_gone = std::none_of(workers_.begin(), workers_.end(),
+                                   [](const Role& w) { return w.process.running(); });
+  if (workers_gone && frontend_.process.running() && !frontend_stop_sent_) {
+    frontend_stop_sent_ = true;
+    ring_all();
+    frontend_.process.signal(SIGTERM);
+  }
+  if (!children_alive()) return false;
+  if (now >= kill_deadline_ns_) {
+    spdlog::warn("children still alive after {} ms: killing them", kStopKillAfterNs / kMs);
+    frontend_.process.signal(SIGKILL);
+    for (Role& w : workers_) w.process.signal(SIGKILL);
+    kill_deadline_ns_ = now + kStopKillAfterNs;
+  }
+  return true;
 }
 
 }  // namespace

@@ -1,0 +1,57 @@
+#include "shm/role_config.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace sp::shm {
+
+Status set_env_pass(RoleConfig& c, const std::vector<std::string>& names) {
+  size_t at = 0;
+  std::memset(c.env_pass, 0, sizeof c.env_pass);
+  for (const std::string& name : names) {
+    if (name.empty() || name.find('=') != std::string::npos || name.find('\0') != std::string::npos)
+      return Error{0, "--env-pass " + name + ": not a variable name"};
+    if (at + name.size() + 2 > sizeof c.env_pass)  // its NUL, and the empty name that ends the list
+      return Error{0, "--env-pass names take more than " + std::to_string(sizeof c.env_pass) +
+                          " bytes together"};
+    std::memcpy(c.env_pass + at, name.data(), name.size());
+    at += name.size() + 1;
+  }
+  return {};
+}
+
+Status set_allow_uids(RoleConfig& c, const std::vector<uint32_t>& uids) {
+  if (uids.size() > kMaxAllowUids)
+    return Error{0, "more than " + std::to_string(kMaxAllowUids) + " --allow-uid"};
+  std::copy(uids.begin(), uids.end(), c.allow_uids);
+  c.allow_uid_count = uint32_t(uids.size());
+  return {};
+}
+
+Status set_spool_dir(RoleConfig& c, std::string_view path) {
+  if (path.size() >= sizeof c.spool_dir) return Error{ENAMETOOLONG, "spool directory"};
+  std::memset(c.spool_dir, 0, sizeof c.spool_dir);
+  std::memcpy(c.spool_dir, path.data(), path.size());
+  return {};
+}
+
+void set_isolation(RoleConfig& c, Isolation isolation, std::string_view note) {
+  c.isolation = isolation;
+  std::memset(c.isolation_note, 0, sizeof c.isolation_note);
+  std::memcpy(c.isolation_note, note.data(), std::min(note.size(), sizeof c.isolation_note - 1));
+}
+
+std::vector<std::string> env_pass(const RoleConfig& c) {
+  std::vector<std::string> out;
+  for (size_t at = 0; at < sizeof c.env_pass && c.env_pass[at];) {
+    out.emplace_back(c.env_pass + at);
+    at += out.back().size() + 1;
+  }
+  return out;
+}
+
+std::span<const uint32_t> allow_uids(const RoleConfig& c) {
+  return {c.allow_uids, std::min<uint32_t>(c.allow_uid_count, kMaxAllowUids)};
+}
+
+}  // namespace sp::shm

@@ -1,0 +1,164 @@
+#include "supervisor/flags.h"
+
+#include <map>
+#include <thread>
+
+#include "common/paths.h"
+#include "shm/codec.h"
+
+namespace sp::supervisor {
+
+namespace {
+
+// --limit / --max-limit values ("NAME=VALUE", repeatable).
+CLI::Validator limit_validator() {
+  return CLI::Validator(
+      [](std::string& s) {
+        shm::Rlimits probe;
+        Status st = shm::parse_limit(s, probe);
+        return st ? std::string() : st.error().context;
+      },
+      "NAME=VALUE");
+}
+
+}  // namespace
+
+void add_daemon_flags(CLI::App& app, Config& cfg) {
+  cfg.socket_path = default_socket_path();
+  unsigned cpus = std::thread::hardware_concurrency();
+  cfg.caps.workers = cpus ? std::min(cpus, shm::kMaxWorkers) : 2;
+  app.add_option("--socket", cfg.socket_path, "Unix socket to listen on")->capture_default_str();
+  app.add_option("--workers", cfg.caps.workers, "Worker processes (default: number of CPUs)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, shm::kMaxWorkers));
+  app.add_option("--max-concurrent", cfg.max_concurrent,
+                 "Jobs running at once over all workers, rounded up to a multiple of --workers "
+                 "(default: 64 per worker)")
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--queue-size", cfg.caps.job_slots,
+                 "Jobs queued or running at once; beyond it requests get a retryable "
+                 "queue-full error")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--max-output", cfg.role.max_output_bytes,
+                 "execute: bytes kept per stream (stdout, stderr); more is dropped and the "
+                 "result says truncated")
+      ->capture_default_str();
+  app.add_option("--output-budget", cfg.role.output_budget,
+                 "Output the frontend holds for clients (execute output plus unsent answers), "
+                 "bytes; beyond it only the oldest execute job with output waiting drains (the "
+                 "others' commands wait)")
+      ->capture_default_str();
+  app.add_option("--output-buffer", cfg.caps.output_bytes,
+                 "Shared-memory output buffer per job, bytes (multiple of 8)")
+      ->capture_default_str();
+  app.add_option("--spec-bytes", cfg.caps.spec_bytes,
+                 "Largest encoded job (command, args, env), bytes (multiple of 8)")
+      ->capture_default_str();
+  app.add_option("--sessions", cfg.caps.session_slots, "Sessions at once")->capture_default_str();
+  app.add_option("--session-env-bytes", cfg.caps.session_env_bytes, "Environment bytes per session")
+      ->capture_default_str();
+  app.add_option("--default-timeout", cfg.role.default_timeout_s,
+                 "Timeout in seconds for jobs that give none (0: none)")
+      ->capture_default_str();
+  app.add_option("--kill-grace-ms", cfg.role.kill_grace_ms,
+                 "On timeout or cancel: SIGTERM, then SIGKILL after this many ms")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", cfg.drain_timeout_s,
+                 "On SIGTERM: seconds running jobs may finish before they are killed")
+      ->capture_default_str();
+  app.add_option("--max-connections", cfg.role.max_connections, "Client connections at once")
+      ->capture_default_str();
+  app.add_option("--max-line", cfg.role.max_line_bytes, "Longest request line, bytes")
+      ->capture_default_str();
+  app.add_option("--hang-timeout", cfg.hang_timeout_s,
+                 "Seconds without a heartbeat after which a worker or the frontend is killed "
+                 "and restarted (0: never)")
+      ->capture_default_str();
+  app.add_option("--max-restarts", cfg.max_restarts,
+                 "A role that dies more often than this within --restart-window ends the daemon")
+      ->capture_default_str();
+  app.add_option("--restart-window", cfg.restart_window_s, "Seconds, see --max-restarts")
+      ->capture_default_str();
+  app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  app.add_option("--env-pass", cfg.env_pass,
+                 "Name of a daemon environment variable jobs also get (repeatable); jobs get "
+                 "only PATH HOME USER LOGNAME SHELL LANG LC_ALL TZ TMPDIR otherwise");
+  app.add_option("--recycle-after", cfg.recycle_after,
+                 "Replace a worker after about this many jobs (+ up to 10 % jitter), once its "
+                 "jobs are done (0: never)")
+      ->capture_default_str();
+  app.add_option("--allow-uid", cfg.allow_uids,
+                 "A uid that may connect besides the daemon's own and root (repeatable)");
+  app.add_option("--max-inflight", cfg.role.max_inflight,
+                 "Unfinished jobs per connection; beyond it the connection's further requests "
+                 "wait")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
+
+  std::string limit_names;
+  for (const auto& [name, field] : shm::kLimitNames)
+    limit_names += (limit_names.empty() ? "" : ", ") + std::string(name);
+  auto limits_into = [](shm::Rlimits& out) {
+    return [&out](const std::vector<std::string>& items) {
+      for (const std::string& item : items) (void)shm::parse_limit(item, out);  // validated
+    };
+  };
+  app.add_option_function<std::vector<std::string>>("--limit", limits_into(cfg.role.default_limits),
+                                                    "Per-job limit for jobs that set none, "
+                                                    "NAME=VALUE (repeatable); NAME is one of " +
+                                                        limit_names)
+      ->check(limit_validator());
+  app.add_option_function<std::vector<std::string>>(
+         "--max-limit", limits_into(cfg.role.max_limits),
+         "Per-job ceiling, NAME=VALUE (repeatable): a job asking more is refused, a job "
+         "asking nothing (with no --limit) gets the ceiling")
+      ->check(limit_validator());
+  app.add_option("--max-timeout", cfg.role.max_timeout_s,
+                 "Ceiling for a job's timeout in seconds: longer is refused, none gets it (0: "
+                 "none)")
+      ->capture_default_str();
+  app.add_option("--cgroups", cfg.cgroups,
+                 "Per-job cgroups (they make memory_bytes work, processes bind root, and kill "
+                 "a job whole): auto gives one to jobs with a processes or memory_bytes limit "
+                 "where the host allows, always to every job (and refuses to start where the "
+                 "host does not allow), off to none")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, isolation::CgroupMode>{{"auto", isolation::CgroupMode::kAuto},
+                                                       {"always", isolation::CgroupMode::kAlways},
+                                                       {"off", isolation::CgroupMode::kOff}}))
+      ->default_str("auto");
+  app.add_option("--retain-jobs", cfg.caps.job_records,
+                 "Detached jobs kept at once, unfinished and finished; when full, the oldest "
+                 "finished one is forgotten")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1u << 20));
+  app.add_option("--retain-seconds", cfg.role.retain_s,
+                 "How long a finished detached job and its output are kept")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
+  app.add_option("--job-output-bytes", cfg.role.job_spool_bytes,
+                 "Output kept per detached job (stdout and stderr together); more is dropped "
+                 "and marked truncated")
+      ->capture_default_str();
+  app.add_option("--spool-bytes", cfg.caps.spool_bytes,
+                 "Disk all detached jobs' output may take together; beyond it output is dropped "
+                 "and finished jobs are forgotten, oldest first, to make room")
+      ->capture_default_str();
+  app.add_option("--spool-dir", cfg.spool_dir,
+                 "Where detached jobs' output files go: the daemon makes (and at exit removes) "
+                 "its own directory shell-pool-<hash>.spool in it (default: the socket's "
+                 "directory)");
+  app.set_config("--config", "", "Read options from this TOML file (names as the long flags)");
+}
+
+CLI::App* add_role_command(CLI::App& app, const std::string& role, RoleFlags& flags) {
+  CLI::App* cmd = app.add_subcommand(role, "")->group("");  // internal: started by the supervisor
+  cmd->add_option("--shm", flags.shm_name)->required();
+  if (role == "worker") cmd->add_option("--index", flags.index)->required();
+  cmd->add_option("--log-level", flags.log_level);
+  return cmd;
+}
+
+}  // namespace sp::supervisor

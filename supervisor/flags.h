@@ -1,0 +1,25 @@
+// shell-poold's command line: the daemon's flags (and --config FILE, the same
+// options as TOML), bound straight to a Config, and the internal role
+// subcommands the supervisor starts its children with. Used by main() only.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "supervisor/config.h"
+
+namespace sp::supervisor {
+
+// The daemon's flags, writing into `cfg` (whose defaults they show).
+void add_daemon_flags(CLI::App& app, Config& cfg);
+
+// A role subcommand's own flags: which segment, which worker, how to log.
+// Everything else a role reads from the segment (shm::RoleConfig).
+struct RoleFlags {
+  std::string shm_name;
+  uint32_t index = 0;  // worker only
+  std::string log_level = "info";
+};
+CLI::App* add_role_command(CLI::App& app, const std::string& role, RoleFlags& flags);
+
+}  // namespace sp::supervisor
