@@ -179,4 +179,13 @@ std::optional<std::string> decode_base64(std::string_view in) {
   return out;
 }
 
+void append_output_text(std::string& out, std::string_view bytes, bool base64, std::string& carry,
+                        bool final) {
+  if (base64) {
+    append_base64(out, bytes);
+  } else {
+    append_utf8_sanitized(out, bytes, carry, final);
+  }
+}
+
 }  // namespace sp

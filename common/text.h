@@ -25,6 +25,12 @@ void append_utf8_sanitized(std::string& out, std::string_view in, std::string& c
 // of `in` to `out`.
 void append_base64(std::string& out, std::string_view in);
 
+// Command output as answer text: base64 when `base64` (exact bytes), else
+// sanitized UTF-8, with `carry` holding an incomplete sequence between
+// chunks of one stream until `final` (see append_utf8_sanitized).
+void append_output_text(std::string& out, std::string_view bytes, bool base64, std::string& carry,
+                        bool final);
+
 // Decodes standard base64 (RFC 4648 section 4; '=' padding optional).
 // nullopt if `in` has a character outside the alphabet or a stray '='.
 std::optional<std::string> decode_base64(std::string_view in);

@@ -102,7 +102,7 @@ bool AttachedJobs::service(Pending& p) {
 
 void AttachedJobs::on_output(Pending& p, uint8_t stream, std::string_view bytes) {
   crash_point("reading_output");
-  int i = stream == shm::kStreamStderr ? 1 : 0;
+  const int i = shm::stream_index(stream);
   uint64_t room = p.cap > p.seen[i] ? p.cap - p.seen[i] : 0;
   p.seen[i] += bytes.size();
   if (bytes.size() > room) {
@@ -125,11 +125,7 @@ void AttachedJobs::on_output(Pending& p, uint8_t stream, std::string_view bytes)
 void AttachedJobs::send_chunk(Pending& p, int stream, std::string_view bytes, bool final) {
   if (!out_.wanted(p.reply)) return;
   std::string data;
-  if (p.base64) {
-    append_base64(data, bytes);
-  } else {
-    append_utf8_sanitized(data, bytes, p.carry[stream], final);
-  }
+  append_output_text(data, bytes, p.base64, p.carry[stream], final);
   if (data.empty()) return;
   out_.partial(p.reply,
                rpc::Object{{"type", stream ? "stderr" : "stdout"}, {"data", std::move(data)}});
@@ -152,11 +148,7 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   } else {
     for (int i = 0; i < 2; ++i) {
       std::string text;
-      if (p.base64) {
-        append_base64(text, p.data[i]);
-      } else {
-        append_utf8_sanitized(text, p.data[i], p.carry[i], true);
-      }
+      append_output_text(text, p.data[i], p.base64, p.carry[i], true);
       result[i ? "stderr" : "stdout"] = std::move(text);
     }
   }

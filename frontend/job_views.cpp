@@ -20,12 +20,8 @@ rpc::Value time_or_null(uint64_t unix_ms) {
 // Text for the answer: base64, or UTF-8 with invalid bytes replaced. With
 // `hold`, an incomplete sequence at the end is left out; returns its length.
 size_t encode_text(std::string& out, std::string_view bytes, bool base64, bool hold) {
-  if (base64) {
-    append_base64(out, bytes);
-    return 0;
-  }
   std::string carry;
-  append_utf8_sanitized(out, bytes, carry, !hold);
+  append_output_text(out, bytes, base64, carry, !hold);
   return carry.size();
 }
 
@@ -153,7 +149,8 @@ std::variant<rpc::Object, JobError> JobViews::output(uint32_t rec, const rpc::Jo
   // output below that end.
   const bool done = JobRecords::settled(r);
   const uint64_t end = r.spool_end.load(std::memory_order_acquire);
-  const int view = int(p.stream);
+  const shm::SpoolView view = p.stream;
+  const bool both = view == shm::SpoolView::kBoth;
   shm::SpoolRead got;
   shm::SpoolPos* hint = nullptr;
   if (end > 0) {
@@ -166,7 +163,7 @@ std::variant<rpc::Object, JobError> JobViews::output(uint32_t rec, const rpc::Jo
     hint = &pos;
     // UTF-8 text must be able to take one whole character (4 bytes).
     uint64_t max = p.base64 ? p.max_bytes : std::max<uint64_t>(p.max_bytes, 4);
-    auto read = shm::read_spool(fd->get(), end, shm::SpoolView(view), p.cursor, max, pos);
+    auto read = shm::read_spool(fd->get(), end, view, p.cursor, max, pos);
     if (!read)
       return JobError{
           JobError::kUnreadable, "job " + std::string(r.id) + ": " + read.error().message(), {}};
@@ -191,7 +188,7 @@ std::variant<rpc::Object, JobError> JobViews::output(uint32_t rec, const rpc::Jo
     size_t held = encode_text(text, chunk.data, p.base64, last && !eof);
     next -= held;
     data += text;
-    if (view == 2)
+    if (both)
       chunks.push_back(rpc::Object{
           {"stream", chunk.stream == shm::kStreamStderr ? "stderr" : "stdout"}, {"data", text}});
   }
@@ -203,11 +200,11 @@ std::variant<rpc::Object, JobError> JobViews::output(uint32_t rec, const rpc::Jo
   }
   // The next read starts at `next`: keep the resume point only if it is not
   // past it (after a held-back character it may be).
-  if (hint && got.resume.at[view] <= next) *hint = got.resume;
+  if (hint && got.resume.at[size_t(view)] <= next) *hint = got.resume;
   ready = next != p.cursor || eof;
   o["job_id"] = r.id;
   o["data"] = std::move(data);
-  if (view == 2) o["chunks"] = std::move(chunks);
+  if (both) o["chunks"] = std::move(chunks);
   o["cursor"] = p.cursor;
   o["next_cursor"] = next;
   o["eof"] = eof;

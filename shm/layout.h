@@ -293,6 +293,13 @@ struct alignas(64) JobRecord {
 inline constexpr uint8_t kStreamStdout = 1;
 inline constexpr uint8_t kStreamStderr = 2;
 inline constexpr uint8_t kStreamPad = 0xff;  // skip to the end of the ring
+// A stream's index (0 stdout, 1 stderr: arrays, SpoolView) and back.
+inline constexpr int stream_index(uint8_t stream) {
+  return stream == kStreamStderr ? 1 : 0;
+}
+inline constexpr uint8_t stream_tag(int index) {
+  return index ? kStreamStderr : kStreamStdout;
+}
 struct RecordHeader {
   uint32_t len;
   uint8_t stream;

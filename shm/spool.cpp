@@ -91,7 +91,7 @@ Result<SpoolRead> read_spool(int fd, uint64_t spool_end, SpoolView view, uint64_
     std::memcpy(&h, head->data(), sizeof h);
     if (h.stream != kStreamStdout && h.stream != kStreamStderr)
       return Error{0, "spool record has an unknown stream"};
-    const int s = h.stream == kStreamStderr ? 1 : 0;
+    const int s = stream_index(h.stream);
     const uint64_t data_off = pos.file_off + sizeof h;
     if (view == SpoolView::kBoth || v == s) {
       uint64_t start = pos.at[v], stop = start + h.len;  // this record's bytes in the view

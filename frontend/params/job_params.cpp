@@ -114,11 +114,11 @@ Parsed<JobOutputParams> parse_job_output_params(const Value& params) {
   std::string stream = "both";
   if (auto e = read_string(obj, "stream", kOptional, stream)) return *e;
   if (stream == "stdout") {
-    p.stream = OutputStream::kStdout;
+    p.stream = shm::SpoolView::kStdout;
   } else if (stream == "stderr") {
-    p.stream = OutputStream::kStderr;
+    p.stream = shm::SpoolView::kStderr;
   } else if (stream == "both") {
-    p.stream = OutputStream::kBoth;
+    p.stream = shm::SpoolView::kBoth;
   } else {
     return bad_params("\"stream\" must be \"stdout\", \"stderr\" or \"both\"");
   }

@@ -15,6 +15,7 @@
 #include "frontend/codec/rpc.h"
 #include "shm/codec.h"
 #include "shm/layout.h"
+#include "shm/spool.h"
 
 namespace sp::rpc {
 
@@ -96,13 +97,12 @@ struct JobWaitParams {
 };
 Parsed<JobWaitParams> parse_job_wait_params(const Value& params);
 
-enum class OutputStream : uint8_t { kStdout = 0, kStderr = 1, kBoth = 2 };
 struct JobOutputParams {
   std::string job_id;
-  OutputStream stream = OutputStream::kBoth;  // "stream": "stdout" | "stderr" | "both"
-  uint64_t cursor = 0;                        // "cursor": byte offset into that stream
-  uint64_t max_bytes = 64 * 1024;             // "max_bytes": 1..kMaxOutputRead
-  bool base64 = false;                        // "output_encoding"
+  shm::SpoolView stream = shm::SpoolView::kBoth;  // "stream": "stdout" | "stderr" | "both"
+  uint64_t cursor = 0;                            // "cursor": byte offset into that stream
+  uint64_t max_bytes = 64 * 1024;                 // "max_bytes": 1..kMaxOutputRead
+  bool base64 = false;                            // "output_encoding"
   std::optional<double> wait_s;  // "wait": seconds to wait for data when there is none yet
 };
 inline constexpr uint64_t kMaxOutputRead = 16u << 20;
