@@ -49,7 +49,7 @@ std::variant<uint32_t, SubmitError> JobRecords::create(std::string_view id, uint
                      std::to_string(size()) + " detached jobs are unfinished (--retain-jobs)"};
 }
 
-void JobRecords::describe(uint32_t i, const rpc::ExecParams& p) const {
+void JobRecords::describe(uint32_t i, const rpc::ExecParams& p) {
   shm::JobRecord& r = at(i);
   std::memcpy(r.session_id, p.session_id.data(),
               std::min(p.session_id.size(), sizeof r.session_id - 1));

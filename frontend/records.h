@@ -38,7 +38,9 @@ class JobRecords {
 
   uint32_t size() const { return table_.size(); }
   size_t live_count() const { return by_id_.size(); }
-  shm::JobRecord& at(uint32_t i) const { return table_.at(i); }
+  const shm::JobRecord& at(uint32_t i) const { return table_.at(i); }
+  shm::JobRecord& at(uint32_t i) { return table_.at(i); }
+  shm::RecordTable& table() { return table_; }
   const shm::RecordTable& table() const { return table_; }
 
   // After a frontend restart: finishes what the last frontend left half-done
@@ -52,7 +54,7 @@ class JobRecords {
   std::variant<uint32_t, SubmitError> create(std::string_view id, uint64_t seq);
   // Fills what record i shows of its job's params: session, command line
   // (cut to fit, at a character boundary) and output bounds.
-  void describe(uint32_t i, const rpc::ExecParams& p) const;
+  void describe(uint32_t i, const rpc::ExecParams& p);
   // Writing -> Live under `id` (the caller filled it), or Writing -> Free.
   void publish(uint32_t i);
   void abandon(uint32_t i);
@@ -71,8 +73,8 @@ class JobRecords {
   static bool is_plan(const shm::JobRecord& r) { return shm::RecordTable::is_plan(r); }
 
   // See shm::RecordTable: a plan is settled by its steps (Frontend::advance_plan).
-  bool settle(uint32_t i) const { return table_.settle(i); }
-  void skip(uint32_t i, std::string_view why) const { table_.skip(i, why); }
+  bool settle(uint32_t i) { return table_.settle(i); }
+  void skip(uint32_t i, std::string_view why) { table_.skip(i, why); }
   static bool settled(const shm::JobRecord& r) { return shm::RecordTable::settled(r); }
 
   // Frees a settled record and its spool file; a plan with its steps.

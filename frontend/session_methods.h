@@ -11,12 +11,11 @@ namespace sp::frontend {
 
 class SessionMethods {
  public:
-  SessionMethods(const shm::SessionTable& sessions, Connections& out)
-      : sessions_(sessions), out_(out) {}
+  SessionMethods(shm::SessionTable& sessions, Connections& out) : sessions_(sessions), out_(out) {}
   void add_methods(MethodTable& methods);
 
  private:
-  const shm::SessionTable& sessions_;
+  shm::SessionTable& sessions_;
   Connections& out_;
 };
 

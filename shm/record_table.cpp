@@ -24,8 +24,7 @@ uint64_t to_unix_ms(uint64_t mono_ns) {
 RecordTable::RecordTable(const Segment& seg)
     : records_(&seg.record(0)), count_(seg.caps().job_records), jobs_(seg.jobs()) {}
 
-std::optional<uint32_t> RecordTable::claim(std::string_view id, uint64_t seq,
-                                           uint64_t output_cap) const {
+std::optional<uint32_t> RecordTable::claim(std::string_view id, uint64_t seq, uint64_t output_cap) {
   for (uint32_t i = 0; i < count_; ++i) {
     JobRecord& r = records_[i];
     uint32_t expected = uint32_t(RecordState::kFree);
@@ -56,7 +55,7 @@ std::optional<uint32_t> RecordTable::claim(std::string_view id, uint64_t seq,
   return std::nullopt;
 }
 
-void RecordTable::bind(uint32_t i, uint32_t slot, uint32_t generation) const {
+void RecordTable::bind(uint32_t i, uint32_t slot, uint32_t generation) {
   JobRecord& r = records_[i];
   r.slot = slot;
   r.slot_generation = generation;
@@ -64,15 +63,15 @@ void RecordTable::bind(uint32_t i, uint32_t slot, uint32_t generation) const {
   jobs_.set_control(slot, kControlDetached);
 }
 
-void RecordTable::publish(uint32_t i) const {
+void RecordTable::publish(uint32_t i) {
   records_[i].state.store(uint32_t(RecordState::kLive), std::memory_order_release);
 }
 
-void RecordTable::release(uint32_t i) const {
+void RecordTable::release(uint32_t i) {
   records_[i].state.store(uint32_t(RecordState::kFree), std::memory_order_release);
 }
 
-bool RecordTable::settle(uint32_t i) const {
+bool RecordTable::settle(uint32_t i) {
   JobRecord& r = records_[i];
   if (settled(r) || is_plan(r)) return settled(r);
   if (r.slot >= jobs_.size()) return false;
@@ -100,7 +99,7 @@ bool RecordTable::settle(uint32_t i) const {
   return true;
 }
 
-void RecordTable::skip(uint32_t i, std::string_view why) const {
+void RecordTable::skip(uint32_t i, std::string_view why) {
   JobRecord& r = records_[i];
   if (settled(r)) return;
   r.result_words = encode_result(r.result, -1, 0, why);
@@ -112,7 +111,7 @@ void RecordTable::skip(uint32_t i, std::string_view why) const {
 }
 
 void RecordTable::settle_plan(uint32_t i, JobState state, int exit_code, std::string_view why,
-                              uint64_t started_unix_ms) const {
+                              uint64_t started_unix_ms) {
   JobRecord& r = records_[i];
   r.result_words = encode_result(r.result, exit_code, 0, why);
   r.started_unix_ms = started_unix_ms;
@@ -120,7 +119,7 @@ void RecordTable::settle_plan(uint32_t i, JobState state, int exit_code, std::st
   r.final_state.store(uint32_t(state), std::memory_order_release);
 }
 
-void RecordTable::free_waiting_slot(uint32_t i) const {
+void RecordTable::free_waiting_slot(uint32_t i) {
   const JobRecord& r = records_[i];
   if (r.slot >= jobs_.size()) return;
   JobWord w = jobs_.load(r.slot);
@@ -128,7 +127,7 @@ void RecordTable::free_waiting_slot(uint32_t i) const {
     jobs_.transition(r.slot, w, {JobState::kFree, 0, 0, w.generation + 1});
 }
 
-void RecordTable::recover() const {
+void RecordTable::recover() {
   for (uint32_t i = 0; i < count_; ++i) {
     JobRecord& r = records_[i];
     if (r.state.load() != uint32_t(RecordState::kWriting)) continue;

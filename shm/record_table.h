@@ -30,7 +30,8 @@ class RecordTable {
   explicit RecordTable(const Segment& seg);
 
   uint32_t size() const { return count_; }
-  JobRecord& at(uint32_t i) const { return records_[i]; }
+  const JobRecord& at(uint32_t i) const { return records_[i]; }
+  JobRecord& at(uint32_t i) { return records_[i]; }
   bool live(uint32_t i) const {
     return records_[i].state.load(std::memory_order_acquire) == uint32_t(RecordState::kLive);
   }
@@ -41,33 +42,33 @@ class RecordTable {
 
   // Free -> Writing, with every field reset and `id`, `seq`, `output_cap`
   // and the submission time set. nullopt when no record is free.
-  std::optional<uint32_t> claim(std::string_view id, uint64_t seq, uint64_t output_cap) const;
+  std::optional<uint32_t> claim(std::string_view id, uint64_t seq, uint64_t output_cap);
   // Record i's job is in job slot `slot` at `generation`, and the slot names
   // the record: before the job is queued, so a worker sees a detached job.
-  void bind(uint32_t i, uint32_t slot, uint32_t generation) const;
+  void bind(uint32_t i, uint32_t slot, uint32_t generation);
   // Writing -> Live: the record is accepted (the caller filled it).
-  void publish(uint32_t i) const;
+  void publish(uint32_t i);
   // -> Free: abandoned while Writing, or forgotten once settled.
-  void release(uint32_t i) const;
+  void release(uint32_t i);
 
   // If record i's job has ended: copies its outcome into the record, marks
   // it settled, then frees its job slot. True if settled (now or before).
   // Plans are settled by settle_plan.
-  bool settle(uint32_t i) const;
+  bool settle(uint32_t i);
   // Settles a plan step that will never run as skipped, and frees its slot.
-  void skip(uint32_t i, std::string_view why) const;
+  void skip(uint32_t i, std::string_view why);
   // Settles plan i (every step has ended) in `state` with the result given.
   void settle_plan(uint32_t i, JobState state, int exit_code, std::string_view why,
-                   uint64_t started_unix_ms) const;
+                   uint64_t started_unix_ms);
 
   // After a frontend death, before the records are used: a record left
   // Writing is kept if its job reached the ring, freed otherwise; detached
   // job slots that ended or never started whose record is gone or already
   // settled are freed. (Plans left half-submitted are the caller's: see
   // frontend/records.h.)
-  void recover() const;
+  void recover();
   // Frees record i's job slot if it still waits (a plan step never queued).
-  void free_waiting_slot(uint32_t i) const;
+  void free_waiting_slot(uint32_t i);
 
  private:
   JobRecord* records_;

@@ -34,7 +34,7 @@ std::string new_uuid() {
 SessionTable::SessionTable(const Segment& seg)
     : slots_(&seg.session(0)), envs_(seg.session_env(0)), caps_(seg.caps()) {}
 
-void SessionTable::recover() const {
+void SessionTable::recover() {
   for (uint32_t i = 0; i < caps_.session_slots; ++i) {
     uint32_t writing = uint32_t(SessionState::kWriting);
     slots_[i].state.compare_exchange_strong(writing, uint32_t(SessionState::kFree));
@@ -42,7 +42,7 @@ void SessionTable::recover() const {
 }
 
 std::variant<std::string, SessionError> SessionTable::create(std::string_view name,
-                                                             const EnvPairs& env) const {
+                                                             const EnvPairs& env) {
   if (name.size() > max_name_bytes()) return SessionError::kNameTooLong;
   if (env_size(env) > caps_.session_env_bytes) return SessionError::kEnvTooLarge;
   for (uint32_t i = 0; i < caps_.session_slots; ++i) {
@@ -101,7 +101,7 @@ EnvPairs SessionTable::read_env(uint32_t i) const {
   return out;
 }
 
-bool SessionTable::destroy(std::string_view id) const {
+bool SessionTable::destroy(std::string_view id) {
   auto i = find(id);
   if (!i) return false;
   slots_[*i].state.store(uint32_t(SessionState::kFree), std::memory_order_release);

@@ -36,10 +36,10 @@ class SessionTable {
   explicit SessionTable(const Segment& seg);
 
   // Frees slots a dead frontend left half-written.
-  void recover() const;
+  void recover();
   // A new session under a fresh random id (a UUID), or why not.
-  std::variant<std::string, SessionError> create(std::string_view name, const EnvPairs& env) const;
-  bool destroy(std::string_view id) const;
+  std::variant<std::string, SessionError> create(std::string_view name, const EnvPairs& env);
+  bool destroy(std::string_view id);
   std::optional<EnvPairs> env_of(std::string_view id) const;
   std::vector<SessionInfo> list() const;
   size_t count() const;

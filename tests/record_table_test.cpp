@@ -18,7 +18,7 @@ namespace {
 
 // A detached job in a slot as the frontend makes one: allocated, bound to
 // record `rec`, queued.
-uint32_t detached_job(sp::shm::Segment& seg, const RecordTable& records, uint32_t rec) {
+uint32_t detached_job(sp::shm::Segment& seg, RecordTable& records, uint32_t rec) {
   auto jobs = seg.jobs();
   uint32_t cursor = 0;
   auto slot = jobs.allocate(cursor);
