@@ -224,9 +224,11 @@ void Supervisor::start(Role& role, std::vector<std::string> args, std::vector<in
   RoleProcess::Spec spec{"/proc/self/exe", std::move(args), std::move(fds),
                          cgroups_.prepare_role(role.cgroup)};
   role.oom_base = cgroups_.role_oom_kills(role.cgroup);
-  role.started_ns = monotonic_ns();
   role.hang_killed = false;
   auto process = RoleProcess::start(spec);
+  // Its heartbeat is due from here on: after the exec (which start() waited
+  // for), not before it, so a slow exec of a large binary is not a hang.
+  role.started_ns = monotonic_ns();
   if (!process) {
     spdlog::error("cannot start {}: {}", role.name, process.error().message());
     return schedule_restart(role);
