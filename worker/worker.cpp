@@ -15,22 +15,22 @@
 #include "common/crash_point.h"
 #include "common/log.h"
 #include "common/sys.h"
+#include "isolation/cgroups.h"
 #include "shm/codec.h"
 #include "shm/doorbell.h"
 #include "shm/output.h"
 #include "shm/repair.h"
 #include "shm/segment.h"
 #include "shm/spool.h"
-#include "isolation/cgroups.h"
 #include "worker/spawn.h"
 
 namespace sp::worker {
 
 namespace {
 
+using isolation::Cgroups;
 using shm::JobState;
 using shm::JobWord;
-using isolation::Cgroups;
 
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kEofGraceNs = 1000 * kMs;  // after the leader exits, how long escaped
