@@ -35,13 +35,11 @@ int main(int argc, char** argv) {
   CLI::App* worker = app.add_subcommand("worker", "")->group("");
   worker->add_option("--index", wo.index)->required();
   worker->add_option("--shm", wo.shm_name)->required();
-  worker->add_option("--kill-grace-ms", wo.kill_grace_ms);
   worker->add_option("--recycle-after", wo.recycle_after);
   worker->add_option("--submit-fd", wo.submit_fd)->required();
   worker->add_option("--bell-fd", wo.bell_fd)->required();
   worker->add_option("--frontend-fd", wo.frontend_fd)->required();
   worker->add_option("--cgroups", wo.cgroups);
-  worker->add_option("--spool-dir", wo.spool_dir);
   worker->add_option("--log-level", role.log_level);
 
   CLI11_PARSE(app, argc, argv);

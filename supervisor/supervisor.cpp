@@ -261,12 +261,10 @@ void Supervisor::start_worker(uint32_t i) {
   }
   static_assert(roles::kWorkerSubmit == 3 && roles::kWorkerBell == 4 &&
                 roles::kWorkerFrontendBell == 5);
-  args.insert(args.end(), {"--kill-grace-ms", std::to_string(cfg_.role.kill_grace_ms),
-                           "--submit-fd", std::to_string(roles::kWorkerSubmit), "--bell-fd",
+  args.insert(args.end(), {"--submit-fd", std::to_string(roles::kWorkerSubmit), "--bell-fd",
                            std::to_string(roles::kWorkerBell), "--frontend-fd",
                            std::to_string(roles::kWorkerFrontendBell)});
   if (cgroups_.enabled()) args.insert(args.end(), {"--cgroups", cgroups_.encode()});
-  args.insert(args.end(), {"--spool-dir", spool_dir_});
   start(workers_[i], std::move(args),
         {submit_efd_.get(), worker_efds_[i].get(), frontend_efd_.get()});
   rec.pid.store(workers_[i].process.pid());

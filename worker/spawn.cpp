@@ -1,6 +1,7 @@
 #include "worker/spawn.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -9,6 +10,7 @@
 
 #include <cstring>
 #include <string_view>
+#include <utility>
 
 #include "common/sys.h"
 
@@ -18,11 +20,62 @@ namespace {
 
 constexpr std::string_view kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
 
-// What the vfork'd child reports back. The child shares our memory until it
-// execs or exits, so it writes here directly (no error pipe needed).
+// The vfork child's steps that can fail.
+enum class Step : uint8_t { kNone, kCgroup, kSetsid, kChdir, kDup2, kSetrlimit, kExec };
+
+// What the vfork'd child reports back when it fails, and why no error pipe is
+// needed for it. A fork()ed child has memory of its own, so an exec failure
+// must travel back through a close-on-exec pipe. A vfork()ed child borrows
+// ours, and we stay suspended until it has either exec'd (then it wrote
+// nothing) or _exit'ed (after writing here). So when vfork returns to us,
+// this already says whether and where the child failed, and a failure is
+// reported as an Error, never mistaken for the command's exit status 127.
+// volatile: the compiler cannot see the child's stores (vfork returns twice),
+// so the parent must really load them.
 struct ChildFailure {
-  int error = 0;
-  const char* step = nullptr;
+  volatile int error = 0;
+  volatile Step step = Step::kNone;
+};
+
+std::string describe(Step step, const shm::DecodedSpec& spec, const std::string& program) {
+  switch (step) {
+    case Step::kCgroup:
+      return "cannot move into the job's cgroup";
+    case Step::kSetsid:
+      return "setsid";
+    case Step::kChdir:
+      return "cannot change directory to " + std::string(spec.cwd);
+    case Step::kDup2:
+      return "dup2";
+    case Step::kSetrlimit:
+      return "cannot set the job's resource limits";
+    case Step::kExec:
+    case Step::kNone:
+      break;
+  }
+  return "cannot execute " + program;
+}
+
+// Every signal blocked in this thread for the object's lifetime; the old
+// mask comes back when it is destroyed (in the parent only: the vfork child
+// never returns from exec_child). Until the child has reset them it runs our
+// signal handlers, on our stack and in our memory: a handler run there would
+// change our state under us, and a signal meant for us could be taken by the
+// child. Blocked, ours wait until the mask is restored, right after vfork
+// returns, and the child's until it empties its mask just before exec.
+class AllSignalsBlocked {
+ public:
+  AllSignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old_);
+  }
+  ~AllSignalsBlocked() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  AllSignalsBlocked(const AllSignalsBlocked&) = delete;
+  AllSignalsBlocked& operator=(const AllSignalsBlocked&) = delete;
+
+ private:
+  sigset_t old_;
 };
 
 Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
@@ -35,25 +88,31 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
   return std::pair{std::move(rd), std::move(wr)};
 }
 
-// Runs in the vfork child: async-signal-safe calls only, no allocation, no
-// return; failures are written to `failure` and end in _exit(127).
+// Runs in the vfork child, with every signal blocked: async-signal-safe calls
+// only, no allocation, no return; failures are written to `failure` and end
+// in _exit(127).
 [[noreturn]] void exec_child(const shm::DecodedSpec& spec, const char* program, int devnull,
                              int out, int err, const char* const* cgroup_procs,
                              ChildFailure* failure) {
-  auto fail = [failure](const char* step) {
+  auto fail = [failure](Step step) {
     failure->error = errno;
     failure->step = step;
     _exit(127);
   };
   // Into the job's cgroup first, so everything it starts is counted and killed
-  // with it. Writing "0" moves the writer; exec closes the fd (O_CLOEXEC).
+  // with it. Writing "0" moves the writer; the fd is closed below.
   for (const char* const* p = cgroup_procs; p && *p; ++p) {
     int fd = ::open(*p, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || ::write(fd, "0", 1) != 1) fail("cgroup");
+    if (fd < 0 || ::write(fd, "0", 1) != 1) fail(Step::kCgroup);
   }
-  if (::setsid() < 0) fail("setsid");
-  if (spec.cwd && ::chdir(spec.cwd) < 0) fail("chdir");
-  if (::dup2(devnull, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) fail("dup2");
+  if (::setsid() < 0) fail(Step::kSetsid);
+  if (spec.cwd && ::chdir(spec.cwd) < 0) fail(Step::kChdir);
+  if (::dup2(devnull, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) fail(Step::kDup2);
+  // Our fds are all close-on-exec, but one the daemon inherited without it
+  // would reach every command (and a pipe held open that way never reaches
+  // EOF for whoever started the daemon). The vfork child has its own fd
+  // table: this closes nothing of ours. Best effort: an old kernel lacks it.
+  ::close_range(3, ~0u, 0);
   const std::pair<int, uint64_t> limits[] = {{RLIMIT_CPU, spec.limits.cpu_seconds},
                                              {RLIMIT_AS, spec.limits.address_space_bytes},
                                              {RLIMIT_NOFILE, spec.limits.open_files},
@@ -68,11 +127,13 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
     // (catchable: time to clean up), then the kernel's SIGKILL.
     bool room = value < RLIM_INFINITY - 1;
     rlimit rl{rlim_t(value), rlim_t(resource == RLIMIT_CPU && room ? value + 1 : value)};
-    if (::setrlimit(resource, &rl) < 0) fail("setrlimit");
+    if (::setrlimit(resource, &rl) < 0) fail(Step::kSetrlimit);
   }
-  // A signal ignored by whoever started the daemon (a shell's SIG_IGN for
-  // SIGINT in a background job) stays ignored across exec: the command gets
-  // the defaults, so job_signal and job_cancel reach it.
+  // Every disposition back to the default: a handler of ours would not exist
+  // after exec anyway, and a signal ignored by whoever started the daemon (a
+  // shell's SIG_IGN for SIGINT in a background job) would stay ignored across
+  // exec, so job_signal and job_cancel could not reach the command. vfork
+  // does not share the handler table (no CLONE_SIGHAND): ours stay as they are.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; ++sig)
@@ -82,7 +143,7 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::execve(program, const_cast<char* const*>(spec.argv.data()),
            const_cast<char* const*>(spec.env.data()));
-  fail("exec");
+  fail(Step::kExec);
   _exit(127);  // not reached: fail() exits
 }
 
@@ -94,6 +155,59 @@ std::string_view path_of(const shm::DecodedSpec& spec) {
 
 }  // namespace
 
+Process::Process(Process&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      pidfd_(std::move(other.pidfd_)),
+      pipe_{std::move(other.pipe_[kStdout]), std::move(other.pipe_[kStderr])},
+      pgid_word_(std::exchange(other.pgid_word_, nullptr)) {}
+
+Process& Process::operator=(Process&& other) noexcept {
+  if (this == &other) return *this;
+  if (owned()) kill_and_reap();
+  pid_ = std::exchange(other.pid_, -1);
+  pidfd_ = std::move(other.pidfd_);
+  for (Stream s : kStreams) pipe_[s] = std::move(other.pipe_[s]);
+  pgid_word_ = std::exchange(other.pgid_word_, nullptr);
+  return *this;
+}
+
+Process::~Process() {
+  if (owned()) kill_and_reap();
+}
+
+ssize_t Process::read(Stream s, std::span<char> buf) {
+  return sys_raw([&] { return ::read(pipe_[s].get(), buf.data(), buf.size()); });
+}
+
+void Process::publish_pgid(std::atomic<int32_t>& word) {
+  word.store(pid_, std::memory_order_release);
+  pgid_word_ = &word;
+}
+
+bool Process::signal_group(int sig) {
+  if (!owned()) return false;
+  ::kill(-pid_, sig);
+  return true;
+}
+
+Process::Exit Process::kill_and_reap() {
+  Exit exit;
+  if (!signal_group(SIGKILL)) return exit;  // not reaped yet: the pgid is still the job's
+  if (pgid_word_) pgid_word_->store(0, std::memory_order_release);
+  siginfo_t info{};
+  if (sys_raw([&] { return ::waitid(P_PID, id_t(pid_), &info, WEXITED); }) == 0) {
+    if (info.si_code == CLD_EXITED) {
+      exit.code = info.si_status;
+    } else {
+      exit.signal = info.si_status;
+    }
+  }
+  pid_ = -1;
+  pgid_word_ = nullptr;
+  pidfd_.reset();
+  return exit;
+}
+
 Result<std::string> resolve_program(const shm::DecodedSpec& spec) {
   std::string_view name = spec.path;
   if (name.find('/') != std::string_view::npos) return std::string(name);
@@ -104,8 +218,9 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec) {
     size_t colon = path.find(':');
     std::string_view dir = path.substr(0, colon);
     candidate.assign(dir.empty() ? "." : dir).append("/").append(name);
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    if (errno == EACCES) found_not_executable = true;
+    int r = sys_raw([&] { return ::access(candidate.c_str(), X_OK); });
+    if (r == 0) return candidate;
+    if (r == -EACCES) found_not_executable = true;
     if (colon == std::string_view::npos) break;
     path.remove_prefix(colon + 1);
   }
@@ -113,8 +228,8 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec) {
   return Error{ENOENT, "command not found: " + std::string(name)};
 }
 
-Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
-                    const char* const* cgroup_procs) {
+Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
+                      const char* const* cgroup_procs) {
   auto out = make_pipe();
   if (!out) return out.error();
   auto err = make_pipe();
@@ -123,33 +238,27 @@ Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, in
   ChildFailure failure;
   const char* prog = program.c_str();
   int out_w = out->second.get(), err_w = err->second.get();
-  pid_t pid = ::vfork();
-  if (pid == 0) exec_child(spec, prog, devnull, out_w, err_w, cgroup_procs, &failure);
-  if (pid < 0) return Error{errno, "vfork"};
-  if (failure.step) {
-    ::waitpid(pid, nullptr, 0);
-    std::string what = std::strcmp(failure.step, "chdir") == 0
-                           ? "cannot change directory to " + std::string(spec.cwd)
-                       : std::strcmp(failure.step, "exec") == 0 ? "cannot execute " + program
-                       : std::strcmp(failure.step, "setrlimit") == 0
-                           ? std::string("cannot set the job's resource limits")
-                       : std::strcmp(failure.step, "cgroup") == 0
-                           ? std::string("cannot move into the job's cgroup")
-                           : std::string(failure.step);
-    return Error{failure.error, what};
+  pid_t pid;
+  int vfork_error;
+  {
+    AllSignalsBlocked blocked;
+    // Not through sys(): the child would return from the lambda's frame.
+    pid = ::vfork();
+    if (pid == 0) exec_child(spec, prog, devnull, out_w, err_w, cgroup_procs, &failure);
+    vfork_error = errno;
   }
-  Child child;
-  child.pid = pid;
+  if (pid < 0) return Error{vfork_error, "vfork"};
+  if (failure.step != Step::kNone) {
+    sys_raw([&] { return ::waitpid(pid, nullptr, 0); });  // it has _exit'ed
+    return Error{failure.error, describe(failure.step, spec, program)};
+  }
+  Process proc(pid);  // owns it from here: an early return kills and reaps it
   auto pidfd = sys("pidfd_open", [&] { return int(::syscall(SYS_pidfd_open, pid, 0)); });
-  if (!pidfd) {
-    ::kill(-pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    return pidfd.error();
-  }
-  child.pidfd.reset(*pidfd);
-  child.out = std::move(out->first);
-  child.err = std::move(err->first);
-  return child;
+  if (!pidfd) return pidfd.error();
+  proc.pidfd_.reset(*pidfd);
+  proc.pipe_[kStdout] = std::move(out->first);
+  proc.pipe_[kStderr] = std::move(err->first);
+  return proc;
 }
 
 }  // namespace sp::worker

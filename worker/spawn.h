@@ -1,12 +1,24 @@
-// Spawning one job's process: vfork + execve, in a new session (so its pid is
-// its process group id), with stdin from /dev/null and stdout/stderr into
-// fresh pipes. Called from a worker's single thread; the worker must keep all
-// signals it handles blocked (it uses signalfd), install no handlers and
-// ignore nothing, so the child starts from default dispositions.
+// Spawning a job's process, and the move-only handle that owns it.
+//
+// spawn() starts the command with vfork + execve in a new session (so its pid
+// is its process group id), stdin from /dev/null and stdout/stderr into fresh
+// pipes, and returns a Process. Signals are blocked around the vfork; the
+// child resets every disposition to default, unblocks everything and closes
+// every fd but 0, 1 and 2 before exec, whatever the caller had.
+//
+// A Process owns the child (pid, pidfd) and the read ends of its pipes. Its
+// methods do all the signalling; once it has reaped the leader it never
+// signals the group again (the pgid may have been reused). Destroying one
+// that still owns a process kills the group and reaps the leader, so none is
+// left behind. Single-threaded (the worker's loop, or a test); not for use
+// between vfork and exec.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
+#include <cstdint>
+#include <span>
 #include <string>
 
 #include "common/result.h"
@@ -15,11 +27,64 @@
 
 namespace sp::worker {
 
-struct Child {
-  pid_t pid = -1;  // also the process group id
-  UniqueFd pidfd;  // readable when the child exits
-  UniqueFd out;    // read end of its stdout, non-blocking
-  UniqueFd err;    // read end of its stderr, non-blocking
+// A child's output pipe; also an index into per-stream arrays.
+enum Stream : uint8_t { kStdout = 0, kStderr = 1 };
+inline constexpr Stream kStreams[] = {kStdout, kStderr};
+
+class Process {
+ public:
+  struct Exit {
+    int code = -1;   // exit status, when it exited
+    int signal = 0;  // the signal that killed it, when one did
+  };
+
+  Process() = default;  // owns nothing
+  Process(Process&& other) noexcept;
+  Process& operator=(Process&& other) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process();
+
+  // Its pid, which is also its process group id; -1 once reaped (or none).
+  pid_t pid() const { return pid_; }
+  bool owned() const { return pid_ > 0; }
+  // Readable when the leader exits; closed by kill_and_reap().
+  int pidfd() const { return pidfd_.get(); }
+
+  // The read end of a pipe (non-blocking); -1 once closed.
+  int pipe(Stream s) const { return pipe_[s].get(); }
+  bool pipe_open(Stream s) const { return pipe_[s].valid(); }
+  // Bytes read into `buf`, 0 at EOF, or -errno (-EAGAIN: nothing now).
+  ssize_t read(Stream s, std::span<char> buf);
+  // Closing drops the pipe from any epoll set: after exec nobody else holds it.
+  void close_pipe(Stream s) { pipe_[s].reset(); }
+
+  // Records the pgid in `word` (shm, for a repair after our death), and
+  // clears it again before the leader is reaped: once reaped, the pgid may be
+  // reused, and such a repair must not kill(-pgid) a stranger. `word` must
+  // outlive the Process.
+  void publish_pgid(std::atomic<int32_t>& word);
+
+  // Sends `sig` to the whole process group. False, sending nothing, once the
+  // leader has been reaped.
+  bool signal_group(int sig);
+
+  // Ends it: SIGKILLs what is left of the group while the leader is still an
+  // unreaped zombie (so its pgid cannot have been reused), clears the
+  // published pgid, reaps the leader (blocking until it is dead) and closes
+  // the pidfd. The pipes stay open: escaped processes may still write. Call
+  // it when the pidfd is readable, or to stop it at once.
+  Exit kill_and_reap();
+
+ private:
+  friend Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program,
+                               int devnull, const char* const* cgroup_procs);
+  explicit Process(pid_t pid) : pid_(pid) {}
+
+  pid_t pid_ = -1;
+  UniqueFd pidfd_;
+  UniqueFd pipe_[2];
+  std::atomic<int32_t>* pgid_word_ = nullptr;
 };
 
 // Finds `name` in the spec's PATH (or a default PATH) unless it has a slash.
@@ -28,8 +93,9 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec);
 
 // Starts the command, in the cgroups whose cgroup.procs paths `cgroup_procs`
 // lists (null-terminated; null: none). On failure nothing is left running
-// and the Error says what failed (chdir, exec, pipe...) with the child's errno.
-Result<Child> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
-                    const char* const* cgroup_procs);
+// and the Error says what failed (chdir, exec, pipe...) with the child's
+// errno. `devnull` is borrowed for the call.
+Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
+                      const char* const* cgroup_procs);
 
 }  // namespace sp::worker

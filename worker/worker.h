@@ -7,6 +7,9 @@
 // and their spool files. Writes in shm only: claims, states of the jobs it
 // claimed, their output rings, spool counters and result records, its
 // WorkerRecord heartbeat.
+//
+// Its parts: the event loop (loop.h), one job's state machine (job.h), where
+// a job's output goes (sinks.h), the child process (spawn.h).
 #pragma once
 
 #include <cstdint>
@@ -17,18 +20,14 @@ namespace sp::worker {
 struct Options {
   uint32_t index = 0;  // 0-based; the job owner stamp is index + 1
   std::string shm_name;
-  uint32_t kill_grace_ms = 2000;  // default TERM -> KILL grace when the spec has none
-  uint64_t recycle_after = 0;     // exit (kExitRecycled) after this many jobs; 0: never
-  int submit_fd = -1;             // eventfd: jobs were queued
-  int bell_fd = -1;               // eventfd: this worker's doorbell (cancel, output space)
-  int frontend_fd = -1;           // eventfd: the frontend's doorbell
-  std::string cgroups;            // Cgroups::encode() of the daemon's job cgroups; "": none
-  std::string spool_dir;          // where detached jobs' output files go (spool.h)
+  uint64_t recycle_after = 0;  // exit (roles::kExitRecycled) after this many jobs; 0: never
+  int submit_fd = -1;          // eventfd: jobs were queued
+  int bell_fd = -1;            // eventfd: this worker's doorbell (cancel, output space)
+  int frontend_fd = -1;        // eventfd: the frontend's doorbell
+  std::string cgroups;         // Cgroups::encode() of the daemon's job cgroups; "": none
 };
-
-// Exit status of a worker that ended because of recycle_after, done with all
-// its jobs: the supervisor restarts it at once and does not count a crash.
-inline constexpr int kExitRecycled = 75;
+// The rest (the default kill grace, the spool directory) a worker reads from
+// the segment's shm::RoleConfig.
 
 // Runs until SIGTERM/SIGINT (or recycling); then kills its jobs' process groups, records
 // them cancelled and returns the process exit code.

@@ -1,0 +1,255 @@
+#include "worker/job.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+
+#include "common/clock.h"
+#include "common/crash_point.h"
+#include "common/log.h"
+#include "shm/repair.h"
+
+namespace sp::worker {
+
+namespace {
+
+using shm::JobState;
+using shm::JobWord;
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint64_t kEofGraceNs = 1000 * kMs;  // after the leader exits, how long escaped
+                                              // processes may keep its pipes open
+// Reads per pipe event, so that one chatty job cannot starve the others.
+constexpr int kReadsPerEvent = 8;
+
+void publish(JobEnv& env, uint32_t slot, JobWord from, JobState state, int exit_code, int sig,
+             std::string_view why) {
+  if (!shm::publish_terminal(env.seg, slot, from, state, exit_code, sig, why))
+    spdlog::error("job slot {} changed under its owner", slot);
+  env.notify_frontend = true;
+}
+
+// A job that ends before a process runs for it.
+std::nullopt_t end_unstarted(JobEnv& env, uint32_t slot, JobState state, std::string_view why) {
+  publish(env, slot, env.jobs.load(slot), state, -1, 0, why);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32_t generation) {
+  shm::JobSlot& s = env.jobs.slot(slot);
+  JobWord word = env.jobs.load(slot);
+  if (env.jobs.cancel_requested(slot))
+    return end_unstarted(env, slot, JobState::kCancelled, "cancelled before it started");
+  if (Status st = shm::decode_spec(env.seg.spec(slot), s.spec_words, env.spec); !st)
+    return end_unstarted(env, slot, JobState::kFailed, st.error().message());
+  const shm::DecodedSpec& spec = env.spec;
+  auto program = resolve_program(spec);
+  if (!program) return end_unstarted(env, slot, JobState::kFailed, program.error().message());
+  if (s.record && (s.record > env.seg.caps().job_records || env.spool_dir < 0))
+    return end_unstarted(env, slot, JobState::kFailed, "detached job without a spool");
+  bool in_cgroup = env.cgroups.wanted(spec.limits.memory_bytes, spec.limits.processes);
+  if (in_cgroup)
+    if (Status st = env.cgroups.prepare(slot, spec.limits.memory_bytes, spec.limits.processes); !st)
+      return end_unstarted(env, slot, JobState::kFailed,
+                           "cannot set up the job's cgroup: " + st.error().message());
+  // Running before the process exists: if we die from here on, the job ends
+  // lost (and the supervisor kills the orphan); it is never started twice.
+  JobWord running = word.with_state(JobState::kRunning);
+  env.jobs.transition(slot, word, running);  // we own it: nobody else moves a Claimed job
+  auto proc = spawn(spec, *program, env.devnull, in_cgroup ? env.cgroups.procs() : nullptr);
+  if (!proc) {
+    if (in_cgroup) env.cgroups.release(slot);
+    publish(env, slot, running, JobState::kFailed, -1, 0, proc.error().message());
+    return std::nullopt;
+  }
+  uint64_t now = monotonic_ns();
+  proc->publish_pgid(s.pgid);
+  crash_point("after_spawn");
+  s.start_ns.store(now, std::memory_order_relaxed);
+  env.seg.header().counters.started.fetch_add(1, std::memory_order_relaxed);
+
+  Job j(env, slot, entry, generation);
+  j.word_ = running;
+  j.proc_ = std::move(*proc);
+  j.in_cgroup_ = in_cgroup;
+  if (s.record)
+    j.sink_ = std::make_unique<SpoolSink>(env.seg, slot, env.rec, env.spool_dir, env.spool_scratch);
+  else
+    j.sink_ = std::make_unique<RingSink>(env.seg, slot);
+  j.deadline_ns_ = spec.timeout_ms ? now + spec.timeout_ms * kMs : 0;
+  j.grace_ns_ = uint64_t(spec.kill_grace_ms ? spec.kill_grace_ms : env.default_grace_ms) * kMs;
+  bool ok = env.poller.watch(j.proc_.pidfd(), {Kind::kPidfd, entry, generation}) &&
+            env.poller.watch(j.proc_.pipe(kStdout), Tag::pipe(kStdout, entry, generation)) &&
+            env.poller.watch(j.proc_.pipe(kStderr), Tag::pipe(kStderr, entry, generation));
+  if (!ok) {
+    spdlog::error("cannot watch job {}: epoll_ctl failed", s.job_id);
+    j.stop(SIGKILL);
+  }
+  return j;
+}
+
+// The one pipe-reading loop, for either sink.
+void Job::on_pipe(Stream s) {
+  if (!proc_.pipe_open(s) || paused_[s]) return;  // stale event from this batch
+  for (int turn = 0; turn < kReadsPerEvent; ++turn) {
+    std::span<char> room = sink_->room();
+    if (room.empty()) {
+      env_->poller.unwatch(proc_.pipe(s));  // backpressure: the child blocks once its pipe fills
+      paused_[s] = true;
+      return;
+    }
+    ssize_t n = proc_.read(s, room);
+    if (n > 0) {
+      OutputSink::Taken taken = sink_->take(s, size_t(n));
+      if (taken.published) env_->notify_frontend = true;
+      if (taken.stop_job && !cancelled_) {
+        output_killed_ = cancelled_ = true;
+        stop(SIGTERM, grace_ns_);
+      }
+      if (size_t(n) < room.size()) return;  // drained; epoll tells us when there is more
+      continue;
+    }
+    if (n == -EAGAIN) return;
+    close_pipe(s);  // EOF (or a read error, which ends the stream too)
+    maybe_finish();
+    return;
+  }
+}
+
+void Job::on_exit() {
+  if (exited_) return;
+  // Kills the rest of the group while the leader is an unreaped zombie, and
+  // clears the slot's pgid before the reap (Process::kill_and_reap).
+  exit_ = proc_.kill_and_reap();
+  // Where the job has a cgroup, also what left the group (after the reap: an
+  // unreaped leader would be listed, and killed again, as a zombie).
+  if (in_cgroup_) {
+    env_->cgroups.kill(slot_);
+    oom_killed_ = env_->cgroups.oom_killed(slot_);  // the leader, or a process it waited for
+  }
+  exited_ = true;
+  deadline_ns_ = kill_at_ns_ = 0;  // nothing left to signal
+  // The group is dead: its pipes are at EOF unless an escaped process holds
+  // them. Read them now rather than in another loop turn.
+  for (Stream s : kStreams) {
+    if (done_) return;  // reading the other pipe to EOF finished it
+    // Nobody waits for a cancelled attached job's output; a detached job's is kept.
+    if (cancelled_ && !sink_->durable()) close_pipe(s);
+    if (proc_.pipe_open(s) && !paused_[s]) on_pipe(s);
+  }
+  if (done_) return;
+  if (proc_.pipe_open(kStdout) || proc_.pipe_open(kStderr))
+    eof_deadline_ns_ = monotonic_ns() + kEofGraceNs;
+  maybe_finish();
+}
+
+void Job::close_pipe(Stream s) {
+  proc_.close_pipe(s);
+  paused_[s] = false;
+}
+
+void Job::abandon_output() {
+  close_pipe(kStdout);
+  close_pipe(kStderr);
+  maybe_finish();
+}
+
+void Job::maybe_finish() {
+  if (!exited_ || proc_.pipe_open(kStdout) || proc_.pipe_open(kStderr)) return;
+  const bool shutting_down = env_->shutting_down;
+  JobState state = cancelled_   ? JobState::kCancelled
+                   : timed_out_ ? JobState::kTimedOut
+                                : JobState::kExited;
+  std::string why(cancelled_ && shutting_down ? "the daemon is shutting down"
+                  : oom_killed_ ? "out of memory: the kernel killed a process of the job "
+                                  "at its memory_bytes limit"
+                                : "");
+  if (output_killed_ && !shutting_down) why = sink_->stop_reason();
+  if (oom_killed_) env_->seg.header().counters.oom_kills.fetch_add(1, std::memory_order_relaxed);
+  if (in_cgroup_) env_->cgroups.release(slot_);
+  sink_.reset();  // a spool file is closed before the job's end is published
+  publish(*env_, slot_, word_, state, exit_.code, exit_.signal, why);
+  done_ = true;
+}
+
+void Job::stop(int sig, uint64_t grace_ns) {
+  if (exited_) return;
+  proc_.signal_group(sig);
+  if (sig == SIGKILL) {
+    if (in_cgroup_) env_->cgroups.kill(slot_);
+    kill_at_ns_ = 0;
+    return;
+  }
+  // A stop already under way keeps its earlier SIGKILL (a cancel's long
+  // grace must not extend a timed-out job's).
+  uint64_t kill_at = monotonic_ns() + grace_ns;
+  kill_at_ns_ = stopping_ && kill_at_ns_ ? std::min(kill_at_ns_, kill_at) : kill_at;
+  stopping_ = true;
+}
+
+// What the frontend asked for the job: signals to deliver (job_signal), and
+// a cancel with its signal and grace.
+void Job::take_control() {
+  if (uint64_t sigs = env_->jobs.take_signals(slot_))
+    for (int sig = 1; sig <= 64; ++sig)
+      if (sigs >> (sig - 1) & 1) proc_.signal_group(sig);  // nothing once reaped
+  if (cancelled_) return;
+  auto cancel = env_->jobs.cancel_requested(slot_);
+  if (!cancel) return;
+  cancelled_ = true;
+  if (exited_) return abandon_output();  // only its pipes are left: stop waiting for them
+  stop(cancel->signal ? cancel->signal : SIGTERM,
+       cancel->grace_ms == shm::kCancelGraceDefault ? grace_ns_ : uint64_t(cancel->grace_ms) * kMs);
+}
+
+void Job::on_bell() {
+  take_control();
+  if (done_) return;  // a cancel finished it
+  for (Stream s : kStreams) {
+    if (!paused_[s] || !sink_->resume()) continue;
+    paused_[s] = false;
+    if (!env_->poller.watch(proc_.pipe(s), Tag::pipe(s, entry_, generation_))) stop(SIGKILL);
+  }
+}
+
+void Job::on_timer(uint64_t now) {
+  if (deadline_ns_ && now >= deadline_ns_) {
+    deadline_ns_ = 0;
+    if (!exited_ && !stopping_) {  // a cancel already under way keeps its grace
+      timed_out_ = !cancelled_;
+      stop(SIGTERM, grace_ns_);
+    }
+  }
+  if (kill_at_ns_ && now >= kill_at_ns_) {
+    kill_at_ns_ = 0;
+    stop(SIGKILL);
+  }
+  if (eof_deadline_ns_ && now >= eof_deadline_ns_) {
+    eof_deadline_ns_ = 0;
+    // Output still waiting for a slow reader is kept (unless nobody waits
+    // for it any more); anything else is held open by a process that left
+    // the job's group, and is not waited for.
+    for (Stream s : kStreams)
+      if (!paused_[s] || cancelled_) close_pipe(s);
+    maybe_finish();
+  }
+}
+
+void Job::shutdown() {
+  cancelled_ = true;
+  stop(SIGKILL);
+  if (exited_) abandon_output();
+}
+
+uint64_t Job::next_deadline() const {
+  uint64_t next = 0;
+  for (uint64_t t : {deadline_ns_, kill_at_ns_, eof_deadline_ns_})
+    if (t && (!next || t < next)) next = t;
+  return next;
+}
+
+}  // namespace sp::worker

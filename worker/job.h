@@ -1,0 +1,104 @@
+// Job: one job a worker runs, from the claimed slot to its published end;
+// the per-job state machine.
+//
+//   start     claimed slot -> cgroup, spawn, Running, watched; or, when it
+//             cannot start, its terminal state published at once
+//   on_pipe   output into its sink (sinks.h), paused while the sink is full
+//   on_exit   the leader exited: kill the group, reap, read the pipes to EOF
+//   on_bell   job_signal and job_cancel requests; paused pipes resumed
+//   on_timer  timeout (TERM), SIGKILL after the grace, the EOF deadline
+//   shutdown  the worker stops: SIGKILL, ends cancelled
+// Once its terminal state is published, done() is true and the loop drops it.
+//
+// Called from the worker's loop (loop.h), which owns the Jobs; each Job owns
+// its Process and its sink, and holds the loop's JobEnv, which must outlive it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+
+#include "isolation/cgroups.h"
+#include "shm/codec.h"
+#include "shm/job_table.h"
+#include "shm/segment.h"
+#include "worker/poller.h"
+#include "worker/sinks.h"
+#include "worker/spawn.h"
+
+namespace sp::worker {
+
+// What the jobs of one worker share: owned by the loop.
+struct JobEnv {
+  const shm::Segment& seg;
+  shm::JobTable jobs;
+  shm::WorkerRecord& rec;  // this worker's
+  isolation::Cgroups& cgroups;
+  Poller& poller;
+  int devnull = -1;
+  int spool_dir = -1;             // O_PATH fd; -1: none (detached jobs cannot start)
+  uint32_t default_grace_ms = 0;  // TERM -> KILL when the spec has none
+  std::span<char> spool_scratch;  // detached jobs' pipes are read into it
+  shm::DecodedSpec spec{};        // reused across starts
+  bool notify_frontend = false;   // a job published output or its end: ring the frontend
+  bool shutting_down = false;
+};
+
+class Job {
+ public:
+  // Starts the job this worker claimed in `slot`, watched with tags for
+  // (`entry`, `generation`). Nullopt if it ended at once (cancelled before
+  // it started, or failed to start): its terminal state is published then.
+  static std::optional<Job> start(JobEnv& env, uint32_t slot, uint32_t entry, uint32_t generation);
+
+  Job(Job&&) noexcept = default;
+  Job& operator=(Job&&) noexcept = default;
+
+  void on_pipe(Stream s);
+  void on_exit();
+  void on_bell();
+  void on_timer(uint64_t now_ns);
+  void shutdown();
+
+  // The earliest deadline of its timers (CLOCK_MONOTONIC ns); 0: none.
+  uint64_t next_deadline() const;
+  bool done() const { return done_; }
+
+ private:
+  Job(JobEnv& env, uint32_t slot, uint32_t entry, uint32_t generation)
+      : env_(&env), slot_(slot), entry_(entry), generation_(generation) {}
+
+  // `sig` to the group; unless it is SIGKILL, SIGKILL follows after
+  // `grace_ns` if the job has not exited by then.
+  void stop(int sig, uint64_t grace_ns = 0);
+  void take_control();
+  void close_pipe(Stream s);
+  // Stops waiting for its pipes (nobody will read them) and ends it if exited.
+  void abandon_output();
+  void maybe_finish();
+
+  JobEnv* env_;
+  uint32_t slot_;
+  uint32_t entry_;
+  uint32_t generation_;
+  shm::JobWord word_;  // Running, as we made it
+  Process proc_;
+  std::unique_ptr<OutputSink> sink_;
+  bool paused_[2] = {};  // not reading the pipe: the sink is full
+  Process::Exit exit_;
+  bool exited_ = false;
+  bool stopping_ = false;
+  bool timed_out_ = false;
+  bool cancelled_ = false;
+  bool in_cgroup_ = false;        // runs in its own cgroup (Cgroups::wanted)
+  bool oom_killed_ = false;       // by its cgroup's memory limit
+  bool output_killed_ = false;    // stopped by its output policy
+  bool done_ = false;             // terminal state published
+  uint64_t deadline_ns_ = 0;      // timeout
+  uint64_t kill_at_ns_ = 0;       // SIGKILL after the grace period
+  uint64_t eof_deadline_ns_ = 0;  // stop waiting for pipe EOF
+  uint64_t grace_ns_ = 0;
+};
+
+}  // namespace sp::worker
