@@ -319,15 +319,12 @@ TEST_CASE("a worker role that keeps crashing ends the daemon cleanly", "[daemon]
   check_left_nothing(d, seen);
 }
 
-// Known daemon bug (worker/worker.cpp, Loop::run): a worker claims the jobs
-// already queued when it starts with claim_more() *before* its event loop, and
-// only the loop arms the timeout timer (arm_timer) and rings the frontend
-// (notify_frontend_) after a batch of events. If another worker consumed the
-// submission doorbell meanwhile, the new worker sleeps in epoll_wait with no
-// timer armed, until its 1 s idle tick (kIdleCheckMs): such jobs time out
-// ~1 s late, and a job that failed to start is answered ~1 s late. (Before
-// the idle tick existed they never timed out / were never answered.) It hits
-// jobs sent right after the daemon starts, and after every worker restart.
+// A worker that starts finds jobs already queued: it claims them in the same
+// loop turn that arms the timeout timer and rings the frontend (worker/loop.cpp),
+// so they time out and are answered on time even when another worker took
+// the submission doorbell. (An earlier daemon claimed them before its loop
+// and left them to its 1 s idle tick.) It concerns jobs sent right after the
+// daemon starts, and after every worker restart.
 // A race, so the test sends its jobs as early as it can, many times.
 TEST_CASE("jobs sent while the workers start still time out and get their answers",
           "[daemon][startup]") {
