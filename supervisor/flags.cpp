@@ -21,9 +21,8 @@ CLI::Validator limit_validator() {
       "NAME=VALUE");
 }
 
-}  // namespace
-
-void add_daemon_flags(CLI::App& app, Config& cfg) {
+// The pool: socket, processes, capacities and the frontend's bounds.
+void add_pool_flags(CLI::App& app, Config& cfg) {
   cfg.socket_path = default_socket_path();
   unsigned cpus = std::thread::hardware_concurrency();
   cfg.caps.workers = cpus ? std::min(cpus, shm::kMaxWorkers) : 2;
@@ -58,6 +57,10 @@ void add_daemon_flags(CLI::App& app, Config& cfg) {
   app.add_option("--sessions", cfg.caps.session_slots, "Sessions at once")->capture_default_str();
   app.add_option("--session-env-bytes", cfg.caps.session_env_bytes, "Environment bytes per session")
       ->capture_default_str();
+}
+
+// Timeouts, connections, restarts, logging and who may connect.
+void add_process_flags(CLI::App& app, Config& cfg) {
   app.add_option("--default-timeout", cfg.role.default_timeout_s,
                  "Timeout in seconds for jobs that give none (0: none)")
       ->capture_default_str();
@@ -96,7 +99,10 @@ void add_daemon_flags(CLI::App& app, Config& cfg) {
                  "wait")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1u << 20));
+}
 
+// Per-job limits, their ceilings, and cgroups.
+void add_limit_flags(CLI::App& app, Config& cfg) {
   std::string limit_names;
   for (const auto& [name, field] : shm::kLimitNames)
     limit_names += (limit_names.empty() ? "" : ", ") + std::string(name);
@@ -129,6 +135,10 @@ void add_daemon_flags(CLI::App& app, Config& cfg) {
                                                        {"always", isolation::CgroupMode::kAlways},
                                                        {"off", isolation::CgroupMode::kOff}}))
       ->default_str("auto");
+}
+
+// Detached jobs: retention and the spool.
+void add_detached_flags(CLI::App& app, Config& cfg) {
   app.add_option("--retain-jobs", cfg.caps.job_records,
                  "Detached jobs kept at once, unfinished and finished; when full, the oldest "
                  "finished one is forgotten")
@@ -151,6 +161,15 @@ void add_daemon_flags(CLI::App& app, Config& cfg) {
                  "its own directory shell-pool-<hash>.spool in it (default: the socket's "
                  "directory)");
   app.set_config("--config", "", "Read options from this TOML file (names as the long flags)");
+}
+
+}  // namespace
+
+void add_daemon_flags(CLI::App& app, Config& cfg) {
+  add_pool_flags(app, cfg);
+  add_process_flags(app, cfg);
+  add_limit_flags(app, cfg);
+  add_detached_flags(app, cfg);
 }
 
 CLI::App* add_role_command(CLI::App& app, const std::string& role, RoleFlags& flags) {
