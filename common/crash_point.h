@@ -12,7 +12,7 @@
 // The points (docs/shm-layout.md says what each proves):
 //   after_claim        worker: job claimed from the ring, not yet running
 //   after_spawn        worker: command started and its pgid recorded
-//   mid_output_record  worker: output bytes in the ring, record unpublished
+//   mid_output_chunk   worker: output bytes in the ring, chunk unpublished
 //   mid_enqueue        frontend: job slot queued, not yet on the ring
 //   reading_output     frontend: while draining a job's output ring
 #pragma once

@@ -7,8 +7,10 @@
 #include <cerrno>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "common/result.h"
+#include "common/unique_fd.h"
 
 namespace sp {
 
@@ -34,6 +36,14 @@ auto sys_raw(F&& call) -> decltype(call()) {
     if (r != -1) return r;
     if (errno != EINTR) return -static_cast<decltype(r)>(errno);
   }
+}
+
+// sys() for a call that makes a new fd: the fd, owned.
+template <typename F>
+Result<UniqueFd> new_fd(const char* what, F&& call) {
+  auto fd = sys(what, std::forward<F>(call));
+  if (!fd) return fd.error();
+  return UniqueFd(*fd);
 }
 
 }  // namespace sp

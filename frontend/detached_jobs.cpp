@@ -137,7 +137,7 @@ void DetachedJobs::forget(std::string& id, Reply r) {
         " is the plan of an execute_chain/_parallel/_dag call; it goes when that call is "
         "answered");
   if (job.plan)
-    return refuse(" is a step of plan " + std::string(records_.at(job.plan - 1).id) +
+    return refuse(" is a step of plan " + std::string(records_.at(job.plan.index()).id) +
                   "; forget the plan");
   views_.forget_hints(*rec);
   records_.forget(*rec);

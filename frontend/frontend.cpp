@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -14,6 +13,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "common/sys.h"
 #include "frontend/attached_jobs.h"
 #include "frontend/codec/json_codec.h"
@@ -134,13 +134,9 @@ Status Frontend::init() {
       !r)
     return r.error();
   ::signal(SIGPIPE, SIG_IGN);  // we never spawn: ignoring is inherited by no one
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-  auto sfd = sys("signalfd", [&] { return ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK); });
+  auto sfd = open_signalfd({SIGTERM, SIGINT, SIGHUP});
   if (!sfd) return sfd.error();
-  signal_fd_.reset(*sfd);
+  signal_fd_ = std::move(*sfd);
   if (Status s = out_.start(); !s) return s;
   for (auto [fd, t] : {std::pair{fds_.bell, kBell}, {signal_fd_.get(), kSignal}}) {
     epoll_event ev{EPOLLIN, {.u64 = t}};
@@ -200,9 +196,7 @@ int Frontend::run() {
         check_draining();
         service_all();
       } else if (t == kSignal) {
-        signalfd_siginfo si;
-        while (::read(signal_fd_.get(), &si, sizeof si) == sizeof si) {
-        }
+        drain_signalfd(signal_fd_.get());
         if (!stopping_) {
           // The supervisor stops us last: deliver what the workers finished.
           stopping_ = true;
@@ -231,7 +225,7 @@ rpc::Object Frontend::health() const {
   uint64_t now = monotonic_ns();
   rpc::Array workers;
   for (uint32_t i = 0; i < caps.workers; ++i) {
-    const shm::WorkerRecord& w = seg_.worker(i);
+    const shm::WorkerSlot& w = seg_.worker(i);
     uint64_t beat = w.heartbeat_ns.load();
     workers.push_back(
         rpc::Object{{"index", i},

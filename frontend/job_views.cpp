@@ -45,7 +45,7 @@ std::string JobViews::step_name(uint32_t step) const {
   const shm::JobRecord& r = records_.at(step);
   if (!r.plan) return r.id;
   // '/' is in no job_id a client chooses, so step ids never collide with them.
-  std::string_view id(r.id), prefix(records_.at(r.plan - 1).id);
+  std::string_view id(r.id), prefix(records_.at(r.plan.index()).id);
   return std::string(id.substr(std::min(id.size(), prefix.size() + 1)));
 }
 
@@ -96,7 +96,7 @@ rpc::Object JobViews::status(uint32_t rec) const {
     o["steps"] = plan_steps(rec);
     return o;
   }
-  if (r.plan) o["plan"] = records_.at(r.plan - 1).id;
+  if (r.plan) o["plan"] = records_.at(r.plan.index()).id;
   o["stdout_bytes"] = r.out_bytes[0].load();
   o["stderr_bytes"] = r.out_bytes[1].load();
   o["truncated"] = r.truncated.load() != 0;

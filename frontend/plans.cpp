@@ -70,7 +70,7 @@ std::variant<uint32_t, SubmitError> Plans::submit(rpc::PlanParams& p, const std:
     const uint32_t ri = std::get<uint32_t>(rec);
     records_.describe(ri, step.exec);
     shm::JobRecord& r = records_.at(ri);
-    r.plan = pi + 1;
+    r.plan = shm::RecordRef::of(pi);
     r.step = uint32_t(k);
     r.plan_seq = seq;
     if (chain && k > 0) r.deps = uint64_t{1} << (k - 1);
@@ -100,70 +100,83 @@ void Plans::stop_step(uint32_t step, const rpc::JobSignalParams& how) {
 }
 
 bool Plans::advance(uint32_t plan) {
-  shm::JobRecord& pr = records_.at(plan);
+  const shm::JobRecord& pr = records_.at(plan);
   if (JobRecords::settled(pr) || !JobRecords::is_plan(pr)) return true;
+  // Until nothing changes: a skip can make a later (or earlier) step skip too.
+  while (step_once(plan)) {
+  }
+  for (uint32_t s : records_.steps_of(plan))
+    if (!JobRecords::settled(records_.at(s))) return false;
+  settle(plan);
+  return true;
+}
+
+bool Plans::step_once(uint32_t plan) {
+  const shm::JobRecord& pr = records_.at(plan);
   const std::vector<uint32_t>& steps = records_.steps_of(plan);
   const shm::JobTable& jobs = queue_.jobs();
-  // Until nothing changes: a skip can make a later (or earlier) step skip too.
-  for (bool changed = true; changed;) {
-    changed = false;
-    uint32_t active = 0;
-    bool failed = false;
-    for (uint32_t s : steps) {
-      const shm::JobRecord& r = records_.at(s);
-      if (records_.settle(s)) {
-        failed |= !views_.succeeded(s);
-        continue;
-      }
-      if (jobs.load(r.slot).state != JobState::kWaiting) ++active;
+  uint32_t active = 0;
+  bool failed = false;
+  for (uint32_t s : steps) {
+    if (records_.settle(s)) {
+      failed |= !views_.succeeded(s);
+      continue;
     }
-    const bool cancelled = pr.plan_flags & shm::kPlanCancelled;
-    const bool draining = !queue_.accepting();
-    const bool stop =
-        cancelled || draining || (failed && (pr.plan_flags & shm::kPlanStopOnFailure));
-    if (cancelled)  // again each turn: a frontend that died mid-cancel left some running
-      for (uint32_t s : steps) {
-        const shm::JobRecord& r = records_.at(s);
-        if (JobRecords::settled(r) || jobs.load(r.slot).state == JobState::kWaiting) continue;
-        if (!jobs.cancel_requested(r.slot)) stop_step(s, {});
-      }
+    if (jobs.load(records_.at(s).slot).state != JobState::kWaiting) ++active;
+  }
+  const bool cancelled = pr.plan_flags & shm::kPlanCancelled;
+  if (cancelled)  // again each turn: a frontend that died mid-cancel left some running
     for (uint32_t s : steps) {
       const shm::JobRecord& r = records_.at(s);
-      if (JobRecords::settled(r)) continue;
-      JobWord w = jobs.load(r.slot);
-      if (w.state != JobState::kWaiting) continue;
-      std::string why;
-      bool ready = true;
-      if (stop)
-        why = cancelled  ? "skipped: the plan was cancelled"
-              : draining ? "skipped: the daemon is shutting down"
-                         : "skipped: a step failed";
-      for (uint32_t d = 0; why.empty() && d < steps.size(); ++d) {
-        if (!(r.deps >> d & 1)) continue;
-        const shm::JobRecord& dep = records_.at(steps[d]);
-        if (!JobRecords::settled(dep)) {
-          ready = false;
-        } else if (!(pr.plan_flags & shm::kPlanAfterAny) && !views_.succeeded(steps[d])) {
-          bool skipped = dep.final_state.load() == uint32_t(JobState::kSkipped);
-          why = "skipped: step " + views_.step_name(steps[d]) +
-                (skipped ? " was skipped" : " failed");
-        }
-      }
-      if (!why.empty()) {
-        records_.skip(s, why);
-        changed = true;
-        continue;
-      }
-      if (!ready || (pr.max_parallel && active >= pr.max_parallel)) continue;
-      if (queue_.promote(r.slot, w)) ++active;
+      if (JobRecords::settled(r) || jobs.load(r.slot).state == JobState::kWaiting) continue;
+      if (!jobs.cancel_requested(r.slot)) stop_step(s, {});
+    }
+  const char* stop = cancelled             ? "skipped: the plan was cancelled"
+                     : !queue_.accepting() ? "skipped: the daemon is shutting down"
+                     : failed && (pr.plan_flags & shm::kPlanStopOnFailure)
+                         ? "skipped: a step failed"
+                         : nullptr;
+  bool changed = false;
+  for (uint32_t s : steps) {
+    const shm::JobRecord& r = records_.at(s);
+    if (JobRecords::settled(r)) continue;
+    JobWord w = jobs.load(r.slot);
+    if (w.state != JobState::kWaiting) continue;
+    Verdict v = stop ? Verdict{false, stop} : verdict(pr, steps, r);
+    if (!v.skip.empty()) {
+      records_.skip(s, v.skip);
+      changed = true;
+    } else if (v.ready && !(pr.max_parallel && active >= pr.max_parallel) &&
+               queue_.promote(r.slot, w)) {
+      ++active;
     }
   }
-  for (uint32_t s : steps)
-    if (!JobRecords::settled(records_.at(s))) return false;
-  // Every step has ended: so has the plan. exit_code 0 if all succeeded.
+  return changed;
+}
+
+Plans::Verdict Plans::verdict(const shm::JobRecord& pr, const std::vector<uint32_t>& steps,
+                              const shm::JobRecord& r) {
+  Verdict v;
+  for (uint32_t d = 0; d < steps.size(); ++d) {
+    if (!(r.deps >> d & 1)) continue;
+    const shm::JobRecord& dep = records_.at(steps[d]);
+    if (!JobRecords::settled(dep)) {
+      v.ready = false;
+    } else if (!(pr.plan_flags & shm::kPlanAfterAny) && !views_.succeeded(steps[d])) {
+      bool skipped = dep.final_state.load() == uint32_t(JobState::kSkipped);
+      v.skip =
+          "skipped: step " + views_.step_name(steps[d]) + (skipped ? " was skipped" : " failed");
+      return v;
+    }
+  }
+  return v;
+}
+
+void Plans::settle(uint32_t plan) {
+  const shm::JobRecord& pr = records_.at(plan);
   std::string failed, skipped;
   uint64_t started = 0;
-  for (uint32_t s : steps) {
+  for (uint32_t s : records_.steps_of(plan)) {
     const shm::JobRecord& r = records_.at(s);
     if (r.started_unix_ms && (!started || r.started_unix_ms < started)) started = r.started_unix_ms;
     if (views_.succeeded(s)) continue;
@@ -175,7 +188,6 @@ bool Plans::advance(uint32_t plan) {
   records_.table().settle_plan(
       plan, pr.plan_flags & shm::kPlanCancelled ? JobState::kCancelled : JobState::kExited,
       why.empty() ? 0 : 1, why, started);
-  return true;
 }
 
 void Plans::cancel(uint32_t plan, const rpc::JobSignalParams& how) {

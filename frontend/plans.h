@@ -50,6 +50,20 @@ class Plans {
 
  private:
   bool advance(uint32_t plan);  // true: the plan has ended (settled)
+  // One pass over a plan's steps: settles those that ended, stops running
+  // ones of a cancelled plan, skips those that can no longer run, queues those
+  // whose dependencies allow. True when a step was skipped.
+  bool step_once(uint32_t plan);
+  // Whether waiting step `r` may run: ready once every dependency settled; a
+  // reason to skip it when one that had to succeed did not.
+  struct Verdict {
+    bool ready = true;
+    std::string skip;
+  };
+  Verdict verdict(const shm::JobRecord& plan, const std::vector<uint32_t>& steps,
+                  const shm::JobRecord& r);
+  // Every step has ended: so has the plan (exit_code 0 if all succeeded).
+  void settle(uint32_t plan);
   void stop_step(uint32_t step, const rpc::JobSignalParams& how);
 
   JobRecords& records_;

@@ -22,8 +22,8 @@ void JobRecords::recover() {
     const shm::JobRecord& r = at(i);
     if (!table_.live(i)) continue;
     if (r.plan) {
-      const shm::JobRecord& plan = at(r.plan - 1);
-      if (!table_.live(r.plan - 1) || plan.seq != r.plan_seq) {
+      if (!r.plan.within(size()) || !table_.live(r.plan.index()) ||
+          at(r.plan.index()).seq != r.plan_seq) {
         table_.free_waiting_slot(i);
         table_.release(i);
         continue;
@@ -32,7 +32,7 @@ void JobRecords::recover() {
     by_id_[r.id] = i;
   }
   for (const auto& [id, i] : by_id_)
-    if (at(i).plan) steps_[at(i).plan - 1].push_back(i);
+    if (at(i).plan) steps_[at(i).plan.index()].push_back(i);
   for (auto& [plan, steps] : steps_)
     std::sort(steps.begin(), steps.end(),
               [&](uint32_t a, uint32_t b) { return at(a).step < at(b).step; });
@@ -68,7 +68,7 @@ void JobRecords::publish(uint32_t i) {
   table_.publish(i);
   const shm::JobRecord& r = at(i);
   by_id_[r.id] = i;
-  if (r.plan) steps_[r.plan - 1].push_back(i);  // steps are published in order
+  if (r.plan) steps_[r.plan.index()].push_back(i);  // steps are published in order
 }
 
 const std::vector<uint32_t>& JobRecords::steps_of(uint32_t plan) const {
@@ -132,7 +132,7 @@ void JobRecords::forget_one(uint32_t i) {
     std::string name = shm::spool_file_name(r.seq);
     if (spool_dir_ >= 0) ::unlinkat(spool_dir_, name.c_str(), 0);
   }
-  if (auto it = r.plan ? steps_.find(r.plan - 1) : steps_.end(); it != steps_.end())
+  if (auto it = r.plan ? steps_.find(r.plan.index()) : steps_.end(); it != steps_.end())
     std::erase(it->second, i);  // (forget() took a plan's whole list out first)
   pins_.erase(i);
   by_id_.erase(r.id);
@@ -178,11 +178,9 @@ uint32_t JobRecords::expire(size_t writers) {
 Result<UniqueFd> JobRecords::open_spool(uint32_t i) const {
   if (spool_dir_ < 0) return Error{ENOENT, "no spool directory"};
   std::string name = shm::spool_file_name(at(i).seq);
-  auto fd = sys("open the job's spool file", [&] {
+  return new_fd("open the job's spool file", [&] {
     return ::openat(spool_dir_, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   });
-  if (!fd) return fd.error();
-  return UniqueFd(*fd);
 }
 
 }  // namespace sp::frontend

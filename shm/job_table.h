@@ -4,7 +4,7 @@
 // owner stamp explains (see docs/shm-layout.md, "Crash cases").
 //
 // Word layout (64 bits): state:8 | owner:8 | incarnation:16 | generation:32.
-// owner is the worker index + 1 (0: none); incarnation is that worker's
+// owner is owner_stamp(worker index) (0: none); incarnation is that worker's
 // incarnation (low 16 bits); generation grows each time the slot is freed, so
 // a stale reference to an earlier job in the slot never matches.
 #pragma once
@@ -16,6 +16,11 @@
 #include "shm/layout.h"
 
 namespace sp::shm {
+
+// Worker `index`'s owner stamp in a JobWord; 0 is "no owner".
+inline constexpr uint8_t owner_stamp(uint32_t worker_index) {
+  return uint8_t(worker_index + 1);
+}
 
 struct JobWord {
   JobState state = JobState::kFree;
@@ -38,12 +43,15 @@ struct JobWord {
   bool operator==(const JobWord&) const = default;
 };
 
+// Reading methods are const; every method that writes the shared slots is not,
+// so a `const JobTable&` can only look.
 class JobTable {
  public:
   JobTable(JobSlot* slots, uint32_t count) : slots_(slots), count_(count) {}
 
   uint32_t size() const { return count_; }
-  JobSlot& slot(uint32_t i) const { return slots_[i]; }
+  JobSlot& slot(uint32_t i) { return slots_[i]; }
+  const JobSlot& slot(uint32_t i) const { return slots_[i]; }
   JobWord load(uint32_t i) const {
     return JobWord::unpack(slots_[i].word.load(std::memory_order_acquire));
   }
@@ -51,7 +59,7 @@ class JobTable {
   // One CAS: `from` must be exactly the current word.
   // seq_cst: the orphan handshake (release_if_orphaned) needs it; on x86 a
   // locked cmpxchg costs the same either way.
-  bool transition(uint32_t i, JobWord from, JobWord to) const {
+  bool transition(uint32_t i, JobWord from, JobWord to) {
     uint64_t expected = from.pack();
     return slots_[i].word.compare_exchange_strong(expected, to.pack(), std::memory_order_seq_cst);
   }
@@ -59,7 +67,7 @@ class JobTable {
   // Frontend: takes a free slot (Free -> Allocated), scanning from `cursor`,
   // and resets every field but the word and spec_words (encode_spec clears
   // the arena up to what the last spec used).
-  std::optional<uint32_t> allocate(uint32_t& cursor) const {
+  std::optional<uint32_t> allocate(uint32_t& cursor) {
     for (uint32_t n = 0; n < count_; ++n) {
       uint32_t i = cursor++ % count_;
       JobWord w = load(i);
@@ -71,7 +79,7 @@ class JobTable {
         s.start_ns.store(0, std::memory_order_relaxed);
         s.end_ns.store(0, std::memory_order_relaxed);
         s.result_words = 0;
-        s.record = 0;
+        s.record = {};
         s.cancel_signal.store(0, std::memory_order_relaxed);
         s.cancel_grace_ms.store(kCancelGraceDefault, std::memory_order_relaxed);
         s.signals.store(0, std::memory_order_relaxed);
@@ -86,7 +94,7 @@ class JobTable {
 
   // Worker: Queued -> Claimed by (owner, incarnation). False if someone else
   // got it first or the slot moved on.
-  bool claim(uint32_t i, uint8_t owner, uint16_t incarnation) const {
+  bool claim(uint32_t i, uint8_t owner, uint16_t incarnation) {
     JobWord w = load(i);
     if (w.state != JobState::kQueued) return false;
     JobWord to = w;
@@ -97,7 +105,7 @@ class JobTable {
   }
 
   // Terminal -> Free, generation + 1. Only from the exact terminal word seen.
-  bool release(uint32_t i, JobWord terminal) const {
+  bool release(uint32_t i, JobWord terminal) {
     if (!is_terminal(terminal.state)) return false;
     JobWord to{JobState::kFree, 0, 0, terminal.generation + 1};
     return transition(i, terminal, to);
@@ -108,20 +116,20 @@ class JobTable {
   // their own step, so one of them always sees both (seq_cst on both sides).
   // The word is read first and the CAS is from exactly that word, so a slot
   // already reused by a later job (new generation) is never freed by mistake.
-  void release_if_orphaned(uint32_t i) const {
+  void release_if_orphaned(uint32_t i) {
     JobWord w = JobWord::unpack(slots_[i].word.load(std::memory_order_seq_cst));
     if (!is_terminal(w.state)) return;
     if (!(slots_[i].control.load(std::memory_order_seq_cst) & kControlOrphan)) return;
     release(i, w);
   }
 
-  void set_control(uint32_t i, uint32_t flags) const {
+  void set_control(uint32_t i, uint32_t flags) {
     slots_[i].control.fetch_or(flags, std::memory_order_seq_cst);
   }
 
   // Job i's client is gone: the worker stops it, and whoever sees it
   // terminal frees the slot (it may be terminal already).
-  void orphan(uint32_t i) const {
+  void orphan(uint32_t i) {
     set_control(i, kControlCancel | kControlOrphan);
     release_if_orphaned(i);
   }
@@ -130,7 +138,7 @@ class JobTable {
   // with `sig` (0: SIGTERM) and SIGKILL after `grace_ms` (kCancelGraceDefault:
   // the spec's). The signal and grace are stored before the flag the worker
   // acts on, so it never sees the flag without them.
-  void request_cancel(uint32_t i, uint32_t sig = 0, uint32_t grace_ms = kCancelGraceDefault) const {
+  void request_cancel(uint32_t i, uint32_t sig = 0, uint32_t grace_ms = kCancelGraceDefault) {
     slots_[i].cancel_signal.store(sig, std::memory_order_relaxed);
     slots_[i].cancel_grace_ms.store(grace_ms, std::memory_order_relaxed);
     set_control(i, kControlCancel);
@@ -147,12 +155,12 @@ class JobTable {
   }
 
   // Frontend: asks for signal `sig` (1..64) to be delivered to job i.
-  void request_signal(uint32_t i, int sig) const {
+  void request_signal(uint32_t i, int sig) {
     slots_[i].signals.fetch_or(uint64_t{1} << (sig - 1), std::memory_order_release);
   }
   // Worker: the signals asked for since the last call (bit N-1: signal N),
   // taken in one exchange so none is delivered twice or lost.
-  uint64_t take_signals(uint32_t i) const {
+  uint64_t take_signals(uint32_t i) {
     if (!slots_[i].signals.load(std::memory_order_relaxed)) return 0;
     return slots_[i].signals.exchange(0, std::memory_order_acquire);
   }

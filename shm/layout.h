@@ -8,7 +8,7 @@
 // output.h, doorbell.h); this file only fixes the bytes. See docs/shm-layout.md.
 //
 // Region order after the header (all 64-byte aligned, sizes from Capacities):
-//   WorkerRecord[max_workers] | JobSlot[job_slots] | ring cells[ring_cells] |
+//   WorkerSlot[max_workers] | JobSlot[job_slots] | ring cells[ring_cells] |
 //   SessionSlot[session_slots] | session env blobs | JobRecord[job_records] |
 //   spec arenas | output buffers
 #pragma once
@@ -154,17 +154,30 @@ struct alignas(64) Header {
   alignas(64) Counters counters;
 };
 
-struct alignas(64) WorkerRecord {
+// A job record named from shared memory: its index + 1, so that the zero a
+// fresh or reset field holds means "none". The only place the + 1 is written.
+struct RecordRef {
+  uint32_t raw = 0;
+  static constexpr RecordRef of(uint32_t index) { return {index + 1}; }
+  constexpr explicit operator bool() const { return raw != 0; }
+  constexpr uint32_t index() const { return raw - 1; }  // only when set
+  // Set and naming one of `count` records (a field a dead writer left half
+  // written may hold anything).
+  constexpr bool within(uint32_t count) const { return raw && raw <= count; }
+  bool operator==(const RecordRef&) const = default;
+};
+
+struct alignas(64) WorkerSlot {
   std::atomic<int32_t> pid;            // written by the supervisor; 0: not running
   std::atomic<uint32_t> incarnation;   // bumped by the supervisor before each start
   std::atomic<uint32_t> running;       // jobs this worker runs now (for stats)
   std::atomic<uint64_t> heartbeat_ns;  // CLOCK_MONOTONIC of the last loop turn
   // A spool write under way: bytes counted in Header::spool_used, for record
-  // spool_record - 1 whose spool_end was spool_from. Given back by the repair
+  // spool_record whose spool_end was spool_from. Given back by the repair
   // if the worker dies before that spool_end moved on.
   std::atomic<uint64_t> spool_reserved;
   std::atomic<uint64_t> spool_from;
-  std::atomic<uint32_t> spool_record;
+  std::atomic<RecordRef> spool_record;
   BellWord bell;  // frontend/supervisor -> this worker
 };
 
@@ -210,7 +223,7 @@ struct alignas(64) JobSlot {
   std::atomic<uint64_t> start_ns;  // CLOCK_MONOTONIC
   std::atomic<uint64_t> end_ns;
   uint32_t result_words;  // size of the result message
-  uint32_t record;        // detached: index + 1 of its JobRecord; 0: an attached job
+  RecordRef record;       // detached: its JobRecord; none: an attached job
   // Set by the frontend before it sets kControlCancel: the signal to stop with
   // (0: SIGTERM) and the grace before SIGKILL (kCancelGraceDefault: the spec's).
   std::atomic<uint32_t> cancel_signal;
@@ -219,7 +232,7 @@ struct alignas(64) JobSlot {
                                   // takes them with one exchange)
   alignas(8) unsigned char result[256];  // Cap'n Proto JobResult, written before the terminal CAS
   // Output ring (single writer: the worker running the job; single reader: the frontend).
-  alignas(64) std::atomic<uint64_t> out_head;  // bytes published by the writer (whole records)
+  alignas(64) std::atomic<uint64_t> out_head;  // bytes published by the writer (whole chunks)
   alignas(64) std::atomic<uint64_t> out_tail;  // bytes consumed by the reader
   std::atomic<uint32_t> out_writer_waiting;    // writer paused on a full ring
 };
@@ -275,7 +288,7 @@ struct alignas(64) JobRecord {
   // Plans (execute_chain / _parallel / _dag, attached or detached): a plan is
   // a record without a slot whose steps are records of their own; the
   // frontend queues a step when its dependencies allow.
-  uint32_t plan;          // a step: its plan's record index + 1; 0: not a step
+  RecordRef plan;         // a step: its plan's record; none: not a step
   uint32_t step;          // a step: its index in the plan
   uint64_t plan_seq;      // a step: its plan's seq (records are reused)
   uint64_t deps;          // a step: bit i = waits for step i
@@ -284,12 +297,12 @@ struct alignas(64) JobRecord {
   uint32_t max_parallel;  // a plan: steps running at once; 0: no bound
   // Written by the worker running the job, in this order per chunk: the data
   // into the file, then out_bytes, then spool_end (release).
-  alignas(64) std::atomic<uint64_t> spool_end;  // file bytes holding whole records
+  alignas(64) std::atomic<uint64_t> spool_end;  // file bytes holding whole chunks
   std::atomic<uint64_t> out_bytes[2];           // stdout, stderr bytes kept
   std::atomic<uint32_t> truncated;              // 1: output beyond output_cap was dropped
 };
 
-// Output records: an 8-byte header, then `len` bytes, padded to 8.
+// Output chunks: an 8-byte header, then `len` bytes, padded to 8.
 inline constexpr uint8_t kStreamStdout = 1;
 inline constexpr uint8_t kStreamStderr = 2;
 inline constexpr uint8_t kStreamPad = 0xff;  // skip to the end of the ring
@@ -300,7 +313,7 @@ inline constexpr int stream_index(uint8_t stream) {
 inline constexpr uint8_t stream_tag(int index) {
   return index ? kStreamStderr : kStreamStdout;
 }
-struct RecordHeader {
+struct ChunkHeader {
   uint32_t len;
   uint8_t stream;
   uint8_t pad[3];
@@ -308,12 +321,13 @@ struct RecordHeader {
 
 template <typename T>
 inline constexpr bool kShmSafe = std::is_standard_layout_v<T>&& std::is_trivially_destructible_v<T>;
-static_assert(kShmSafe<Header> && kShmSafe<WorkerRecord> && kShmSafe<JobSlot> &&
-              kShmSafe<SessionSlot> && kShmSafe<JobRecord> && kShmSafe<RecordHeader> &&
+static_assert(kShmSafe<Header> && kShmSafe<WorkerSlot> && kShmSafe<JobSlot> &&
+              kShmSafe<SessionSlot> && kShmSafe<JobRecord> && kShmSafe<ChunkHeader> &&
               kShmSafe<RoleConfig>);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<int32_t>::is_always_lock_free);
+static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) == 4);
 
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
@@ -334,10 +348,10 @@ static_assert(sizeof(Header) == 7680 && offsetof(Header, caps) == 24 &&
               offsetof(Header, frontend_bell) == 7296 && offsetof(Header, submit_bell) == 7360 &&
               offsetof(Header, ring_head) == 7424 && offsetof(Header, ring_tail) == 7488 &&
               offsetof(Header, counters) == 7552);
-static_assert(sizeof(WorkerRecord) == 128 && offsetof(WorkerRecord, heartbeat_ns) == 16 &&
-              offsetof(WorkerRecord, spool_reserved) == 24 &&
-              offsetof(WorkerRecord, spool_from) == 32 &&
-              offsetof(WorkerRecord, spool_record) == 40 && offsetof(WorkerRecord, bell) == 64);
+static_assert(sizeof(WorkerSlot) == 128 && offsetof(WorkerSlot, heartbeat_ns) == 16 &&
+              offsetof(WorkerSlot, spool_reserved) == 24 &&
+              offsetof(WorkerSlot, spool_from) == 32 && offsetof(WorkerSlot, spool_record) == 40 &&
+              offsetof(WorkerSlot, bell) == 64);
 static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, pgid) == 12 && offsetof(JobSlot, spec_words) == 16 &&
               offsetof(JobSlot, job_id) == 24 && offsetof(JobSlot, start_ns) == 32 &&
@@ -361,7 +375,7 @@ static_assert(sizeof(JobRecord) == 768 && offsetof(JobRecord, final_state) == 4 
               offsetof(JobRecord, plan_flags) == 684 && offsetof(JobRecord, max_parallel) == 688 &&
               offsetof(JobRecord, spool_end) == 704 && offsetof(JobRecord, out_bytes) == 712 &&
               offsetof(JobRecord, truncated) == 728);
-static_assert(sizeof(RecordHeader) == 8);
+static_assert(sizeof(ChunkHeader) == 8);
 static_assert(sizeof(RoleConfig) == 7088 && offsetof(RoleConfig, isolation) == 36 &&
               offsetof(RoleConfig, default_limits) == 40 &&
               offsetof(RoleConfig, output_budget) == 136 && offsetof(RoleConfig, retain_s) == 160 &&

@@ -1,7 +1,7 @@
 // Per-job output ring: a single-writer (the worker running the job) /
-// single-reader (the frontend) byte ring of records, each an 8-byte
-// RecordHeader plus data padded to 8. The writer publishes `out_head` only
-// after a whole record is written, so a writer killed mid-record leaves
+// single-reader (the frontend) byte ring of chunks, each an 8-byte
+// ChunkHeader plus data padded to 8. The writer publishes `out_head` only
+// after a whole chunk is written, so a writer killed mid-chunk leaves
 // nothing half-visible. When the ring is full the writer stops reading the
 // child's pipe (backpressure) and sets `out_writer_waiting`; the reader rings
 // the writer's doorbell after it frees space.
@@ -26,8 +26,8 @@ class OutputWriter {
   OutputWriter(JobSlot& slot, unsigned char* data, uint32_t size)
       : slot_(slot), data_(data), size_(size) {}
 
-  // Space for the next record's data, contiguous in the ring (may be empty when
-  // the ring is full). Inserts a pad record when the tail end is too short to
+  // Space for the next chunk's data, contiguous in the ring (may be empty when
+  // the ring is full). Inserts a pad chunk when the tail end is too short to
   // be worth a read. Fill it, then commit().
   std::span<unsigned char> reserve() {
     uint64_t head = slot_.out_head.load(std::memory_order_relaxed);
@@ -44,15 +44,15 @@ class OutputWriter {
       contig = size_;
     }
     uint64_t room = std::min(free, contig);
-    if (room <= sizeof(RecordHeader)) return {};
-    return {data_ + pos + sizeof(RecordHeader), room - sizeof(RecordHeader)};
+    if (room <= sizeof(ChunkHeader)) return {};
+    return {data_ + pos + sizeof(ChunkHeader), room - sizeof(ChunkHeader)};
   }
 
-  // Publishes `len` bytes written into the last reserve() as one record.
+  // Publishes `len` bytes written into the last reserve() as one chunk.
   void commit(uint8_t stream, uint32_t len) {
     uint64_t head = slot_.out_head.load(std::memory_order_relaxed);
     put_header(head % size_, len, stream);
-    slot_.out_head.store(head + sizeof(RecordHeader) + align8(len), std::memory_order_release);
+    slot_.out_head.store(head + sizeof(ChunkHeader) + align8(len), std::memory_order_release);
   }
 
   // Marks the writer as paused; true if space appeared meanwhile (then the
@@ -71,7 +71,7 @@ class OutputWriter {
  private:
   static constexpr uint64_t kMinContig = 512;
   void put_header(uint64_t pos, uint32_t len, uint8_t stream) {
-    RecordHeader h{len, stream, {}};
+    ChunkHeader h{len, stream, {}};
     std::memcpy(data_ + pos, &h, sizeof h);
   }
   JobSlot& slot_;
@@ -84,7 +84,7 @@ class OutputReader {
   OutputReader(JobSlot& slot, const unsigned char* data, uint32_t size)
       : slot_(slot), data_(data), size_(size) {}
 
-  // Calls fn(stream, bytes) for each published record, then frees their
+  // Calls fn(stream, bytes) for each published chunk, then frees their
   // space. Returns true if the writer was waiting for space (the caller rings
   // its doorbell).
   template <typename Fn>
@@ -94,7 +94,7 @@ class OutputReader {
     uint64_t tail = start;
     while (tail != head) {
       uint64_t pos = tail % size_;
-      RecordHeader h;
+      ChunkHeader h;
       std::memcpy(&h, data_ + pos, sizeof h);
       if (h.stream == kStreamPad) {
         tail += size_ - pos;

@@ -43,7 +43,8 @@ std::optional<uint32_t> RecordTable::claim(std::string_view id, uint64_t seq, ui
     std::memset(r.session_id, 0, sizeof r.session_id);
     std::memset(r.command, 0, sizeof r.command);
     std::memset(r.result, 0, sizeof r.result);
-    r.plan = r.step = 0;
+    r.plan = {};
+    r.step = 0;
     r.plan_seq = r.deps = 0;
     r.plan_kind = r.plan_flags = r.max_parallel = 0;
     r.spool_end.store(0, std::memory_order_relaxed);
@@ -59,7 +60,7 @@ void RecordTable::bind(uint32_t i, uint32_t slot, uint32_t generation) {
   JobRecord& r = records_[i];
   r.slot = slot;
   r.slot_generation = generation;
-  jobs_.slot(slot).record = i + 1;
+  jobs_.slot(slot).record = RecordRef::of(i);
   jobs_.set_control(slot, kControlDetached);
 }
 
@@ -77,7 +78,7 @@ bool RecordTable::settle(uint32_t i) {
   if (r.slot >= jobs_.size()) return false;
   JobWord w = jobs_.load(r.slot);
   JobSlot& s = jobs_.slot(r.slot);
-  if (w.generation != r.slot_generation || s.record != i + 1) {
+  if (w.generation != r.slot_generation || s.record != RecordRef::of(i)) {
     // The slot moved on without us: nothing else frees a detached job's
     // slot, so this is a bug; end the record rather than leave it running.
     r.result_words = encode_result(r.result, -1, 0, "lost: its job slot was reused");
@@ -135,7 +136,7 @@ void RecordTable::recover() {
     if (r.slot < jobs_.size()) {
       JobWord w = jobs_.load(r.slot);
       queued = w.generation == r.slot_generation && w.state != JobState::kFree &&
-               w.state != JobState::kAllocated && jobs_.slot(r.slot).record == i + 1;
+               w.state != JobState::kAllocated && jobs_.slot(r.slot).record == RecordRef::of(i);
     }
     r.state.store(uint32_t(queued ? RecordState::kLive : RecordState::kFree));
   }
@@ -147,10 +148,10 @@ void RecordTable::recover() {
     const JobSlot& s = jobs_.slot(slot);
     if (!(s.control.load() & kControlDetached)) continue;
     if (w.state != JobState::kWaiting && !is_terminal(w.state)) continue;
-    uint32_t rec = s.record;
-    bool owned = rec && rec <= count_ && live(rec - 1) && !settled(records_[rec - 1]) &&
-                 records_[rec - 1].slot == slot &&
-                 records_[rec - 1].slot_generation == w.generation;
+    const RecordRef rec = s.record;
+    bool owned = rec.within(count_) && live(rec.index()) && !settled(records_[rec.index()]) &&
+                 records_[rec.index()].slot == slot &&
+                 records_[rec.index()].slot_generation == w.generation;
     if (!owned) jobs_.transition(slot, w, {JobState::kFree, 0, 0, w.generation + 1});
   }
 }

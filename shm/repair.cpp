@@ -40,7 +40,7 @@ RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::
   seg.spool_budget().repair_after_death(seg.worker(index));
   JobTable jobs = seg.jobs();
   SubmitRing ring = seg.ring();
-  const auto owner = uint8_t(index + 1);
+  const uint8_t owner = owner_stamp(index);
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     JobWord w = jobs.load(i);
     if (w.owner != owner) continue;

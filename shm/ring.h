@@ -60,7 +60,7 @@ class SubmitRing {
 
   // Claims the next queued job for (owner, incarnation). Drops cells whose job
   // is no longer queued. nullopt when the ring is empty.
-  std::optional<uint32_t> claim(const JobTable& jobs, uint8_t owner, uint16_t incarnation) {
+  std::optional<uint32_t> claim(JobTable jobs, uint8_t owner, uint16_t incarnation) {
     for (;;) {
       uint64_t h = head_->load(std::memory_order_acquire);
       auto& cell = cells_[h & mask_];

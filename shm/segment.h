@@ -43,7 +43,7 @@ class Segment {
 
   Header& header() const { return *reinterpret_cast<Header*>(base_); }
   const Capacities& caps() const { return header().caps; }
-  WorkerRecord& worker(uint32_t i) const { return at<WorkerRecord>(header().workers_off)[i]; }
+  WorkerSlot& worker(uint32_t i) const { return at<WorkerSlot>(header().workers_off)[i]; }
   JobTable jobs() const { return {at<JobSlot>(header().jobs_off), caps().job_slots}; }
   SubmitRing ring() const {
     Header& h = header();

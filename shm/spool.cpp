@@ -16,14 +16,14 @@ namespace {
 constexpr uint64_t kBlock = 64 * 1024;
 
 // Reads a spool file through one block-sized buffer, so that scanning many
-// small records costs one pread per block, not one per record.
+// small chunks costs one pread per block, not one per chunk.
 class BlockReader {
  public:
   BlockReader(int fd, uint64_t end) : fd_(fd), end_(end) {}
 
   // `len` bytes at `off` (within end); an error past the end or from the pread.
   Result<std::string_view> get(uint64_t off, uint64_t len) {
-    if (off + len > end_) return Error{0, "spool record runs past the written end"};
+    if (off + len > end_) return Error{0, "spool chunk runs past the written end"};
     if (off < base_ || off + len > base_ + buf_.size()) {
       uint64_t want = std::min(std::max(len, kBlock), end_ - off);
       buf_.resize(want);
@@ -54,7 +54,7 @@ std::string spool_file_name(uint64_t seq) {
 }
 
 Result<uint64_t> spool_append(int fd, uint64_t offset, uint8_t stream, std::string_view data) {
-  RecordHeader h{uint32_t(data.size()), stream, {}};
+  ChunkHeader h{uint32_t(data.size()), stream, {}};
   iovec iov[2] = {{&h, sizeof h}, {const_cast<char*>(data.data()), data.size()}};
   const uint64_t total = sizeof h + data.size();
   uint64_t done = 0;
@@ -85,16 +85,16 @@ Result<SpoolRead> read_spool(int fd, uint64_t spool_end, SpoolView view, uint64_
   uint64_t taken = 0;
   BlockReader in(fd, spool_end);
   while (pos.file_off < spool_end && taken < max_bytes) {
-    auto head = in.get(pos.file_off, sizeof(RecordHeader));
+    auto head = in.get(pos.file_off, sizeof(ChunkHeader));
     if (!head) return head.error();
-    RecordHeader h;
+    ChunkHeader h;
     std::memcpy(&h, head->data(), sizeof h);
     if (h.stream != kStreamStdout && h.stream != kStreamStderr)
-      return Error{0, "spool record has an unknown stream"};
+      return Error{0, "spool chunk has an unknown stream"};
     const int s = stream_index(h.stream);
     const uint64_t data_off = pos.file_off + sizeof h;
     if (view == SpoolView::kBoth || v == s) {
-      uint64_t start = pos.at[v], stop = start + h.len;  // this record's bytes in the view
+      uint64_t start = pos.at[v], stop = start + h.len;  // this chunk's bytes in the view
       if (cursor < stop) {
         uint64_t from = std::max(cursor, start);
         uint64_t n = std::min(stop - from, max_bytes - taken);
@@ -105,7 +105,7 @@ Result<SpoolRead> read_spool(int fd, uint64_t spool_end, SpoolView view, uint64_
         out.chunks.back().data.append(*data);
         taken += n;
         cursor = from + n;
-        if (cursor < stop) break;  // stopped inside the record: resume at its start
+        if (cursor < stop) break;  // stopped inside the chunk: resume at its start
       }
     }
     pos.file_off = data_off + h.len;

@@ -3,7 +3,7 @@
 // it right when a worker dies in the middle of a write.
 //
 // A worker counts a write's bytes before it writes them (reserve), noting in
-// its WorkerRecord for which record and from which spool_end; once the
+// its WorkerSlot for which record and from which spool_end; once the
 // record's spool_end moved past the write the bytes are the record's
 // (commit). The supervisor, after waitpid reported the worker dead, gives
 // back a reservation whose write was never published (repair_after_death).
@@ -32,20 +32,20 @@ class SpoolBudget {
 
   // Worker: counts `bytes` for a write into record `record` (index) whose
   // spool_end is `from`. False, with nothing counted, when they do not fit.
-  bool reserve(WorkerRecord& w, uint32_t record, uint64_t from, uint64_t bytes) {
+  bool reserve(WorkerSlot& w, uint32_t record, uint64_t from, uint64_t bytes) {
     if (h_.spool_used.fetch_add(bytes, std::memory_order_relaxed) + bytes > limit()) {
       give_back(bytes);
       return false;
     }
-    w.spool_record.store(record + 1, std::memory_order_relaxed);
+    w.spool_record.store(RecordRef::of(record), std::memory_order_relaxed);
     w.spool_from.store(from, std::memory_order_relaxed);
     w.spool_reserved.store(bytes, std::memory_order_release);
     return true;
   }
   // Worker: the write is published (the record's spool_end moved on).
-  static void commit(WorkerRecord& w) { w.spool_reserved.store(0, std::memory_order_relaxed); }
+  static void commit(WorkerSlot& w) { w.spool_reserved.store(0, std::memory_order_relaxed); }
   // Worker: the write failed; its bytes go back.
-  void abort(WorkerRecord& w) { give_back(w.spool_reserved.exchange(0)); }
+  void abort(WorkerSlot& w) { give_back(w.spool_reserved.exchange(0)); }
 
   // Anyone: returns `bytes`, never below 0 (an earlier crash can only have
   // over-counted).
@@ -59,11 +59,11 @@ class SpoolBudget {
   // Supervisor, after waitpid reported the owner of `w` dead: a reservation
   // whose write was not published goes back; a published one is the
   // record's.
-  void repair_after_death(WorkerRecord& w) {
+  void repair_after_death(WorkerSlot& w) {
     uint64_t reserved = w.spool_reserved.exchange(0);
     if (!reserved) return;
-    uint32_t rec = w.spool_record.load();
-    if (rec && rec <= record_count_ && records_[rec - 1].spool_end.load() == w.spool_from.load())
+    const RecordRef rec = w.spool_record.load();
+    if (rec.within(record_count_) && records_[rec.index()].spool_end.load() == w.spool_from.load())
       give_back(reserved);
   }
 

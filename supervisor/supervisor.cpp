@@ -169,9 +169,9 @@ Status Supervisor::setup() {
   }
 
   auto efd = [](UniqueFd& out) -> Status {
-    auto fd = sys("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
+    auto fd = new_fd("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
     if (!fd) return fd.error();
-    out.reset(*fd);
+    out = std::move(*fd);
     return {};
   };
   if (Status s = efd(submit_efd_); !s) return s;
@@ -250,7 +250,7 @@ void Supervisor::start_frontend() {
 }
 
 void Supervisor::start_worker(uint32_t i) {
-  shm::WorkerRecord& rec = seg_->worker(i);
+  shm::WorkerSlot& rec = seg_->worker(i);
   rec.incarnation.fetch_add(1);
   rec.running.store(0);
   auto args = common_args();
@@ -435,7 +435,7 @@ void Supervisor::kill_job_cgroups(uint32_t index) {
   shm::JobTable jobs = seg_->jobs();
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     shm::JobWord w = jobs.load(i);
-    if (w.owner == index + 1 && w.state == shm::JobState::kRunning) cgroups_.kill(i);
+    if (w.owner == shm::owner_stamp(index) && w.state == shm::JobState::kRunning) cgroups_.kill(i);
   }
 }
 

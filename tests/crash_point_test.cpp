@@ -89,9 +89,9 @@ TEST_CASE("a worker that dies right after spawning: the job ends lost and its pr
   stop_cleanly(cd.daemon);
 }
 
-TEST_CASE("a worker that dies in the middle of an output record: nothing of it is seen",
+TEST_CASE("a worker that dies in the middle of an output chunk: nothing of it is seen",
           "[daemon][crashpoint]") {
-  CrashDaemon cd("mid_output_record");
+  CrashDaemon cd("mid_output_chunk");
   LogOnFailure log(cd.daemon);
   REQUIRE(cd.daemon.ready());
   Client c(cd.daemon.socket());
@@ -177,9 +177,9 @@ TEST_CASE("a frontend that dies between queueing a detached job and pushing it: 
   stop_cleanly(cd.daemon);
 }
 
-TEST_CASE("a worker that dies mid spool record: the job is lost, the unpublished bytes unseen",
+TEST_CASE("a worker that dies mid spool chunk: the job is lost, the unpublished bytes unseen",
           "[daemon][crashpoint][detached]") {
-  CrashDaemon cd("mid_spool_record");
+  CrashDaemon cd("mid_spool_chunk");
   LogOnFailure log(cd.daemon);
   REQUIRE(cd.daemon.ready());
   Client c(cd.daemon.socket());

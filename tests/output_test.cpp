@@ -23,7 +23,7 @@ size_t write_record(OutputWriter& w, uint8_t stream, std::string_view data) {
 
 }  // namespace
 
-TEST_CASE("output records arrive in order with their stream tags", "[output]") {
+TEST_CASE("output chunks arrive in order with their stream tags", "[output]") {
   TestSegment seg;
   auto& slot = seg->jobs().slot(0);
   OutputWriter w(slot, seg->output(0), seg->caps().output_bytes);

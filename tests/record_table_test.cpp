@@ -10,6 +10,7 @@
 
 using sp::shm::JobState;
 using sp::shm::JobWord;
+using sp::shm::RecordRef;
 using sp::shm::RecordState;
 using sp::shm::RecordTable;
 using sp::test::TestSegment;
@@ -49,7 +50,7 @@ TEST_CASE("a claimed record starts with every field reset", "[records]") {
   auto first = records.claim("one", 7, 100);
   REQUIRE(first);
   sp::shm::JobRecord& r = records.at(*first);
-  r.plan = 3;
+  r.plan = RecordRef::of(2);
   r.deps = 5;
   r.out_bytes[1].store(9);
   r.truncated.store(1);
@@ -61,7 +62,7 @@ TEST_CASE("a claimed record starts with every field reset", "[records]") {
   CHECK(std::string(r.id) == "two");
   CHECK(r.seq == 8);
   CHECK(r.output_cap == 200);
-  CHECK(r.plan == 0);
+  CHECK(!r.plan);
   CHECK(r.deps == 0);
   CHECK(r.out_bytes[1].load() == 0);
   CHECK(r.truncated.load() == 0);
@@ -148,7 +149,7 @@ TEST_CASE("the spool budget refuses what does not fit and counts nothing for it"
   caps.spool_bytes = 1 << 20;
   TestSegment seg(caps);
   auto budget = seg->spool_budget();
-  sp::shm::WorkerRecord& w = seg->worker(0);
+  sp::shm::WorkerSlot& w = seg->worker(0);
   REQUIRE(budget.reserve(w, 0, 0, 600'000));
   budget.commit(w);
   CHECK_FALSE(budget.reserve(w, 0, 600'000, 500'000));
@@ -161,7 +162,7 @@ TEST_CASE("a dead worker's unpublished spool write is given back, a published on
           "[spool]") {
   TestSegment seg;
   auto budget = seg->spool_budget();
-  sp::shm::WorkerRecord& w = seg->worker(0);
+  sp::shm::WorkerSlot& w = seg->worker(0);
   sp::shm::JobRecord& r = seg->record(0);
   r.spool_end.store(0);
   REQUIRE(budget.reserve(w, 0, 0, 40));
@@ -197,7 +198,7 @@ TEST_CASE("allocate resets what the slot's last job left", "[jobs]") {
   REQUIRE(slot);
   sp::shm::JobSlot& s = jobs.slot(*slot);
   s.job_id = 9;
-  s.record = 4;
+  s.record = RecordRef::of(3);
   s.out_head.store(64);
   s.end_ns.store(5);
   jobs.request_cancel(*slot, 9, 1);
@@ -207,7 +208,7 @@ TEST_CASE("allocate resets what the slot's last job left", "[jobs]") {
   cursor = *slot;
   REQUIRE(jobs.allocate(cursor) == slot);
   CHECK(s.job_id == 0);
-  CHECK(s.record == 0);
+  CHECK(!s.record);
   CHECK(s.out_head.load() == 0);
   CHECK(s.end_ns.load() == 0);
   CHECK_FALSE(jobs.cancel_requested(*slot));

@@ -116,7 +116,7 @@ TEST_CASE("a spool read stops at the published end and rejects damaged files", "
   auto cut = read_spool(f.fd.get(), published + 4, SpoolView::kStdout, 0, 1000, {});
   REQUIRE(!cut);
   CHECK_THAT(cut.error().message(), Catch::Contains("past the written end"));
-  RecordHeader bad{4, 9, {}};
+  ChunkHeader bad{4, 9, {}};
   REQUIRE(::pwrite(f.fd.get(), &bad, sizeof bad, 0) == sizeof bad);
   auto damaged = read_spool(f.fd.get(), f.end, SpoolView::kBoth, 0, 1000, {});
   REQUIRE(!damaged);

@@ -69,7 +69,7 @@ class SpoolDir {
 
 // Job slot `slot` made a detached job whose record is record 0.
 shm::JobRecord& detach(shm::Segment& seg, uint32_t slot, uint64_t cap, bool kill_on_cap) {
-  seg.jobs().slot(slot).record = 1;
+  seg.jobs().slot(slot).record = shm::RecordRef::of(0);
   seg.jobs().slot(slot).job_id = 77;
   shm::JobRecord& r = seg.record(0);
   r.seq = 42;
@@ -118,7 +118,7 @@ TEST_CASE("the spool sink keeps a prefix up to the job's output cap and marks it
   TestSegment seg;
   SpoolDir dir;
   shm::JobRecord& r = detach(*seg, 5, 10, false);
-  shm::WorkerRecord& w = seg->worker(0);
+  shm::WorkerSlot& w = seg->worker(0);
   std::vector<char> scratch(64);
   SpoolSink sink(*seg, 5, w, dir.fd(), scratch);
   CHECK(sink.durable());
@@ -138,7 +138,7 @@ TEST_CASE("the spool sink keeps a prefix up to the job's output cap and marks it
 
   CHECK(r.out_bytes[0].load() == 6);
   CHECK(r.out_bytes[1].load() == 4);
-  const uint64_t end = 2 * sizeof(shm::RecordHeader) + 10;
+  const uint64_t end = 2 * sizeof(shm::ChunkHeader) + 10;
   CHECK(r.spool_end.load() == end);
   CHECK(seg->header().spool_used.load() == end);  // counted in the budget
   CHECK(w.spool_reserved.load() == 0);            // and committed
@@ -170,7 +170,7 @@ TEST_CASE("a full spool drops a detached job's output and is named as the reason
   shm::JobRecord& r = detach(*seg, 5, 1000, true);
   std::vector<char> scratch(64);
   SpoolSink sink(*seg, 5, seg->worker(0), dir.fd(), scratch);
-  const uint64_t record = sizeof(shm::RecordHeader) + 6;
+  const uint64_t record = sizeof(shm::ChunkHeader) + 6;
   seg->header().spool_used.store(caps.spool_bytes - record - 1);  // room for one record
   auto [first, n1] = put(sink, kStdout, "hello ");
   CHECK(first.published);

@@ -49,7 +49,7 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
   const shm::DecodedSpec& spec = env.spec;
   auto program = resolve_program(spec);
   if (!program) return end_unstarted(env, slot, JobState::kFailed, program.error().message());
-  if (s.record && (s.record > env.seg.caps().job_records || env.spool_dir < 0))
+  if (s.record && (!s.record.within(env.seg.caps().job_records) || env.spool_dir < 0))
     return end_unstarted(env, slot, JobState::kFailed, "detached job without a spool");
   bool in_cgroup = env.cgroups.wanted(spec.limits.memory_bytes, spec.limits.processes);
   if (in_cgroup)

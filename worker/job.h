@@ -33,7 +33,7 @@ namespace sp::worker {
 struct JobEnv {
   const shm::Segment& seg;
   shm::JobTable jobs;
-  shm::WorkerRecord& rec;  // this worker's
+  shm::WorkerSlot& rec;  // this worker's
   isolation::Cgroups& cgroups;
   Poller& poller;
   int devnull = -1;

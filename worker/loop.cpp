@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/signalfd.h>
 #include <sys/timerfd.h>
 
 #include <utility>
@@ -11,21 +10,10 @@
 #include "common/crash_point.h"
 #include "common/log.h"
 #include "common/roles.h"
+#include "common/signals.h"
 #include "common/sys.h"
 
 namespace sp::worker {
-
-namespace {
-
-// sys() for a call that makes a new fd: the fd, owned.
-template <typename F>
-Result<UniqueFd> new_fd(const char* what, F&& call) {
-  auto fd = sys(what, std::forward<F>(call));
-  if (!fd) return fd.error();
-  return UniqueFd(*fd);
-}
-
-}  // namespace
 
 Loop::Loop(const Options& o, shm::Segment seg)
     : o_(o),
@@ -35,7 +23,7 @@ Loop::Loop(const Options& o, shm::Segment seg)
       submit_(&seg_.header().submit_bell, o.submit_fd),
       bell_(&rec_.bell, o.bell_fd),
       frontend_(&seg_.header().frontend_bell, o.frontend_fd),
-      owner_(uint8_t(o.index + 1)),
+      owner_(shm::owner_stamp(o.index)),
       incarnation_(uint16_t(rec_.incarnation.load())),
       cgroups_(isolation::Cgroups::decode(o.cgroups)),
       env_{.seg = seg_,
@@ -54,11 +42,7 @@ Status Loop::init() {
     if (auto r = sys("fcntl FD_CLOEXEC", [&] { return ::fcntl(fd, F_SETFD, FD_CLOEXEC); }); !r)
       return r.error();
   if (Status s = poller_.open(); !s) return s;
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (int s : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
-  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
-  auto sfd = new_fd("signalfd", [&] { return ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK); });
+  auto sfd = open_signalfd({SIGTERM, SIGINT, SIGHUP});
   if (!sfd) return sfd.error();
   signal_fd_ = std::move(*sfd);
   auto tfd = new_fd("timerfd_create",
@@ -128,9 +112,7 @@ void Loop::dispatch(Tag t) {
       on_bell();
       return;
     case Kind::kSignal: {
-      signalfd_siginfo si;
-      while (sys_raw([&] { return ::read(signal_fd_.get(), &si, sizeof si); }) == sizeof si) {
-      }
+      drain_signalfd(signal_fd_.get());
       begin_shutdown();
       return;
     }

@@ -57,7 +57,7 @@ class Loop {
   Options o_;
   shm::Segment seg_;
   shm::SubmitRing ring_;
-  shm::WorkerRecord& rec_;
+  shm::WorkerSlot& rec_;
   shm::Doorbell submit_, bell_, frontend_;
   uint8_t owner_;
   uint16_t incarnation_;

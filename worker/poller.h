@@ -37,9 +37,9 @@ struct Tag {
 class Poller {
  public:
   Status open() {
-    auto ep = sys("epoll_create1", [] { return ::epoll_create1(EPOLL_CLOEXEC); });
+    auto ep = new_fd("epoll_create1", [] { return ::epoll_create1(EPOLL_CLOEXEC); });
     if (!ep) return ep.error();
-    epoll_.reset(*ep);
+    epoll_ = std::move(*ep);
     return {};
   }
 

@@ -22,7 +22,7 @@ std::span<char> RingSink::room() {
 }
 
 OutputSink::Taken RingSink::take(Stream stream, size_t n) {
-  crash_point("mid_output_record");
+  crash_point("mid_output_chunk");
   writer_.commit(shm::stream_tag(stream), uint32_t(n));
   return {.published = true};
 }
@@ -33,12 +33,12 @@ bool RingSink::resume() {
   return true;
 }
 
-SpoolSink::SpoolSink(const shm::Segment& seg, uint32_t slot, shm::WorkerRecord& writer,
-                     int spool_dir, std::span<char> scratch)
+SpoolSink::SpoolSink(const shm::Segment& seg, uint32_t slot, shm::WorkerSlot& writer, int spool_dir,
+                     std::span<char> scratch)
     : seg_(seg),
       writer_(writer),
-      record_(seg.record(seg.jobs().slot(slot).record - 1)),
-      record_index_(seg.jobs().slot(slot).record - 1),
+      record_(seg.record(seg.jobs().slot(slot).record.index())),
+      record_index_(seg.jobs().slot(slot).record.index()),
       job_id_(seg.jobs().slot(slot).job_id),
       spool_dir_(spool_dir),
       scratch_(scratch) {}
@@ -69,7 +69,7 @@ OutputSink::Taken SpoolSink::take(Stream stream, size_t n) {
   bool over = data.size() > room;
   bool write_failed = false;
   data = data.substr(0, room);
-  const uint64_t need = sizeof(shm::RecordHeader) + data.size();
+  const uint64_t need = sizeof(shm::ChunkHeader) + data.size();
   shm::SpoolBudget budget = seg_.spool_budget();
   // Counted before the write, so the supervisor gives it back if we die there.
   if (!data.empty() && !budget.reserve(writer_, record_index_, end_, need)) {
@@ -79,7 +79,7 @@ OutputSink::Taken SpoolSink::take(Stream stream, size_t n) {
   if (!data.empty()) {
     auto wrote = open_file() ? shm::spool_append(file_.get(), end_, shm::stream_tag(stream), data)
                              : Result<uint64_t>(Error{EBADF, "no spool file"});
-    crash_point("mid_spool_record");
+    crash_point("mid_spool_chunk");
     if (wrote) {
       end_ += *wrote;
       r.out_bytes[stream].fetch_add(data.size(), std::memory_order_relaxed);

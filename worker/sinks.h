@@ -5,7 +5,7 @@
 // and hands what it read to take(), so it is written once for both.
 //
 // Used from the worker's single thread. A sink borrows what it is built
-// over (the segment, the worker's record, the spool directory fd, the
+// over (the segment, the worker's slot, the spool directory fd, the
 // scratch buffer): they must outlive it. A SpoolSink owns its spool file's fd.
 #pragma once
 
@@ -74,9 +74,9 @@ class RingSink final : public OutputSink {
 class SpoolSink final : public OutputSink {
  public:
   // For the job in `slot`, whose record is JobSlot::record. `writer` is this
-  // worker's record (the spool budget's reservations); `spool_dir` an
+  // worker's slot (the spool budget's reservations); `spool_dir` an
   // O_PATH fd of the spool directory; `scratch` where pipes are read into.
-  SpoolSink(const shm::Segment& seg, uint32_t slot, shm::WorkerRecord& writer, int spool_dir,
+  SpoolSink(const shm::Segment& seg, uint32_t slot, shm::WorkerSlot& writer, int spool_dir,
             std::span<char> scratch);
 
   std::span<char> room() override { return scratch_; }
@@ -90,7 +90,7 @@ class SpoolSink final : public OutputSink {
   bool open_file();
 
   const shm::Segment& seg_;
-  shm::WorkerRecord& writer_;
+  shm::WorkerSlot& writer_;
   shm::JobRecord& record_;
   uint32_t record_index_;
   uint64_t job_id_;

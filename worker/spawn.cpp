@@ -253,9 +253,9 @@ Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, 
     return Error{failure.error, describe(failure.step, spec, program)};
   }
   Process proc(pid);  // owns it from here: an early return kills and reaps it
-  auto pidfd = sys("pidfd_open", [&] { return int(::syscall(SYS_pidfd_open, pid, 0)); });
+  auto pidfd = new_fd("pidfd_open", [&] { return int(::syscall(SYS_pidfd_open, pid, 0)); });
   if (!pidfd) return pidfd.error();
-  proc.pidfd_.reset(*pidfd);
+  proc.pidfd_ = std::move(*pidfd);
   proc.pipe_[kStdout] = std::move(out->first);
   proc.pipe_[kStderr] = std::move(err->first);
   return proc;

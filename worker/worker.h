@@ -6,7 +6,7 @@
 // Runs in its own process (role "worker N"); owns its children, their pipes
 // and their spool files. Writes in shm only: claims, states of the jobs it
 // claimed, their output rings, spool counters and result records, its
-// WorkerRecord heartbeat.
+// WorkerSlot heartbeat.
 //
 // Its parts: the event loop (loop.h), one job's state machine (job.h), where
 // a job's output goes (sinks.h), the child process (spawn.h).
@@ -18,7 +18,7 @@
 namespace sp::worker {
 
 struct Options {
-  uint32_t index = 0;  // 0-based; the job owner stamp is index + 1
+  uint32_t index = 0;  // 0-based (shm::owner_stamp gives its jobs' owner)
   std::string shm_name;
   uint64_t recycle_after = 0;  // exit (roles::kExitRecycled) after this many jobs; 0: never
   int submit_fd = -1;          // eventfd: jobs were queued
