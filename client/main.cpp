@@ -80,213 +80,301 @@ void print_jobs(const json::array& jobs) {
   }
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{
-      "shell-pool: run commands through shell-poold.\n"
-      "Exit status of run, exec and wait: the command's own; 128+N if killed by signal N;\n"
-      "124 timed out; 125 cancelled or lost; 127 could not start; 69 no daemon;\n"
-      "75 wait --timeout ran out first.",
-      "shell-pool"};
-  app.require_subcommand(1);
+// Every flag's value; the options of all subcommands are bound to these.
+struct Flags {
   std::string socket = sp::default_socket_path();
-  app.add_option("--socket", socket, "daemon socket")->capture_default_str();
-
+  // exec, run and submit.
   double timeout = 0;
   std::string cwd, session;
   std::vector<std::string> env, command;
-  auto job_options = [&](CLI::App* sub) {
-    sub->add_option("--timeout", timeout, "seconds (fractions ok); 0: none");
-    sub->add_option("--cwd", cwd, "working directory of the command");
-    sub->add_option("--session", session, "session id whose env_vars apply");
-    sub->add_option("--env", env, "NAME=value for the command (repeatable)");
-  };
-  CLI::App* exec =
-      app.add_subcommand("exec", "run a program with arguments, no shell: exec -- CMD ARGS...");
-  job_options(exec);
-  exec->add_option("command", command, "program and its arguments (after --)")->required();
-  exec->positionals_at_end();  // exec --timeout 1 -- ls -l: everything after -- is the command
   std::string line;
-  CLI::App* run = app.add_subcommand("run", "run a shell line with /bin/sh -c: run 'CMD | ...'");
-  job_options(run);
-  run->add_option("line", line, "shell command line")->required();
-
   // Detached jobs.
   std::string id, job_id, stream = "both", state, signal;
   double wait_timeout = -1;
   bool follow = false, as_json = false;
   uint64_t grace_ms = 0;
-  CLI::App* submit = app.add_subcommand(
-      "submit",
-      "start a detached job and print its job id: submit 'shell line', or submit -- PROG ARGS...");
-  job_options(submit);
-  submit->add_option("--id", job_id,
-                     "your own job id (letters, digits, . _ : -): submitting it again is a no-op");
-  submit->add_option("command", command, "one word: a shell line; several: a program and args")
-      ->required();
-  submit->positionals_at_end();
-  CLI::App* status = app.add_subcommand("status", "print a job's status as JSON");
-  status->add_option("job_id", id)->required();
-  CLI::App* wait =
-      app.add_subcommand("wait", "wait for a job, print its output and exit with its exit status");
-  wait->add_option("job_id", id)->required();
-  wait->add_option("--timeout", wait_timeout, "seconds to wait at most (then exit 75)");
-  CLI::App* logs = app.add_subcommand("logs", "print a job's output so far");
-  logs->add_option("job_id", id)->required();
-  logs->add_flag("-f,--follow", follow, "keep printing until the job ends");
-  logs->add_option("--stream", stream, "stdout, stderr or both")
-      ->check(CLI::IsMember({"stdout", "stderr", "both"}))
-      ->capture_default_str();
-  CLI::App* cancel = app.add_subcommand("cancel", "stop a job: a signal, then SIGKILL after grace");
-  cancel->add_option("job_id", id)->required();
-  cancel->add_option("--signal", signal, "signal to send first (default TERM)");
-  cancel->add_option("--grace-ms", grace_ms, "ms before SIGKILL (default: the daemon's)");
-  CLI::App* sig = app.add_subcommand("signal", "send a signal to a running job");
-  sig->add_option("job_id", id)->required();
-  sig->add_option("signal", signal, "INT, TERM, HUP, USR1, ... or a number")->required();
-  CLI::App* jobs = app.add_subcommand("jobs", "list detached jobs");
-  jobs->add_option("--state", state, "only jobs in this state (running, exited, ...)");
-  jobs->add_option("--session", session, "only jobs of this session");
-  jobs->add_flag("--json", as_json, "print the list as JSON");
-  CLI::App* forget = app.add_subcommand("forget", "drop a finished job and its output");
-  forget->add_option("job_id", id)->required();
-
-  CLI::App* sess = app.add_subcommand("session", "create, list or destroy sessions");
-  sess->require_subcommand(1);
+  // Sessions.
   std::string name;
   std::vector<std::string> session_env;
-  CLI::App* create = sess->add_subcommand("create", "create a session; prints its id");
-  create->add_option("--name", name, "a name for people");
-  create->add_option("--env", session_env, "NAME=value (repeatable)");
-  CLI::App* list = sess->add_subcommand("list", "list sessions as JSON");
-  CLI::App* destroy = sess->add_subcommand("destroy", "destroy a session");
-  destroy->add_option("session_id", id)->required();
+};
 
-  CLI11_PARSE(app, argc, argv);
+// The subcommands; after parsing, the one given is true.
+struct Commands {
+  CLI::App *exec, *run, *submit, *status, *wait, *logs, *cancel, *sig, *jobs, *forget;
+  CLI::App *create, *list, *destroy;  // session ...
+};
 
-  Client client(socket);
-  auto params = [&]() {
-    json::object p;
-    if (timeout > 0) p["timeout"] = timeout;
-    if (!cwd.empty()) p["working_dir"] = cwd;
-    if (!session.empty()) p["session_id"] = session;
-    if (!env.empty()) p["env"] = env_params(env);
-    return p;
-  };
-  auto program = [&](json::object& p) {
-    p["command"] = command.front();
-    json::array args;
-    for (size_t i = 1; i < command.size(); ++i) args.emplace_back(command[i]);
-    p["args"] = std::move(args);
-    p["shell"] = false;
-  };
-  if (*exec) {
-    if (command.empty()) die(kUsage, "exec needs a command: shell-pool exec -- CMD ARGS...");
-    json::object p = params();
-    program(p);
-    return run_job(client, std::move(p));
-  }
-  if (*run) {
-    json::object p = params();
-    p["command"] = line;
+constexpr const char* kAbout =
+    "shell-pool: run commands through shell-poold.\n"
+    "Exit status of run, exec and wait: the command's own; 128+N if killed by signal N;\n"
+    "124 timed out; 125 cancelled or lost; 127 could not start; 69 no daemon;\n"
+    "75 wait --timeout ran out first.";
+
+void add_job_options(CLI::App* sub, Flags& f) {
+  sub->add_option("--timeout", f.timeout, "seconds (fractions ok); 0: none");
+  sub->add_option("--cwd", f.cwd, "working directory of the command");
+  sub->add_option("--session", f.session, "session id whose env_vars apply");
+  sub->add_option("--env", f.env, "NAME=value for the command (repeatable)");
+}
+
+void add_run_commands(CLI::App& app, Flags& f, Commands& c) {
+  c.exec =
+      app.add_subcommand("exec", "run a program with arguments, no shell: exec -- CMD ARGS...");
+  add_job_options(c.exec, f);
+  c.exec->add_option("command", f.command, "program and its arguments (after --)")->required();
+  c.exec->positionals_at_end();  // exec --timeout 1 -- ls -l: everything after -- is the command
+  c.run = app.add_subcommand("run", "run a shell line with /bin/sh -c: run 'CMD | ...'");
+  add_job_options(c.run, f);
+  c.run->add_option("line", f.line, "shell command line")->required();
+}
+
+void add_submit_command(CLI::App& app, Flags& f, Commands& c) {
+  c.submit = app.add_subcommand(
+      "submit",
+      "start a detached job and print its job id: submit 'shell line', or submit -- PROG ARGS...");
+  add_job_options(c.submit, f);
+  c.submit->add_option(
+      "--id", f.job_id,
+      "your own job id (letters, digits, . _ : -): submitting it again is a no-op");
+  c.submit->add_option("command", f.command, "one word: a shell line; several: a program and args")
+      ->required();
+  c.submit->positionals_at_end();
+}
+
+// The subcommands that read a detached job's state and output.
+void add_job_read_commands(CLI::App& app, Flags& f, Commands& c) {
+  c.status = app.add_subcommand("status", "print a job's status as JSON");
+  c.status->add_option("job_id", f.id)->required();
+  c.wait =
+      app.add_subcommand("wait", "wait for a job, print its output and exit with its exit status");
+  c.wait->add_option("job_id", f.id)->required();
+  c.wait->add_option("--timeout", f.wait_timeout, "seconds to wait at most (then exit 75)");
+  c.logs = app.add_subcommand("logs", "print a job's output so far");
+  c.logs->add_option("job_id", f.id)->required();
+  c.logs->add_flag("-f,--follow", f.follow, "keep printing until the job ends");
+  c.logs->add_option("--stream", f.stream, "stdout, stderr or both")
+      ->check(CLI::IsMember({"stdout", "stderr", "both"}))
+      ->capture_default_str();
+}
+
+// The subcommands that stop, list and drop detached jobs.
+void add_job_manage_commands(CLI::App& app, Flags& f, Commands& c) {
+  c.cancel = app.add_subcommand("cancel", "stop a job: a signal, then SIGKILL after grace");
+  c.cancel->add_option("job_id", f.id)->required();
+  c.cancel->add_option("--signal", f.signal, "signal to send first (default TERM)");
+  c.cancel->add_option("--grace-ms", f.grace_ms, "ms before SIGKILL (default: the daemon's)");
+  c.sig = app.add_subcommand("signal", "send a signal to a running job");
+  c.sig->add_option("job_id", f.id)->required();
+  c.sig->add_option("signal", f.signal, "INT, TERM, HUP, USR1, ... or a number")->required();
+  c.jobs = app.add_subcommand("jobs", "list detached jobs");
+  c.jobs->add_option("--state", f.state, "only jobs in this state (running, exited, ...)");
+  c.jobs->add_option("--session", f.session, "only jobs of this session");
+  c.jobs->add_flag("--json", f.as_json, "print the list as JSON");
+  c.forget = app.add_subcommand("forget", "drop a finished job and its output");
+  c.forget->add_option("job_id", f.id)->required();
+}
+
+void add_session_commands(CLI::App& app, Flags& f, Commands& c) {
+  CLI::App* sess = app.add_subcommand("session", "create, list or destroy sessions");
+  sess->require_subcommand(1);
+  c.create = sess->add_subcommand("create", "create a session; prints its id");
+  c.create->add_option("--name", f.name, "a name for people");
+  c.create->add_option("--env", f.session_env, "NAME=value (repeatable)");
+  c.list = sess->add_subcommand("list", "list sessions as JSON");
+  c.destroy = sess->add_subcommand("destroy", "destroy a session");
+  c.destroy->add_option("session_id", f.id)->required();
+}
+
+// Binds every flag to `f`; the order here is the order in --help.
+Commands add_flags(CLI::App& app, Flags& f) {
+  app.require_subcommand(1);
+  app.add_option("--socket", f.socket, "daemon socket")->capture_default_str();
+  Commands c{};
+  add_run_commands(app, f, c);
+  add_submit_command(app, f, c);
+  add_job_read_commands(app, f, c);
+  add_job_manage_commands(app, f, c);
+  add_session_commands(app, f, c);
+  return c;
+}
+
+// The params the job options (--timeout, --cwd, --session, --env) ask for.
+json::object job_params(const Flags& f) {
+  json::object p;
+  if (f.timeout > 0) p["timeout"] = f.timeout;
+  if (!f.cwd.empty()) p["working_dir"] = f.cwd;
+  if (!f.session.empty()) p["session_id"] = f.session;
+  if (!f.env.empty()) p["env"] = env_params(f.env);
+  return p;
+}
+
+// `command` run as a program with arguments, no shell.
+void add_program(json::object& p, const std::vector<std::string>& command) {
+  p["command"] = command.front();
+  json::array args;
+  for (size_t i = 1; i < command.size(); ++i) args.emplace_back(command[i]);
+  p["args"] = std::move(args);
+  p["shell"] = false;
+}
+
+int exec_program(Client& client, const Flags& f) {
+  if (f.command.empty()) die(kUsage, "exec needs a command: shell-pool exec -- CMD ARGS...");
+  json::object p = job_params(f);
+  add_program(p, f.command);
+  return run_job(client, std::move(p));
+}
+
+int run_line(Client& client, const Flags& f) {
+  json::object p = job_params(f);
+  p["command"] = f.line;
+  p["shell"] = true;
+  return run_job(client, std::move(p));
+}
+
+int submit_job(Client& client, const Flags& f) {
+  json::object p = job_params(f);
+  if (f.command.size() == 1) {
+    p["command"] = f.command.front();
     p["shell"] = true;
-    return run_job(client, std::move(p));
+  } else {
+    add_program(p, f.command);
   }
-  if (*submit) {
-    json::object p = params();
-    if (command.size() == 1) {
-      p["command"] = command.front();
-      p["shell"] = true;
-    } else {
-      program(p);
-    }
-    if (!job_id.empty()) p["job_id"] = job_id;
-    std::cout << json::value_to<std::string>(client.call("job_submit", std::move(p)).at("job_id"))
-              << "\n";
-    return 0;
+  if (!f.job_id.empty()) p["job_id"] = f.job_id;
+  std::cout << json::value_to<std::string>(client.call("job_submit", std::move(p)).at("job_id"))
+            << "\n";
+  return 0;
+}
+
+int show_status(Client& client, const Flags& f) {
+  std::cout << json::serialize(client.call("job_status", {{"job_id", f.id}})) << "\n";
+  return 0;
+}
+
+// A plan's result: each step's output, and a line for each step that failed.
+int print_plan(const json::object& r, const json::value& results) {
+  auto print_step = [](const json::object& step) {
+    write_all(1, from_base64(step.at("stdout")));
+    write_all(2, from_base64(step.at("stderr")));
+    std::string ended(step.at("state").as_string());
+    if (ended != "exited" || step.at("exit_code") != 0)
+      std::fprintf(stderr, "shell-pool: step %s: %s\n",
+                   std::string(step.at("name").as_string()).c_str(), ended.c_str());
+  };
+  if (results.is_array())
+    for (const json::value& step : results.as_array()) print_step(step.as_object());
+  if (results.is_object())
+    for (const auto& step : results.as_object()) print_step(step.value().as_object());
+  return exit_code_of(r);
+}
+
+// A finished job's result: its output, and whether some was dropped.
+int print_result(const json::object& r, const std::string& id) {
+  write_all(1, from_base64(r.at("stdout")));
+  write_all(2, from_base64(r.at("stderr")));
+  if (r.at("truncated").as_bool())
+    std::fprintf(stderr,
+                 "shell-pool: output truncated; `shell-pool logs %s` has all that "
+                 "was kept\n",
+                 id.c_str());
+  return exit_code_of(r);
+}
+
+int wait_job(Client& client, const Flags& f) {
+  json::object p{{"job_id", f.id}, {"output_encoding", "base64"}};
+  if (f.wait_timeout >= 0) p["timeout"] = f.wait_timeout;
+  json::object r = client.call_resending("job_wait", p);
+  if (r.at("finished_at_ms").is_null()) {  // the wait ran out first
+    std::fprintf(stderr, "shell-pool: job %s is still %s\n", f.id.c_str(),
+                 std::string(r.at("state").as_string()).c_str());
+    return kStillRunning;
   }
-  if (*status) {
-    std::cout << json::serialize(client.call("job_status", {{"job_id", id}})) << "\n";
-    return 0;
-  }
-  if (*wait) {
-    json::object p{{"job_id", id}, {"output_encoding", "base64"}};
-    if (wait_timeout >= 0) p["timeout"] = wait_timeout;
-    json::object r = client.call_resending("job_wait", p);
-    if (r.at("finished_at_ms").is_null()) {  // the wait ran out first
-      std::fprintf(stderr, "shell-pool: job %s is still %s\n", id.c_str(),
-                   std::string(r.at("state").as_string()).c_str());
-      return kStillRunning;
-    }
-    if (const json::value* results = r.if_contains("results")) {  // a plan: each step's output
-      auto print_step = [](const json::object& step) {
-        write_all(1, from_base64(step.at("stdout")));
-        write_all(2, from_base64(step.at("stderr")));
-        std::string ended(step.at("state").as_string());
-        if (ended != "exited" || step.at("exit_code") != 0)
-          std::fprintf(stderr, "shell-pool: step %s: %s\n",
-                       std::string(step.at("name").as_string()).c_str(), ended.c_str());
-      };
-      if (results->is_array())
-        for (const json::value& step : results->as_array()) print_step(step.as_object());
-      if (results->is_object())
-        for (const auto& step : results->as_object()) print_step(step.value().as_object());
-      return exit_code_of(r);
-    }
-    write_all(1, from_base64(r.at("stdout")));
-    write_all(2, from_base64(r.at("stderr")));
-    if (r.at("truncated").as_bool())
-      std::fprintf(stderr,
-                   "shell-pool: output truncated; `shell-pool logs %s` has all that "
-                   "was kept\n",
-                   id.c_str());
-    return exit_code_of(r);
-  }
-  if (*logs) {
-    print_logs(client, id, stream, follow);
-    return 0;
-  }
-  if (*cancel) {
-    json::object p{{"job_id", id}};
-    if (!signal.empty()) p["signal"] = signal;
-    if (cancel->count("--grace-ms")) p["grace_ms"] = grace_ms;
-    json::object r = client.call("job_cancel", std::move(p));
-    std::string now = json::value_to<std::string>(r.at("state"));
-    // Still stopping (its grace runs): say so rather than "running".
-    std::cout << (r.at("cancelled") == true && now == "running" ? "cancelling" : now) << "\n";
-    return 0;
-  }
-  if (*sig) {
-    client.call("job_signal", {{"job_id", id}, {"signal", signal}});
-    return 0;
-  }
-  if (*jobs) {
-    json::object p;
-    if (!state.empty()) p["state"] = state;
-    if (!session.empty()) p["session_id"] = session;
-    json::object r = client.call("job_list", std::move(p));
-    if (as_json) {
-      std::cout << json::serialize(r.at("jobs")) << "\n";
-    } else {
-      print_jobs(r.at("jobs").as_array());
-    }
-    return 0;
-  }
-  if (*forget) {
-    client.call("job_forget", {{"job_id", id}});
-    return 0;
-  }
-  if (*create) {
-    json::object p{{"name", name}};
-    p["env_vars"] = env_params(session_env);
-    std::cout << json::value_to<std::string>(
-                     client.call("session_create", std::move(p)).at("session_id"))
-              << "\n";
-  } else if (*list) {
-    std::cout << json::serialize(client.call("session_list", {}).at("sessions")) << "\n";
-  } else if (*destroy) {
-    client.call("session_destroy", {{"session_id", id}});
+  if (const json::value* results = r.if_contains("results")) return print_plan(r, *results);
+  return print_result(r, f.id);
+}
+
+int show_logs(Client& client, const Flags& f) {
+  print_logs(client, f.id, f.stream, f.follow);
+  return 0;
+}
+
+int cancel_job(Client& client, const Flags& f, bool grace_given) {
+  json::object p{{"job_id", f.id}};
+  if (!f.signal.empty()) p["signal"] = f.signal;
+  if (grace_given) p["grace_ms"] = f.grace_ms;
+  json::object r = client.call("job_cancel", std::move(p));
+  std::string now = json::value_to<std::string>(r.at("state"));
+  // Still stopping (its grace runs): say so rather than "running".
+  std::cout << (r.at("cancelled") == true && now == "running" ? "cancelling" : now) << "\n";
+  return 0;
+}
+
+int signal_job(Client& client, const Flags& f) {
+  client.call("job_signal", {{"job_id", f.id}, {"signal", f.signal}});
+  return 0;
+}
+
+int list_jobs(Client& client, const Flags& f) {
+  json::object p;
+  if (!f.state.empty()) p["state"] = f.state;
+  if (!f.session.empty()) p["session_id"] = f.session;
+  json::object r = client.call("job_list", std::move(p));
+  if (f.as_json) {
+    std::cout << json::serialize(r.at("jobs")) << "\n";
+  } else {
+    print_jobs(r.at("jobs").as_array());
   }
   return 0;
+}
+
+int forget_job(Client& client, const Flags& f) {
+  client.call("job_forget", {{"job_id", f.id}});
+  return 0;
+}
+
+int create_session(Client& client, const Flags& f) {
+  json::object p{{"name", f.name}};
+  p["env_vars"] = env_params(f.session_env);
+  std::cout << json::value_to<std::string>(
+                   client.call("session_create", std::move(p)).at("session_id"))
+            << "\n";
+  return 0;
+}
+
+int list_sessions(Client& client) {
+  std::cout << json::serialize(client.call("session_list", {}).at("sessions")) << "\n";
+  return 0;
+}
+
+int destroy_session(Client& client, const Flags& f) {
+  client.call("session_destroy", {{"session_id", f.id}});
+  return 0;
+}
+
+// Runs the subcommand that was given.
+int run_command(Client& client, const Flags& f, const Commands& c) {
+  if (*c.exec) return exec_program(client, f);
+  if (*c.run) return run_line(client, f);
+  if (*c.submit) return submit_job(client, f);
+  if (*c.status) return show_status(client, f);
+  if (*c.wait) return wait_job(client, f);
+  if (*c.logs) return show_logs(client, f);
+  if (*c.cancel) return cancel_job(client, f, c.cancel->count("--grace-ms") > 0);
+  if (*c.sig) return signal_job(client, f);
+  if (*c.jobs) return list_jobs(client, f);
+  if (*c.forget) return forget_job(client, f);
+  if (*c.create) return create_session(client, f);
+  if (*c.list) return list_sessions(client);
+  if (*c.destroy) return destroy_session(client, f);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  CLI::App app{kAbout, "shell-pool"};
+  Commands commands = add_flags(app, flags);
+  CLI11_PARSE(app, argc, argv);
+  Client client(flags.socket);
+  return run_command(client, flags, commands);
 }

@@ -115,85 +115,118 @@ std::vector<pid_t> pids_in(const std::string& procs) {
   return out;
 }
 
+constexpr const char* kControllers = "+memory +pids";
+
+// v2: this process's cgroup, if it has the memory and pids controllers.
+Result<std::string> v2_base() {
+  std::string mount = mount_of("");
+  if (mount.empty()) return Error{0, "no cgroup2 mount"};
+  std::string base = join(mount, path_of(""));
+  std::string controllers = read_text(base + "/cgroup.controllers");
+  std::string_view first_line = std::string_view(controllers).substr(0, controllers.find('\n'));
+  if (!has_word(first_line, "memory", ' ') || !has_word(first_line, "pids", ' '))
+    return Error{0, base + " lacks the memory and pids controllers"};
+  return base;
+}
+
+// After `busy` (EBUSY: `base` has processes of its own), moves the daemon
+// into `leaf` and enables the controllers again; back where it was if that
+// fails too.
+Status enable_from_leaf(const std::string& base, const std::string& leaf, Status busy) {
+  if (!make_dir(leaf)) return busy;
+  Status enabled = busy;
+  if (write_text(leaf + "/cgroup.procs", "0")) {
+    enabled = write_text(base + "/cgroup.subtree_control", kControllers);
+    // Others share our cgroup: it is not ours to reorganize. Go back.
+    if (!enabled) (void)write_text(base + "/cgroup.procs", "0");
+  }
+  if (!enabled) ::rmdir(leaf.c_str());
+  return enabled;
+}
+
+// Enables the memory and pids controllers for `base`'s children. They are
+// enabled for children only in a cgroup without processes of its own (except
+// at the root): if need be, moves the daemon into a leaf of its own first,
+// `leaf`, as a service with Delegate=yes does.
+Status enable_controllers(const std::string& base, const std::string& leaf) {
+  Status enabled = write_text(base + "/cgroup.subtree_control", kControllers);
+  if (enabled || enabled.error().code != EBUSY) return enabled;
+  return enable_from_leaf(base, leaf, enabled);
+}
+
+// v2: the root of the tree `name` in a delegated subtree with both
+// controllers, or why there is none.
+Result<std::string> v2_root(const std::string& name) {
+  Result<std::string> base = v2_base();
+  if (!base) return base;
+  if (Status s = enable_controllers(*base, *base + name + "-daemon"); !s) return s.error();
+  return *base + name;
+}
+
+// v1: the roots of the tree `name` in writable pids and memory hierarchies
+// (in that order), or why there are none.
+Result<std::vector<std::string>> v1_roots(const std::string& name) {
+  std::vector<std::string> roots;
+  for (const char* ctl : {"pids", "memory"}) {
+    std::string mount = mount_of(ctl);
+    std::string base = mount.empty() ? "" : join(mount, path_of(ctl));
+    if (base.empty() || ::access(base.c_str(), W_OK) != 0)
+      return Error{0, std::string("no writable cgroup v1 ") + ctl + " hierarchy"};
+    roots.push_back(base + name);
+  }
+  return roots;
+}
+
 }  // namespace
 
 Result<Cgroups> Cgroups::create(std::string_view instance, CgroupMode mode) {
+  if (mode == CgroupMode::kOff) return none("per-job cgroups are turned off (--cgroups off)");
   Cgroups c;
-  if (mode == CgroupMode::kOff) {
-    c.why_not_ = "per-job cgroups are turned off (--cgroups off)";
-    return c;
-  }
-  std::string name = "/" + std::string(instance);
-  std::string why2, why1;
-
-  // v2: a delegated subtree with both controllers.
-  if (std::string mount = mount_of(""); mount.empty()) {
-    why2 = "no cgroup2 mount";
-  } else {
-    std::string base = join(mount, path_of(""));
-    std::string controllers = read_text(base + "/cgroup.controllers");
-    if (!has_word(controllers.substr(0, controllers.find('\n')), "memory", ' ') ||
-        !has_word(controllers.substr(0, controllers.find('\n')), "pids", ' ')) {
-      why2 = base + " lacks the memory and pids controllers";
-    } else {
-      // Controllers are enabled for children only in a cgroup without
-      // processes of its own (except at the root): move the daemon into a
-      // leaf of its own first, as a service with Delegate=yes does.
-      Status enabled = write_text(base + "/cgroup.subtree_control", "+memory +pids");
-      if (!enabled && enabled.error().code == EBUSY) {
-        std::string leaf = base + name + "-daemon";
-        if (Status s = make_dir(leaf); s) {
-          if (Status moved = write_text(leaf + "/cgroup.procs", "0"); moved) {
-            enabled = write_text(base + "/cgroup.subtree_control", "+memory +pids");
-            // Others share our cgroup: it is not ours to reorganize. Go back.
-            if (!enabled) (void)write_text(base + "/cgroup.procs", "0");
-          }
-          if (!enabled) ::rmdir(leaf.c_str());
-        }
-      }
-      if (!enabled) {
-        why2 = enabled.error().message();
-      } else {
-        c.version_ = 2;
-        c.roots_ = {base + name};
-      }
-    }
-  }
-  // v1: writable pids and memory hierarchies.
-  if (!c.version_) {
-    for (const char* ctl : {"pids", "memory"}) {
-      std::string mount = mount_of(ctl);
-      std::string base = mount.empty() ? "" : join(mount, path_of(ctl));
-      if (base.empty() || ::access(base.c_str(), W_OK) != 0) {
-        why1 = std::string("no writable cgroup v1 ") + ctl + " hierarchy";
-        c.roots_.clear();
-        break;
-      }
-      c.roots_.push_back(base + name);
-    }
-    if (!c.roots_.empty()) c.version_ = 1;
-  }
-  if (!c.version_) {
-    c.why_not_ = "no usable cgroups (" + why2 + "; " + why1 + ")";
-    if (mode == CgroupMode::kAlways) return Error{ENOTSUP, c.why_not_};
-    return c;
+  if (Status found = c.find_tree("/" + std::string(instance)); !found) {
+    if (mode == CgroupMode::kAlways) return Error{ENOTSUP, found.error().message()};
+    return none(found.error().message());
   }
   c.every_job_ = mode == CgroupMode::kAlways;
   c.remove();  // a stale tree of an earlier instance on the same socket
-  for (const std::string& root : c.roots_) {
-    Status s = make_dir(root);
-    if (s && c.version_ == 2) s = write_text(root + "/cgroup.subtree_control", "+memory +pids");
-    if (s && c.version_ == 2 && ::access((root + "/cgroup.kill").c_str(), F_OK) != 0)
-      s = Error{ENOTSUP, "the kernel has no cgroup.kill (it needs 5.14)"};
-    if (!s) {
-      c.remove();
-      if (mode == CgroupMode::kAlways) return s.error();
-      Cgroups none;
-      none.why_not_ = s.error().message();
-      return none;
-    }
+  if (Status made = c.make_tree(); !made) {
+    c.remove();
+    if (mode == CgroupMode::kAlways) return made.error();
+    return none(made.error().message());
   }
   return c;
+}
+
+Cgroups Cgroups::none(std::string why_not) {
+  Cgroups c;
+  c.why_not_ = std::move(why_not);
+  return c;
+}
+
+Status Cgroups::find_tree(const std::string& name) {
+  Result<std::string> v2 = v2_root(name);
+  if (v2) {
+    version_ = 2;
+    roots_ = {*v2};
+    return {};
+  }
+  Result<std::vector<std::string>> v1 = v1_roots(name);
+  if (v1) {
+    version_ = 1;
+    roots_ = std::move(*v1);
+    return {};
+  }
+  return Error{0, "no usable cgroups (" + v2.error().message() + "; " + v1.error().message() + ")"};
+}
+
+Status Cgroups::make_tree() const {
+  for (const std::string& root : roots_) {
+    if (Status s = make_dir(root); !s) return s;
+    if (version_ != 2) continue;
+    if (Status s = write_text(root + "/cgroup.subtree_control", kControllers); !s) return s;
+    if (::access((root + "/cgroup.kill").c_str(), F_OK) != 0)
+      return Error{ENOTSUP, "the kernel has no cgroup.kill (it needs 5.14)"};
+  }
+  return {};
 }
 
 std::string Cgroups::encode() const {

@@ -94,6 +94,12 @@ class Cgroups {
   Cgroups& operator=(const Cgroups&) = delete;
 
  private:
+  static Cgroups none(std::string why_not);  // process groups only, and why
+  // Finds where this host lets the daemon make the tree `name` ("/<instance>"):
+  // sets version_ and roots_, or says why nowhere.
+  Status find_tree(const std::string& name);
+  // Makes roots_ (v2: with the controllers enabled for the jobs' cgroups).
+  Status make_tree() const;
   std::string job_dir(size_t i, uint32_t slot) const;
   // The memory controller's tree: v2 the one root, v1 the second.
   const std::string& memory_root() const { return roots_.back(); }
