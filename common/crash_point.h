@@ -10,9 +10,11 @@
 // dies. Callable from any process and thread; never between vfork and exec.
 //
 // The points (docs/shm-layout.md says what each proves):
+//   worker_start       worker: started, not yet ready (a boot failure)
 //   after_claim        worker: job claimed from the ring, not yet running
 //   after_spawn        worker: command started and its pgid recorded
 //   mid_output_chunk   worker: output bytes in the ring, chunk unpublished
+//   mid_spool_chunk    worker: spool bytes written, spool_end not moved
 //   mid_enqueue        frontend: job slot queued, not yet on the ring
 //   reading_output     frontend: while draining a job's output ring
 #pragma once

@@ -160,7 +160,9 @@ void Frontend::check_draining() {
 }
 
 int Frontend::run() {
-  spdlog::info("ready (incarnation {})", seg_.header().frontend_incarnation.load());
+  shm::Header& h = seg_.header();
+  h.frontend_ready.store(h.frontend_incarnation.load());  // we serve (restart policy)
+  spdlog::info("ready (incarnation {})", h.frontend_ready.load());
   check_draining();
   epoll_event events[128];
   uint64_t stop_deadline = 0;
@@ -232,6 +234,8 @@ rpc::Object Frontend::health() const {
                     {"pid", w.pid.load()},
                     {"running", w.running.load()},
                     {"incarnation", w.incarnation.load()},
+                    {"ready", w.ready.load() == w.incarnation.load()},
+                    {"last_death", death_kind_name(w.last_death.load())},
                     {"heartbeat_age_ms", beat && now > beat ? (now - beat) / 1'000'000 : 0}});
   }
   uint32_t queued = 0, running = 0;
@@ -251,6 +255,7 @@ rpc::Object Frontend::health() const {
                        {"requeued", c.requeued.load()},
                        {"worker_restarts", c.worker_restarts.load()},
                        {"frontend_restarts", c.frontend_restarts.load()},
+                       {"boot_failures", c.boot_failures.load()},
                        {"hang_kills", c.hang_kills.load()},
                        {"deaths_by_signal", c.deaths_signal.load()},
                        {"deaths_by_exit", c.deaths_exit.load()},
@@ -261,6 +266,8 @@ rpc::Object Frontend::health() const {
       {"status", h.draining.load() ? "draining" : "ok"},
       {"uptime_ms", unix_ms() - h.started_unix_ms.load()},
       {"workers", std::move(workers)},
+      {"frontend", rpc::Object{{"incarnation", h.frontend_incarnation.load()},
+                               {"last_death", death_kind_name(h.frontend_last_death.load())}}},
       {"jobs", rpc::Object{{"queued", queued},
                            {"running", running},
                            {"queue_capacity", caps.job_slots},

@@ -59,6 +59,18 @@ const char* isolation_name(shm::Isolation i) {
   return "process-group";
 }
 
+const char* death_kind_name(shm::DeathKind k) {
+  switch (k) {
+    case shm::DeathKind::kAfterReady:
+      return "after_ready";
+    case shm::DeathKind::kBootFailure:
+      return "boot_failure";
+    case shm::DeathKind::kNone:
+      break;
+  }
+  return "none";
+}
+
 rpc::Value signal_value(int sig) {
   if (!sig) return nullptr;
   std::string name = signal_name(sig);

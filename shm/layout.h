@@ -23,7 +23,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 6;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 7;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Owner stamp of a queued job taken off the queue by the frontend or the
 // supervisor (to cancel it) rather than by a worker.
@@ -112,14 +112,16 @@ struct Counters {
   std::atomic<uint64_t> cancelled;
   std::atomic<uint64_t> lost;
   std::atomic<uint64_t> requeued;
-  std::atomic<uint64_t> worker_restarts;
-  std::atomic<uint64_t> frontend_restarts;
-  std::atomic<uint64_t> hang_kills;     // roles killed for a stale heartbeat
-  std::atomic<uint64_t> deaths_signal;  // roles killed by a signal we did not send (a crash)
-  std::atomic<uint64_t> deaths_oom;     // roles SIGKILLed while the kernel's OOM kill count rose
-  std::atomic<uint64_t> deaths_exit;    // roles that exited on their own
-  std::atomic<uint64_t> recycles;       // workers replaced by --recycle-after
-  std::atomic<uint64_t> oom_kills;      // jobs killed by their cgroup's memory limit
+  std::atomic<uint64_t> worker_restarts;    // workers that died unplanned (crash, kill, hang)
+  std::atomic<uint64_t> frontend_restarts;  // the same for the frontend
+  std::atomic<uint64_t> boot_failures;      // of those, the ones that died before they were ready,
+                                            // and roles that could not be started at all
+  std::atomic<uint64_t> hang_kills;         // roles killed for a stale heartbeat
+  std::atomic<uint64_t> deaths_signal;      // roles killed by a signal we did not send (a crash)
+  std::atomic<uint64_t> deaths_oom;   // roles SIGKILLed while the kernel's OOM kill count rose
+  std::atomic<uint64_t> deaths_exit;  // roles that exited on their own
+  std::atomic<uint64_t> recycles;     // workers replaced by --recycle-after
+  std::atomic<uint64_t> oom_kills;    // jobs killed by their cgroup's memory limit
 };
 
 // A doorbell is an eventfd (inherited from the supervisor) plus this word:
@@ -130,6 +132,11 @@ struct Counters {
 struct alignas(64) BellWord {
   std::atomic<uint32_t> pending;
 };
+
+// How a role's last unplanned death counted (health): a role that dies after
+// it reported ready is restarted forever; one that dies before (a boot
+// failure) counts toward the crash-loop bound.
+enum class DeathKind : uint32_t { kNone = 0, kAfterReady = 1, kBootFailure = 2 };
 
 struct alignas(64) Header {
   uint64_t magic;
@@ -147,6 +154,8 @@ struct alignas(64) Header {
   std::atomic<uint64_t> next_job_id;            // daemon-wide job ids, fetch_add by the frontend
   std::atomic<uint64_t> frontend_heartbeat_ns;  // CLOCK_MONOTONIC of the frontend's last loop turn
   std::atomic<uint64_t> started_unix_ms;        // when the supervisor created the segment
+  std::atomic<uint32_t> frontend_ready;         // the frontend_incarnation that finished its start
+  std::atomic<DeathKind> frontend_last_death;   // written by the supervisor
   BellWord frontend_bell;                       // workers/supervisor -> frontend
   BellWord submit_bell;                         // frontend/supervisor -> any idle worker
   alignas(64) std::atomic<uint64_t> ring_head;  // next position to consume
@@ -178,7 +187,9 @@ struct alignas(64) WorkerSlot {
   std::atomic<uint64_t> spool_reserved;
   std::atomic<uint64_t> spool_from;
   std::atomic<RecordRef> spool_record;
-  BellWord bell;  // frontend/supervisor -> this worker
+  std::atomic<uint32_t> ready;  // the incarnation that finished its start (the worker writes it)
+  std::atomic<DeathKind> last_death;  // written by the supervisor
+  BellWord bell;                      // frontend/supervisor -> this worker
 };
 
 // Job states. Terminal states are >= kExited.
@@ -332,25 +343,25 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 6, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 7, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, spool_bytes) == 40);
-static_assert(sizeof(Counters) == 128);
+static_assert(sizeof(Counters) == 136);
 static_assert(sizeof(BellWord) == 64);
-static_assert(sizeof(Header) == 7680 && offsetof(Header, caps) == 24 &&
-              offsetof(Header, config) == 72 && offsetof(Header, ring_cells) == 7160 &&
-              offsetof(Header, workers_off) == 7168 && offsetof(Header, outputs_off) == 7224 &&
-              offsetof(Header, spool_used) == 7232 &&
-              offsetof(Header, frontend_incarnation) == 7240 &&
-              offsetof(Header, draining) == 7244 && offsetof(Header, next_job_id) == 7248 &&
-              offsetof(Header, frontend_heartbeat_ns) == 7256 &&
-              offsetof(Header, started_unix_ms) == 7264 &&
-              offsetof(Header, frontend_bell) == 7296 && offsetof(Header, submit_bell) == 7360 &&
-              offsetof(Header, ring_head) == 7424 && offsetof(Header, ring_tail) == 7488 &&
-              offsetof(Header, counters) == 7552);
+static_assert(
+    sizeof(Header) == 7744 && offsetof(Header, caps) == 24 && offsetof(Header, config) == 72 &&
+    offsetof(Header, ring_cells) == 7160 && offsetof(Header, workers_off) == 7168 &&
+    offsetof(Header, outputs_off) == 7224 && offsetof(Header, spool_used) == 7232 &&
+    offsetof(Header, frontend_incarnation) == 7240 && offsetof(Header, draining) == 7244 &&
+    offsetof(Header, next_job_id) == 7248 && offsetof(Header, frontend_heartbeat_ns) == 7256 &&
+    offsetof(Header, started_unix_ms) == 7264 && offsetof(Header, frontend_ready) == 7272 &&
+    offsetof(Header, frontend_last_death) == 7276 && offsetof(Header, frontend_bell) == 7296 &&
+    offsetof(Header, submit_bell) == 7360 && offsetof(Header, ring_head) == 7424 &&
+    offsetof(Header, ring_tail) == 7488 && offsetof(Header, counters) == 7552);
 static_assert(sizeof(WorkerSlot) == 128 && offsetof(WorkerSlot, heartbeat_ns) == 16 &&
               offsetof(WorkerSlot, spool_reserved) == 24 &&
               offsetof(WorkerSlot, spool_from) == 32 && offsetof(WorkerSlot, spool_record) == 40 &&
+              offsetof(WorkerSlot, ready) == 44 && offsetof(WorkerSlot, last_death) == 48 &&
               offsetof(WorkerSlot, bell) == 64);
 static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, pgid) == 12 && offsetof(JobSlot, spec_words) == 16 &&

@@ -20,7 +20,7 @@ struct Config {
   uint32_t max_concurrent = 0;  // 0: 64 per worker
   double drain_timeout_s = 10;  // SIGTERM: how long running jobs may finish
   double hang_timeout_s = 10;   // a role whose heartbeat is older is killed; 0: off
-  uint32_t max_restarts = 5;    // per role within restart_window_s, then give up
+  uint32_t max_restarts = 5;    // boot failures per role within restart_window_s, then give up
   double restart_window_s = 30;
   uint64_t recycle_after = 0;  // restart a worker after about this many jobs; 0: never
   std::string log_level = "info";
@@ -36,6 +36,10 @@ struct Config {
     return (total + caps.workers - 1) / caps.workers;
   }
 };
+
+// shell-poold's exit statuses (README, "Exit status").
+inline constexpr int kExitStartFailed = 1;  // the daemon could not start (setup failed)
+inline constexpr int kExitCrashLoop = 70;   // EX_SOFTWARE: a role kept dying before it was ready
 
 // Runs the supervisor until it is told to stop; returns the process exit code.
 int run(const Config& config);

@@ -5,14 +5,19 @@
 namespace sp::supervisor {
 
 std::optional<uint64_t> RestartPolicy::on_death(uint64_t started_ns, uint64_t now_ns,
+                                                bool was_ready,
                                                 const std::function<uint64_t(uint64_t)>& jitter) {
-  if (now_ns - started_ns > kHealthyNs) deaths_.clear();
-  while (!deaths_.empty() && now_ns - deaths_.front() > window_) deaths_.pop_front();
-  deaths_.push_back(now_ns);
-  if (deaths_.size() > max_) return std::nullopt;
-  size_t n = deaths_.size();
-  if (n <= 1) return 0;
-  uint64_t delay = std::min<uint64_t>(kFirstBackoffNs << std::min<size_t>(n - 2, 6), kMaxBackoffNs);
+  if (now_ns - started_ns > kHealthyNs) streak_ = 0;
+  if (was_ready) {
+    boot_failures_.clear();
+  } else {
+    while (!boot_failures_.empty() && now_ns - boot_failures_.front() > window_)
+      boot_failures_.pop_front();
+    boot_failures_.push_back(now_ns);
+    if (boot_failures_.size() > max_) return std::nullopt;
+  }
+  streak_ = std::min<uint32_t>(streak_ + 1, 64);
+  uint64_t delay = std::min<uint64_t>(kFloorNs << std::min<uint32_t>(streak_ - 1, 16), kCapNs);
   return delay + jitter(delay / 4);
 }
 

@@ -43,7 +43,20 @@ constexpr uint64_t kStopKillAfterNs = 5000 * kMs;  // children still alive then 
 struct Role {
   Role(std::string n, const Config& c)
       : name(std::move(n)), restarts(c.max_restarts, uint64_t(c.restart_window_s * 1e9)) {}
+  // Its words in the segment (the frontend's in the Header, a worker's in its WorkerSlot).
+  void bind(std::atomic<uint32_t>& incarnation_word, std::atomic<uint32_t>& ready_word,
+            std::atomic<shm::DeathKind>& last_death_word) {
+    incarnation = &incarnation_word;
+    ready = &ready_word;
+    last_death = &last_death_word;
+  }
+  // The incarnation started last finished its start: it serves.
+  bool reported_ready() const { return ready->load() == incarnation->load(); }
+
   std::string name;  // "frontend", "worker 0"
+  std::atomic<uint32_t>* incarnation = nullptr;
+  std::atomic<uint32_t>* ready = nullptr;
+  std::atomic<shm::DeathKind>* last_death = nullptr;
   RoleProcess process;
   uint64_t started_ns = 0;
   uint64_t restart_at_ns = 0;  // 0: no restart pending
@@ -91,7 +104,7 @@ class Supervisor {
   void count_death(const Role& role, int status) const;
   bool killed_by_oom(const Role& role, int status) const;
   std::string death_cause(const Role& role, int status) const;
-  void schedule_restart(Role& role);
+  void schedule_restart(Role& role, bool was_ready);
   void begin_drain();
   void begin_stop();
   void step_running(uint64_t now);
@@ -180,12 +193,16 @@ Status Supervisor::setup() {
   for (uint32_t i = 0; i < cfg_.caps.workers; ++i) {
     if (Status s = efd(worker_efds_[i]); !s) return s;
     workers_.emplace_back("worker " + std::to_string(i), cfg_);
+    shm::WorkerSlot& slot = seg_->worker(i);
+    workers_[i].bind(slot.incarnation, slot.ready, slot.last_death);
     // A worker's jobs without cgroups of their own share its cgroup, and
     // their OOM kills would count as its own: only with every job in its own
     // cgroup does a worker get one.
     if (cgroups_.every_job()) workers_[i].cgroup = "worker-" + std::to_string(i);
   }
   frontend_.cgroup = "frontend";
+  shm::Header& h = seg_->header();
+  frontend_.bind(h.frontend_incarnation, h.frontend_ready, h.frontend_last_death);
   if (Status st = write_role_config(); !st) return st;
   // Connections and job pipes are fds: use the whole hard limit (inherited by the roles).
   rlimit nofile{};
@@ -217,8 +234,8 @@ Status Supervisor::write_role_config() {
 }
 
 // Starts `role` with `args` and `fds` (at their fixed numbers, common/roles.h).
-// A role that cannot even be started counts as a death: it is retried with
-// backoff, and a crash loop of it ends the daemon.
+// A role that cannot even be started is a boot failure: it is retried with
+// backoff, and a crash loop of them ends the daemon.
 void Supervisor::start(Role& role, std::vector<std::string> args, std::vector<int> fds) {
   // Its own memory cgroup, where there are cgroups: tells its OOM kills apart.
   RoleProcess::Spec spec{"/proc/self/exe", std::move(args), std::move(fds),
@@ -231,7 +248,9 @@ void Supervisor::start(Role& role, std::vector<std::string> args, std::vector<in
   role.started_ns = monotonic_ns();
   if (!process) {
     spdlog::error("cannot start {}: {}", role.name, process.error().message());
-    return schedule_restart(role);
+    seg_->header().counters.boot_failures.fetch_add(1);
+    role.last_death->store(shm::DeathKind::kBootFailure);
+    return schedule_restart(role, false);
   }
   role.process = std::move(process).value();
   spdlog::info("started {} (pid {})", role.name, role.process.pid());
@@ -302,19 +321,23 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     if (phase_ != Phase::kStopping) role.restart_at_ns = monotonic_ns();
     return;
   }
-  bool expected = phase_ == Phase::kStopping;
+  const bool expected = phase_ == Phase::kStopping;
+  const bool was_ready = role.reported_ready();
   role.oom_killed = killed_by_oom(role, status);
   auto log = expected ? spdlog::level::info : spdlog::level::warn;
-  spdlog::log(log, "{} {}", role.name, death_cause(role, status));
+  spdlog::log(log, "{} {}{}", role.name, death_cause(role, status),
+              was_ready || expected ? "" : " before it was ready (a boot failure)");
+  if (!expected) {
+    count_death(role, status);
+    if (!was_ready) seg_->header().counters.boot_failures.fetch_add(1);
+    role.last_death->store(was_ready ? shm::DeathKind::kAfterReady : shm::DeathKind::kBootFailure);
+  }
   if (is_frontend) {
     shm::RepairReport r = shm::repair_after_frontend_death(*seg_);
     if (r.cancelled || r.released)
       spdlog::log(log, "frontend repair: {} jobs cancelled, {} slots freed", r.cancelled,
                   r.released);
-    if (!expected) {
-      seg_->header().counters.frontend_restarts.fetch_add(1);
-      count_death(role, status);
-    }
+    if (!expected) seg_->header().counters.frontend_restarts.fetch_add(1);
   } else {
     seg_->worker(index).pid.store(0);
     kill_job_cgroups(index);
@@ -324,10 +347,7 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     sweep_adopted();
     if (r.lost || r.requeued)
       spdlog::log(log, "worker {} repair: {} jobs lost, {} requeued", index, r.lost, r.requeued);
-    if (!expected) {
-      seg_->header().counters.worker_restarts.fetch_add(1);
-      count_death(role, status);
-    }
+    if (!expected) seg_->header().counters.worker_restarts.fetch_add(1);
     // Stopping: no worker will run what the repair requeued.
     if (phase_ == Phase::kStopping)
       shm::cancel_queued(*seg_, "cancelled: the daemon is shutting down");
@@ -336,7 +356,7 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
   // While draining, running and requeued jobs still need their workers; a
   // frontend is not restarted then (the listening socket is already closed).
   if (phase_ == Phase::kRunning || (phase_ == Phase::kDraining && !is_frontend))
-    schedule_restart(role);
+    schedule_restart(role, was_ready);
 }
 
 // Deaths by cause, for `health` (hang kills are counted when we kill).
@@ -382,20 +402,30 @@ void Supervisor::check_hangs(uint64_t now) {
     check(workers_[i], seg_->worker(i).heartbeat_ns.load());
 }
 
-void Supervisor::schedule_restart(Role& role) {
+// A role that served is restarted however often it dies; one that keeps
+// dying before it is ready is a crash loop, which ends the daemon so that its
+// service manager takes over.
+void Supervisor::schedule_restart(Role& role, bool was_ready) {
   uint64_t now = monotonic_ns();
-  auto delay = role.restarts.on_death(role.started_ns, now, [](uint64_t n) {
+  auto delay = role.restarts.on_death(role.started_ns, now, was_ready, [](uint64_t n) {
     return n ? uint64_t(std::rand()) % (n + 1) : 0;  // jitter: restarts do not align
   });
   if (!delay) {
-    spdlog::critical("{} died {} times within {} s: giving up (crash loop)", role.name,
-                     role.restarts.deaths_in_window(), cfg_.restart_window_s);
-    exit_code_ = 1;
+    spdlog::critical(
+        "{} failed to start {} times within {} s: giving up (a crash loop), exit status {}",
+        role.name, role.restarts.boot_failures(), cfg_.restart_window_s, kExitCrashLoop);
+    exit_code_ = kExitCrashLoop;
     begin_stop();
     return;
   }
   role.restart_at_ns = now + *delay;
-  if (*delay) spdlog::info("restarting {} in {} ms", role.name, *delay / kMs);
+  if (was_ready)
+    spdlog::info("restarting {} in {} ms (it had been ready: restarted however often it dies)",
+                 role.name, *delay / kMs);
+  else
+    spdlog::info("restarting {} in {} ms (boot failure {} of at most {} within {} s)", role.name,
+                 *delay / kMs, role.restarts.boot_failures(), cfg_.max_restarts,
+                 cfg_.restart_window_s);
 }
 
 void Supervisor::begin_drain() {
@@ -509,7 +539,7 @@ int Supervisor::run() {
     if (seg_) shm::Segment::remove(shm_name_);
     if (!spool_dir_.empty()) ::rmdir(spool_dir_.c_str());
     if (listen_) ::unlink(cfg_.socket_path.c_str());
-    return 1;
+    return kExitStartFailed;
   }
   spdlog::info("listening on {} with {} workers, up to {} jobs at once, queue {}, shm {} ({} MiB)",
                cfg_.socket_path, cfg_.caps.workers, cfg_.caps.jobs_per_worker * cfg_.caps.workers,

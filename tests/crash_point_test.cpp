@@ -51,6 +51,42 @@ void check_whole(const TestDaemon& d) {
 
 }  // namespace
 
+// ---- the restart policy: boot failures ----
+
+TEST_CASE("a worker that dies once before it is ready is restarted, and health says how it died",
+          "[daemon][crashpoint][restart]") {
+  CrashDaemon cd("worker_start");
+  LogOnFailure log(cd.daemon);
+  REQUIRE(cd.daemon.ready());
+  CHECK(cd.crashed());
+  Client c(cd.daemon.socket());
+  json::object h = health(c);
+  CHECK(num(h.at("counters").as_object(), "boot_failures") == 1);
+  const json::object& w = h.at("workers").as_array().at(0).as_object();
+  CHECK(str(w, "last_death") == "boot_failure");
+  CHECK(w.at("ready") == true);
+  CHECK_THAT(cd.daemon.log(), Contains("before it was ready (a boot failure)"));
+  check_whole(cd.daemon);
+  stop_cleanly(cd.daemon);
+}
+
+TEST_CASE("a worker that dies before it is ready every time is a crash loop: exit status 70",
+          "[daemon][crashpoint][restart]") {
+  // No marker: every incarnation dies at the point.
+  TestDaemon d(
+      DaemonOptions{.flags = {"--workers", "1", "--max-restarts", "2", "--restart-window", "30"},
+                    .env = {"SHELL_POOL_CRASH_POINT=worker_start"},
+                    .wait_ready = false,
+                    .binary = SHELL_POOLD_CRASHPOINTS});
+  std::vector<pid_t> seen;
+  auto code = d.wait_exit(30);
+  INFO("daemon log:\n" << d.log());
+  REQUIRE(code);
+  CHECK(*code == 70);
+  CHECK_THAT(d.log(), Contains("failed to start 3 times within 30 s: giving up (a crash loop)"));
+  check_left_nothing(d, seen);
+}
+
 TEST_CASE("a worker that dies right after its claim: the job is requeued and runs once",
           "[daemon][crashpoint]") {
   CrashDaemon cd("after_claim");

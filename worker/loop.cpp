@@ -69,6 +69,8 @@ Status Loop::init() {
 }
 
 int Loop::run() {
+  crash_point("worker_start");
+  rec_.ready.store(rec_.incarnation.load());  // tells the supervisor we serve (restart policy)
   spdlog::info("ready, up to {} jobs at once", entries_.size());
   epoll_event events[64];
   for (;;) {
