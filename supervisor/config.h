@@ -40,6 +40,7 @@ struct Config {
 // shell-poold's exit statuses (README, "Exit status").
 inline constexpr int kExitStartFailed = 1;  // the daemon could not start (setup failed)
 inline constexpr int kExitCrashLoop = 70;   // EX_SOFTWARE: a role kept dying before it was ready
+inline constexpr int kExitConfig = 78;      // EX_CONFIG: what systemd passed is unusable
 
 // Runs the supervisor until it is told to stop; returns the process exit code.
 int run(const Config& config);

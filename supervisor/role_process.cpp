@@ -20,8 +20,8 @@ constexpr size_t kMaxFds = 128;
 
 // In the forked child: async-signal-safe calls only; on failure the errno
 // goes to the error pipe and the child exits.
-[[noreturn]] void exec_child(const RoleProcess::Spec& spec, const char* const* argv, pid_t parent,
-                             int error_fd) {
+[[noreturn]] void exec_child(const RoleProcess::Spec& spec, const char* const* argv,
+                             const char* const* envp, pid_t parent, int error_fd) {
   auto fail = [error_fd] {
     int e = errno;
     [[maybe_unused]] ssize_t w = ::write(error_fd, &e, sizeof e);
@@ -44,7 +44,7 @@ constexpr size_t kMaxFds = 128;
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::execv(spec.program.c_str(), const_cast<char* const*>(argv));
+  ::execve(spec.program.c_str(), const_cast<char* const*>(argv), const_cast<char* const*>(envp));
   fail();
   _exit(127);  // not reached
 }
@@ -56,12 +56,17 @@ Result<RoleProcess> RoleProcess::start(const Spec& spec) {
   std::vector<const char*> argv{"shell-poold"};
   for (const auto& a : spec.args) argv.push_back(a.c_str());
   argv.push_back(nullptr);
+  std::vector<const char*> envp;
+  if (spec.env) {
+    for (const auto& e : *spec.env) envp.push_back(e.c_str());
+    envp.push_back(nullptr);
+  }
   int p[2];
   if (auto r = sys("pipe2", [&] { return ::pipe2(p, O_CLOEXEC); }); !r) return r.error();
   UniqueFd rd(p[0]), wr(p[1]);
   pid_t parent = ::getpid();
   pid_t pid = ::fork();  // the supervisor's heap is small: fork is cheap here
-  if (pid == 0) exec_child(spec, argv.data(), parent, wr.get());
+  if (pid == 0) exec_child(spec, argv.data(), spec.env ? envp.data() : environ, parent, wr.get());
   if (pid < 0) return Error{errno, "fork"};
   RoleProcess child(pid);
   wr.reset();  // ours: only the child's copy is left, and exec closes it

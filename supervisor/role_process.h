@@ -23,9 +23,10 @@ class RoleProcess {
  public:
   struct Spec {
     std::string program = "/proc/self/exe";
-    std::vector<std::string> args;  // after argv[0] ("shell-poold")
-    std::vector<int> fds;           // become fds 3, 4, ... in the child
-    std::string cgroup_procs;       // a cgroup.procs to enter first; "": none
+    std::vector<std::string> args;                  // after argv[0] ("shell-poold")
+    std::vector<int> fds;                           // become fds 3, 4, ... in the child
+    std::string cgroup_procs;                       // a cgroup.procs to enter first; "": none
+    const std::vector<std::string>* env = nullptr;  // "NAME=value"s; nullptr: ours
   };
   // Fails if fork fails or the exec fails (with the child's errno).
   static Result<RoleProcess> start(const Spec& spec);

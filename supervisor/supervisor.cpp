@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <sstream>
@@ -32,6 +33,7 @@
 #include "supervisor/listener.h"
 #include "supervisor/restart_policy.h"
 #include "supervisor/role_process.h"
+#include "supervisor/systemd.h"
 
 namespace sp::supervisor {
 
@@ -118,9 +120,18 @@ class Supervisor {
   Status make_spool();
   Status write_role_config();
   void cleanup();
+  bool take_systemd_socket();
+  bool all_ready() const;
+  std::string status_line() const;
+  void notify(uint64_t now);
 
   Config cfg_;
-  std::string spool_dir_;  // the instance's spool directory (make_spool); "": none yet
+  ServiceManager manager_;             // systemd's notify protocol and watchdog
+  std::vector<std::string> role_env_;  // the roles' environment (without systemd's variables)
+  bool activated_ = false;             // the socket came from systemd: never unlinked
+  bool ready_sent_ = false;
+  uint64_t extend_sent_ns_ = 0;  // the last EXTEND_TIMEOUT_USEC while draining
+  std::string spool_dir_;        // the instance's spool directory (make_spool); "": none yet
   std::string shm_name_;
   UniqueFd listen_;
   std::optional<shm::Segment> seg_;
@@ -144,15 +155,15 @@ Status Supervisor::setup() {
   for (const auto& [name, field] : shm::kLimitNames)
     if (role.max_limits.*field && role.default_limits.*field > role.max_limits.*field)
       return Error{EINVAL, "--limit " + std::string(name) + " is above its --max-limit"};
-  switch (probe_socket(cfg_.socket_path)) {
-    case SocketState::kLive:
-      return Error{EADDRINUSE, "another shell-poold is already listening on " + cfg_.socket_path};
-    case SocketState::kStale:
-      spdlog::warn("removing stale socket {} left by an earlier instance", cfg_.socket_path);
-      break;
-    case SocketState::kAbsent:
-      break;
-  }
+  if (!activated_) switch (probe_socket(cfg_.socket_path)) {
+      case SocketState::kLive:
+        return Error{EADDRINUSE, "another shell-poold is already listening on " + cfg_.socket_path};
+      case SocketState::kStale:
+        spdlog::warn("removing stale socket {} left by an earlier instance", cfg_.socket_path);
+        break;
+      case SocketState::kAbsent:
+        break;
+    }
   shm_name_ = shm::Segment::name_for_socket(cfg_.socket_path);
   cfg_.caps.jobs_per_worker = cfg_.jobs_per_worker();
   // Roles beat at least 4 times per hang timeout, so an idle one is never taken for hung.
@@ -161,9 +172,11 @@ Status Supervisor::setup() {
   if (shm::Segment::remove(shm_name_))
     spdlog::warn("removed stale shared memory /dev/shm/{} left by an earlier instance", shm_name_);
 
-  auto sock = listen_on(cfg_.socket_path);
-  if (!sock) return sock.error();
-  listen_ = std::move(sock).value();
+  if (!activated_) {
+    auto sock = listen_on(cfg_.socket_path);
+    if (!sock) return sock.error();
+    listen_ = std::move(sock).value();
+  }
   if (Status st = make_spool(); !st) return st;
   auto seg = shm::Segment::create(shm_name_, cfg_.caps);
   if (!seg) return seg.error();
@@ -239,7 +252,7 @@ Status Supervisor::write_role_config() {
 void Supervisor::start(Role& role, std::vector<std::string> args, std::vector<int> fds) {
   // Its own memory cgroup, where there are cgroups: tells its OOM kills apart.
   RoleProcess::Spec spec{"/proc/self/exe", std::move(args), std::move(fds),
-                         cgroups_.prepare_role(role.cgroup)};
+                         cgroups_.prepare_role(role.cgroup), &role_env_};
   role.oom_base = cgroups_.role_oom_kills(role.cgroup);
   role.hang_killed = false;
   auto process = RoleProcess::start(spec);
@@ -433,22 +446,24 @@ void Supervisor::begin_drain() {
   phase_ = Phase::kDraining;
   spdlog::info("draining: no new jobs; running jobs have {} s to finish", cfg_.drain_timeout_s);
   seg_->header().draining.store(1);
-  ::unlink(cfg_.socket_path.c_str());  // new clients see the daemon gone at once
-  listen_.reset();
+  if (!activated_) ::unlink(cfg_.socket_path.c_str());  // new clients see the daemon gone at once
+  listen_.reset();  // (an activated socket stays open in systemd, which queues new clients)
   drain_deadline_ns_ = monotonic_ns() + uint64_t(cfg_.drain_timeout_s * 1e9);
   ring_all();
+  notify(monotonic_ns());
 }
 
 void Supervisor::begin_stop() {
   if (phase_ == Phase::kStopping) return;
   if (phase_ == Phase::kRunning) {
     seg_->header().draining.store(1);
-    ::unlink(cfg_.socket_path.c_str());
+    if (!activated_) ::unlink(cfg_.socket_path.c_str());
     listen_.reset();
   }
   phase_ = Phase::kStopping;
   uint32_t n = shm::cancel_queued(*seg_, "cancelled: the daemon is shutting down");
   spdlog::info("stopping: {} queued jobs cancelled, stopping workers", n);
+  manager_.stopping(exit_code_ ? "stopping after a crash loop" : "stopping", 2 * kStopKillAfterNs);
   for (Role& w : workers_) {
     w.restart_at_ns = 0;
     w.process.signal(SIGTERM);
@@ -494,6 +509,11 @@ bool Supervisor::children_alive() const {
 // daemon removes only what it made.
 Status Supervisor::make_spool() {
   std::string parent = cfg_.spool_dir;
+  if (parent.empty() && cfg_.socket_path[0] == '@') {        // an abstract socket has no directory
+    const char* runtime = std::getenv("RUNTIME_DIRECTORY");  // systemd's RuntimeDirectory=
+    parent = runtime && *runtime ? std::string(runtime).substr(0, std::string(runtime).find(':'))
+                                 : "/tmp";
+  }
   if (parent.empty()) {
     size_t slash = cfg_.socket_path.rfind('/');
     parent = slash == std::string::npos ? "."
@@ -527,18 +547,42 @@ void Supervisor::cleanup() {
   if (seg_) shm::Segment::remove(shm_name_);
 }
 
+// The socket systemd passed, if any (socket activation). False: what was
+// passed is unusable (a configuration error).
+bool Supervisor::take_systemd_socket() {
+  auto passed = take_activated_socket();
+  if (!passed) {
+    spdlog::critical("socket activation: {}", passed.error().message());
+    manager_.failed("cannot start: socket activation: " + passed.error().message(),
+                    passed.error().code);
+    return false;
+  }
+  if (!*passed) return true;
+  if (cfg_.socket_path != (*passed)->path)
+    spdlog::info("listening on the socket systemd passed, {} (not {})", (*passed)->path,
+                 cfg_.socket_path);
+  cfg_.socket_path = (*passed)->path;
+  listen_ = std::move((*passed)->fd);
+  activated_ = true;
+  return true;
+}
+
 int Supervisor::run() {
   sigset_t mask;
   sigemptyset(&mask);
   for (int s : {SIGCHLD, SIGTERM, SIGINT, SIGHUP}) sigaddset(&mask, s);
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
 
+  manager_ = ServiceManager::from_environment();
+  if (!take_systemd_socket()) return kExitConfig;
+  role_env_ = ServiceManager::child_environment();
   if (Status s = setup(); !s) {
     spdlog::critical("{}", s.error().message());
+    manager_.failed("cannot start: " + s.error().message(), s.error().code);
     cgroups_.remove();
     if (seg_) shm::Segment::remove(shm_name_);
     if (!spool_dir_.empty()) ::rmdir(spool_dir_.c_str());
-    if (listen_) ::unlink(cfg_.socket_path.c_str());
+    if (listen_ && !activated_) ::unlink(cfg_.socket_path.c_str());
     return kExitStartFailed;
   }
   spdlog::info("listening on {} with {} workers, up to {} jobs at once, queue {}, shm {} ({} MiB)",
@@ -559,6 +603,8 @@ int Supervisor::run() {
     }
     if (phase_ == Phase::kDraining) consider(now + 20 * kMs);  // poll for the last job's end
     if (phase_ == Phase::kStopping) consider(kill_deadline_ns_);
+    if (phase_ == Phase::kRunning && !ready_sent_) consider(now + 5 * kMs);  // poll for READY
+    consider(manager_.next_ping_ns());
     uint64_t wait = next - now;
     timespec ts{time_t(wait / 1'000'000'000u), long(wait % 1'000'000'000u)};
     siginfo_t info;
@@ -578,10 +624,50 @@ int Supervisor::run() {
     if (phase_ == Phase::kRunning) step_running(now);
     if (phase_ == Phase::kDraining) step_draining(now);
     if (phase_ == Phase::kStopping && !step_stopping(now)) break;
+    notify(now);
   }
   cleanup();
   spdlog::info("stopped");
   return exit_code_;
+}
+
+// Every role's current incarnation finished its start.
+bool Supervisor::all_ready() const {
+  auto ready = [](const Role& r) { return r.process.running() && r.reported_ready(); };
+  return ready(frontend_) && std::all_of(workers_.begin(), workers_.end(), ready);
+}
+
+std::string Supervisor::status_line() const {
+  uint32_t busy = 0, queued = 0, running = 0;
+  for (uint32_t i = 0; i < workers_.size(); ++i) busy += seg_->worker(i).running.load() > 0;
+  const shm::JobTable jobs = seg_->jobs();
+  for (uint32_t i = 0; i < jobs.size(); ++i) {
+    shm::JobState s = jobs.load(i).state;
+    queued += s == shm::JobState::kQueued;
+    running += s == shm::JobState::kClaimed || s == shm::JobState::kRunning;
+  }
+  return std::to_string(workers_.size()) + " workers (" + std::to_string(busy) + " busy), " +
+         std::to_string(queued) + " jobs queued, " + std::to_string(running) + " running";
+}
+
+// The service manager hears: READY once every role is ready, the pool's
+// state (rate-limited), how long a drain may still take, and the watchdog.
+void Supervisor::notify(uint64_t now) {
+  manager_.ping_if_due(now);
+  if (phase_ == Phase::kRunning) {
+    if (ready_sent_) return manager_.status("serving: " + status_line(), now);
+    if (!all_ready()) return;
+    ready_sent_ = true;
+    std::string status = "serving: " + status_line();
+    spdlog::info("ready, {}", status);
+    manager_.ready(status);
+  } else if (phase_ == Phase::kDraining && now >= extend_sent_ns_ + 1000 * kMs) {
+    extend_sent_ns_ = now;
+    uint64_t left = drain_deadline_ns_ > now ? drain_deadline_ns_ - now : 0;
+    manager_.stopping(
+        "draining: " + std::to_string(shm::unfinished_jobs(*seg_)) + " jobs unfinished",
+        left + 2 * kStopKillAfterNs);
+  }
 }
 
 // Running: restarts that are due.

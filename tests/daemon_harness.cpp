@@ -245,7 +245,8 @@ void TestDaemon::start(const DaemonOptions& options) {
   workers_ = cpus ? std::min(cpus, 64u) : 2;
   for (size_t i = 0; i + 1 < options.flags.size(); ++i)
     if (options.flags[i] == "--workers") workers_ = std::stoul(options.flags[i + 1]);
-  std::vector<std::string> args{options.binary, "--socket", socket_};
+  std::vector<std::string> args = options.wrapper;
+  args.insert(args.end(), {options.binary, "--socket", socket_});
   args.insert(args.end(), options.flags.begin(), options.flags.end());
   UniqueFd log(::open((dir() + "/daemon.log").c_str(),
                       O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600));

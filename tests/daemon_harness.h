@@ -92,6 +92,9 @@ struct DaemonOptions {
   // epoll_wait, so tests that look for the role processes find them all.
   bool wait_workers = true;
   std::string binary = SHELL_POOLD;  // or SHELL_POOLD_CRASHPOINTS
+  // A command that runs the daemon (its argv follows), such as
+  // systemd-socket-activate; it must exec it, so that pid() is the daemon's.
+  std::vector<std::string> wrapper = {};
 };
 
 // One shell-poold process started by fork+exec, with stderr (and stdout) in
