@@ -70,8 +70,13 @@ std::optional<json::object> Client::read_answer() {
         const json::object& err = e->as_object();
         std::string msg = err.contains("message") ? json::value_to<std::string>(err.at("message"))
                                                   : json::serialize(err);
-        bool usage = err.contains("code") && err.at("code") == -32602;
-        die(usage ? kUsage : kCannotRun, msg + " (code " + json::serialize(err.at("code")) + ")");
+        const json::value code = err.contains("code") ? err.at("code") : json::value();
+        const bool usage = code == -32602;
+        const bool refused = code == -32006 || code == -32007;  // forbidden, reload failed
+        die(usage     ? kUsage
+            : refused ? kRefused
+                      : kCannotRun,
+            msg + " (code " + json::serialize(code) + ")");
       }
       return std::move(o.at("result").as_object());
     }

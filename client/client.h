@@ -15,6 +15,7 @@ namespace sp::cli {
 namespace json = boost::json;
 
 // Exit codes of the CLI itself (the command's own code otherwise).
+inline constexpr int kRefused = 1;  // the daemon refused: a reload that failed, not allowed
 inline constexpr int kUsage = 2;
 inline constexpr int kNoDaemon = 69;      // EX_UNAVAILABLE
 inline constexpr int kStillRunning = 75;  // EX_TEMPFAIL: `wait --timeout` ran out

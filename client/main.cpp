@@ -102,13 +102,14 @@ struct Flags {
 struct Commands {
   CLI::App *exec, *run, *submit, *status, *wait, *logs, *cancel, *sig, *jobs, *forget;
   CLI::App *create, *list, *destroy;  // session ...
+  CLI::App* reload;
 };
 
 constexpr const char* kAbout =
     "shell-pool: run commands through shell-poold.\n"
     "Exit status of run, exec and wait: the command's own; 128+N if killed by signal N;\n"
     "124 timed out; 125 cancelled or lost; 127 could not start; 69 no daemon;\n"
-    "75 wait --timeout ran out first.";
+    "75 wait --timeout ran out first. reload: 0 applied, 1 refused (the old configuration stays).";
 
 void add_job_options(CLI::App* sub, Flags& f) {
   sub->add_option("--timeout", f.timeout, "seconds (fractions ok); 0: none");
@@ -195,6 +196,8 @@ Commands add_flags(CLI::App& app, Flags& f) {
   add_job_read_commands(app, f, c);
   add_job_manage_commands(app, f, c);
   add_session_commands(app, f, c);
+  c.reload = app.add_subcommand(
+      "reload", "reload the daemon's configuration; returns when the reload is done");
   return c;
 }
 
@@ -350,6 +353,11 @@ int destroy_session(Client& client, const Flags& f) {
   return 0;
 }
 
+int reload_daemon(Client& client) {
+  std::cout << json::value_to<std::string>(client.call("reload", {}).at("message")) << "\n";
+  return 0;
+}
+
 // Runs the subcommand that was given.
 int run_command(Client& client, const Flags& f, const Commands& c) {
   if (*c.exec) return exec_program(client, f);
@@ -365,6 +373,7 @@ int run_command(Client& client, const Flags& f, const Commands& c) {
   if (*c.create) return create_session(client, f);
   if (*c.list) return list_sessions(client);
   if (*c.destroy) return destroy_session(client, f);
+  if (*c.reload) return reload_daemon(client);
   return 0;
 }
 

@@ -15,6 +15,7 @@ namespace sp::frontend {
 struct Connections::Conn {
   uint64_t id = 0;
   UniqueFd fd;
+  uid_t uid = 0;  // the peer's (SO_PEERCRED at accept)
   // Bytes read and not yet handled, from in_off: whole request lines that
   // wait while the connection is at its bounds (see takes_requests), then an
   // incomplete one. At most one read (64 KiB) plus one line.
@@ -52,6 +53,11 @@ Status Connections::start() {
 Connections::Conn* Connections::conn(uint64_t id) const {
   auto it = conns_.find(id);
   return it == conns_.end() ? nullptr : it->second.get();
+}
+
+bool Connections::privileged(uint64_t conn_id) const {
+  const Conn* c = conn(conn_id);
+  return c && (c->uid == ::getuid() || c->uid == 0);
 }
 
 bool Connections::allowed(uid_t uid) const {
@@ -102,6 +108,7 @@ void Connections::accept_all() {
     auto c = std::make_unique<Conn>();
     c->id = next_id_++;
     c->fd = std::move(sock);
+    c->uid = cred.uid;
     c->events = EPOLLIN | EPOLLRDHUP;
     epoll_event ev{c->events, {.u64 = c->id}};
     if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) < 0) {

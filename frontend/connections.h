@@ -109,6 +109,12 @@ class Connections {
   bool over_inflight(const Reply& r) const;
   rpc::RpcError inflight_error() const;
 
+  // The peer of `conn_id` is the daemon's own uid or root (not only an
+  // --allow-uid one).
+  bool privileged(uint64_t conn_id) const;
+  // A live reload: bounds apply to what comes next (connections open stay).
+  void set_limits(Limits limits) { limits_ = std::move(limits); }
+
   size_t size() const { return conns_.size(); }
   uint64_t unsent() const { return unsent_; }  // bytes of answers not yet written
   bool any_unsent() const;

@@ -93,4 +93,19 @@ RpcError internal_error(const char* what) {
   return {Code::Internal, std::string("internal error: ") + what};
 }
 
+RpcError to_rpc(ReloadError e, const std::string& detail) {
+  switch (e) {
+    case ReloadError::kForbidden:
+      return {Code::Forbidden, "reload is allowed only to the daemon's own uid and root"};
+    case ReloadError::kFailed:
+      return {Code::ReloadFailed, "reload failed, the configuration in use is unchanged: " + detail,
+              rpc::Object{{"message", detail}}};
+    case ReloadError::kBusy:
+      return rpc::queue_full_error(kRetryAfterMs, "too many reload calls waiting; retry later");
+    case ReloadError::kNoAnswer:
+      return {Code::Internal, "the supervisor did not answer the reload in time"};
+  }
+  return internal_error("unknown reload error");
+}
+
 }  // namespace sp::frontend

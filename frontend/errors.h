@@ -49,6 +49,10 @@ struct JobError {
 };
 rpc::RpcError to_rpc(const JobError& e);
 
+// `reload`'s errors; `detail` is the supervisor's message for kFailed.
+enum class ReloadError { kForbidden, kFailed, kBusy, kNoAnswer };
+rpc::RpcError to_rpc(ReloadError e, const std::string& detail = {});
+
 // The method table's own: no such method, and a call that cannot be made
 // the way it was sent (detail says why).
 rpc::RpcError method_not_found(const std::string& method);

@@ -26,6 +26,7 @@
 #include "frontend/names.h"
 #include "frontend/plans.h"
 #include "frontend/records.h"
+#include "frontend/reloads.h"
 #include "frontend/session_methods.h"
 #include "shm/doorbell.h"
 #include "shm/role_config.h"
@@ -52,11 +53,17 @@ UniqueFd make_epoll() {
   return UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
 }
 
+Connections::Limits connection_limits(const shm::RoleConfig& o) {
+  std::span<const uint32_t> uids = shm::allow_uids(o);
+  return {o.max_connections, o.max_line_bytes, o.max_inflight, {uids.begin(), uids.end()}};
+}
+
 class Frontend {
  public:
   Frontend(shm::Segment seg, const Fds& fds)
       : seg_(std::move(seg)),
-        o_(seg_.header().config),
+        o_(shm::read_config(seg_.header())),
+        config_generation_(shm::config_generation(seg_.header())),
         fds_(fds),
         epoll_(make_epoll()),
         bell_(&seg_.header().frontend_bell, fds.bell),
@@ -65,9 +72,7 @@ class Frontend {
         records_(seg_, spool_dir_ ? spool_dir_.get() : -1, uint64_t(o_.retain_s * 1000),
                  o_.job_spool_bytes),
         queue_(o_, fds, seg_, base_env(environ, shm::env_pass(o_))),
-        out_({o_.max_connections, o_.max_line_bytes, o_.max_inflight,
-              std::vector<uint32_t>(shm::allow_uids(o_).begin(), shm::allow_uids(o_).end())},
-             epoll_.get(), UniqueFd(fds.listen), codec_,
+        out_(connection_limits(o_), epoll_.get(), UniqueFd(fds.listen), codec_,
              {[this](rpc::Call& call, Reply r) { methods_.dispatch(call, std::move(r)); },
               [this](uint64_t conn) { client_gone(conn); },
               [this](uint64_t conn) { client_drained(conn); }}),
@@ -76,10 +81,12 @@ class Frontend {
         views_(records_, queue_.jobs(), o_.max_output_bytes),
         plans_(records_, queue_, views_),
         detached_(records_, queue_, plans_, views_, out_),
-        session_methods_(sessions_, out_) {
+        session_methods_(sessions_, out_),
+        reloads_(seg_, out_) {
     attached_.add_methods(methods_);
     detached_.add_methods(methods_);
     session_methods_.add_methods(methods_);
+    reloads_.add_methods(methods_);
     methods_.add("health", [this](Reply r) { out_.answer(r, health()); });
   }
 
@@ -98,9 +105,13 @@ class Frontend {
     attached_.client_drained(conn);
   }
   rpc::Object health() const;
+  void follow_config();
 
   shm::Segment seg_;
-  const shm::RoleConfig& o_;  // in the segment: written by the supervisor before we started
+  // Our copy of the segment's configuration, which the parts read; taken
+  // again when the supervisor publishes a new generation (a live reload).
+  shm::RoleConfig o_;
+  uint64_t config_generation_;
   Fds fds_;
   UniqueFd epoll_, signal_fd_;
   shm::Doorbell bell_;
@@ -116,8 +127,24 @@ class Frontend {
   Plans plans_;
   DetachedJobs detached_;
   SessionMethods session_methods_;
+  Reloads reloads_;
   bool stopping_ = false;
 };
+
+// A live reload published a new configuration: take it. What the parts
+// copied at start is set again; the rest they read from o_. (What cannot
+// change live, the supervisor refuses: the spool directory, --env-pass.)
+void Frontend::follow_config() {
+  const uint64_t generation = shm::config_generation(seg_.header());
+  if (generation == config_generation_) return;
+  config_generation_ = generation;
+  o_ = shm::read_config(seg_.header());
+  out_.set_limits(connection_limits(o_));
+  records_.set_retention(uint64_t(o_.retain_s * 1000), o_.job_spool_bytes);
+  views_.set_max_output(o_.max_output_bytes);
+  spdlog::set_level(spdlog::level::level_enum(o_.log_level));
+  spdlog::info("configuration generation {} in use", generation);
+}
 
 Status Frontend::init() {
   if (!epoll_) return Error{errno, "epoll_create1"};
@@ -151,6 +178,7 @@ Status Frontend::init() {
 void Frontend::service_all() {
   detached_.service();
   attached_.service_all();
+  reloads_.service();
 }
 
 void Frontend::check_draining() {
@@ -185,6 +213,7 @@ int Frontend::run() {
     // not only when idle: a busy connection must not starve it.
     if (uint64_t now = monotonic_ns(); n == 0 || now >= next_tick_ns) {
       next_tick_ns = now + tick_ns;
+      follow_config();
       check_draining();
       service_all();
       detached_.expire();
@@ -195,6 +224,7 @@ int Frontend::run() {
         out_.accept_all();
       } else if (t == kBell) {
         bell_.acknowledge();
+        follow_config();
         check_draining();
         service_all();
       } else if (t == kSignal) {
@@ -282,6 +312,7 @@ rpc::Object Frontend::health() const {
                                {"capacity", records_.size()},
                                {"spool_used_bytes", seg_.spool_budget().used()},
                                {"spool_bytes", caps.spool_bytes}}},
+      {"config", reloads_.describe()},
       {"isolation", isolation_name(o_.isolation)},
       {"isolation_note", o_.isolation_note},  // which jobs get cgroups, or why none do
       {"counters", std::move(counters)}};

@@ -41,6 +41,8 @@ class JobViews {
   std::string step_name(uint32_t step) const;
   void forget_hints(uint32_t rec);
 
+  void set_max_output(uint64_t bytes) { max_output_bytes_ = bytes; }  // a live reload
+
  private:
   rpc::Array plan_steps(uint32_t plan) const;
   rpc::Object plan_result(uint32_t plan, const rpc::JobWaitParams& p) const;

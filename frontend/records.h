@@ -88,6 +88,12 @@ class JobRecords {
   // The spool file of record i for reading.
   Result<UniqueFd> open_spool(uint32_t i) const;
 
+  // A live reload: for jobs submitted and settled from now on.
+  void set_retention(uint64_t retain_ms, uint64_t job_spool_bytes) {
+    retain_ms_ = retain_ms;
+    job_spool_bytes_ = job_spool_bytes;
+  }
+
  private:
   bool held(uint32_t i) const;  // pinned, or a plan with a pinned step
   void forget_one(uint32_t i);

@@ -23,7 +23,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 7;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 8;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Owner stamp of a queued job taken off the queue by the frontend or the
 // supervisor (to cancel it) rather than by a worker.
@@ -73,8 +73,9 @@ inline constexpr uint32_t kEnvPassBytes = 2048;     // --env-pass names, NUL aft
 inline constexpr uint32_t kMaxAllowUids = 64;       // --allow-uid entries
 inline constexpr uint32_t kNoteBytes = 512;
 
-// The daemon's configuration as its roles see it: written once by the
-// supervisor into the header before it starts any role, read-only after.
+// The daemon's configuration as its roles see it: written by the supervisor
+// into the header before it starts any role, and again at each live reload
+// under a sequence lock (ReloadState::config_seq; role_config.h reads it).
 // Each default is here and nowhere else; shell-poold's flags write into it
 // (supervisor/flags.cpp), where the bounds of its lists are checked.
 // Strings are NUL-terminated.
@@ -100,6 +101,7 @@ struct RoleConfig {
   char isolation_note[kNoteBytes] = {};     // which jobs get cgroups, or why none do
   // The workers and the frontend.
   char spool_dir[kConfigPathBytes] = {};  // the instance's spool directory
+  int32_t log_level = 2;                  // spdlog::level::level_enum (2: info)
 };
 
 // Counters reported by `health`: monotonic, relaxed, any process may add.
@@ -138,6 +140,22 @@ struct alignas(64) BellWord {
 // failure) counts toward the crash-loop bound.
 enum class DeathKind : uint32_t { kNone = 0, kAfterReady = 1, kBootFailure = 2 };
 
+// Live reload: the supervisor publishes a new RoleConfig and the result of
+// each reload; the frontend counts `reload` calls and waits for the answer.
+inline constexpr uint32_t kReloadMessageBytes = 256;
+struct ReloadState {
+  std::atomic<uint64_t> config_seq;      // odd while the supervisor writes Header::config;
+                                         // the config's generation is config_seq / 2
+  std::atomic<uint64_t> loaded_unix_ms;  // when the config in use was loaded
+  std::atomic<uint64_t> requested;       // `reload` calls so far (the frontend adds, then SIGHUPs)
+  std::atomic<uint64_t> answered;        // requests the last finished reload covered (release:
+                                         // after the fields below)
+  std::atomic<uint64_t> reloads_ok, reloads_failed;
+  std::atomic<uint64_t> last_unix_ms;      // when the last reload ended; 0: none yet
+  std::atomic<uint32_t> last_ok;           // 1: it applied
+  char last_message[kReloadMessageBytes];  // what it did or why it failed; NUL-terminated
+};
+
 struct alignas(64) Header {
   uint64_t magic;
   uint32_t layout_version;
@@ -161,6 +179,7 @@ struct alignas(64) Header {
   alignas(64) std::atomic<uint64_t> ring_head;  // next position to consume
   alignas(64) std::atomic<uint64_t> ring_tail;  // next position to produce
   alignas(64) Counters counters;
+  ReloadState reload;
 };
 
 // A job record named from shared memory: its index + 1, so that the zero a
@@ -343,13 +362,13 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 7, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 8, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, spool_bytes) == 40);
 static_assert(sizeof(Counters) == 136);
 static_assert(sizeof(BellWord) == 64);
 static_assert(
-    sizeof(Header) == 7744 && offsetof(Header, caps) == 24 && offsetof(Header, config) == 72 &&
+    sizeof(Header) == 8064 && offsetof(Header, caps) == 24 && offsetof(Header, config) == 72 &&
     offsetof(Header, ring_cells) == 7160 && offsetof(Header, workers_off) == 7168 &&
     offsetof(Header, outputs_off) == 7224 && offsetof(Header, spool_used) == 7232 &&
     offsetof(Header, frontend_incarnation) == 7240 && offsetof(Header, draining) == 7244 &&
@@ -357,7 +376,8 @@ static_assert(
     offsetof(Header, started_unix_ms) == 7264 && offsetof(Header, frontend_ready) == 7272 &&
     offsetof(Header, frontend_last_death) == 7276 && offsetof(Header, frontend_bell) == 7296 &&
     offsetof(Header, submit_bell) == 7360 && offsetof(Header, ring_head) == 7424 &&
-    offsetof(Header, ring_tail) == 7488 && offsetof(Header, counters) == 7552);
+    offsetof(Header, ring_tail) == 7488 && offsetof(Header, counters) == 7552 &&
+    offsetof(Header, reload) == 7688 && sizeof(ReloadState) == 320);
 static_assert(sizeof(WorkerSlot) == 128 && offsetof(WorkerSlot, heartbeat_ns) == 16 &&
               offsetof(WorkerSlot, spool_reserved) == 24 &&
               offsetof(WorkerSlot, spool_from) == 32 && offsetof(WorkerSlot, spool_record) == 40 &&
@@ -392,7 +412,7 @@ static_assert(sizeof(RoleConfig) == 7088 && offsetof(RoleConfig, isolation) == 3
               offsetof(RoleConfig, output_budget) == 136 && offsetof(RoleConfig, retain_s) == 160 &&
               offsetof(RoleConfig, allow_uids) == 172 && offsetof(RoleConfig, env_pass) == 428 &&
               offsetof(RoleConfig, isolation_note) == 2476 &&
-              offsetof(RoleConfig, spool_dir) == 2988);
+              offsetof(RoleConfig, spool_dir) == 2988 && offsetof(RoleConfig, log_level) == 7084);
 static_assert(sizeof(Rlimits) == 48);
 
 }  // namespace sp::shm

@@ -1,6 +1,7 @@
 #include "shm/role_config.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace sp::shm {
@@ -52,6 +53,28 @@ std::vector<std::string> env_pass(const RoleConfig& c) {
 
 std::span<const uint32_t> allow_uids(const RoleConfig& c) {
   return {c.allow_uids, std::min<uint32_t>(c.allow_uid_count, kMaxAllowUids)};
+}
+
+// A sequence lock: config_seq is odd while the one writer copies; a reader
+// that saw it odd, or changed across its copy, copies again. Reloads are
+// rare and the copy is a few KiB, so a reader retries at most a few times.
+void publish_config(Header& h, const RoleConfig& c) {
+  const uint64_t seq = h.reload.config_seq.load(std::memory_order_relaxed);
+  h.reload.config_seq.store(seq + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  std::memcpy(static_cast<void*>(&h.config), &c, sizeof c);
+  h.reload.config_seq.store(seq + 2, std::memory_order_release);
+}
+
+RoleConfig read_config(const Header& h) {
+  RoleConfig c;
+  for (;;) {
+    const uint64_t before = h.reload.config_seq.load(std::memory_order_acquire);
+    if (before & 1) continue;
+    std::memcpy(static_cast<void*>(&c), &h.config, sizeof c);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (h.reload.config_seq.load(std::memory_order_relaxed) == before) return c;
+  }
 }
 
 }  // namespace sp::shm

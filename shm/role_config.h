@@ -1,6 +1,7 @@
-// The verbs on RoleConfig's bounded lists and strings (layout.h): the
-// supervisor fills them from its flags, checking their bounds; the roles read
-// them. Pure functions over plain data.
+// The verbs on RoleConfig (layout.h): its bounded lists and strings, which
+// the supervisor fills from its flags, checking their bounds, and the roles
+// read (pure functions over plain data); and its publication in the header,
+// under a sequence lock so that a live reload is never seen half written.
 #pragma once
 
 #include <cstdint>
@@ -23,5 +24,15 @@ void set_isolation(RoleConfig& c, Isolation isolation, std::string_view note);
 
 std::vector<std::string> env_pass(const RoleConfig& c);
 std::span<const uint32_t> allow_uids(const RoleConfig& c);
+
+// The supervisor (the only writer): makes `c` the roles' configuration, as
+// the next generation.
+void publish_config(Header& h, const RoleConfig& c);
+// Any role: a consistent copy of the configuration in the header.
+RoleConfig read_config(const Header& h);
+// The generation of the configuration in the header: 1 at start, + 1 per reload.
+inline uint64_t config_generation(const Header& h) {
+  return h.reload.config_seq.load(std::memory_order_acquire) / 2;
+}
 
 }  // namespace sp::shm

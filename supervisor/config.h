@@ -30,6 +30,8 @@ struct Config {
   // their bounds (shm/role_config.h).
   std::vector<std::string> env_pass;
   std::vector<uint32_t> allow_uids;
+  // The command line it came from (after argv[0]): a live reload parses it again.
+  std::vector<std::string> args;
 
   uint32_t jobs_per_worker() const {
     uint32_t total = max_concurrent ? max_concurrent : 64 * caps.workers;
@@ -40,7 +42,8 @@ struct Config {
 // shell-poold's exit statuses (README, "Exit status").
 inline constexpr int kExitStartFailed = 1;  // the daemon could not start (setup failed)
 inline constexpr int kExitCrashLoop = 70;   // EX_SOFTWARE: a role kept dying before it was ready
-inline constexpr int kExitConfig = 78;      // EX_CONFIG: what systemd passed is unusable
+inline constexpr int kExitConfig = 78;      // EX_CONFIG: a broken configuration, or what
+                                            // systemd passed is unusable
 
 // Runs the supervisor until it is told to stop; returns the process exit code.
 int run(const Config& config);

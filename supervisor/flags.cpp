@@ -163,6 +163,7 @@ void add_detached_flags(CLI::App& app, Config& cfg) {
                  "its own directory shell-pool-<hash>.spool in it (default: the socket's "
                  "directory)");
   app.set_config("--config", "", "Read options from this TOML file (names as the long flags)");
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt option is an error
 }
 
 }  // namespace
@@ -172,6 +173,20 @@ void add_daemon_flags(CLI::App& app, Config& cfg) {
   add_process_flags(app, cfg);
   add_limit_flags(app, cfg);
   add_detached_flags(app, cfg);
+}
+
+Result<Config> parse_daemon_flags(const std::vector<std::string>& args) {
+  CLI::App app;
+  Config cfg;
+  add_daemon_flags(app, cfg);
+  std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them last first
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return Error{0, e.what()};
+  }
+  cfg.args = args;
+  return cfg;
 }
 
 CLI::App* add_role_command(CLI::App& app, const std::string& role, RoleFlags& flags) {

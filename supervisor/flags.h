@@ -5,6 +5,9 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
+
+#include "common/result.h"
 
 #include "supervisor/config.h"
 
@@ -12,6 +15,10 @@ namespace sp::supervisor {
 
 // The daemon's flags, writing into `cfg` (whose defaults they show).
 void add_daemon_flags(CLI::App& app, Config& cfg);
+
+// A live reload: the daemon's command line `args` (after argv[0]) parsed
+// again, --config FILE read again. An error says what is wrong.
+Result<Config> parse_daemon_flags(const std::vector<std::string>& args);
 
 // A role subcommand's own flags: which segment, which worker, how to log.
 // Everything else a role reads from the segment (shm::RoleConfig).

@@ -22,7 +22,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "shell-poold: a crash-isolated daemon that runs shell commands for clients on a Unix "
       "socket (JSON-RPC 2.0, one message per line).\n"
-      "Runs in the foreground and logs to stderr; SIGTERM/SIGINT drains running jobs and stops.",
+      "Runs in the foreground and logs to stderr; SIGTERM/SIGINT drains running jobs and stops; "
+      "SIGHUP reloads the configuration (the flags and --config FILE) without a restart.",
       "shell-poold"};
   app.set_version_flag("--version", "shell-poold 0.1.0");
   sp::supervisor::Config cfg;
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   worker->add_option("--log-level", role.log_level);
 
   CLI11_PARSE(app, argc, argv);
+  cfg.args.assign(argv + 1, argv + argc);
 
   if (*worker) {
     sp::init_logging("worker " + std::to_string(wo.index), role.log_level);

@@ -34,6 +34,11 @@ class RestartPolicy {
   // loop. `jitter(n)` draws from 0..n.
   std::optional<uint64_t> on_death(uint64_t started_ns, uint64_t now_ns, bool was_ready,
                                    const std::function<uint64_t(uint64_t)>& jitter);
+  // A live reload changed the bound.
+  void set_bound(uint32_t max_boot_failures, uint64_t window_ns) {
+    max_ = max_boot_failures;
+    window_ = window_ns;
+  }
   // Boot failures within the window (for the crash-loop message).
   size_t boot_failures() const { return boot_failures_.size(); }
   // Deaths in a row without a healthy period between them.

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <sstream>
@@ -30,6 +31,8 @@
 #include "shm/role_config.h"
 #include "shm/segment.h"
 #include "supervisor/config.h"
+#include "supervisor/config_check.h"
+#include "supervisor/flags.h"
 #include "supervisor/listener.h"
 #include "supervisor/restart_policy.h"
 #include "supervisor/role_process.h"
@@ -124,6 +127,8 @@ class Supervisor {
   bool all_ready() const;
   std::string status_line() const;
   void notify(uint64_t now);
+  void reload();
+  Result<std::string> apply_reload();
 
   Config cfg_;
   ServiceManager manager_;             // systemd's notify protocol and watchdog
@@ -148,13 +153,7 @@ class Supervisor {
 };
 
 Status Supervisor::setup() {
-  // Defaults above their ceilings would refuse jobs for params they never sent.
   const shm::RoleConfig& role = cfg_.role;
-  if (role.max_timeout_s > 0 && role.default_timeout_s > role.max_timeout_s)
-    return Error{EINVAL, "--default-timeout is above --max-timeout"};
-  for (const auto& [name, field] : shm::kLimitNames)
-    if (role.max_limits.*field && role.default_limits.*field > role.max_limits.*field)
-      return Error{EINVAL, "--limit " + std::string(name) + " is above its --max-limit"};
   if (!activated_) switch (probe_socket(cfg_.socket_path)) {
       case SocketState::kLive:
         return Error{EADDRINUSE, "another shell-poold is already listening on " + cfg_.socket_path};
@@ -165,10 +164,6 @@ Status Supervisor::setup() {
         break;
     }
   shm_name_ = shm::Segment::name_for_socket(cfg_.socket_path);
-  cfg_.caps.jobs_per_worker = cfg_.jobs_per_worker();
-  // Roles beat at least 4 times per hang timeout, so an idle one is never taken for hung.
-  if (cfg_.hang_timeout_s > 0)
-    cfg_.caps.tick_ms = uint32_t(std::clamp(cfg_.hang_timeout_s * 1000 / 4, 10.0, 1000.0));
   if (shm::Segment::remove(shm_name_))
     spdlog::warn("removed stale shared memory /dev/shm/{} left by an earlier instance", shm_name_);
 
@@ -236,14 +231,67 @@ std::vector<std::string> Supervisor::common_args() const {
 // What the roles read from the segment: the flags' values, and what the
 // supervisor found out at start (the spool directory, the isolation).
 Status Supervisor::write_role_config() {
-  shm::RoleConfig& c = seg_->header().config;
-  c = cfg_.role;
-  if (Status st = shm::set_env_pass(c, cfg_.env_pass); !st) return st;
-  if (Status st = shm::set_allow_uids(c, cfg_.allow_uids); !st) return st;
-  if (Status st = shm::set_spool_dir(c, spool_dir_); !st) return st;
-  shm::set_isolation(c, cgroups_.isolation(),
+  auto c = role_config(cfg_);
+  if (!c) return c.error();
+  if (Status st = shm::set_spool_dir(*c, spool_dir_); !st) return st;
+  shm::set_isolation(*c, cgroups_.isolation(),
                      cgroups_.enabled() ? "cgroups for " + cgroups_.scope() : cgroups_.why_not());
+  shm::publish_config(seg_->header(), *c);
+  seg_->header().reload.loaded_unix_ms.store(unix_ms());
   return {};
+}
+
+// A live reload (SIGHUP, the `reload` method): the command line and
+// --config parsed again and checked whole; on any error the configuration
+// in use stays. The calls it answers are those counted before it began
+// (ReloadState); one that comes while it runs gets the next reload.
+void Supervisor::reload() {
+  shm::ReloadState& state = seg_->header().reload;
+  const uint64_t covered = state.requested.load();
+  manager_.reloading();
+  spdlog::info("reloading the configuration");
+  Result<std::string> done = apply_reload();
+  const std::string message = done ? *done : done.error().message();
+  const size_t n = std::min(message.size(), sizeof state.last_message - 1);
+  std::memcpy(state.last_message, message.data(), n);
+  state.last_message[n] = '\0';
+  state.last_ok.store(done ? 1 : 0);
+  state.last_unix_ms.store(unix_ms());
+  (done ? state.reloads_ok : state.reloads_failed).fetch_add(1);
+  state.answered.store(covered, std::memory_order_release);
+  if (done) {
+    spdlog::info("reload: {}", message);
+    manager_.ready("serving: " + status_line() + "; reloaded: " + message);
+  } else {
+    spdlog::error("reload failed, the configuration in use is unchanged: {}", message);
+    manager_.ready("serving: " + status_line() + "; reload failed: " + message);
+  }
+  ring_all();  // the frontend answers the reload calls and takes the new configuration
+}
+
+Result<std::string> Supervisor::apply_reload() {
+  auto parsed = parse_daemon_flags(cfg_.args);
+  if (!parsed) return parsed.error();
+  Config next = std::move(*parsed);
+  if (activated_) next.socket_path = cfg_.socket_path;  // systemd's, not the flag's
+  derive(next);
+  if (Status st = check(next); !st) return st.error();
+  if (std::vector<std::string> flags = restart_required(cfg_, next); !flags.empty()) {
+    std::string list;
+    for (const std::string& f : flags) list += (list.empty() ? "" : ", ") + f;
+    return Error{0, "restart required to change " + list + " (nothing was changed)"};
+  }
+  const shm::RoleConfig& role = next.role;
+  if (!cgroups_.enabled() && (role.default_limits.memory_bytes || role.max_limits.memory_bytes))
+    return Error{ENOTSUP, "memory_bytes limits need per-job cgroups: " + cgroups_.why_not()};
+  cfg_ = std::move(next);
+  if (Status st = write_role_config(); !st) return st.error();
+  spdlog::set_level(spdlog::level::level_enum(cfg_.role.log_level));
+  const uint64_t window = uint64_t(cfg_.restart_window_s * 1e9);
+  frontend_.restarts.set_bound(cfg_.max_restarts, window);
+  for (Role& w : workers_) w.restarts.set_bound(cfg_.max_restarts, window);
+  return "configuration generation " + std::to_string(shm::config_generation(seg_->header())) +
+         " in use";
 }
 
 // Starts `role` with `args` and `fds` (at their fixed numbers, common/roles.h).
@@ -576,9 +624,15 @@ int Supervisor::run() {
   manager_ = ServiceManager::from_environment();
   if (!take_systemd_socket()) return kExitConfig;
   role_env_ = ServiceManager::child_environment();
+  derive(cfg_);
+  if (Status s = check(cfg_); !s) {
+    spdlog::critical("{}", s.error().message());
+    manager_.failed("cannot start: " + s.error().message(), EINVAL);
+    return kExitConfig;
+  }
   if (Status s = setup(); !s) {
     spdlog::critical("{}", s.error().message());
-    manager_.failed("cannot start: " + s.error().message(), s.error().code);
+    manager_.failed("cannot start: " + s.error().message(), s.error().code ? s.error().code : EIO);
     cgroups_.remove();
     if (seg_) shm::Segment::remove(shm_name_);
     if (!spool_dir_.empty()) ::rmdir(spool_dir_.c_str());
@@ -610,7 +664,13 @@ int Supervisor::run() {
     siginfo_t info;
     int sig = ::sigtimedwait(&mask, &info, &ts);
     if (sig == SIGCHLD) reap();
-    if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+    if (sig == SIGHUP) {
+      if (phase_ == Phase::kRunning)
+        reload();
+      else
+        spdlog::info("SIGHUP received while stopping: no reload");
+    }
+    if (sig == SIGTERM || sig == SIGINT) {
       if (phase_ == Phase::kRunning) {
         spdlog::info("{} received", signal_name(sig));
         begin_drain();

@@ -126,6 +126,13 @@ void ServiceManager::stopping(std::string_view status, uint64_t extend_ns) {
        "\nEXTEND_TIMEOUT_USEC=" + std::to_string(extend_ns / 1000));
 }
 
+void ServiceManager::reloading() {
+  last_status_ = "reloading";
+  last_status_ns_ = monotonic_ns();
+  send("RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=" +
+       std::to_string(monotonic_ns() / 1000));
+}
+
 void ServiceManager::failed(std::string_view status, int err) {
   send("STATUS=" + std::string(status) + "\nERRNO=" + std::to_string(err));
 }

@@ -53,6 +53,9 @@ class ServiceManager {
   // STOPPING=1 with STATUS= and EXTEND_TIMEOUT_USEC= (how long stopping may
   // still take); again while draining, to extend the stop timeout.
   void stopping(std::string_view status, uint64_t extend_ns);
+  // A reload begins: RELOADING=1 and MONOTONIC_USEC= in one datagram
+  // (ready() ends it, success or not).
+  void reloading();
   // A fatal start error: STATUS= and ERRNO=.
   void failed(std::string_view status, int err);
 

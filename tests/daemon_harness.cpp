@@ -647,4 +647,30 @@ void check_same_roles(TestDaemon& d, Client& c, const std::vector<pid_t>& roles)
   CHECK(num(counters, "deaths_by_exit") == 0);
 }
 
+std::string answer_as_uid(const std::string& socket, uid_t uid, const std::string& request) {
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  sp::UniqueFd rd(fds[0]), wr(fds[1]);
+  pid_t child = ::fork();
+  if (child == 0) {
+    rd.reset();
+    if (::setgid(uid) != 0 || ::setuid(uid) != 0) _exit(2);
+    std::string line;
+    try {
+      Client c(socket);
+      c.send_line(request);
+      if (auto got = c.read_line(10)) line = *got;
+    } catch (...) {
+    }
+    [[maybe_unused]] ssize_t n = ::write(wr.get(), line.data(), line.size());
+    _exit(0);
+  }
+  wr.reset();
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(rd.get(), buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  ::waitpid(child, nullptr, 0);
+  return out;
+}
+
 }  // namespace sp::test

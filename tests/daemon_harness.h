@@ -245,6 +245,11 @@ std::vector<pid_t> role_pids(const TestDaemon& d);
 // Nothing crashed or was restarted: the roles are still the processes `roles`.
 void check_same_roles(TestDaemon& d, Client& c, const std::vector<pid_t>& roles);
 
+// Connects as `uid` (from a child process; needs root) and sends one
+// request line; returns the answer line, or "" if the daemon closed the
+// connection without one.
+std::string answer_as_uid(const std::string& socket, uid_t uid, const std::string& request);
+
 // Checks after the daemon exited: its socket file, spool directory and
 // /dev/shm entry are gone, and none of `former_children` nor any process carrying its shm name
 // in its argv (its roles) is alive.

@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <fstream>
 #include <string>
 
 #include "tests/daemon_harness.h"
@@ -135,6 +136,32 @@ TEST_CASE("a fatal start error sends STATUS= and ERRNO= before the exit", "[syst
   CHECK_THAT(*m, Contains("STATUS=cannot start: another shell-poold is already listening"));
   CHECK_THAT(*m, Contains("ERRNO=" + std::to_string(EADDRINUSE)));
   stop_cleanly(first);
+}
+
+TEST_CASE("a reload sends RELOADING=1 with MONOTONIC_USEC, then READY=1 saying how it ended",
+          "[systemd][reload]") {
+  TempDir tmp;
+  NotifySocket notify(tmp.path() + "/notify");
+  const std::string config = tmp.path() + "/shell-pool.toml";
+  std::ofstream(config) << "default-timeout = 30\n";
+  START_DAEMON(
+      d, DaemonOptions{.flags = {"--workers", "1", "--config", config}, .env = {notify.env()}});
+  REQUIRE(notify.until("READY=1"));
+  std::ofstream(config) << "default-timeout = 20\n";
+  REQUIRE(::kill(d.pid(), SIGHUP) == 0);
+  auto reloading = notify.until("RELOADING=1");
+  REQUIRE(reloading);
+  CHECK_THAT(*reloading, Contains("MONOTONIC_USEC="));
+  auto ready = notify.until("READY=1");
+  REQUIRE(ready);
+  CHECK_THAT(*ready, Contains("reloaded: configuration generation 2"));
+  std::ofstream(config) << "queue-size = 2\n";
+  REQUIRE(::kill(d.pid(), SIGHUP) == 0);
+  REQUIRE(notify.until("RELOADING=1"));
+  ready = notify.until("READY=1");
+  REQUIRE(ready);
+  CHECK_THAT(*ready, Contains("reload failed: restart required to change --queue-size"));
+  stop_cleanly(d);
 }
 
 TEST_CASE("an abstract NOTIFY_SOCKET works too", "[systemd]") {

@@ -12,6 +12,7 @@
 #include "common/roles.h"
 #include "common/signals.h"
 #include "common/sys.h"
+#include "shm/role_config.h"
 
 namespace sp::worker {
 
@@ -31,7 +32,7 @@ Loop::Loop(const Options& o, shm::Segment seg)
            .rec = rec_,
            .cgroups = cgroups_,
            .poller = poller_,
-           .default_grace_ms = seg_.header().config.kill_grace_ms,
+           .default_grace_ms = shm::read_config(seg_.header()).kill_grace_ms,
            .spool_scratch = spool_scratch_},
       entries_(seg_.caps().jobs_per_worker) {}
 
@@ -53,7 +54,8 @@ Status Loop::init() {
   if (!dn) return dn.error();
   devnull_ = std::move(*dn);
   env_.devnull = devnull_.get();
-  if (const char* spool_dir = seg_.header().config.spool_dir; *spool_dir) {
+  const shm::RoleConfig config = shm::read_config(seg_.header());
+  if (const char* spool_dir = config.spool_dir; *spool_dir) {
     auto dir = new_fd("open the spool directory",
                       [&] { return ::open(spool_dir, O_PATH | O_DIRECTORY | O_CLOEXEC); });
     if (!dir) return Error{dir.error().code, dir.error().context + " " + spool_dir};
@@ -90,6 +92,7 @@ int Loop::run() {
       return roles::kExitRecycled;
     }
     rec_.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    follow_log_level();
     auto n = poller_.wait(events, int(seg_.caps().tick_ms));
     if (!n) {
       spdlog::critical("{}", n.error().message());
@@ -103,6 +106,15 @@ int Loop::run() {
   }
   spdlog::info("stopped");
   return 0;
+}
+
+// A live reload may change the log level; the rest of the configuration a
+// worker reads only at start (a new generation of workers reads the new one).
+void Loop::follow_log_level() {
+  const uint64_t generation = shm::config_generation(seg_.header());
+  if (generation == config_generation_) return;
+  config_generation_ = generation;
+  spdlog::set_level(spdlog::level::level_enum(shm::read_config(seg_.header()).log_level));
 }
 
 void Loop::dispatch(Tag t) {

@@ -53,6 +53,7 @@ class Loop {
   void on_timer();
   void arm_timer();
   void begin_shutdown();
+  void follow_log_level();
 
   Options o_;
   shm::Segment seg_;
@@ -68,8 +69,9 @@ class Loop {
   std::vector<Entry> entries_;
   uint32_t active_ = 0;
   bool want_submit_ = false;
-  uint64_t claimed_ = 0;   // jobs taken, for --recycle-after
-  uint64_t armed_ns_ = 0;  // deadline the timerfd is armed for, 0: disarmed
+  uint64_t claimed_ = 0;            // jobs taken, for --recycle-after
+  uint64_t armed_ns_ = 0;           // deadline the timerfd is armed for, 0: disarmed
+  uint64_t config_generation_ = 1;  // the configuration whose log level we use
   UniqueFd signal_fd_, timer_, devnull_, spool_dir_;
 };
 

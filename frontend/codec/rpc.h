@@ -28,8 +28,10 @@ enum class Code : int {
   NotFound = -32001,       // unknown session_id / job_id
   LimitExceeded = -32002,  // request line too long, too many sessions, spec too large...
   ShuttingDown = -32003,
-  SpawnFailed = -32004,  // reserved; spawn failures are normally reported in the result
-  WrongState = -32005,   // the job's state does not allow it: data {"state": ...}
+  SpawnFailed = -32004,   // reserved; spawn failures are normally reported in the result
+  WrongState = -32005,    // the job's state does not allow it: data {"state": ...}
+  Forbidden = -32006,     // the caller may not do this (reload: only the daemon's uid and root)
+  ReloadFailed = -32007,  // the new configuration was not applied; the old one stays
 };
 
 struct RpcError {

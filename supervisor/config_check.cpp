@@ -1,0 +1,59 @@
+#include "supervisor/config_check.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/log.h"
+#include "shm/role_config.h"
+
+namespace sp::supervisor {
+
+void derive(Config& c) {
+  c.caps.jobs_per_worker = c.jobs_per_worker();
+  // Roles beat at least 4 times per hang timeout, so an idle one is never taken for hung.
+  if (c.hang_timeout_s > 0)
+    c.caps.tick_ms = uint32_t(std::clamp(c.hang_timeout_s * 1000 / 4, 10.0, 1000.0));
+  c.role.log_level = int32_t(spdlog::level::from_str(c.log_level));
+}
+
+Status check(const Config& c) {
+  // Defaults above their ceilings would refuse jobs for params they never sent.
+  const shm::RoleConfig& role = c.role;
+  if (role.max_timeout_s > 0 && role.default_timeout_s > role.max_timeout_s)
+    return Error{0, "--default-timeout is above --max-timeout"};
+  for (const auto& [name, field] : shm::kLimitNames)
+    if (role.max_limits.*field && role.default_limits.*field > role.max_limits.*field)
+      return Error{0, "--limit " + std::string(name) + " is above its --max-limit"};
+  if (spdlog::level::from_str(c.log_level) == spdlog::level::off && c.log_level != "off")
+    return Error{0, "--log-level " + c.log_level +
+                        ": not one of trace, debug, info, warn, error, critical, off"};
+  return role_config(c).status();
+}
+
+Result<shm::RoleConfig> role_config(const Config& c) {
+  shm::RoleConfig r = c.role;
+  if (Status st = shm::set_env_pass(r, c.env_pass); !st) return st.error();
+  if (Status st = shm::set_allow_uids(r, c.allow_uids); !st) return st.error();
+  return r;
+}
+
+std::vector<std::string> restart_required(const Config& running, const Config& next) {
+  std::vector<std::string> flags;
+  auto differs = [&](bool changed, const char* flag) {
+    if (changed) flags.emplace_back(flag);
+  };
+  const shm::Capacities &a = running.caps, &b = next.caps;
+  differs(running.socket_path != next.socket_path, "--socket");
+  differs(a.workers != b.workers, "--workers");
+  differs(a.jobs_per_worker != b.jobs_per_worker, "--max-concurrent");
+  differs(a.job_slots != b.job_slots, "--queue-size");
+  differs(a.job_records != b.job_records, "--retain-jobs");
+  differs(a.spool_bytes != b.spool_bytes, "--spool-bytes");
+  differs(running.hang_timeout_s != next.hang_timeout_s, "--hang-timeout");
+  differs(running.spool_dir != next.spool_dir, "--spool-dir");
+  differs(running.cgroups != next.cgroups, "--cgroups");
+  differs(running.env_pass != next.env_pass, "--env-pass");
+  return flags;
+}
+
+}  // namespace sp::supervisor
