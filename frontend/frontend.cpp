@@ -197,6 +197,7 @@ int Frontend::run() {
   const uint64_t tick_ns = uint64_t(seg_.caps().tick_ms) * 1'000'000;
   uint64_t next_tick_ns = monotonic_ns() + tick_ns;
   for (;;) {
+    follow_config();  // one atomic load: a new generation is taken before any request
     int timeout = detached_.next_wait_ms(int(seg_.caps().tick_ms));  // bounded: see n == 0
     if (stopping_) {
       if (!out_.any_unsent() || monotonic_ns() >= stop_deadline) break;
@@ -213,7 +214,6 @@ int Frontend::run() {
     // not only when idle: a busy connection must not starve it.
     if (uint64_t now = monotonic_ns(); n == 0 || now >= next_tick_ns) {
       next_tick_ns = now + tick_ns;
-      follow_config();
       check_draining();
       service_all();
       detached_.expire();
@@ -224,7 +224,6 @@ int Frontend::run() {
         out_.accept_all();
       } else if (t == kBell) {
         bell_.acknowledge();
-        follow_config();
         check_draining();
         service_all();
       } else if (t == kSignal) {
@@ -256,11 +255,16 @@ rpc::Object Frontend::health() const {
   const shm::JobTable& jobs = queue_.jobs();
   uint64_t now = monotonic_ns();
   rpc::Array workers;
-  for (uint32_t i = 0; i < caps.workers; ++i) {
+  uint64_t max_concurrent = 0;
+  for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
     const shm::WorkerSlot& w = seg_.worker(i);
+    const shm::WorkerUse use = w.use.load();
+    if (use == shm::WorkerUse::kUnused) continue;
+    if (use == shm::WorkerUse::kServing) max_concurrent += w.jobs_at_once.load();
     uint64_t beat = w.heartbeat_ns.load();
     workers.push_back(
         rpc::Object{{"index", i},
+                    {"state", use == shm::WorkerUse::kServing ? "serving" : "retiring"},
                     {"pid", w.pid.load()},
                     {"running", w.running.load()},
                     {"incarnation", w.incarnation.load()},
@@ -301,7 +305,7 @@ rpc::Object Frontend::health() const {
       {"jobs", rpc::Object{{"queued", queued},
                            {"running", running},
                            {"queue_capacity", caps.job_slots},
-                           {"max_concurrent", caps.workers * caps.jobs_per_worker}}},
+                           {"max_concurrent", max_concurrent}}},
       {"connections", out_.size()},
       {"output_buffered_bytes", attached_.held_bytes()},
       {"output_budget", o_.output_budget},
@@ -312,7 +316,7 @@ rpc::Object Frontend::health() const {
                                {"capacity", records_.size()},
                                {"spool_used_bytes", seg_.spool_budget().used()},
                                {"spool_bytes", caps.spool_bytes}}},
-      {"config", reloads_.describe()},
+      {"config", reloads_.describe(config_generation_)},
       {"isolation", isolation_name(o_.isolation)},
       {"isolation_note", o_.isolation_note},  // which jobs get cgroups, or why none do
       {"counters", std::move(counters)}};

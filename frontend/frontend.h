@@ -17,8 +17,8 @@ namespace sp::frontend {
 // The fds the frontend inherits (supervisor/roles.h fixes their numbers):
 // the listening socket (a copy: the supervisor keeps its own, so a restarted
 // frontend serves the same socket), its doorbell, the workers' shared
-// submission doorbell, and each worker's doorbell (worker i's is
-// first_worker_bell + i).
+// submission doorbell, and the doorbell of each worker slot (slot i's is
+// first_worker_bell + i, for every one of shm::kWorkerSlots).
 struct Fds {
   int listen = -1;
   int bell = -1;

@@ -17,7 +17,7 @@ JobQueue::JobQueue(const shm::RoleConfig& o, const Fds& fds, const shm::Segment&
       records_(seg),
       submit_(&seg.header().submit_bell, fds.submit),
       specs_(o, std::move(base_env)) {
-  for (uint32_t i = 0; i < seg.caps().workers; ++i)
+  for (uint32_t i = 0; i < shm::kWorkerSlots; ++i)
     worker_bells_.emplace_back(&seg.worker(i).bell, fds.first_worker_bell + int(i));
 }
 

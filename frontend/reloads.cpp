@@ -51,9 +51,9 @@ void Reloads::service() {
   });
 }
 
-rpc::Object Reloads::describe() const {
+rpc::Object Reloads::describe(uint64_t generation_in_use) const {
   const shm::ReloadState& state = seg_.header().reload;
-  rpc::Object o{{"generation", shm::config_generation(seg_.header())},
+  rpc::Object o{{"generation", generation_in_use},
                 {"loaded_at_ms", state.loaded_unix_ms.load()},
                 {"reloads_ok", state.reloads_ok.load()},
                 {"reloads_failed", state.reloads_failed.load()}};

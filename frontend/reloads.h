@@ -24,8 +24,10 @@ class Reloads {
   void add_methods(MethodTable& methods);
   // Answers the calls a finished reload covered (call on every bell and tick).
   void service();
-  // The `config` section of health: generation, when loaded, the last reload.
-  rpc::Object describe() const;
+  // The `config` section of health: the generation the frontend uses (it
+  // takes a new one on its next loop turn after the supervisor published
+  // it), when it was loaded, the last reload.
+  rpc::Object describe(uint64_t generation_in_use) const;
 
  private:
   struct Waiting {

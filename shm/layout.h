@@ -23,8 +23,11 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 8;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 9;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
+// Worker slots: room for a serving generation and a retiring one at once
+// (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
+inline constexpr uint32_t kWorkerSlots = 2 * kMaxWorkers;
 // Owner stamp of a queued job taken off the queue by the frontend or the
 // supervisor (to cancel it) rather than by a worker.
 inline constexpr uint8_t kOwnerController = 0xff;
@@ -156,6 +159,10 @@ struct ReloadState {
   char last_message[kReloadMessageBytes];  // what it did or why it failed; NUL-terminated
 };
 
+// What a worker slot is used for. A retiring worker takes no new jobs and
+// exits (recycled) once its jobs have ended; it is not restarted.
+enum class WorkerUse : uint32_t { kUnused = 0, kServing = 1, kRetiring = 2 };
+
 struct alignas(64) Header {
   uint64_t magic;
   uint32_t layout_version;
@@ -207,8 +214,10 @@ struct alignas(64) WorkerSlot {
   std::atomic<uint64_t> spool_from;
   std::atomic<RecordRef> spool_record;
   std::atomic<uint32_t> ready;  // the incarnation that finished its start (the worker writes it)
-  std::atomic<DeathKind> last_death;  // written by the supervisor
-  BellWord bell;                      // frontend/supervisor -> this worker
+  std::atomic<DeathKind> last_death;   // written by the supervisor
+  std::atomic<WorkerUse> use;          // written by the supervisor
+  std::atomic<uint32_t> jobs_at_once;  // this worker's bound, written before it starts
+  BellWord bell;                       // frontend/supervisor -> this worker
 };
 
 // Job states. Terminal states are >= kExited.
@@ -362,7 +371,7 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 8, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 9, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, spool_bytes) == 40);
 static_assert(sizeof(Counters) == 136);
@@ -382,6 +391,7 @@ static_assert(sizeof(WorkerSlot) == 128 && offsetof(WorkerSlot, heartbeat_ns) ==
               offsetof(WorkerSlot, spool_reserved) == 24 &&
               offsetof(WorkerSlot, spool_from) == 32 && offsetof(WorkerSlot, spool_record) == 40 &&
               offsetof(WorkerSlot, ready) == 44 && offsetof(WorkerSlot, last_death) == 48 &&
+              offsetof(WorkerSlot, use) == 52 && offsetof(WorkerSlot, jobs_at_once) == 56 &&
               offsetof(WorkerSlot, bell) == 64);
 static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, pgid) == 12 && offsetof(JobSlot, spec_words) == 16 &&

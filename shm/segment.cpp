@@ -27,7 +27,7 @@ Offsets compute_offsets(const Capacities& caps) {
   o.ring_cells = std::bit_ceil(2 * caps.job_slots);
   uint64_t at = up64(sizeof(Header));
   o.workers = at;
-  at = up64(at + sizeof(WorkerSlot) * kMaxWorkers);
+  at = up64(at + sizeof(WorkerSlot) * kWorkerSlots);
   o.jobs = at;
   at = up64(at + sizeof(JobSlot) * uint64_t(caps.job_slots));
   o.ring = at;

@@ -44,8 +44,6 @@ std::vector<std::string> restart_required(const Config& running, const Config& n
   };
   const shm::Capacities &a = running.caps, &b = next.caps;
   differs(running.socket_path != next.socket_path, "--socket");
-  differs(a.workers != b.workers, "--workers");
-  differs(a.jobs_per_worker != b.jobs_per_worker, "--max-concurrent");
   differs(a.job_slots != b.job_slots, "--queue-size");
   differs(a.job_records != b.job_records, "--retain-jobs");
   differs(a.spool_bytes != b.spool_bytes, "--spool-bytes");

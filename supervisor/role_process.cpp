@@ -16,7 +16,7 @@ namespace sp::supervisor {
 namespace {
 
 constexpr int kFirstFd = 3;
-constexpr size_t kMaxFds = 128;
+constexpr size_t kMaxFds = 256;  // the frontend's: 3 + shm::kWorkerSlots
 
 // In the forked child: async-signal-safe calls only; on failure the errno
 // goes to the error pipe and the child exits.

@@ -57,11 +57,14 @@ struct Role {
   }
   // The incarnation started last finished its start: it serves.
   bool reported_ready() const { return ready->load() == incarnation->load(); }
+  // A worker slot's use (the frontend is always serving).
+  shm::WorkerUse slot_use() const { return use ? use->load() : shm::WorkerUse::kServing; }
 
   std::string name;  // "frontend", "worker 0"
   std::atomic<uint32_t>* incarnation = nullptr;
   std::atomic<uint32_t>* ready = nullptr;
   std::atomic<shm::DeathKind>* last_death = nullptr;
+  std::atomic<shm::WorkerUse>* use = nullptr;  // a worker's slot use
   RoleProcess process;
   uint64_t started_ns = 0;
   uint64_t restart_at_ns = 0;  // 0: no restart pending
@@ -127,6 +130,9 @@ class Supervisor {
   bool all_ready() const;
   std::string status_line() const;
   void notify(uint64_t now);
+  void retire(uint32_t index);
+  std::string resize_workers(uint32_t count);
+  uint32_t serving_workers() const;
   void reload();
   Result<std::string> apply_reload();
 
@@ -197,12 +203,16 @@ Status Supervisor::setup() {
   };
   if (Status s = efd(submit_efd_); !s) return s;
   if (Status s = efd(frontend_efd_); !s) return s;
-  worker_efds_.resize(cfg_.caps.workers);
-  for (uint32_t i = 0; i < cfg_.caps.workers; ++i) {
+  // Every slot gets its doorbell now: the frontend inherits them all, so a
+  // reload that starts workers in other slots needs no new frontend.
+  worker_efds_.resize(shm::kWorkerSlots);
+  for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
     if (Status s = efd(worker_efds_[i]); !s) return s;
     workers_.emplace_back("worker " + std::to_string(i), cfg_);
     shm::WorkerSlot& slot = seg_->worker(i);
     workers_[i].bind(slot.incarnation, slot.ready, slot.last_death);
+    workers_[i].use = &slot.use;
+    slot.use.store(i < cfg_.caps.workers ? shm::WorkerUse::kServing : shm::WorkerUse::kUnused);
     // A worker's jobs without cgroups of their own share its cgroup, and
     // their OOM kills would count as its own: only with every job in its own
     // cgroup does a worker get one.
@@ -284,14 +294,22 @@ Result<std::string> Supervisor::apply_reload() {
   const shm::RoleConfig& role = next.role;
   if (!cgroups_.enabled() && (role.default_limits.memory_bytes || role.max_limits.memory_bytes))
     return Error{ENOTSUP, "memory_bytes limits need per-job cgroups: " + cgroups_.why_not()};
+  // Workers to replace: a new generation in free slots, the old one retires.
+  const bool resize = next.caps.workers != cfg_.caps.workers ||
+                      next.caps.jobs_per_worker != cfg_.caps.jobs_per_worker;
+  if (resize && serving_workers() + next.caps.workers > shm::kWorkerSlots)
+    return Error{0,
+                 "a replacement of the workers is still under way (the retiring ones finish "
+                 "their jobs first); reload again when health shows none retiring"};
   cfg_ = std::move(next);
   if (Status st = write_role_config(); !st) return st.error();
+  std::string workers = resize ? "; " + resize_workers(cfg_.caps.workers) : "";
   spdlog::set_level(spdlog::level::level_enum(cfg_.role.log_level));
   const uint64_t window = uint64_t(cfg_.restart_window_s * 1e9);
   frontend_.restarts.set_bound(cfg_.max_restarts, window);
   for (Role& w : workers_) w.restarts.set_bound(cfg_.max_restarts, window);
   return "configuration generation " + std::to_string(shm::config_generation(seg_->header())) +
-         " in use";
+         " in use" + workers;
 }
 
 // Starts `role` with `args` and `fds` (at their fixed numbers, common/roles.h).
@@ -333,6 +351,7 @@ void Supervisor::start_worker(uint32_t i) {
   shm::WorkerSlot& rec = seg_->worker(i);
   rec.incarnation.fetch_add(1);
   rec.running.store(0);
+  rec.jobs_at_once.store(cfg_.caps.jobs_per_worker);
   auto args = common_args();
   args.insert(args.begin(), {"worker", "--index", std::to_string(i)});
   if (cfg_.recycle_after) {  // up to 10 % jitter, so workers do not recycle at once
@@ -375,9 +394,12 @@ void Supervisor::reap() {
 
 void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t index) {
   role.process.reaped();
+  const bool retiring = role.slot_use() == shm::WorkerUse::kRetiring;
   if (!is_frontend && WIFEXITED(status) && WEXITSTATUS(status) == roles::kExitRecycled) {
-    // A planned exit with no job left: restart now, no repair, no crash count.
+    // A planned exit with no job left: no repair, no crash count; restarted
+    // at once, unless a reload retired it.
     seg_->worker(index).pid.store(0);
+    if (retiring) return retire(index);
     seg_->header().counters.recycles.fetch_add(1);
     if (phase_ != Phase::kStopping) role.restart_at_ns = monotonic_ns();
     return;
@@ -414,10 +436,18 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
       shm::cancel_queued(*seg_, "cancelled: the daemon is shutting down");
   }
   ring_all();
+  if (retiring) return retire(index);  // its successor serves already
   // While draining, running and requeued jobs still need their workers; a
   // frontend is not restarted then (the listening socket is already closed).
   if (phase_ == Phase::kRunning || (phase_ == Phase::kDraining && !is_frontend))
     schedule_restart(role, was_ready);
+}
+
+// A retired worker is gone: its slot is free for a later generation.
+void Supervisor::retire(uint32_t index) {
+  workers_[index].restart_at_ns = 0;
+  seg_->worker(index).use.store(shm::WorkerUse::kUnused);
+  spdlog::info("worker {} retired", index);
 }
 
 // Deaths by cause, for `health` (hang kills are counted when we kill).
@@ -642,7 +672,7 @@ int Supervisor::run() {
   spdlog::info("listening on {} with {} workers, up to {} jobs at once, queue {}, shm {} ({} MiB)",
                cfg_.socket_path, cfg_.caps.workers, cfg_.caps.jobs_per_worker * cfg_.caps.workers,
                cfg_.caps.job_slots, shm_name_, seg_->size() >> 20);
-  for (uint32_t i = 0; i < workers_.size(); ++i) start_worker(i);
+  for (uint32_t i = 0; i < cfg_.caps.workers; ++i) start_worker(i);
   start_frontend();
 
   for (;;) {
@@ -693,20 +723,23 @@ int Supervisor::run() {
 
 // Every role's current incarnation finished its start.
 bool Supervisor::all_ready() const {
-  auto ready = [](const Role& r) { return r.process.running() && r.reported_ready(); };
+  auto ready = [](const Role& r) {
+    return r.slot_use() != shm::WorkerUse::kServing || (r.process.running() && r.reported_ready());
+  };
   return ready(frontend_) && std::all_of(workers_.begin(), workers_.end(), ready);
 }
 
 std::string Supervisor::status_line() const {
   uint32_t busy = 0, queued = 0, running = 0;
   for (uint32_t i = 0; i < workers_.size(); ++i) busy += seg_->worker(i).running.load() > 0;
+  const uint32_t serving = serving_workers();
   const shm::JobTable jobs = seg_->jobs();
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     shm::JobState s = jobs.load(i).state;
     queued += s == shm::JobState::kQueued;
     running += s == shm::JobState::kClaimed || s == shm::JobState::kRunning;
   }
-  return std::to_string(workers_.size()) + " workers (" + std::to_string(busy) + " busy), " +
+  return std::to_string(serving) + " workers (" + std::to_string(busy) + " busy), " +
          std::to_string(queued) + " jobs queued, " + std::to_string(running) + " running";
 }
 
@@ -728,6 +761,39 @@ void Supervisor::notify(uint64_t now) {
         "draining: " + std::to_string(shm::unfinished_jobs(*seg_)) + " jobs unfinished",
         left + 2 * kStopKillAfterNs);
   }
+}
+
+uint32_t Supervisor::serving_workers() const {
+  return uint32_t(std::count_if(workers_.begin(), workers_.end(), [](const Role& w) {
+    return w.slot_use() == shm::WorkerUse::kServing;
+  }));
+}
+
+// A reload changed the worker count (or each one's bound): `count` new
+// workers start in free slots and take new jobs at once; the serving ones
+// retire: they claim nothing more, finish what they run, and exit. No
+// queued job waits for a retiring worker, and none runs twice.
+std::string Supervisor::resize_workers(uint32_t count) {
+  std::vector<uint32_t> old, fresh;
+  for (uint32_t i = 0; i < workers_.size(); ++i) {
+    shm::WorkerUse use = workers_[i].slot_use();
+    if (use == shm::WorkerUse::kServing) old.push_back(i);
+    if (use == shm::WorkerUse::kUnused && fresh.size() < count) fresh.push_back(i);
+  }
+  for (uint32_t i : fresh) {
+    seg_->worker(i).use.store(shm::WorkerUse::kServing);
+    workers_[i].restarts = RestartPolicy(cfg_.max_restarts, uint64_t(cfg_.restart_window_s * 1e9));
+    start_worker(i);
+  }
+  for (uint32_t i : old) {
+    seg_->worker(i).use.store(shm::WorkerUse::kRetiring);
+    workers_[i].restart_at_ns = 0;
+    // One that is down (waiting for its restart) has nothing to finish.
+    if (!workers_[i].process.running()) retire(i);
+  }
+  ring_all();  // the retiring ones see it; the new ones find the queued jobs
+  return std::to_string(count) + " new workers; " + std::to_string(old.size()) +
+         " retiring once their jobs end";
 }
 
 // Running: restarts that are due.

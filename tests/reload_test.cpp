@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <string>
@@ -81,8 +82,7 @@ TEST_CASE("a bad configuration at reload is refused whole and the one in use sta
       {"default-timeout = \"soon\"\n", "default-timeout"},
       {"default-timeout = 30\nmax-timeout = 5\n", "above --max-timeout"},
       {"default-timeout = 30\nqueue-size = 8\n", "restart required to change --queue-size"},
-      {"default-timeout = 30\nmax-concurrent = 300\n",
-       "restart required to change --max-concurrent"},
+      {"default-timeout = 30\nretain-jobs = 8\n", "restart required to change --retain-jobs"},
       {"default-timeout = 30\nno-such-option = 1\n", "no-such-option"},
       {"default-timeout = 30\nlimit = [\"open_files=lots\"]\n", "open_files"}};
   for (const auto& [toml, says] : bad) {
@@ -151,5 +151,66 @@ TEST_CASE("reload is allowed only to the daemon's own uid and root", "[daemon][r
   json::object cfg = config_of(c);
   CHECK(num(cfg, "generation") == 1);
   CHECK_FALSE(cfg.contains("last_reload"));  // nothing was tried
+  stop_cleanly(d);
+}
+
+TEST_CASE("a reload that changes --workers replaces them: the old finish their jobs, then exit",
+          "[daemon][reload][workers]") {
+  TempDir tmp;
+  const std::string config = tmp.path() + "/shell-pool.toml";
+  write_config(config, "workers = 1\n");
+  // The harness counts workers from --workers only: wait for health instead.
+  START_DAEMON(d, DaemonOptions{.flags = {"--config", config}, .wait_workers = false});
+  Client c(d.socket());
+  auto serving = [&](size_t n) {
+    return wait_until(
+        [&] {
+          json::array ws = health(c).at("workers").as_array();
+          size_t ready = 0;
+          for (const json::value& w : ws)
+            ready += str(w.as_object(), "state") == "serving" && w.as_object().at("ready") == true;
+          return ready == n && ws.size() == n;
+        },
+        20);
+  };
+  REQUIRE(serving(1));
+  const pid_t old_worker = pid_t(num(health(c).at("workers").as_array()[0].as_object(), "pid"));
+  // A job that runs across the replacement, on the old worker.
+  const std::string gate = tmp.path() + "/gate", ran = tmp.path() + "/ran";
+  Client running(d.socket());
+  REQUIRE(running.send_line(Client::request(
+      1, "execute", sh(until_file(gate) + "; echo old >> " + ran + "; echo finished"))));
+  REQUIRE(wait_until([&] { return num(health(c).at("jobs").as_object(), "running") == 1; }, 10));
+
+  write_config(config, "workers = 2\n");
+  json::object r = result_of(c.call("reload", nullptr));
+  CHECK_THAT(str(r, "message"), Contains("2 new workers; 1 retiring"));
+  // The old worker retires (still running its job), two new ones serve.
+  json::array ws = health(c).at("workers").as_array();
+  CHECK(ws.size() == 3);
+  // New jobs run on the new generation, each exactly once, while the old job runs.
+  for (int i = 0; i < 6; ++i)
+    CHECK(str(execute(c, sh("echo new >> " + ran + "; echo ok")), "stdout") == "ok\n");
+  const std::vector<pid_t> pids = d.worker_pids();
+  CHECK(std::find(pids.begin(), pids.end(), old_worker) != pids.end());  // still finishing
+  open_gate(gate);
+  auto done = running.read_json(20);
+  REQUIRE(done);
+  json::object first = result_of(done->as_object());
+  CHECK(str(first, "status") == "exited");  // not lost: it ran to its end
+  CHECK(str(first, "stdout") == "finished\n");
+  // Then the old worker exits and is not restarted.
+  REQUIRE(serving(2));
+  CHECK(wait_until([&] { return ::kill(old_worker, 0) != 0; }, 10));
+  CHECK(read_file(ran) == "new\nnew\nnew\nnew\nnew\nnew\nold\n");
+  json::object counters = health(c).at("counters").as_object();
+  CHECK(num(counters, "lost") == 0);
+  CHECK(num(counters, "worker_restarts") == 0);
+  CHECK_THAT(d.log(), Contains("worker 0 retired"));
+  // And back down to one.
+  write_config(config, "workers = 1\n");
+  CHECK_THAT(str(result_of(c.call("reload", nullptr)), "message"), Contains("1 new workers"));
+  REQUIRE(serving(1));
+  CHECK(str(execute(c, sh("echo one")), "stdout") == "one\n");
   stop_cleanly(d);
 }

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/timerfd.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "common/clock.h"
@@ -34,7 +35,7 @@ Loop::Loop(const Options& o, shm::Segment seg)
            .poller = poller_,
            .default_grace_ms = shm::read_config(seg_.header()).kill_grace_ms,
            .spool_scratch = spool_scratch_},
-      entries_(seg_.caps().jobs_per_worker) {}
+      entries_(std::max<uint32_t>(rec_.jobs_at_once.load(), 1)) {}
 
 Status Loop::init() {
   // Inherited at fixed numbers by dup2, which clears FD_CLOEXEC: set it again,
@@ -88,7 +89,8 @@ int Loop::run() {
     }
     if (env_.shutting_down && active_ == 0) break;
     if (recycling() && active_ == 0) {
-      spdlog::info("recycled after {} jobs", claimed_);
+      spdlog::info("{} after {} jobs",
+                   rec_.use.load() == shm::WorkerUse::kRetiring ? "retired" : "recycled", claimed_);
       return roles::kExitRecycled;
     }
     rec_.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
@@ -163,8 +165,11 @@ void Loop::set_submit_interest(bool want) {
   }
 }
 
+// Taking no new jobs, to exit once the running ones have ended: after
+// --recycle-after jobs, or retired by a live reload that replaced us.
 bool Loop::recycling() const {
-  return o_.recycle_after && claimed_ >= o_.recycle_after;
+  return (o_.recycle_after && claimed_ >= o_.recycle_after) ||
+         rec_.use.load(std::memory_order_relaxed) == shm::WorkerUse::kRetiring;
 }
 
 void Loop::claim_more() {
