@@ -24,6 +24,7 @@ struct Config {
   double restart_window_s = 30;
   uint64_t recycle_after = 0;  // restart a worker after about this many jobs; 0: never
   std::string log_level = "info";
+  std::string log_format = "auto";                               // common/log.h
   isolation::CgroupMode cgroups = isolation::CgroupMode::kAuto;  // per-job cgroups
   std::string spool_dir;  // where the instance's spool directory is made; "": the socket's
   // Lists the flags collect; the supervisor writes them into `role`, checking

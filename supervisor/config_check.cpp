@@ -51,6 +51,7 @@ std::vector<std::string> restart_required(const Config& running, const Config& n
   differs(running.spool_dir != next.spool_dir, "--spool-dir");
   differs(running.cgroups != next.cgroups, "--cgroups");
   differs(running.env_pass != next.env_pass, "--env-pass");
+  differs(running.log_format != next.log_format, "--log-format");
   return flags;
 }
 

@@ -87,6 +87,11 @@ void add_process_flags(CLI::App& app, Config& cfg) {
       ->capture_default_str();
   app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  app.add_option("--log-format", cfg.log_format,
+                 "text (timestamped), journal (<N> priority prefixes, no timestamps), json (one "
+                 "object a line), or auto: journal when stderr is systemd's journal, else text")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "text", "journal", "json"}));
   app.add_option("--env-pass", cfg.env_pass,
                  "Name of a daemon environment variable jobs also get (repeatable); jobs get "
                  "only PATH HOME USER LOGNAME SHELL LANG LC_ALL TZ TMPDIR otherwise");
@@ -194,6 +199,7 @@ CLI::App* add_role_command(CLI::App& app, const std::string& role, RoleFlags& fl
   cmd->add_option("--shm", flags.shm_name)->required();
   if (role == "worker") cmd->add_option("--index", flags.index)->required();
   cmd->add_option("--log-level", flags.log_level);
+  cmd->add_option("--log-format", flags.log_format);
   return cmd;
 }
 

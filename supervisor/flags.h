@@ -26,6 +26,7 @@ struct RoleFlags {
   std::string shm_name;
   uint32_t index = 0;  // worker only
   std::string log_level = "info";
+  std::string log_format = "text";  // the supervisor passes it resolved (never auto)
 };
 CLI::App* add_role_command(CLI::App& app, const std::string& role, RoleFlags& flags);
 

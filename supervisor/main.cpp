@@ -42,18 +42,22 @@ int main(int argc, char** argv) {
   worker->add_option("--frontend-fd", wo.frontend_fd)->required();
   worker->add_option("--cgroups", wo.cgroups);
   worker->add_option("--log-level", role.log_level);
+  worker->add_option("--log-format", role.log_format);
 
   CLI11_PARSE(app, argc, argv);
   cfg.args.assign(argv + 1, argv + argc);
+  const sp::LogFormat role_format =
+      sp::parse_log_format(role.log_format).value_or(sp::LogFormat::kText);
 
   if (*worker) {
-    sp::init_logging("worker " + std::to_string(wo.index), role.log_level);
+    sp::init_logging("worker " + std::to_string(wo.index), role.log_level, role_format);
     return sp::worker::run(wo);
   }
   if (*frontend) {
-    sp::init_logging("frontend", role.log_level);
+    sp::init_logging("frontend", role.log_level, role_format);
     return sp::frontend::run(role.shm_name, kFrontendFds);
   }
-  sp::init_logging("supervisor", cfg.log_level);
+  sp::init_logging("supervisor", cfg.log_level,
+                   sp::parse_log_format(cfg.log_format).value_or(sp::LogFormat::kAuto));
   return sp::supervisor::run(cfg);
 }

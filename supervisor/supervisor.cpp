@@ -34,6 +34,7 @@
 #include "supervisor/config_check.h"
 #include "supervisor/flags.h"
 #include "supervisor/listener.h"
+#include "supervisor/log_limiter.h"
 #include "supervisor/restart_policy.h"
 #include "supervisor/role_process.h"
 #include "supervisor/systemd.h"
@@ -73,6 +74,10 @@ struct Role {
   std::string cgroup;          // its memory cgroup's name (Cgroups::prepare_role)
   uint64_t oom_base = 0;       // OOM kills in that cgroup when it was started
   RestartPolicy restarts;
+  // Its deaths are logged 5 times per 10 s at most (a kill storm); the rest
+  // at debug level, counted in the next one logged.
+  LogLimiter death_log{5, 10'000'000'000};
+  bool quiet = false;  // this death is past the bound
 };
 
 // Removes the job files ("job-<digits>") a daemon left in its spool
@@ -235,7 +240,11 @@ Status Supervisor::setup() {
 }
 
 std::vector<std::string> Supervisor::common_args() const {
-  return {"--shm", shm_name_, "--log-level", cfg_.log_level};
+  // Roles log as we do: "auto" resolved here, on the stderr they inherit.
+  const LogFormat format =
+      resolve_log_format(parse_log_format(cfg_.log_format).value_or(LogFormat::kAuto));
+  return {"--shm",        shm_name_,      "--log-level",
+          cfg_.log_level, "--log-format", log_format_name(format)};
 }
 
 // What the roles read from the segment: the flags' values, and what the
@@ -407,7 +416,14 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
   const bool expected = phase_ == Phase::kStopping;
   const bool was_ready = role.reported_ready();
   role.oom_killed = killed_by_oom(role, status);
-  auto log = expected ? spdlog::level::info : spdlog::level::warn;
+  uint64_t left_out = 0;
+  role.quiet = !role.death_log.allow(monotonic_ns(), &left_out);
+  if (left_out)
+    spdlog::warn("{}: {} more deaths were logged at debug level only (at most 5 per 10 s)",
+                 role.name, left_out);
+  auto log = role.quiet ? spdlog::level::debug
+             : expected ? spdlog::level::info
+                        : spdlog::level::warn;
   spdlog::log(log, "{} {}{}", role.name, death_cause(role, status),
               was_ready || expected ? "" : " before it was ready (a boot failure)");
   if (!expected) {
@@ -510,13 +526,16 @@ void Supervisor::schedule_restart(Role& role, bool was_ready) {
     return;
   }
   role.restart_at_ns = now + *delay;
+  const auto level = role.quiet ? spdlog::level::debug : spdlog::level::info;
+  role.quiet = false;
   if (was_ready)
-    spdlog::info("restarting {} in {} ms (it had been ready: restarted however often it dies)",
-                 role.name, *delay / kMs);
+    spdlog::log(level,
+                "restarting {} in {} ms (it had been ready: restarted however often it dies)",
+                role.name, *delay / kMs);
   else
-    spdlog::info("restarting {} in {} ms (boot failure {} of at most {} within {} s)", role.name,
-                 *delay / kMs, role.restarts.boot_failures(), cfg_.max_restarts,
-                 cfg_.restart_window_s);
+    spdlog::log(level, "restarting {} in {} ms (boot failure {} of at most {} within {} s)",
+                role.name, *delay / kMs, role.restarts.boot_failures(), cfg_.max_restarts,
+                cfg_.restart_window_s);
 }
 
 void Supervisor::begin_drain() {

@@ -1,6 +1,8 @@
-// The supervisor's restart policy (supervisor/restart_policy.h).
+// The supervisor's restart policy (supervisor/restart_policy.h) and the bound
+// on how often it logs a role's deaths (supervisor/log_limiter.h).
 #include <catch2/catch.hpp>
 
+#include "supervisor/log_limiter.h"
 #include "supervisor/restart_policy.h"
 
 using sp::supervisor::RestartPolicy;
@@ -76,4 +78,20 @@ TEST_CASE("a role that stayed up for a healthy period backs off from the floor a
   CHECK(p.on_death(started, started + RestartPolicy::kHealthyNs + 1, kReady, no_jitter) ==
         RestartPolicy::kFloorNs);
   CHECK(p.streak() == 1);
+}
+
+// ---- the death-log bound (supervisor/log_limiter.h) ----
+
+TEST_CASE("at most `burst` messages per window; the next one allowed says how many were not") {
+  sp::supervisor::LogLimiter limit(2, 10 * kS);
+  uint64_t left_out = 99;
+  CHECK(limit.allow(1, &left_out));
+  CHECK(left_out == 0);
+  CHECK(limit.allow(2, &left_out));
+  CHECK_FALSE(limit.allow(3, &left_out));
+  CHECK_FALSE(limit.allow(4, &left_out));
+  CHECK(limit.allow(1 + 10 * kS, &left_out));  // a new window
+  CHECK(left_out == 2);
+  CHECK(limit.allow(2 + 10 * kS, &left_out));
+  CHECK(left_out == 0);
 }
