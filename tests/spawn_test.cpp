@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -261,6 +262,35 @@ TEST_CASE("the job's resource limits are set in the child", "[spawn]") {
   CHECK(limit_of(limits, "Max open files") == std::pair<std::string, std::string>{"64", "64"});
   CHECK(limit_of(limits, "Max file size") ==
         std::pair<std::string, std::string>{"1048576", "1048576"});
+}
+
+TEST_CASE("a limit at or above the hard limit is no further limit, without privileges", "[spawn]") {
+  // In a child of ours: its hard limits lowered, and (as root) without the
+  // privilege to raise them again, as an unprivileged daemon runs.
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    rlimit nofile{256, 512}, cpu{50, 50};
+    if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0 || ::setrlimit(RLIMIT_CPU, &cpu) != 0) _exit(10);
+    if (::getuid() == 0 && ::setresuid(65534, 65534, 65534) != 0) _exit(11);
+    Command c({"/bin/cat", "/proc/self/limits"});
+    c.spec.limits.open_files = UINT64_MAX;  // "unlimited", as a client may write it
+    c.spec.limits.cpu_seconds = 100;
+    auto p = start(c);
+    if (!p) _exit(12);
+    std::string limits = read_to_eof(*p, kStdout);
+    pollfd exited{p->pidfd(), POLLIN, 0};
+    if (::poll(&exited, 1, 10'000) != 1 || p->kill_and_reap().code != 0) _exit(13);
+    if (limit_of(limits, "Max open files") != std::pair<std::string, std::string>{"512", "512"})
+      _exit(14);
+    if (limit_of(limits, "Max cpu time") != std::pair<std::string, std::string>{"50", "50"})
+      _exit(15);
+    _exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // 12: the job could not start
 }
 
 TEST_CASE("kill_and_reap reports the signal and clears the published process group", "[spawn]") {

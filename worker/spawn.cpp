@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 #include <utility>
@@ -127,6 +128,15 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
     // (catchable: time to clean up), then the kernel's SIGKILL.
     bool room = value < RLIM_INFINITY - 1;
     rlimit rl{rlim_t(value), rlim_t(resource == RLIMIT_CPU && room ? value + 1 : value)};
+    // At or above the hard limit we run under: no further limit. (Only a
+    // daemon with CAP_SYS_RESOURCE could raise it; asking for more than the
+    // ceiling is not an error.)
+    rlimit now{};
+    if (::getrlimit(resource, &now) == 0 && now.rlim_max != RLIM_INFINITY &&
+        rl.rlim_max > now.rlim_max) {
+      rl.rlim_max = now.rlim_max;
+      rl.rlim_cur = std::min(rl.rlim_cur, now.rlim_max);
+    }
     if (::setrlimit(resource, &rl) < 0) fail(Step::kSetrlimit);
   }
   // Every disposition back to the default: a handler of ours would not exist
