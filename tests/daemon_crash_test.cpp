@@ -302,27 +302,10 @@ TEST_CASE("a worker killed again and again after it was ready is restarted howev
           "[daemon][crash][restart]") {
   START_DAEMON(d, {"--workers", "2", "--max-restarts", "2", "--restart-window", "30"});
   Client c(d.socket());
-  pid_t last = 0;
   constexpr int kKills = 6;
-  for (int kill_no = 0; kill_no < kKills; ++kill_no) {
-    INFO("kill " << kill_no);
-    // Kill each incarnation only once it reported ready: a kill before that
-    // would be a boot failure.
-    pid_t w = 0;
-    REQUIRE(wait_until(
-        [&] {
-          auto h = c.try_call("health", nullptr, 5);
-          if (!h) return false;
-          json::object r = result_of(*h);
-          const json::object& w0 = r.at("workers").as_array().at(0).as_object();
-          w = pid_t(num(w0, "pid"));
-          return w != 0 && w != last && w0.at("ready") == true;
-        },
-        15, 0.02));
-    REQUIRE(::kill(w, SIGKILL) == 0);
-    last = w;
-  }
-  REQUIRE(wait_until([&] { return d.worker_pid(0) != 0 && d.worker_pid(0) != last; }, 15));
+  // Each incarnation only once it reported ready: a kill before that would
+  // be a boot failure.
+  kill_ready_worker(d, c, kKills);
   CHECK(d.running());
   CHECK(str(execute(c, sh("echo still serving")), "stdout") == "still serving\n");
   json::object h = health(c);

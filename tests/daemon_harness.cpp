@@ -673,4 +673,25 @@ std::string answer_as_uid(const std::string& socket, uid_t uid, const std::strin
   return out;
 }
 
+void kill_ready_worker(TestDaemon& d, Client& c, int times) {
+  pid_t last = 0;
+  for (int kill_no = 0; kill_no < times; ++kill_no) {
+    INFO("kill " << kill_no);
+    pid_t w = 0;
+    REQUIRE(wait_until(
+        [&] {
+          auto h = c.try_call("health", nullptr, 5);
+          if (!h) return false;
+          json::object r = result_of(*h);
+          const json::object& w0 = r.at("workers").as_array().at(0).as_object();
+          w = pid_t(num(w0, "pid"));
+          return w != 0 && w != last && w0.at("ready") == true;
+        },
+        15, 0.02));
+    REQUIRE(::kill(w, SIGKILL) == 0);
+    last = w;
+  }
+  REQUIRE(wait_until([&] { return d.worker_pid(0) != 0 && d.worker_pid(0) != last; }, 15));
+}
+
 }  // namespace sp::test

@@ -250,6 +250,11 @@ void check_same_roles(TestDaemon& d, Client& c, const std::vector<pid_t>& roles)
 // connection without one.
 std::string answer_as_uid(const std::string& socket, uid_t uid, const std::string& request);
 
+// Kills worker 0 `times` times, each incarnation once it reported ready
+// (health), then waits for the next one to start. Fails the test if one
+// does not come.
+void kill_ready_worker(TestDaemon& d, Client& c, int times);
+
 // Checks after the daemon exited: its socket file, spool directory and
 // /dev/shm entry are gone, and none of `former_children` nor any process carrying its shm name
 // in its argv (its roles) is alive.

@@ -88,23 +88,7 @@ TEST_CASE("--log-format json: one object a line", "[daemon][logging]") {
 TEST_CASE("a kill storm logs at most 5 deaths of a role per 10 s", "[daemon][logging]") {
   START_DAEMON(d, {"--workers", "1"});
   Client c(d.socket());
-  pid_t last = 0;
-  for (int kill_no = 0; kill_no < 7; ++kill_no) {
-    pid_t w = 0;
-    REQUIRE(wait_until(
-        [&] {
-          auto h = c.try_call("health", nullptr, 5);
-          if (!h) return false;
-          json::object r = result_of(*h);
-          const json::object& w0 = r.at("workers").as_array().at(0).as_object();
-          w = pid_t(num(w0, "pid"));
-          return w != 0 && w != last && w0.at("ready") == true;
-        },
-        15, 0.02));
-    REQUIRE(::kill(w, SIGKILL) == 0);
-    last = w;
-  }
-  REQUIRE(wait_until([&] { return d.worker_pid(0) != 0 && d.worker_pid(0) != last; }, 15));
+  kill_ready_worker(d, c, 7);
   stop_cleanly(d);
   CHECK(count_of(d.log(), "worker 0 killed by signal KILL") == 5);
 }
