@@ -4,7 +4,8 @@
 // crash_point() is linked from one of two files. The shipped shell-poold
 // links no_crash_points.cpp, where it does nothing. The test-only binary
 // shell-poold-crashpoints links crash_points.cpp, where the process SIGKILLs
-// itself at the point named by SHELL_POOL_CRASH_POINT, once per daemon: the
+// itself (or sends itself SHELL_POOL_CRASH_SIGNAL, a number: 11 models a
+// crash) at the point named by SHELL_POOL_CRASH_POINT, once per daemon: the
 // first process to create the file SHELL_POOL_CRASH_MARKER (O_EXCL) dies,
 // later ones (a restarted worker, say) go on. Without a marker every pass
 // dies. Callable from any process and thread; never between vfork and exec.

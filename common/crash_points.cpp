@@ -18,7 +18,12 @@ void crash_point(const char* name) {
     UniqueFd once(::open(marker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!once) return;  // another process (or an earlier life) already died here
   }
-  ::kill(::getpid(), SIGKILL);
+  // SIGKILL: a death at any instruction with no cleanup. SHELL_POOL_CRASH_SIGNAL
+  // (a number) models a crash instead (SIGSEGV: the role's own fault).
+  const char* crash = std::getenv("SHELL_POOL_CRASH_SIGNAL");
+  const int sig = crash ? std::atoi(crash) : SIGKILL;
+  ::signal(sig, SIG_DFL);  // no handler of ours (or a sanitizer's) in the way
+  ::kill(::getpid(), sig);
 }
 
 }  // namespace sp

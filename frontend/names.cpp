@@ -65,6 +65,8 @@ const char* death_kind_name(shm::DeathKind k) {
       return "after_ready";
     case shm::DeathKind::kBootFailure:
       return "boot_failure";
+    case shm::DeathKind::kKilledStarting:
+      return "killed_starting";
     case shm::DeathKind::kNone:
       break;
   }

@@ -22,8 +22,9 @@ const char* plan_kind_name(shm::PlanKind kind);  // "" for kNotAPlan
 
 // "process-group", "cgroup-v1" or "cgroup-v2".
 const char* isolation_name(shm::Isolation i);
-// How a role's last unplanned death counted: "none", "after_ready" (restarted
-// however often) or "boot_failure" (counts toward the crash-loop bound).
+// How a role's last unplanned death counted: "none", "after_ready" or
+// "killed_starting" (restarted however often), "boot_failure" (counts toward
+// the crash-loop bound).
 const char* death_kind_name(shm::DeathKind k);
 
 // null for 0, "SIGTERM" for a named signal, else its number.

@@ -138,10 +138,18 @@ struct alignas(64) BellWord {
   std::atomic<uint32_t> pending;
 };
 
-// How a role's last unplanned death counted (health): a role that dies after
-// it reported ready is restarted forever; one that dies before (a boot
-// failure) counts toward the crash-loop bound.
-enum class DeathKind : uint32_t { kNone = 0, kAfterReady = 1, kBootFailure = 2 };
+// How a role's last unplanned death counted (health). A role that dies after
+// it reported ready is restarted forever. One that fails before it is ready
+// by its own doing (an exit, a crash signal, a hang, the OOM killer, an
+// exec that fails) is a boot failure and counts toward the crash-loop
+// bound; one killed from outside while it starts (SIGKILL, SIGTERM...: a
+// kill storm) is restarted and does not count.
+enum class DeathKind : uint32_t {
+  kNone = 0,
+  kAfterReady = 1,
+  kBootFailure = 2,
+  kKilledStarting = 3
+};
 
 // Live reload: the supervisor publishes a new RoleConfig and the result of
 // each reload; the frontend counts `reload` calls and waits for the answer.

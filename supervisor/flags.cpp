@@ -79,9 +79,10 @@ void add_process_flags(CLI::App& app, Config& cfg) {
                  "and restarted (0: never)")
       ->capture_default_str();
   app.add_option("--max-restarts", cfg.max_restarts,
-                 "A role that dies before it is ready (a boot failure) more often than this "
-                 "within --restart-window ends the daemon with exit status 70; a role that "
-                 "dies after it was ready is restarted however often (backoff 50 ms to 3 s)")
+                 "A role that fails before it is ready by its own doing (an exit, a crash, a "
+                 "hang: a boot failure) more often than this within --restart-window ends the "
+                 "daemon with exit status 70; a role that dies after it was ready, or is killed "
+                 "from outside while it starts, is restarted however often (backoff 50 ms to 3 s)")
       ->capture_default_str();
   app.add_option("--restart-window", cfg.restart_window_s, "Seconds, see --max-restarts")
       ->capture_default_str();

@@ -5,12 +5,12 @@
 namespace sp::supervisor {
 
 std::optional<uint64_t> RestartPolicy::on_death(uint64_t started_ns, uint64_t now_ns,
-                                                bool was_ready,
+                                                shm::DeathKind kind,
                                                 const std::function<uint64_t(uint64_t)>& jitter) {
   if (now_ns - started_ns > kHealthyNs) streak_ = 0;
-  if (was_ready) {
+  if (kind == shm::DeathKind::kAfterReady) {
     boot_failures_.clear();
-  } else {
+  } else if (kind == shm::DeathKind::kBootFailure) {
     while (!boot_failures_.empty() && now_ns - boot_failures_.front() > window_)
       boot_failures_.pop_front();
     boot_failures_.push_back(now_ns);

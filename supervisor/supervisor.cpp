@@ -117,7 +117,8 @@ class Supervisor {
   void count_death(const Role& role, int status) const;
   bool killed_by_oom(const Role& role, int status) const;
   std::string death_cause(const Role& role, int status) const;
-  void schedule_restart(Role& role, bool was_ready);
+  void schedule_restart(Role& role, shm::DeathKind kind);
+  shm::DeathKind death_kind(const Role& role, int status) const;
   void begin_drain();
   void begin_stop();
   void step_running(uint64_t now);
@@ -338,7 +339,7 @@ void Supervisor::start(Role& role, std::vector<std::string> args, std::vector<in
     spdlog::error("cannot start {}: {}", role.name, process.error().message());
     seg_->header().counters.boot_failures.fetch_add(1);
     role.last_death->store(shm::DeathKind::kBootFailure);
-    return schedule_restart(role, false);
+    return schedule_restart(role, shm::DeathKind::kBootFailure);
   }
   role.process = std::move(process).value();
   spdlog::info("started {} (pid {})", role.name, role.process.pid());
@@ -414,8 +415,8 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     return;
   }
   const bool expected = phase_ == Phase::kStopping;
-  const bool was_ready = role.reported_ready();
   role.oom_killed = killed_by_oom(role, status);
+  const shm::DeathKind kind = death_kind(role, status);
   uint64_t left_out = 0;
   role.quiet = !role.death_log.allow(monotonic_ns(), &left_out);
   if (left_out)
@@ -424,12 +425,17 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
   auto log = role.quiet ? spdlog::level::debug
              : expected ? spdlog::level::info
                         : spdlog::level::warn;
-  spdlog::log(log, "{} {}{}", role.name, death_cause(role, status),
-              was_ready || expected ? "" : " before it was ready (a boot failure)");
+  const char* counted = expected ? ""
+                        : kind == shm::DeathKind::kBootFailure
+                            ? " before it was ready (a boot failure)"
+                        : kind == shm::DeathKind::kKilledStarting
+                            ? " from outside while it started (not a boot failure)"
+                            : "";
+  spdlog::log(log, "{} {}{}", role.name, death_cause(role, status), counted);
   if (!expected) {
     count_death(role, status);
-    if (!was_ready) seg_->header().counters.boot_failures.fetch_add(1);
-    role.last_death->store(was_ready ? shm::DeathKind::kAfterReady : shm::DeathKind::kBootFailure);
+    if (kind == shm::DeathKind::kBootFailure) seg_->header().counters.boot_failures.fetch_add(1);
+    role.last_death->store(kind);
   }
   if (is_frontend) {
     shm::RepairReport r = shm::repair_after_frontend_death(*seg_);
@@ -456,7 +462,31 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
   // While draining, running and requeued jobs still need their workers; a
   // frontend is not restarted then (the listening socket is already closed).
   if (phase_ == Phase::kRunning || (phase_ == Phase::kDraining && !is_frontend))
-    schedule_restart(role, was_ready);
+    schedule_restart(role, kind);
+}
+
+// How a death counts. Before ready, the role's own doing (an exit, a crash
+// signal, a hang we killed it for, the OOM killer) is a boot failure; a
+// kill from outside (SIGKILL, SIGTERM, ... from an operator or a kill storm)
+// is not, since it says nothing about whether the role can start.
+shm::DeathKind Supervisor::death_kind(const Role& role, int status) const {
+  if (role.reported_ready()) return shm::DeathKind::kAfterReady;
+  if (role.hang_killed || role.oom_killed || !WIFSIGNALED(status))
+    return shm::DeathKind::kBootFailure;
+  switch (WTERMSIG(status)) {
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGILL:
+    case SIGFPE:
+    case SIGABRT:
+    case SIGSYS:
+    case SIGTRAP:
+    case SIGXCPU:
+    case SIGXFSZ:
+      return shm::DeathKind::kBootFailure;
+    default:
+      return shm::DeathKind::kKilledStarting;
+  }
 }
 
 // A retired worker is gone: its slot is free for a later generation.
@@ -512,9 +542,9 @@ void Supervisor::check_hangs(uint64_t now) {
 // A role that served is restarted however often it dies; one that keeps
 // dying before it is ready is a crash loop, which ends the daemon so that its
 // service manager takes over.
-void Supervisor::schedule_restart(Role& role, bool was_ready) {
+void Supervisor::schedule_restart(Role& role, shm::DeathKind kind) {
   uint64_t now = monotonic_ns();
-  auto delay = role.restarts.on_death(role.started_ns, now, was_ready, [](uint64_t n) {
+  auto delay = role.restarts.on_death(role.started_ns, now, kind, [](uint64_t n) {
     return n ? uint64_t(std::rand()) % (n + 1) : 0;  // jitter: restarts do not align
   });
   if (!delay) {
@@ -528,10 +558,9 @@ void Supervisor::schedule_restart(Role& role, bool was_ready) {
   role.restart_at_ns = now + *delay;
   const auto level = role.quiet ? spdlog::level::debug : spdlog::level::info;
   role.quiet = false;
-  if (was_ready)
-    spdlog::log(level,
-                "restarting {} in {} ms (it had been ready: restarted however often it dies)",
-                role.name, *delay / kMs);
+  if (kind != shm::DeathKind::kBootFailure)
+    spdlog::log(level, "restarting {} in {} ms (restarted however often it is killed)", role.name,
+                *delay / kMs);
   else
     spdlog::log(level, "restarting {} in {} ms (boot failure {} of at most {} within {} s)",
                 role.name, *delay / kMs, role.restarts.boot_failures(), cfg_.max_restarts,

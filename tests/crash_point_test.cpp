@@ -2,6 +2,7 @@
 // points, common/crash_point.h) makes a worker or the frontend SIGKILL itself
 // at one named instruction, once; each test checks that the job ends as the
 // crash table in docs/shm-layout.md says and that the daemon is whole after.
+#include <signal.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -16,12 +17,14 @@ namespace {
 
 // A daemon that dies once at `point`; the marker file says whether it did.
 struct CrashDaemon {
+  // `signal`: how it dies there (a number; SIGKILL by default, SIGSEGV for a crash).
   explicit CrashDaemon(const std::string& point,
-                       std::vector<std::string> flags = {"--workers", "1"})
+                       std::vector<std::string> flags = {"--workers", "1"}, int signal = SIGKILL)
       : marker(dir.path() + "/crashed"),
         daemon(DaemonOptions{
             .flags = std::move(flags),
-            .env = {"SHELL_POOL_CRASH_POINT=" + point, "SHELL_POOL_CRASH_MARKER=" + marker},
+            .env = {"SHELL_POOL_CRASH_POINT=" + point, "SHELL_POOL_CRASH_MARKER=" + marker,
+                    "SHELL_POOL_CRASH_SIGNAL=" + std::to_string(signal)},
             .binary = SHELL_POOLD_CRASHPOINTS}) {}
   bool crashed() const { return file_exists(marker); }
 
@@ -53,9 +56,9 @@ void check_whole(const TestDaemon& d) {
 
 // ---- the restart policy: boot failures ----
 
-TEST_CASE("a worker that dies once before it is ready is restarted, and health says how it died",
+TEST_CASE("a worker that crashes once before it is ready is restarted, and health says how",
           "[daemon][crashpoint][restart]") {
-  CrashDaemon cd("worker_start");
+  CrashDaemon cd("worker_start", {"--workers", "1"}, SIGSEGV);
   LogOnFailure log(cd.daemon);
   REQUIRE(cd.daemon.ready());
   CHECK(cd.crashed());
@@ -75,7 +78,8 @@ TEST_CASE("a worker that dies before it is ready every time is a crash loop: exi
   // No marker: every incarnation dies at the point.
   TestDaemon d(
       DaemonOptions{.flags = {"--workers", "1", "--max-restarts", "2", "--restart-window", "30"},
-                    .env = {"SHELL_POOL_CRASH_POINT=worker_start"},
+                    .env = {"SHELL_POOL_CRASH_POINT=worker_start",
+                            "SHELL_POOL_CRASH_SIGNAL=" + std::to_string(SIGSEGV)},
                     .wait_ready = false,
                     .binary = SHELL_POOLD_CRASHPOINTS});
   std::vector<pid_t> seen;
@@ -85,6 +89,27 @@ TEST_CASE("a worker that dies before it is ready every time is a crash loop: exi
   CHECK(*code == 70);
   CHECK_THAT(d.log(), Contains("failed to start 3 times within 30 s: giving up (a crash loop)"));
   check_left_nothing(d, seen);
+}
+
+TEST_CASE("a worker killed from outside while it starts, again and again, is no crash loop",
+          "[daemon][crashpoint][restart]") {
+  // Every incarnation SIGKILLed before it is ready (as a kill storm may do to
+  // a slow start): far more than --max-restarts, and the daemon serves on.
+  TestDaemon d(
+      DaemonOptions{.flags = {"--workers", "1", "--max-restarts", "2", "--restart-window", "30"},
+                    .env = {"SHELL_POOL_CRASH_POINT=worker_start"},
+                    .wait_ready = false,
+                    .binary = SHELL_POOLD_CRASHPOINTS});
+  LogOnFailure log(d);
+  REQUIRE(wait_until(
+      [&] { return count_of(d.log(), "from outside while it started (not a boot failure)") >= 5; },
+      30));
+  CHECK(d.running());
+  Client c = Client::connect_retry(d.socket(), 10);
+  json::object h = health(c);
+  CHECK(num(h.at("counters").as_object(), "boot_failures") == 0);
+  CHECK(str(h.at("workers").as_array().at(0).as_object(), "last_death") == "killed_starting");
+  stop_cleanly(d);
 }
 
 TEST_CASE("a worker that dies right after its claim: the job is requeued and runs once",

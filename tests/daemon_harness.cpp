@@ -694,4 +694,10 @@ void kill_ready_worker(TestDaemon& d, Client& c, int times) {
   REQUIRE(wait_until([&] { return d.worker_pid(0) != 0 && d.worker_pid(0) != last; }, 15));
 }
 
+int count_of(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 }  // namespace sp::test

@@ -60,6 +60,8 @@ pid_t parent_of(pid_t pid);         // 0 if gone
 std::vector<pid_t> pids_matching(std::string_view needle);
 
 bool file_exists(const std::string& path);  // lstat succeeds
+// How often `what` occurs in `text` (lines of a log, say).
+int count_of(const std::string& text, const std::string& what);
 std::string read_file(const std::string& path);
 
 // Gates: a job held at a point until the test lets it go on, where a `sleep`

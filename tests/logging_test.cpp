@@ -23,12 +23,6 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
-int count_of(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
-
 }  // namespace
 
 TEST_CASE("--log-format journal: <N> priority prefixes and no timestamps", "[daemon][logging]") {

@@ -11,7 +11,9 @@ namespace {
 
 constexpr uint64_t kS = 1'000'000'000;
 constexpr uint64_t kMs = RestartPolicy::kMs;
-constexpr bool kReady = true, kBooting = false;
+constexpr auto kReady = sp::shm::DeathKind::kAfterReady;
+constexpr auto kBooting = sp::shm::DeathKind::kBootFailure;
+constexpr auto kKilledStarting = sp::shm::DeathKind::kKilledStarting;
 uint64_t no_jitter(uint64_t) {
   return 0;
 }
@@ -59,6 +61,14 @@ TEST_CASE("boot failures older than the window no longer count") {
   for (uint64_t i = 1; i <= 3; ++i) CHECK(p.on_death(0, i * kS, kBooting, no_jitter));
   CHECK(p.on_death(0, 40 * kS, kBooting, no_jitter));  // the first three are out of the window
   CHECK(p.boot_failures() == 1);
+}
+
+TEST_CASE("a role killed from outside while it starts is restarted forever, and not counted") {
+  RestartPolicy p(3, 30 * kS);
+  for (uint64_t i = 1; i <= 2; ++i) CHECK(p.on_death(0, i * kS, kBooting, no_jitter));
+  for (uint64_t i = 3; i <= 100; ++i)
+    REQUIRE(p.on_death(0, i * kS / 10, kKilledStarting, no_jitter));
+  CHECK(p.boot_failures() == 2);  // neither counted nor cleared
 }
 
 TEST_CASE("a role that got ready again starts the boot-failure count anew") {

@@ -77,12 +77,6 @@ class NotifySocket {
   std::vector<std::string> seen_;
 };
 
-int count_of(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
-
 std::string environ_of(pid_t pid) {
   std::string env = read_file("/proc/" + std::to_string(pid) + "/environ");
   for (char& c : env)
