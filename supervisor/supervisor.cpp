@@ -44,7 +44,8 @@ namespace sp::supervisor {
 namespace {
 
 constexpr uint64_t kMs = 1'000'000;
-constexpr uint64_t kStopKillAfterNs = 5000 * kMs;  // children still alive then get SIGKILL
+constexpr uint64_t kStopKillAfterNs = 5000 * kMs;   // children still alive then get SIGKILL
+constexpr uint64_t kStartTimeoutNs = 10'000 * kMs;  // a role not ready by then is hung
 
 struct Role {
   Role(std::string n, const Config& c)
@@ -523,9 +524,14 @@ std::string Supervisor::death_cause(const Role& role, int status) const {
 // then repairs and restarts it like any other death.
 void Supervisor::check_hangs(uint64_t now) {
   if (cfg_.hang_timeout_s <= 0 || phase_ == Phase::kStopping) return;
-  const auto limit = uint64_t(cfg_.hang_timeout_s * 1e9);
+  const auto beat_limit = uint64_t(cfg_.hang_timeout_s * 1e9);
   auto check = [&](Role& role, uint64_t beat) {
     if (!role.process.running() || role.hang_killed) return;
+    // A role beats from its loop, which it enters when it is ready: until
+    // then its start may take longer than a short --hang-timeout (a large
+    // binary, a sanitizer build, a busy machine), up to kStartTimeoutNs.
+    const uint64_t limit =
+        role.reported_ready() ? beat_limit : std::max(beat_limit, kStartTimeoutNs);
     uint64_t last = std::max(beat, role.started_ns);  // a beat from before the restart is stale
     if (now <= last || now - last < limit) return;
     spdlog::warn("{} (pid {}) has not beaten its heartbeat for {} ms: killing it", role.name,
