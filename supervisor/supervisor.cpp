@@ -802,7 +802,10 @@ std::string Supervisor::status_line() const {
 void Supervisor::notify(uint64_t now) {
   manager_.ping_if_due(now);
   if (phase_ == Phase::kRunning) {
-    if (ready_sent_) return manager_.status("serving: " + status_line(), now);
+    if (ready_sent_) {  // the job table is scanned only when a STATUS= is due
+      if (manager_.status_due(now)) manager_.status("serving: " + status_line(), now);
+      return;
+    }
     if (!all_ready()) return;
     ready_sent_ = true;
     std::string status = "serving: " + status_line();

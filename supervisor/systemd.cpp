@@ -18,8 +18,6 @@ namespace sp::supervisor {
 
 namespace {
 
-constexpr uint64_t kStatusEveryNs = 1'000'000'000;
-
 // The variables of systemd's service protocol: for the supervisor only.
 constexpr const char* kProtocolVariables[] = {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
                                               "LISTEN_FDS",    "LISTEN_PID",    "LISTEN_FDNAMES"};
@@ -113,7 +111,7 @@ void ServiceManager::ready(std::string_view status) {
 }
 
 void ServiceManager::status(std::string_view status, uint64_t now_ns) {
-  if (status == last_status_ || now_ns - last_status_ns_ < kStatusEveryNs) return;
+  if (!status_due(now_ns) || status == last_status_) return;
   last_status_ = status;
   last_status_ns_ = now_ns;
   send("STATUS=" + std::string(status));

@@ -50,6 +50,10 @@ class ServiceManager {
   // STATUS=, sent only when it differs from the last one and at most once a
   // second (call it as often as you like).
   void status(std::string_view status, uint64_t now_ns);
+  // Whether status() would send now: notifying, and a second since the last.
+  bool status_due(uint64_t now_ns) const {
+    return notifying_ && now_ns - last_status_ns_ >= 1'000'000'000;
+  }
   // STOPPING=1 with STATUS= and EXTEND_TIMEOUT_USEC= (how long stopping may
   // still take); again while draining, to extend the stop timeout.
   void stopping(std::string_view status, uint64_t extend_ns);
