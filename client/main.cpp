@@ -102,7 +102,7 @@ struct Flags {
 struct Commands {
   CLI::App *exec, *run, *submit, *status, *wait, *logs, *cancel, *sig, *jobs, *forget;
   CLI::App *create, *list, *destroy;  // session ...
-  CLI::App* reload;
+  CLI::App *reload, *health, *metrics;
 };
 
 constexpr const char* kAbout =
@@ -198,6 +198,9 @@ Commands add_flags(CLI::App& app, Flags& f) {
   add_session_commands(app, f, c);
   c.reload = app.add_subcommand(
       "reload", "reload the daemon's configuration; returns when the reload is done");
+  c.health = app.add_subcommand("health", "print the daemon's pool state and counters as JSON");
+  c.metrics =
+      app.add_subcommand("metrics", "print the daemon's metrics (Prometheus text format 0.0.4)");
   return c;
 }
 
@@ -358,6 +361,16 @@ int reload_daemon(Client& client) {
   return 0;
 }
 
+int show_health(Client& client) {
+  std::cout << json::serialize(client.call("health", {})) << "\n";
+  return 0;
+}
+
+int show_metrics(Client& client) {
+  std::cout << json::value_to<std::string>(client.call("metrics", {}).at("text"));
+  return 0;
+}
+
 // Runs the subcommand that was given.
 int run_command(Client& client, const Flags& f, const Commands& c) {
   if (*c.exec) return exec_program(client, f);
@@ -374,6 +387,8 @@ int run_command(Client& client, const Flags& f, const Commands& c) {
   if (*c.list) return list_sessions(client);
   if (*c.destroy) return destroy_session(client, f);
   if (*c.reload) return reload_daemon(client);
+  if (*c.health) return show_health(client);
+  if (*c.metrics) return show_metrics(client);
   return 0;
 }
 

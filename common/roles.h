@@ -7,6 +7,8 @@
 namespace sp::roles {
 
 // The frontend's inherited fds; worker i's doorbell is kFirstWorkerBell + i.
+// With --metrics-listen its TCP socket follows the last worker bell, and
+// the frontend is told its number (--metrics-fd).
 enum FrontendFd : int { kListen = 3, kFrontendBell = 4, kFrontendSubmit = 5, kFirstWorkerBell = 6 };
 // A worker's inherited fds.
 enum WorkerFd : int { kWorkerSubmit = 3, kWorkerBell = 4, kWorkerFrontendBell = 5 };

@@ -23,12 +23,15 @@
 #include "frontend/job_queue.h"
 #include "frontend/job_views.h"
 #include "frontend/method_table.h"
+#include "frontend/metrics.h"
+#include "frontend/metrics_http.h"
 #include "frontend/names.h"
 #include "frontend/plans.h"
 #include "frontend/records.h"
 #include "frontend/reloads.h"
 #include "frontend/session_methods.h"
 #include "shm/doorbell.h"
+#include "shm/metrics.h"
 #include "shm/role_config.h"
 #include "shm/segment.h"
 #include "shm/session_table.h"
@@ -40,8 +43,9 @@ namespace sp::frontend {
 namespace {
 
 // Epoll tags below Connections::kFirstConnId that are the loop's own.
-enum Tag : uint64_t { kBell = 2, kSignal = 3 };
-static_assert(Connections::kListenTag < kBell && kSignal < Connections::kFirstConnId);
+enum Tag : uint64_t { kBell = 2, kSignal = 3, kMetricsListen = 4 };
+static_assert(Connections::kListenTag < kBell && kMetricsListen < Connections::kFirstConnId &&
+              Connections::kFirstConnId < MetricsHttp::kFirstConnTag);
 constexpr uint64_t kStopFlushNs = 1'000'000'000;  // on SIGTERM: time to write last answers
 
 UniqueFd open_dir(const char* path) {
@@ -88,6 +92,12 @@ class Frontend {
     session_methods_.add_methods(methods_);
     reloads_.add_methods(methods_);
     methods_.add("health", [this](Reply r) { out_.answer(r, health()); });
+    methods_.add("metrics", [this](Reply r) {
+      out_.answer(r, rpc::Object{{"content_type", kMetricsContentType}, {"text", metrics()}});
+    });
+    if (fds.metrics >= 0)
+      metrics_http_.emplace(epoll_.get(), UniqueFd(fds.metrics), kMetricsListen,
+                            [this] { return metrics(); });
   }
 
   Status init();
@@ -105,6 +115,10 @@ class Frontend {
     attached_.client_drained(conn);
   }
   rpc::Object health() const;
+  std::string metrics() const {
+    return render_metrics(seg_, {out_.size(), sessions_.count(), records_.live_count(),
+                                 attached_.held_bytes(), config_generation_});
+  }
   void follow_config();
 
   shm::Segment seg_;
@@ -128,6 +142,7 @@ class Frontend {
   DetachedJobs detached_;
   SessionMethods session_methods_;
   Reloads reloads_;
+  std::optional<MetricsHttp> metrics_http_;  // --metrics-listen
   bool stopping_ = false;
 };
 
@@ -165,6 +180,8 @@ Status Frontend::init() {
   if (!sfd) return sfd.error();
   signal_fd_ = std::move(*sfd);
   if (Status s = out_.start(); !s) return s;
+  if (metrics_http_)
+    if (Status s = metrics_http_->start(); !s) return s;
   for (auto [fd, t] : {std::pair{fds_.bell, kBell}, {signal_fd_.get(), kSignal}}) {
     epoll_event ev{EPOLLIN, {.u64 = t}};
     if (auto r =
@@ -217,11 +234,16 @@ int Frontend::run() {
       check_draining();
       service_all();
       detached_.expire();
+      if (metrics_http_) metrics_http_->expire(now);
     }
     for (int i = 0; i < n; ++i) {
       uint64_t t = events[i].data.u64;
       if (t == Connections::kListenTag) {
         out_.accept_all();
+      } else if (t == kMetricsListen) {
+        metrics_http_->accept_all();
+      } else if (metrics_http_ && metrics_http_->owns(t)) {
+        metrics_http_->on_event(t, events[i].events);
       } else if (t == kBell) {
         bell_.acknowledge();
         check_draining();
@@ -272,12 +294,7 @@ rpc::Object Frontend::health() const {
                     {"last_death", death_kind_name(w.last_death.load())},
                     {"heartbeat_age_ms", beat && now > beat ? (now - beat) / 1'000'000 : 0}});
   }
-  uint32_t queued = 0, running = 0;
-  for (uint32_t i = 0; i < jobs.size(); ++i) {
-    shm::JobState s = jobs.load(i).state;
-    queued += s == shm::JobState::kQueued;
-    running += s == shm::JobState::kClaimed || s == shm::JobState::kRunning;
-  }
+  const JobCounts job_counts = count_jobs(jobs);
   const shm::Counters& c = h.counters;
   rpc::Object counters{{"submitted", c.submitted.load()},
                        {"started", c.started.load()},
@@ -287,13 +304,13 @@ rpc::Object Frontend::health() const {
                        {"cancelled", c.cancelled.load()},
                        {"lost", c.lost.load()},
                        {"requeued", c.requeued.load()},
-                       {"worker_restarts", c.worker_restarts.load()},
-                       {"frontend_restarts", c.frontend_restarts.load()},
+                       {"worker_restarts", shm::deaths_of(c, shm::RoleKind::kWorker)},
+                       {"frontend_restarts", shm::deaths_of(c, shm::RoleKind::kFrontend)},
                        {"boot_failures", c.boot_failures.load()},
-                       {"hang_kills", c.hang_kills.load()},
-                       {"deaths_by_signal", c.deaths_signal.load()},
-                       {"deaths_by_exit", c.deaths_exit.load()},
-                       {"deaths_by_oom", c.deaths_oom.load()},
+                       {"hang_kills", shm::deaths_by(c, shm::DeathCause::kHang)},
+                       {"deaths_by_signal", shm::deaths_by(c, shm::DeathCause::kCrash)},
+                       {"deaths_by_exit", shm::deaths_by(c, shm::DeathCause::kExit)},
+                       {"deaths_by_oom", shm::deaths_by(c, shm::DeathCause::kOom)},
                        {"recycles", c.recycles.load()},
                        {"oom_kills", c.oom_kills.load()}};
   return rpc::Object{
@@ -302,11 +319,12 @@ rpc::Object Frontend::health() const {
       {"workers", std::move(workers)},
       {"frontend", rpc::Object{{"incarnation", h.frontend_incarnation.load()},
                                {"last_death", death_kind_name(h.frontend_last_death.load())}}},
-      {"jobs", rpc::Object{{"queued", queued},
-                           {"running", running},
+      {"jobs", rpc::Object{{"queued", job_counts.queued},
+                           {"running", job_counts.running},
                            {"queue_capacity", caps.job_slots},
                            {"max_concurrent", max_concurrent}}},
       {"connections", out_.size()},
+      {"metrics_listen", metrics_http_ ? rpc::Value(metrics_http_->address()) : rpc::Value()},
       {"output_buffered_bytes", attached_.held_bytes()},
       {"output_budget", o_.output_budget},
       {"output_budget_holds", attached_.budget_holds()},

@@ -24,6 +24,7 @@ struct Fds {
   int bell = -1;
   int submit = -1;
   int first_worker_bell = -1;
+  int metrics = -1;  // --metrics-listen's TCP socket (a copy), or -1
 };
 
 // Runs on the segment `shm_name`, whose header holds the configuration

@@ -1,5 +1,6 @@
 #include "frontend/job_queue.h"
 
+#include "common/clock.h"
 #include "common/crash_point.h"
 #include "shm/repair.h"
 
@@ -69,6 +70,7 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
     return *slot;
   }
   JobWord queued = allocated.with_state(JobState::kQueued);
+  jobs_.slot(*slot).queued_ns.store(monotonic_ns(), std::memory_order_relaxed);
   jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer
   crash_point("mid_enqueue");
   if (!ring_.push(*slot)) {
@@ -90,6 +92,7 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
 
 bool JobQueue::promote(uint32_t slot, JobWord waiting) {
   JobWord queued = waiting.with_state(JobState::kQueued);
+  jobs_.slot(slot).queued_ns.store(monotonic_ns(), std::memory_order_relaxed);
   if (!jobs_.transition(slot, waiting, queued)) return false;
   if (!ring_.push(slot)) {
     // The ring is full: wait for the next turn (unless a stale cell let a

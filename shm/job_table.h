@@ -83,6 +83,7 @@ class JobTable {
         s.cancel_signal.store(0, std::memory_order_relaxed);
         s.cancel_grace_ms.store(kCancelGraceDefault, std::memory_order_relaxed);
         s.signals.store(0, std::memory_order_relaxed);
+        s.queued_ns.store(0, std::memory_order_relaxed);
         s.out_head.store(0, std::memory_order_relaxed);
         s.out_tail.store(0, std::memory_order_relaxed);
         s.out_writer_waiting.store(0, std::memory_order_relaxed);

@@ -23,7 +23,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 9;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 10;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
 // (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
@@ -107,26 +107,54 @@ struct RoleConfig {
   int32_t log_level = 2;                  // spdlog::level::level_enum (2: info)
 };
 
-// Counters reported by `health`: monotonic, relaxed, any process may add.
+// Who a role is and why it was restarted: the rows and columns of
+// Counters::role_deaths (metrics: shell_pool_role_restarts_total{role,cause}).
+enum class RoleKind : uint32_t { kFrontend = 0, kWorker = 1 };
+inline constexpr uint32_t kRoleKinds = 2;
+enum class DeathCause : uint32_t {
+  kCrash = 0,        // killed by a signal we did not send
+  kExit = 1,         // exited on its own
+  kOom = 2,          // the kernel's OOM killer
+  kHang = 3,         // we killed it for a stale heartbeat
+  kStartFailed = 4,  // it could not be started at all (fork or exec failed)
+};
+inline constexpr uint32_t kDeathCauses = 5;
+
+// Counters reported by `health` and `metrics`: monotonic, relaxed, any
+// process may add.
 struct Counters {
   std::atomic<uint64_t> submitted;
   std::atomic<uint64_t> started;
-  std::atomic<uint64_t> finished;
+  std::atomic<uint64_t> finished;  // exited
   std::atomic<uint64_t> failed;
   std::atomic<uint64_t> timed_out;
   std::atomic<uint64_t> cancelled;
   std::atomic<uint64_t> lost;
   std::atomic<uint64_t> requeued;
-  std::atomic<uint64_t> worker_restarts;    // workers that died unplanned (crash, kill, hang)
-  std::atomic<uint64_t> frontend_restarts;  // the same for the frontend
-  std::atomic<uint64_t> boot_failures;      // of those, the ones that died before they were ready,
-                                            // and roles that could not be started at all
-  std::atomic<uint64_t> hang_kills;         // roles killed for a stale heartbeat
-  std::atomic<uint64_t> deaths_signal;      // roles killed by a signal we did not send (a crash)
-  std::atomic<uint64_t> deaths_oom;   // roles SIGKILLed while the kernel's OOM kill count rose
-  std::atomic<uint64_t> deaths_exit;  // roles that exited on their own
-  std::atomic<uint64_t> recycles;     // workers replaced by --recycle-after
-  std::atomic<uint64_t> oom_kills;    // jobs killed by their cgroup's memory limit
+  std::atomic<uint64_t> boot_failures;  // roles that died before they were ready by their own
+                                        // doing, and roles that could not be started at all
+  std::atomic<uint64_t> recycles;       // workers replaced by --recycle-after
+  std::atomic<uint64_t> oom_kills;      // jobs killed by their cgroup's memory limit
+  // Unplanned deaths (each one restarted unless the daemon stops), written by
+  // the supervisor: [RoleKind][DeathCause].
+  std::atomic<uint64_t> role_deaths[kRoleKinds][kDeathCauses];
+};
+
+// A histogram of durations: counts[i] holds the observations in
+// (bound[i-1], bound[i]] of its bounds (shm/metrics.h), the last one those
+// above every bound. Not cumulative, and no separate count: a reader sums
+// what it read, so +Inf always equals _count whatever writers are doing.
+inline constexpr uint32_t kHistogramBuckets = 16;
+struct Histogram {
+  std::atomic<uint64_t> counts[kHistogramBuckets];
+  std::atomic<uint64_t> sum_ns;
+};
+
+// What `metrics` exposes beyond Counters. Relaxed adds by any process.
+struct Metrics {
+  Histogram job_duration;  // start to end of jobs that ran (repair.cpp: publish_terminal)
+  Histogram queue_wait;    // queued to started (the worker, when it spawns)
+  std::atomic<uint64_t> output_bytes[2];  // read from jobs' stdout, stderr (the workers)
 };
 
 // A doorbell is an eventfd (inherited from the supervisor) plus this word:
@@ -195,6 +223,7 @@ struct alignas(64) Header {
   alignas(64) std::atomic<uint64_t> ring_tail;  // next position to produce
   alignas(64) Counters counters;
   ReloadState reload;
+  alignas(64) Metrics metrics;
 };
 
 // A job record named from shared memory: its index + 1, so that the zero a
@@ -278,6 +307,8 @@ struct alignas(64) JobSlot {
   std::atomic<uint64_t> signals;  // bit N-1: deliver signal N to the job (frontend sets, worker
                                   // takes them with one exchange)
   alignas(8) unsigned char result[256];  // Cap'n Proto JobResult, written before the terminal CAS
+  // CLOCK_MONOTONIC when the frontend queued it (a plan step: when its turn came).
+  std::atomic<uint64_t> queued_ns;
   // Output ring (single writer: the worker running the job; single reader: the frontend).
   alignas(64) std::atomic<uint64_t> out_head;  // bytes published by the writer (whole chunks)
   alignas(64) std::atomic<uint64_t> out_tail;  // bytes consumed by the reader
@@ -379,22 +410,26 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 9, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 10, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, spool_bytes) == 40);
-static_assert(sizeof(Counters) == 136);
+static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
+static_assert(sizeof(Histogram) == 136 && sizeof(Metrics) == 288);
 static_assert(sizeof(BellWord) == 64);
-static_assert(
-    sizeof(Header) == 8064 && offsetof(Header, caps) == 24 && offsetof(Header, config) == 72 &&
-    offsetof(Header, ring_cells) == 7160 && offsetof(Header, workers_off) == 7168 &&
-    offsetof(Header, outputs_off) == 7224 && offsetof(Header, spool_used) == 7232 &&
-    offsetof(Header, frontend_incarnation) == 7240 && offsetof(Header, draining) == 7244 &&
-    offsetof(Header, next_job_id) == 7248 && offsetof(Header, frontend_heartbeat_ns) == 7256 &&
-    offsetof(Header, started_unix_ms) == 7264 && offsetof(Header, frontend_ready) == 7272 &&
-    offsetof(Header, frontend_last_death) == 7276 && offsetof(Header, frontend_bell) == 7296 &&
-    offsetof(Header, submit_bell) == 7360 && offsetof(Header, ring_head) == 7424 &&
-    offsetof(Header, ring_tail) == 7488 && offsetof(Header, counters) == 7552 &&
-    offsetof(Header, reload) == 7688 && sizeof(ReloadState) == 320);
+static_assert(sizeof(Header) == 8384 && offsetof(Header, caps) == 24 &&
+              offsetof(Header, config) == 72 && offsetof(Header, ring_cells) == 7160 &&
+              offsetof(Header, workers_off) == 7168 && offsetof(Header, outputs_off) == 7224 &&
+              offsetof(Header, spool_used) == 7232 &&
+              offsetof(Header, frontend_incarnation) == 7240 &&
+              offsetof(Header, draining) == 7244 && offsetof(Header, next_job_id) == 7248 &&
+              offsetof(Header, frontend_heartbeat_ns) == 7256 &&
+              offsetof(Header, started_unix_ms) == 7264 &&
+              offsetof(Header, frontend_ready) == 7272 &&
+              offsetof(Header, frontend_last_death) == 7276 &&
+              offsetof(Header, frontend_bell) == 7296 && offsetof(Header, submit_bell) == 7360 &&
+              offsetof(Header, ring_head) == 7424 && offsetof(Header, ring_tail) == 7488 &&
+              offsetof(Header, counters) == 7552 && offsetof(Header, reload) == 7720 &&
+              sizeof(ReloadState) == 320 && offsetof(Header, metrics) == 8064);
 static_assert(sizeof(WorkerSlot) == 128 && offsetof(WorkerSlot, heartbeat_ns) == 16 &&
               offsetof(WorkerSlot, spool_reserved) == 24 &&
               offsetof(WorkerSlot, spool_from) == 32 && offsetof(WorkerSlot, spool_record) == 40 &&
@@ -407,8 +442,9 @@ static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, end_ns) == 40 && offsetof(JobSlot, result_words) == 48 &&
               offsetof(JobSlot, record) == 52 && offsetof(JobSlot, cancel_signal) == 56 &&
               offsetof(JobSlot, cancel_grace_ms) == 60 && offsetof(JobSlot, signals) == 64 &&
-              offsetof(JobSlot, result) == 72 && offsetof(JobSlot, out_head) == 384 &&
-              offsetof(JobSlot, out_tail) == 448 && offsetof(JobSlot, out_writer_waiting) == 456);
+              offsetof(JobSlot, result) == 72 && offsetof(JobSlot, queued_ns) == 328 &&
+              offsetof(JobSlot, out_head) == 384 && offsetof(JobSlot, out_tail) == 448 &&
+              offsetof(JobSlot, out_writer_waiting) == 456);
 static_assert(sizeof(SessionSlot) == 192 && offsetof(SessionSlot, env_bytes) == 4 &&
               offsetof(SessionSlot, created_unix_ms) == 8 && offsetof(SessionSlot, id) == 16 &&
               offsetof(SessionSlot, name) == 56);

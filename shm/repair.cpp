@@ -4,6 +4,7 @@
 
 #include "common/clock.h"
 #include "shm/codec.h"
+#include "shm/metrics.h"
 #include "shm/spool.h"
 
 namespace sp::shm {
@@ -13,9 +14,14 @@ bool publish_terminal(const Segment& seg, uint32_t slot, JobWord from, JobState 
   JobTable jobs = seg.jobs();
   JobSlot& s = jobs.slot(slot);
   s.result_words = encode_result(s.result, exit_code, sig, why);
-  s.end_ns.store(monotonic_ns(), std::memory_order_relaxed);
+  const uint64_t end = monotonic_ns();
+  s.end_ns.store(end, std::memory_order_relaxed);
   s.pgid.store(0, std::memory_order_relaxed);
   if (!jobs.transition(slot, from, from.with_state(state))) return false;
+  // Only jobs that ran have a duration (a job failed or cancelled before
+  // its start has none).
+  if (uint64_t start = s.start_ns.load(std::memory_order_relaxed); start && start <= end)
+    observe(seg.header().metrics.job_duration, kJobDurationBounds, end - start);
   auto& c = seg.header().counters;
   (state == JobState::kFailed      ? c.failed
    : state == JobState::kTimedOut  ? c.timed_out

@@ -26,7 +26,8 @@ struct Config {
   std::string log_level = "info";
   std::string log_format = "auto";                               // common/log.h
   isolation::CgroupMode cgroups = isolation::CgroupMode::kAuto;  // per-job cgroups
-  std::string spool_dir;  // where the instance's spool directory is made; "": the socket's
+  std::string spool_dir;       // where the instance's spool directory is made; "": the socket's
+  std::string metrics_listen;  // ADDRESS:PORT for GET /metrics; "": none
   // Lists the flags collect; the supervisor writes them into `role`, checking
   // their bounds (shm/role_config.h).
   std::vector<std::string> env_pass;

@@ -5,6 +5,7 @@
 
 #include "common/log.h"
 #include "shm/role_config.h"
+#include "supervisor/listener.h"
 
 namespace sp::supervisor {
 
@@ -27,6 +28,8 @@ Status check(const Config& c) {
   if (spdlog::level::from_str(c.log_level) == spdlog::level::off && c.log_level != "off")
     return Error{0, "--log-level " + c.log_level +
                         ": not one of trace, debug, info, warn, error, critical, off"};
+  if (!c.metrics_listen.empty())
+    if (auto a = parse_host_port(c.metrics_listen); !a) return a.error();
   return role_config(c).status();
 }
 
@@ -52,6 +55,7 @@ std::vector<std::string> restart_required(const Config& running, const Config& n
   differs(running.cgroups != next.cgroups, "--cgroups");
   differs(running.env_pass != next.env_pass, "--env-pass");
   differs(running.log_format != next.log_format, "--log-format");
+  differs(running.metrics_listen != next.metrics_listen, "--metrics-listen");
   return flags;
 }
 

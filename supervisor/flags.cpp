@@ -102,6 +102,11 @@ void add_process_flags(CLI::App& app, Config& cfg) {
       ->capture_default_str();
   app.add_option("--allow-uid", cfg.allow_uids,
                  "A uid that may connect besides the daemon's own and root (repeatable)");
+  app.add_option("--metrics-listen", cfg.metrics_listen,
+                 "Serve Prometheus metrics over HTTP (GET /metrics) on ADDRESS:PORT, e.g. "
+                 "127.0.0.1:9100 or [::1]:9100 (port 0: any free port, see health); anyone who "
+                 "can reach it may read them (counts only, never commands or output). Off by "
+                 "default; the metrics method answers on the socket either way");
   app.add_option("--max-inflight", cfg.role.max_inflight,
                  "Unfinished jobs per connection; beyond it the connection's further requests "
                  "wait")
@@ -199,6 +204,7 @@ CLI::App* add_role_command(CLI::App& app, const std::string& role, RoleFlags& fl
   CLI::App* cmd = app.add_subcommand(role, "")->group("");  // internal: started by the supervisor
   cmd->add_option("--shm", flags.shm_name)->required();
   if (role == "worker") cmd->add_option("--index", flags.index)->required();
+  if (role == "frontend") cmd->add_option("--metrics-fd", flags.metrics_fd);
   cmd->add_option("--log-level", flags.log_level);
   cmd->add_option("--log-format", flags.log_format);
   return cmd;

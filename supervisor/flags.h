@@ -27,6 +27,7 @@ struct RoleFlags {
   uint32_t index = 0;  // worker only
   std::string log_level = "info";
   std::string log_format = "text";  // the supervisor passes it resolved (never auto)
+  int metrics_fd = -1;              // frontend only: --metrics-listen's socket
 };
 CLI::App* add_role_command(CLI::App& app, const std::string& role, RoleFlags& flags);
 

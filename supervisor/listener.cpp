@@ -1,5 +1,7 @@
 #include "supervisor/listener.h"
 
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -65,6 +67,61 @@ Result<UniqueFd> listen_on(const std::string& path) {
   if (auto l = sys("listen", [&] { return ::listen(sock.get(), 1024); }); !l)
     return Error{l.error().code, "listen " + path};
   return sock;
+}
+
+Result<HostPort> parse_host_port(const std::string& address) {
+  auto bad = [&](const char* why) {
+    return Error{EINVAL, "--metrics-listen " + address + ": " + why +
+                             " (the form is ADDRESS:PORT, e.g. 127.0.0.1:9100 or [::1]:9100)"};
+  };
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad("no port");
+  HostPort hp{address.substr(0, colon), address.substr(colon + 1)};
+  if (hp.host.front() == '[') {
+    if (hp.host.size() < 3 || hp.host.back() != ']') return bad("an IPv6 address needs [ ]");
+    hp.host = hp.host.substr(1, hp.host.size() - 2);
+  } else if (hp.host.find(':') != std::string::npos) {
+    return bad("an IPv6 address needs [ ]");
+  }
+  if (hp.port.empty() || hp.port.size() > 5 ||
+      hp.port.find_first_not_of("0123456789") != std::string::npos || std::stoul(hp.port) > 65535)
+    return bad("the port must be 0..65535");
+  return hp;
+}
+
+Result<UniqueFd> listen_tcp(const std::string& address) {
+  auto hp = parse_host_port(address);
+  if (!hp) return hp.error();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (int r = ::getaddrinfo(hp->host.c_str(), hp->port.c_str(), &hints, &found); r != 0)
+    return Error{EINVAL, "--metrics-listen " + address + ": " + ::gai_strerror(r)};
+  Error last{EADDRNOTAVAIL, "--metrics-listen " + address + ": no address"};
+  for (addrinfo* a = found; a; a = a->ai_next) {
+    auto fd =
+        new_fd("socket", [&] { return ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0); });
+    if (!fd) {
+      last = fd.error();
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd->get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (auto b = sys("bind", [&] { return ::bind(fd->get(), a->ai_addr, a->ai_addrlen); }); !b) {
+      last = Error{b.error().code, "bind --metrics-listen " + address};
+      continue;
+    }
+    if (auto l = sys("listen", [&] { return ::listen(fd->get(), 64); }); !l) {
+      last = Error{l.error().code, "listen --metrics-listen " + address};
+      continue;
+    }
+    ::freeaddrinfo(found);
+    return std::move(fd).value();
+  }
+  ::freeaddrinfo(found);
+  return last;
 }
 
 }  // namespace sp::supervisor

@@ -55,7 +55,9 @@ int main(int argc, char** argv) {
   }
   if (*frontend) {
     sp::init_logging("frontend", role.log_level, role_format);
-    return sp::frontend::run(role.shm_name, kFrontendFds);
+    sp::frontend::Fds fds = kFrontendFds;
+    fds.metrics = role.metrics_fd;
+    return sp::frontend::run(role.shm_name, fds);
   }
   sp::init_logging("supervisor", cfg.log_level,
                    sp::parse_log_format(cfg.log_format).value_or(sp::LogFormat::kAuto));

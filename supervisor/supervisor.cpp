@@ -27,6 +27,7 @@
 #include "common/sys.h"
 #include "isolation/cgroups.h"
 #include "shm/doorbell.h"
+#include "shm/metrics.h"
 #include "shm/repair.h"
 #include "shm/role_config.h"
 #include "shm/segment.h"
@@ -48,8 +49,8 @@ constexpr uint64_t kStopKillAfterNs = 5000 * kMs;   // children still alive then
 constexpr uint64_t kStartTimeoutNs = 10'000 * kMs;  // a role not ready by then is hung
 
 struct Role {
-  Role(std::string n, const Config& c)
-      : name(std::move(n)), restarts(c.max_restarts, uint64_t(c.restart_window_s * 1e9)) {}
+  Role(std::string n, shm::RoleKind k, const Config& c)
+      : name(std::move(n)), kind(k), restarts(c.max_restarts, uint64_t(c.restart_window_s * 1e9)) {}
   // Its words in the segment (the frontend's in the Header, a worker's in its WorkerSlot).
   void bind(std::atomic<uint32_t>& incarnation_word, std::atomic<uint32_t>& ready_word,
             std::atomic<shm::DeathKind>& last_death_word) {
@@ -63,6 +64,7 @@ struct Role {
   shm::WorkerUse slot_use() const { return use ? use->load() : shm::WorkerUse::kServing; }
 
   std::string name;  // "frontend", "worker 0"
+  shm::RoleKind kind;
   std::atomic<uint32_t>* incarnation = nullptr;
   std::atomic<uint32_t>* ready = nullptr;
   std::atomic<shm::DeathKind>* last_death = nullptr;
@@ -104,7 +106,8 @@ std::string describe_status(int status) {
 
 class Supervisor {
  public:
-  explicit Supervisor(const Config& c) : cfg_(c), frontend_("frontend", c) {}
+  explicit Supervisor(const Config& c)
+      : cfg_(c), frontend_("frontend", shm::RoleKind::kFrontend, c) {}
   int run();
 
  private:
@@ -152,6 +155,7 @@ class Supervisor {
   std::string spool_dir_;        // the instance's spool directory (make_spool); "": none yet
   std::string shm_name_;
   UniqueFd listen_;
+  UniqueFd metrics_listen_;  // --metrics-listen; the frontend serves it
   std::optional<shm::Segment> seg_;
   isolation::Cgroups cgroups_;
   UniqueFd submit_efd_, frontend_efd_;
@@ -185,6 +189,11 @@ Status Supervisor::setup() {
     if (!sock) return sock.error();
     listen_ = std::move(sock).value();
   }
+  if (!cfg_.metrics_listen.empty()) {
+    auto sock = listen_tcp(cfg_.metrics_listen);
+    if (!sock) return sock.error();
+    metrics_listen_ = std::move(sock).value();
+  }
   if (Status st = make_spool(); !st) return st;
   auto seg = shm::Segment::create(shm_name_, cfg_.caps);
   if (!seg) return seg.error();
@@ -215,7 +224,7 @@ Status Supervisor::setup() {
   worker_efds_.resize(shm::kWorkerSlots);
   for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
     if (Status s = efd(worker_efds_[i]); !s) return s;
-    workers_.emplace_back("worker " + std::to_string(i), cfg_);
+    workers_.emplace_back("worker " + std::to_string(i), shm::RoleKind::kWorker, cfg_);
     shm::WorkerSlot& slot = seg_->worker(i);
     workers_[i].bind(slot.incarnation, slot.ready, slot.last_death);
     workers_[i].use = &slot.use;
@@ -339,6 +348,7 @@ void Supervisor::start(Role& role, std::vector<std::string> args, std::vector<in
   if (!process) {
     spdlog::error("cannot start {}: {}", role.name, process.error().message());
     seg_->header().counters.boot_failures.fetch_add(1);
+    shm::count_death(seg_->header().counters, role.kind, shm::DeathCause::kStartFailed);
     role.last_death->store(shm::DeathKind::kBootFailure);
     return schedule_restart(role, shm::DeathKind::kBootFailure);
   }
@@ -354,6 +364,10 @@ void Supervisor::start_frontend() {
   for (const UniqueFd& bell : worker_efds_) fds.push_back(bell.get());
   auto args = common_args();
   args.insert(args.begin(), "frontend");
+  if (metrics_listen_) {  // after the worker bells, its number in argv
+    args.insert(args.end(), {"--metrics-fd", std::to_string(roles::kListen + int(fds.size()))});
+    fds.push_back(metrics_listen_.get());
+  }
   frontend_stop_sent_ = false;
   start(frontend_, std::move(args), std::move(fds));
 }
@@ -443,7 +457,6 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     if (r.cancelled || r.released)
       spdlog::log(log, "frontend repair: {} jobs cancelled, {} slots freed", r.cancelled,
                   r.released);
-    if (!expected) seg_->header().counters.frontend_restarts.fetch_add(1);
   } else {
     seg_->worker(index).pid.store(0);
     kill_job_cgroups(index);
@@ -453,7 +466,6 @@ void Supervisor::on_death(Role& role, int status, bool is_frontend, uint32_t ind
     sweep_adopted();
     if (r.lost || r.requeued)
       spdlog::log(log, "worker {} repair: {} jobs lost, {} requeued", index, r.lost, r.requeued);
-    if (!expected) seg_->header().counters.worker_restarts.fetch_add(1);
     // Stopping: no worker will run what the repair requeued.
     if (phase_ == Phase::kStopping)
       shm::cancel_queued(*seg_, "cancelled: the daemon is shutting down");
@@ -497,12 +509,13 @@ void Supervisor::retire(uint32_t index) {
   spdlog::info("worker {} retired", index);
 }
 
-// Deaths by cause, for `health` (hang kills are counted when we kill).
+// Unplanned deaths by role and cause, for `health` and `metrics`.
 void Supervisor::count_death(const Role& role, int status) const {
-  auto& c = seg_->header().counters;
-  if (role.hang_killed) return;
-  if (role.oom_killed) return (void)c.deaths_oom.fetch_add(1);
-  (WIFSIGNALED(status) ? c.deaths_signal : c.deaths_exit).fetch_add(1);
+  const shm::DeathCause cause = role.hang_killed      ? shm::DeathCause::kHang
+                                : role.oom_killed     ? shm::DeathCause::kOom
+                                : WIFSIGNALED(status) ? shm::DeathCause::kCrash
+                                                      : shm::DeathCause::kExit;
+  shm::count_death(seg_->header().counters, role.kind, cause);
 }
 
 // A SIGKILL we did not send, while the OOM count of the role's own memory
@@ -537,7 +550,6 @@ void Supervisor::check_hangs(uint64_t now) {
     spdlog::warn("{} (pid {}) has not beaten its heartbeat for {} ms: killing it", role.name,
                  role.process.pid(), (now - last) / kMs);
     role.hang_killed = true;
-    seg_->header().counters.hang_kills.fetch_add(1);
     role.process.signal(SIGKILL);
   };
   check(frontend_, seg_->header().frontend_heartbeat_ns.load());

@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/crash_point.h"
 #include "common/log.h"
+#include "shm/metrics.h"
 #include "shm/repair.h"
 
 namespace sp::worker {
@@ -42,6 +43,10 @@ std::nullopt_t end_unstarted(JobEnv& env, uint32_t slot, JobState state, std::st
 std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32_t generation) {
   shm::JobSlot& s = env.jobs.slot(slot);
   JobWord word = env.jobs.load(slot);
+  // Its wait ends here, whether it starts or not.
+  if (uint64_t queued = s.queued_ns.load(std::memory_order_relaxed), now = monotonic_ns();
+      queued && queued <= now)
+    shm::observe(env.seg.header().metrics.queue_wait, shm::kQueueWaitBounds, now - queued);
   if (env.jobs.cancel_requested(slot))
     return end_unstarted(env, slot, JobState::kCancelled, "cancelled before it started");
   if (Status st = shm::decode_spec(env.seg.spec(slot), s.spec_words, env.spec); !st)
@@ -104,6 +109,7 @@ void Job::on_pipe(Stream s) {
     }
     ssize_t n = proc_.read(s, room);
     if (n > 0) {
+      env_->seg.header().metrics.output_bytes[s].fetch_add(uint64_t(n), std::memory_order_relaxed);
       OutputSink::Taken taken = sink_->take(s, size_t(n));
       if (taken.published) env_->notify_frontend = true;
       if (taken.stop_job && !cancelled_) {
