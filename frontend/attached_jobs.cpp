@@ -24,6 +24,11 @@ void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
     return out_.fail(
         r, invalid_request("execute_stream answers with several messages and cannot be part of "
                            "a batch; send it on its own line"));
+  if (p.stdin_open && !stream)
+    return out_.fail(r, rpc::RpcError{rpc::Code::InvalidParams,
+                                      "invalid params: \"stdin_open\" is for execute_stream "
+                                      "and job_submit: "
+                                      "execute answers only when the job ended"});
   auto slot = queue_.enqueue(p);
   if (auto* e = std::get_if<SubmitError>(&slot)) return out_.fail(r, to_rpc(*e));
   const uint32_t i = std::get<uint32_t>(slot);

@@ -168,6 +168,7 @@ Status Frontend::init() {
     return Error{errno, "open spool directory " + std::string(o_.spool_dir)};
   // Detached jobs and plans the last frontend accepted are ours now.
   records_.recover();
+  queue_.recover_stdin();
   plans_.recover();
   detached_.recover();
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
@@ -193,6 +194,7 @@ Status Frontend::init() {
 }
 
 void Frontend::service_all() {
+  queue_.service_stdin();
   detached_.service();
   attached_.service_all();
   reloads_.service();

@@ -84,6 +84,9 @@ class JobTable {
         s.cancel_grace_ms.store(kCancelGraceDefault, std::memory_order_relaxed);
         s.signals.store(0, std::memory_order_relaxed);
         s.queued_ns.store(0, std::memory_order_relaxed);
+        s.in_head.store(0, std::memory_order_relaxed);
+        s.in_tail.store(0, std::memory_order_relaxed);
+        s.in_state.store(0, std::memory_order_relaxed);
         s.out_head.store(0, std::memory_order_relaxed);
         s.out_tail.store(0, std::memory_order_relaxed);
         s.out_writer_waiting.store(0, std::memory_order_relaxed);

@@ -10,7 +10,7 @@
 // Region order after the header (all 64-byte aligned, sizes from Capacities):
 //   WorkerSlot[max_workers] | JobSlot[job_slots] | ring cells[ring_cells] |
 //   SessionSlot[session_slots] | session env blobs | JobRecord[job_records] |
-//   spec arenas | output buffers
+//   spec arenas | output buffers | input buffers
 #pragma once
 
 #include <atomic>
@@ -23,7 +23,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 10;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 11;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
 // (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
@@ -43,6 +43,7 @@ struct Capacities {
   uint32_t workers = 2;
   uint32_t jobs_per_worker = 64;        // jobs one worker runs at once
   uint32_t tick_ms = 1000;              // idle wake-up and heartbeat period of the roles
+  uint32_t input_bytes = 8 * 1024;      // per-job stdin ring (frontend -> worker)
   uint64_t spool_bytes = 256ull << 20;  // detached jobs' output files, all together
 };
 
@@ -208,7 +209,7 @@ struct alignas(64) Header {
   RoleConfig config;
   uint32_t ring_cells;  // power of two >= 2 * job_slots
   uint64_t workers_off, jobs_off, ring_off, sessions_off, session_envs_off, records_off, specs_off,
-      outputs_off;
+      outputs_off, inputs_off;
   std::atomic<uint64_t> spool_used;  // bytes spool files hold (workers add, frontend frees)
   std::atomic<uint32_t> frontend_incarnation;   // bumped by the supervisor before each start
   std::atomic<uint32_t> draining;               // 1: shutting down, accept no new jobs
@@ -309,11 +310,32 @@ struct alignas(64) JobSlot {
   alignas(8) unsigned char result[256];  // Cap'n Proto JobResult, written before the terminal CAS
   // CLOCK_MONOTONIC when the frontend queued it (a plan step: when its turn came).
   std::atomic<uint64_t> queued_ns;
+  // Input ring (input.h; single writer: the frontend; single reader: the
+  // worker running the job): bytes published, and the kInput* flags.
+  std::atomic<uint64_t> in_head;
+  std::atomic<uint32_t> in_state;
   // Output ring (single writer: the worker running the job; single reader: the frontend).
   alignas(64) std::atomic<uint64_t> out_head;  // bytes published by the writer (whole chunks)
   alignas(64) std::atomic<uint64_t> out_tail;  // bytes consumed by the reader
   std::atomic<uint32_t> out_writer_waiting;    // writer paused on a full ring
+  std::atomic<uint64_t> in_tail;               // input bytes the worker took
 };
+
+// JobSlot::in_state. kInputOpen: the job's stdin is a pipe fed from its input
+// ring (set by the frontend before the job is queued; else /dev/null).
+// kInputEof: the frontend wrote its last byte (the worker closes the pipe
+// once it has passed them on). kInputClosed: the worker closed the pipe (all
+// passed on after kInputEof, or the process exited or stopped reading):
+// nothing more is taken. kInputWriterWaiting: the frontend waits for room
+// (the worker rings its bell when it frees some).
+inline constexpr uint32_t kInputOpen = 1u << 0;
+inline constexpr uint32_t kInputEof = 1u << 1;
+inline constexpr uint32_t kInputClosed = 1u << 2;
+inline constexpr uint32_t kInputWriterWaiting = 1u << 3;
+// Set with kInputOpen: the job's stdin is one-shot ("stdin" without
+// "stdin_open"), so a frontend that finds it unfinished after a restart
+// ends it where it is (the bytes its predecessor held are gone).
+inline constexpr uint32_t kInputOneShot = 1u << 4;
 
 inline constexpr uint32_t kSessionIdBytes = 40;
 inline constexpr uint32_t kSessionNameBytes = 128;
@@ -410,22 +432,22 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 10, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 11, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
-              offsetof(Capacities, spool_bytes) == 40);
+              offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40);
 static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
 static_assert(sizeof(Histogram) == 136 && sizeof(Metrics) == 288);
 static_assert(sizeof(BellWord) == 64);
 static_assert(sizeof(Header) == 8384 && offsetof(Header, caps) == 24 &&
               offsetof(Header, config) == 72 && offsetof(Header, ring_cells) == 7160 &&
               offsetof(Header, workers_off) == 7168 && offsetof(Header, outputs_off) == 7224 &&
-              offsetof(Header, spool_used) == 7232 &&
-              offsetof(Header, frontend_incarnation) == 7240 &&
-              offsetof(Header, draining) == 7244 && offsetof(Header, next_job_id) == 7248 &&
-              offsetof(Header, frontend_heartbeat_ns) == 7256 &&
-              offsetof(Header, started_unix_ms) == 7264 &&
-              offsetof(Header, frontend_ready) == 7272 &&
-              offsetof(Header, frontend_last_death) == 7276 &&
+              offsetof(Header, inputs_off) == 7232 && offsetof(Header, spool_used) == 7240 &&
+              offsetof(Header, frontend_incarnation) == 7248 &&
+              offsetof(Header, draining) == 7252 && offsetof(Header, next_job_id) == 7256 &&
+              offsetof(Header, frontend_heartbeat_ns) == 7264 &&
+              offsetof(Header, started_unix_ms) == 7272 &&
+              offsetof(Header, frontend_ready) == 7280 &&
+              offsetof(Header, frontend_last_death) == 7284 &&
               offsetof(Header, frontend_bell) == 7296 && offsetof(Header, submit_bell) == 7360 &&
               offsetof(Header, ring_head) == 7424 && offsetof(Header, ring_tail) == 7488 &&
               offsetof(Header, counters) == 7552 && offsetof(Header, reload) == 7720 &&
@@ -443,8 +465,9 @@ static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, record) == 52 && offsetof(JobSlot, cancel_signal) == 56 &&
               offsetof(JobSlot, cancel_grace_ms) == 60 && offsetof(JobSlot, signals) == 64 &&
               offsetof(JobSlot, result) == 72 && offsetof(JobSlot, queued_ns) == 328 &&
+              offsetof(JobSlot, in_head) == 336 && offsetof(JobSlot, in_state) == 344 &&
               offsetof(JobSlot, out_head) == 384 && offsetof(JobSlot, out_tail) == 448 &&
-              offsetof(JobSlot, out_writer_waiting) == 456);
+              offsetof(JobSlot, out_writer_waiting) == 456 && offsetof(JobSlot, in_tail) == 464);
 static_assert(sizeof(SessionSlot) == 192 && offsetof(SessionSlot, env_bytes) == 4 &&
               offsetof(SessionSlot, created_unix_ms) == 8 && offsetof(SessionSlot, id) == 16 &&
               offsetof(SessionSlot, name) == 56);

@@ -42,6 +42,8 @@ Offsets compute_offsets(const Capacities& caps) {
   at = up64(at + uint64_t(caps.spec_bytes) * caps.job_slots);
   o.outputs = at;
   at = up64(at + uint64_t(caps.output_bytes) * caps.job_slots);
+  o.inputs = at;
+  at = up64(at + uint64_t(caps.input_bytes) * caps.job_slots);
   o.total = at;
   return o;
 }
@@ -53,6 +55,8 @@ Status validate(const Capacities& c) {
     return bad("spec bytes must be a multiple of 8 in 1 KiB..16 MiB");
   if (c.output_bytes < 4096 || c.output_bytes > (256u << 20) || c.output_bytes % 8)
     return bad("output buffer bytes must be a multiple of 8 in 4 KiB..256 MiB");
+  if (c.input_bytes < 1024 || c.input_bytes > (16u << 20))
+    return bad("input buffer bytes must be 1 KiB..16 MiB");
   if (c.session_slots < 1 || c.session_slots > 65536) return bad("sessions must be 1..65536");
   if (c.session_env_bytes < 256 || c.session_env_bytes > (16u << 20))
     return bad("session env bytes must be 256 B..16 MiB");
@@ -108,6 +112,7 @@ Result<Segment> Segment::create(const std::string& name, const Capacities& caps)
     h->records_off = o.records;
     h->specs_off = o.specs;
     h->outputs_off = o.outputs;
+    h->inputs_off = o.inputs;
     h->next_job_id.store(1);
     h->started_unix_ms.store(unix_ms());
     auto* cells = reinterpret_cast<std::atomic<uint64_t>*>(base + o.ring);

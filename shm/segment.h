@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/result.h"
+#include "shm/input.h"
 #include "shm/job_table.h"
 #include "shm/layout.h"
 #include "shm/ring.h"
@@ -19,7 +20,7 @@ namespace sp::shm {
 
 struct Offsets {
   uint32_t ring_cells;
-  uint64_t workers, jobs, ring, sessions, session_envs, records, specs, outputs, total;
+  uint64_t workers, jobs, ring, sessions, session_envs, records, specs, outputs, inputs, total;
 };
 Offsets compute_offsets(const Capacities& caps);
 
@@ -61,6 +62,15 @@ class Segment {
   }
   unsigned char* output(uint32_t job) const {
     return base_ + header().outputs_off + uint64_t(job) * caps().output_bytes;
+  }
+  unsigned char* input(uint32_t job) const {
+    return base_ + header().inputs_off + uint64_t(job) * caps().input_bytes;
+  }
+  InputWriter input_writer(uint32_t job) const {
+    return {jobs().slot(job), input(job), caps().input_bytes};
+  }
+  InputReader input_reader(uint32_t job) const {
+    return {jobs().slot(job), input(job), caps().input_bytes};
   }
   uint64_t size() const { return size_; }
 

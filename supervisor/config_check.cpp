@@ -48,6 +48,11 @@ std::vector<std::string> restart_required(const Config& running, const Config& n
   const shm::Capacities &a = running.caps, &b = next.caps;
   differs(running.socket_path != next.socket_path, "--socket");
   differs(a.job_slots != b.job_slots, "--queue-size");
+  differs(a.input_bytes != b.input_bytes, "--input-buffer");
+  differs(a.output_bytes != b.output_bytes, "--output-buffer");
+  differs(a.spec_bytes != b.spec_bytes, "--spec-bytes");
+  differs(a.session_slots != b.session_slots, "--sessions");
+  differs(a.session_env_bytes != b.session_env_bytes, "--session-env-bytes");
   differs(a.job_records != b.job_records, "--retain-jobs");
   differs(a.spool_bytes != b.spool_bytes, "--spool-bytes");
   differs(running.hang_timeout_s != next.hang_timeout_s, "--hang-timeout");

@@ -51,6 +51,10 @@ void add_pool_flags(CLI::App& app, Config& cfg) {
   app.add_option("--output-buffer", cfg.caps.output_bytes,
                  "Shared-memory output buffer per job, bytes (multiple of 8)")
       ->capture_default_str();
+  app.add_option("--input-buffer", cfg.caps.input_bytes,
+                 "Shared-memory stdin buffer per job, bytes (1 KiB..16 MiB); stdin beyond it "
+                 "waits in the frontend (64 MiB over all jobs) until the command reads")
+      ->capture_default_str();
   app.add_option("--spec-bytes", cfg.caps.spec_bytes,
                  "Largest encoded job (command, args, env), bytes (multiple of 8)")
       ->capture_default_str();

@@ -421,12 +421,18 @@ TEST_CASE("health reports the pool and counts deaths by cause", "[daemon][health
   REQUIRE(wait_until(
       [&] { return d.worker_pids().size() == 2 && !contains(d.worker_pids(), stuck); }, 15));
 
-  // The replacement is visible to us before the health answer we read may
-  // show the count: wait for it (bounded), it must come.
+  // The replacement is visible to us (a child process) before the health
+  // answer we read may show the count, or its pid (stored once its exec
+  // succeeded): wait for both (bounded), they must come.
+  auto all_pids = [&] {
+    for (const json::value& w : h.at("workers").as_array())
+      if (num(w.as_object(), "pid") <= 0) return false;
+    return true;
+  };
   CHECK(wait_until(
       [&] {
         h = result_of(c.call("health", nullptr));
-        return num(h.at("counters").as_object(), "worker_restarts") == 2;
+        return num(h.at("counters").as_object(), "worker_restarts") == 2 && all_pids();
       },
       10, 0.05));
   const json::object& counters = h.at("counters").as_object();

@@ -272,7 +272,9 @@ TEST_CASE(
       {"kill_grace_ms", not_count},
       {"limits", {"cpu_seconds=1", "", 5, true, empty_array, json::array{empty_object}}},
       {"output_policy", with(not_string, {"", "drop", "KILL", json::array{"kill"}})},
-      {"stdin", with(not_string, {"data"})},
+      {"stdin", not_string},
+      {"stdin_encoding", with(not_string, {"", "hex", "UTF8", json::array{"base64"}})},
+      {"stdin_open", {"true", "", 1, 0, empty_array, empty_object}},
   };
   for (const char* limit : {"cpu_seconds", "address_space_bytes", "open_files", "processes",
                             "file_size_bytes", "memory_bytes"})

@@ -341,8 +341,12 @@ TEST_CASE("execute params: every invalid field is a -32602 naming it") {
     CHECK_THAT(exec_error(std::string(R"({"command":"x","max_output_bytes":)") + m + "}"),
                Contains("\"max_output_bytes\" must be an integer >= 0"));
   }
-  CHECK_THAT(exec_error(R"({"command":"x","stdin":"data"})"),
-             Contains("\"stdin\" is not supported yet"));
+  CHECK_THAT(exec_error(R"({"command":"x","stdin":"@@","stdin_encoding":"base64"})"),
+             Contains("\"stdin\" is not valid base64"));
+  CHECK_THAT(exec_error(R"({"command":"x","stdin":"x","stdin_encoding":"hex"})"),
+             Contains("\"stdin_encoding\" must be \"utf8\" or \"base64\""));
+  CHECK_THAT(exec_error(R"({"command":"x","stdin_open":1})"),
+             Contains("\"stdin_open\" must be true or false"));
   CHECK_THAT(exec_error(R"({"command":"x","stdin":5})"), Contains("\"stdin\" must be a string"));
   CHECK(exec_error(R"({"command":"x","limits":{"memory_bytes":"1G"}})") ==
         "invalid params: \"memory_bytes\" in \"limits\" must be an integer >= 0");

@@ -54,7 +54,7 @@ class DevNull {
 
 Result<Process> start(const Command& c) {
   static DevNull devnull;
-  return spawn(c.spec, c.spec.path, devnull.get(), nullptr);
+  return spawn(c.spec, c.spec.path, devnull.get(), false, nullptr);
 }
 
 // Reads a pipe to EOF (within 10 s).

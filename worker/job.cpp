@@ -65,7 +65,8 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
   // lost (and the supervisor kills the orphan); it is never started twice.
   JobWord running = word.with_state(JobState::kRunning);
   env.jobs.transition(slot, word, running);  // we own it: nobody else moves a Claimed job
-  auto proc = spawn(spec, *program, env.devnull, in_cgroup ? env.cgroups.procs() : nullptr);
+  const bool input = s.in_state.load(std::memory_order_acquire) & shm::kInputOpen;
+  auto proc = spawn(spec, *program, env.devnull, input, in_cgroup ? env.cgroups.procs() : nullptr);
   if (!proc) {
     if (in_cgroup) env.cgroups.release(slot);
     publish(env, slot, running, JobState::kFailed, -1, 0, proc.error().message());
@@ -94,6 +95,7 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
     spdlog::error("cannot watch job {}: epoll_ctl failed", s.job_id);
     j.stop(SIGKILL);
   }
+  j.feed_stdin();  // what the frontend wrote before we started it
   return j;
 }
 
@@ -126,11 +128,50 @@ void Job::on_pipe(Stream s) {
   }
 }
 
+void Job::feed_stdin() {
+  if (!proc_.stdin_open() || stdin_watched_) return;
+  shm::InputReader in = env_->seg.input_reader(slot_);
+  for (;;) {
+    std::span<const unsigned char> bytes = in.readable();
+    if (bytes.empty()) {
+      if (in.at_eof()) close_stdin();
+      return;
+    }
+    ssize_t n = proc_.write_stdin(bytes);
+    if (n == -EAGAIN) {  // the pipe is full: go on when it has room
+      stdin_watched_ =
+          bool(env_->poller.watch(proc_.stdin_fd(), {Kind::kStdin, entry_, generation_}, EPOLLOUT));
+      if (!stdin_watched_) close_stdin();
+      return;
+    }
+    if (n <= 0) return close_stdin();  // EPIPE: the command stopped reading
+    if (in.consume(size_t(n))) env_->notify_frontend = true;
+  }
+}
+
+void Job::on_stdin_writable() {
+  if (!stdin_watched_) return;
+  env_->poller.unwatch(proc_.stdin_fd());
+  stdin_watched_ = false;
+  feed_stdin();
+}
+
+void Job::close_stdin() {
+  if (!proc_.stdin_open()) return;
+  if (stdin_watched_) env_->poller.unwatch(proc_.stdin_fd());
+  stdin_watched_ = false;
+  proc_.close_stdin();
+  // The frontend learns that no more is taken (a waiting writer gets its answer).
+  env_->seg.input_reader(slot_).close();
+  env_->notify_frontend = true;
+}
+
 void Job::on_exit() {
   if (exited_) return;
   // Kills the rest of the group while the leader is an unreaped zombie, and
   // clears the slot's pgid before the reap (Process::kill_and_reap).
   exit_ = proc_.kill_and_reap();
+  close_stdin();  // its readers are gone
   // Where the job has a cgroup, also what left the group (after the reap: an
   // unreaped leader would be listed, and killed again, as a zombie).
   if (in_cgroup_) {
@@ -215,6 +256,7 @@ void Job::take_control() {
 void Job::on_bell() {
   take_control();
   if (done_) return;  // a cancel finished it
+  feed_stdin();
   for (Stream s : kStreams) {
     if (!paused_[s] || !sink_->resume()) continue;
     paused_[s] = false;

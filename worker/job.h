@@ -5,7 +5,9 @@
 //             cannot start, its terminal state published at once
 //   on_pipe   output into its sink (sinks.h), paused while the sink is full
 //   on_exit   the leader exited: kill the group, reap, read the pipes to EOF
-//   on_bell   job_signal and job_cancel requests; paused pipes resumed
+//   on_bell   job_signal and job_cancel requests; paused pipes resumed; new
+//             stdin bytes passed on
+//   on_stdin_writable  the stdin pipe has room again
 //   on_timer  timeout (TERM), SIGKILL after the grace, the EOF deadline
 //   shutdown  the worker stops: SIGKILL, ends cancelled
 // Once its terminal state is published, done() is true and the loop drops it.
@@ -58,6 +60,7 @@ class Job {
   void on_pipe(Stream s);
   void on_exit();
   void on_bell();
+  void on_stdin_writable();
   void on_timer(uint64_t now_ns);
   void shutdown();
 
@@ -77,6 +80,11 @@ class Job {
   // Stops waiting for its pipes (nobody will read them) and ends it if exited.
   void abandon_output();
   void maybe_finish();
+  // Passes the input ring's bytes on to the stdin pipe until one of them is
+  // empty or full; closes the pipe at the input's end.
+  void feed_stdin();
+  // No more stdin for the command (its end, or it stopped reading).
+  void close_stdin();
 
   JobEnv* env_;
   uint32_t slot_;
@@ -85,7 +93,8 @@ class Job {
   shm::JobWord word_;  // Running, as we made it
   Process proc_;
   std::unique_ptr<OutputSink> sink_;
-  bool paused_[2] = {};  // not reading the pipe: the sink is full
+  bool paused_[2] = {};         // not reading the pipe: the sink is full
+  bool stdin_watched_ = false;  // waiting for room in the stdin pipe
   Process::Exit exit_;
   bool exited_ = false;
   bool stopping_ = false;

@@ -44,6 +44,9 @@ Status Loop::init() {
     if (auto r = sys("fcntl FD_CLOEXEC", [&] { return ::fcntl(fd, F_SETFD, FD_CLOEXEC); }); !r)
       return r.error();
   if (Status s = poller_.open(); !s) return s;
+  // A command that stops reading its stdin must give us EPIPE, not kill us;
+  // commands get every disposition back to the default (spawn.cpp).
+  ::signal(SIGPIPE, SIG_IGN);
   auto sfd = open_signalfd({SIGTERM, SIGINT, SIGHUP});
   if (!sfd) return sfd.error();
   signal_fd_ = std::move(*sfd);
@@ -141,6 +144,7 @@ void Loop::dispatch(Tag t) {
     case Kind::kPidfd:
     case Kind::kStdout:
     case Kind::kStderr:
+    case Kind::kStdin:
       break;
   }
   if (t.entry >= entries_.size()) return;
@@ -148,6 +152,8 @@ void Loop::dispatch(Tag t) {
   if (!e.job || e.generation != t.generation) return;  // stale event for a finished job
   if (t.kind == Kind::kPidfd)
     e.job->on_exit();
+  else if (t.kind == Kind::kStdin)
+    e.job->on_stdin_writable();
   else
     e.job->on_pipe(t.kind == Kind::kStdout ? kStdout : kStderr);
   drop_if_done(e);

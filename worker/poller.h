@@ -17,7 +17,7 @@
 
 namespace sp::worker {
 
-enum class Kind : uint8_t { kSubmit = 1, kBell, kSignal, kTimer, kPidfd, kStdout, kStderr };
+enum class Kind : uint8_t { kSubmit = 1, kBell, kSignal, kTimer, kPidfd, kStdout, kStderr, kStdin };
 
 // Packed into epoll_data as kind:8 | entry:24 | generation:32.
 struct Tag {

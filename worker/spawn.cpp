@@ -79,12 +79,13 @@ class AllSignalsBlocked {
   sigset_t old_;
 };
 
-Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
+// A pipe {read end, write end}; `ours` (0 or 1) is made non-blocking: the
+// command gets an ordinary blocking end.
+Result<std::pair<UniqueFd, UniqueFd>> make_pipe(int ours) {
   int fds[2];
   if (auto r = sys("pipe2", [&] { return ::pipe2(fds, O_CLOEXEC); }); !r) return r.error();
   UniqueFd rd(fds[0]), wr(fds[1]);
-  // Only our end is non-blocking: the command gets an ordinary blocking pipe.
-  if (auto r = sys("fcntl O_NONBLOCK", [&] { return ::fcntl(rd.get(), F_SETFL, O_NONBLOCK); }); !r)
+  if (auto r = sys("fcntl O_NONBLOCK", [&] { return ::fcntl(fds[ours], F_SETFL, O_NONBLOCK); }); !r)
     return r.error();
   return std::pair{std::move(rd), std::move(wr)};
 }
@@ -92,9 +93,8 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
 // Runs in the vfork child, with every signal blocked: async-signal-safe calls
 // only, no allocation, no return; failures are written to `failure` and end
 // in _exit(127).
-[[noreturn]] void exec_child(const shm::DecodedSpec& spec, const char* program, int devnull,
-                             int out, int err, const char* const* cgroup_procs,
-                             ChildFailure* failure) {
+[[noreturn]] void exec_child(const shm::DecodedSpec& spec, const char* program, int in, int out,
+                             int err, const char* const* cgroup_procs, ChildFailure* failure) {
   auto fail = [failure](Step step) {
     failure->error = errno;
     failure->step = step;
@@ -108,7 +108,7 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe() {
   }
   if (::setsid() < 0) fail(Step::kSetsid);
   if (spec.cwd && ::chdir(spec.cwd) < 0) fail(Step::kChdir);
-  if (::dup2(devnull, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) fail(Step::kDup2);
+  if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) fail(Step::kDup2);
   // Our fds are all close-on-exec, but one the daemon inherited without it
   // would reach every command (and a pipe held open that way never reaches
   // EOF for whoever started the daemon). The vfork child has its own fd
@@ -169,6 +169,7 @@ Process::Process(Process&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       pidfd_(std::move(other.pidfd_)),
       pipe_{std::move(other.pipe_[kStdout]), std::move(other.pipe_[kStderr])},
+      stdin_(std::move(other.stdin_)),
       pgid_word_(std::exchange(other.pgid_word_, nullptr)) {}
 
 Process& Process::operator=(Process&& other) noexcept {
@@ -177,6 +178,7 @@ Process& Process::operator=(Process&& other) noexcept {
   pid_ = std::exchange(other.pid_, -1);
   pidfd_ = std::move(other.pidfd_);
   for (Stream s : kStreams) pipe_[s] = std::move(other.pipe_[s]);
+  stdin_ = std::move(other.stdin_);
   pgid_word_ = std::exchange(other.pgid_word_, nullptr);
   return *this;
 }
@@ -187,6 +189,10 @@ Process::~Process() {
 
 ssize_t Process::read(Stream s, std::span<char> buf) {
   return sys_raw([&] { return ::read(pipe_[s].get(), buf.data(), buf.size()); });
+}
+
+ssize_t Process::write_stdin(std::span<const unsigned char> bytes) {
+  return sys_raw([&] { return ::write(stdin_.get(), bytes.data(), bytes.size()); });
 }
 
 void Process::publish_pgid(std::atomic<int32_t>& word) {
@@ -239,11 +245,15 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec) {
 }
 
 Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
-                      const char* const* cgroup_procs) {
-  auto out = make_pipe();
+                      bool stdin_pipe, const char* const* cgroup_procs) {
+  auto out = make_pipe(0);
   if (!out) return out.error();
-  auto err = make_pipe();
+  auto err = make_pipe(0);
   if (!err) return err.error();
+  // Initialized once, never assigned: nothing here may change around the vfork.
+  auto in = stdin_pipe ? make_pipe(1)
+                       : Result<std::pair<UniqueFd, UniqueFd>>(std::pair<UniqueFd, UniqueFd>());
+  if (!in) return in.error();
 
   ChildFailure failure;
   const char* prog = program.c_str();
@@ -254,7 +264,9 @@ Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, 
     AllSignalsBlocked blocked;
     // Not through sys(): the child would return from the lambda's frame.
     pid = ::vfork();
-    if (pid == 0) exec_child(spec, prog, devnull, out_w, err_w, cgroup_procs, &failure);
+    if (pid == 0)
+      exec_child(spec, prog, stdin_pipe ? in->first.get() : devnull, out_w, err_w, cgroup_procs,
+                 &failure);
     vfork_error = errno;
   }
   if (pid < 0) return Error{vfork_error, "vfork"};
@@ -268,6 +280,7 @@ Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, 
   proc.pidfd_ = std::move(*pidfd);
   proc.pipe_[kStdout] = std::move(out->first);
   proc.pipe_[kStderr] = std::move(err->first);
+  proc.stdin_ = std::move(in->second);
   return proc;
 }
 

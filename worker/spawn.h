@@ -1,8 +1,8 @@
 // Spawning a job's process, and the move-only handle that owns it.
 //
 // spawn() starts the command with vfork + execve in a new session (so its pid
-// is its process group id), stdin from /dev/null and stdout/stderr into fresh
-// pipes, and returns a Process. Signals are blocked around the vfork; the
+// is its process group id), stdin from /dev/null or from a fresh pipe, and
+// stdout/stderr into fresh pipes, and returns a Process. Signals are blocked around the vfork; the
 // child resets every disposition to default, unblocks everything and closes
 // every fd but 0, 1 and 2 before exec, whatever the caller had.
 //
@@ -59,6 +59,14 @@ class Process {
   // Closing drops the pipe from any epoll set: after exec nobody else holds it.
   void close_pipe(Stream s) { pipe_[s].reset(); }
 
+  // The write end of its stdin pipe (non-blocking), when it was given one;
+  // -1 otherwise or once closed (the command then reads EOF).
+  int stdin_fd() const { return stdin_.get(); }
+  bool stdin_open() const { return stdin_.valid(); }
+  // Bytes written, or -errno (-EAGAIN: the pipe is full; -EPIPE: nobody reads).
+  ssize_t write_stdin(std::span<const unsigned char> bytes);
+  void close_stdin() { stdin_.reset(); }
+
   // Records the pgid in `word` (shm, for a repair after our death), and
   // clears it again before the leader is reaped: once reaped, the pgid may be
   // reused, and such a repair must not kill(-pgid) a stranger. `word` must
@@ -78,12 +86,13 @@ class Process {
 
  private:
   friend Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program,
-                               int devnull, const char* const* cgroup_procs);
+                               int devnull, bool stdin_pipe, const char* const* cgroup_procs);
   explicit Process(pid_t pid) : pid_(pid) {}
 
   pid_t pid_ = -1;
   UniqueFd pidfd_;
   UniqueFd pipe_[2];
+  UniqueFd stdin_;
   std::atomic<int32_t>* pgid_word_ = nullptr;
 };
 
@@ -92,10 +101,11 @@ class Process {
 Result<std::string> resolve_program(const shm::DecodedSpec& spec);
 
 // Starts the command, in the cgroups whose cgroup.procs paths `cgroup_procs`
-// lists (null-terminated; null: none). On failure nothing is left running
-// and the Error says what failed (chdir, exec, pipe...) with the child's
-// errno. `devnull` is borrowed for the call.
+// lists (null-terminated; null: none), its stdin a pipe (Process::stdin_fd)
+// when `stdin_pipe`, else `devnull` (borrowed for the call). On failure
+// nothing is left running and the Error says what failed (chdir, exec,
+// pipe...) with the child's errno.
 Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
-                      const char* const* cgroup_procs);
+                      bool stdin_pipe, const char* const* cgroup_procs);
 
 }  // namespace sp::worker

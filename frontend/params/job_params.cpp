@@ -102,7 +102,7 @@ Parsed<JobWaitParams> parse_job_wait_params(const Value& params) {
   if (auto e = read_job_id(obj, true, p.job_id)) return *e;
   if (auto e = read_seconds(obj, "timeout", false, p.timeout_s)) return *e;
   if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
-  if (auto e = read_encoding(obj, p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
   return p;
 }
 
@@ -130,7 +130,7 @@ Parsed<JobOutputParams> parse_job_output_params(const Value& params) {
   if (n && (*n < 1 || *n > kMaxOutputRead))
     return bad_params("\"max_bytes\" must be 1.." + std::to_string(kMaxOutputRead));
   if (n) p.max_bytes = *n;
-  if (auto e = read_encoding(obj, p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
   if (auto e = read_seconds(obj, "wait", false, p.wait_s)) return *e;
   return p;
 }

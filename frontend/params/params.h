@@ -35,8 +35,14 @@ struct ExecParams {
   bool kill_on_output_cap = false;           // "output_policy": "truncate" (default) | "kill"
   std::optional<uint64_t> kill_grace_ms;     // "kill_grace_ms": TERM -> KILL on timeout/cancel
   shm::Rlimits limits;  // "limits": {"cpu_seconds": N, ...} by shm::kLimitNames; 0: not asked
+  // "stdin": bytes written to the command, then EOF ("stdin_encoding": "utf8"
+  // (default) | "base64"); absent: stdin is /dev/null.
+  std::optional<std::string> stdin_data;
+  // "stdin_open": stdin stays open after `stdin_data` for job_stdin_write
+  // (job_submit and execute_stream only; the methods check).
+  bool stdin_open = false;
 };
-// Used by execute and execute_stream. "stdin" must be absent, null or "".
+// Used by execute and execute_stream, job_submit and every plan step.
 Parsed<ExecParams> parse_exec_params(const Value& params);
 
 struct SessionCreateParams {

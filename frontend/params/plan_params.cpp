@@ -23,6 +23,10 @@ std::optional<RpcError> read_step(const Value& spec, const std::string& where, P
   auto parsed = parse_exec_params(spec);
   if (auto* e = std::get_if<RpcError>(&parsed)) return within(*e, where);
   out.exec = std::move(std::get<ExecParams>(parsed));
+  if (out.exec.stdin_open)
+    return bad_params(where +
+                      ": \"stdin_open\" is for job_submit and execute_stream, not plan "
+                      "steps (a step may have \"stdin\")");
   return std::nullopt;
 }
 
@@ -133,7 +137,7 @@ Parsed<PlanParams> parse_plan_params(shm::PlanKind kind, const Value& params) {
     if (auto e = read_bool(obj, "fail_fast", p.fail_fast)) return *e;
     if (auto e = read_max_parallel(obj, p.max_parallel)) return *e;
   }
-  if (auto e = read_encoding(obj, p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
   if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
   return p;
 }

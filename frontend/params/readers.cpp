@@ -1,5 +1,7 @@
 #include "frontend/params/readers.h"
 
+#include "common/text.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -160,8 +162,8 @@ std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::opti
   return std::nullopt;
 }
 
-std::optional<RpcError> read_encoding(Obj obj, bool& base64) {
-  const Value* v = field(obj, "output_encoding");
+std::optional<RpcError> read_encoding(Obj obj, std::string_view key, bool& base64) {
+  const Value* v = field(obj, key);
   if (v == nullptr) return std::nullopt;
   if (v->is_string()) {
     const std::string& s = v->get_string();
@@ -174,7 +176,7 @@ std::optional<RpcError> read_encoding(Obj obj, bool& base64) {
       return std::nullopt;
     }
   }
-  return bad_params("\"output_encoding\" must be \"utf8\" or \"base64\"");
+  return bad_params(quoted(key) + " must be \"utf8\" or \"base64\"");
 }
 
 std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out) {
@@ -211,11 +213,19 @@ std::optional<RpcError> read_output_policy(Obj obj, bool& kill) {
   return bad_params("\"output_policy\" must be \"truncate\" or \"kill\"");
 }
 
-std::optional<RpcError> check_stdin(Obj obj) {
+std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open) {
+  if (auto e = read_bool(obj, "stdin_open", open)) return e;
+  bool base64 = false;
+  if (auto e = read_encoding(obj, "stdin_encoding", base64)) return e;
   const Value* v = field(obj, "stdin");
   if (v == nullptr) return std::nullopt;
   if (!v->is_string()) return bad_params("\"stdin\" must be a string");
-  if (!v->get_string().empty()) return bad_params("\"stdin\" is not supported yet");
+  if (!base64) {
+    data = v->get_string();
+    return std::nullopt;
+  }
+  data = decode_base64(v->get_string());
+  if (!data) return bad_params("\"stdin\" is not valid base64 (\"stdin_encoding\": \"base64\")");
   return std::nullopt;
 }
 

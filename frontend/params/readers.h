@@ -42,10 +42,11 @@ std::optional<RpcError> read_seconds(Obj obj, std::string_view key, bool positiv
 // `within`: where the field is, for the message (e.g. " in \"limits\"").
 std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::optional<uint64_t>& out,
                                         std::string_view where = "");
-std::optional<RpcError> read_encoding(Obj obj, bool& base64);
+std::optional<RpcError> read_encoding(Obj obj, std::string_view key, bool& base64);
 std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out);
 std::optional<RpcError> read_output_policy(Obj obj, bool& kill);
-std::optional<RpcError> check_stdin(Obj obj);
+// "stdin" (a string; with "stdin_encoding": "base64", decoded) and "stdin_open".
+std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open);
 
 // Every byte is a letter, digit or one of . _ : - (the alphabet of job ids
 // and plan step names).

@@ -1,0 +1,139 @@
+// A job's stdin through the real shell-poold: "stdin" (utf8 or base64) is
+// written to the command through the job's input ring, then EOF, for
+// execute, execute_stream, job_submit and plan steps; without it stdin is
+// /dev/null. Input larger than the ring passes whole; a command that stops
+// reading early ends normally and the daemon serves on.
+#include <catch2/catch.hpp>
+#include <random>
+#include <string>
+
+#include "common/text.h"
+#include "tests/daemon_harness.h"
+
+using namespace sp::test;
+using Catch::Contains;
+
+namespace {
+
+std::string random_bytes(size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::string s(n, '\0');
+  for (char& ch : s) ch = char(gen() & 0xff);
+  return s;
+}
+
+std::string base64(std::string_view bytes) {
+  std::string out;
+  sp::append_base64(out, bytes);
+  return out;
+}
+
+// `command` with `bytes` as its stdin (sent as base64), output asked as base64.
+json::object with_stdin(std::string_view command, std::string_view bytes) {
+  return {{"command", command},
+          {"stdin", base64(bytes)},
+          {"stdin_encoding", "base64"},
+          {"output_encoding", "base64"}};
+}
+
+std::string stdout_of(const json::object& result) {
+  return base64_decode(str(result, "stdout"));
+}
+
+}  // namespace
+
+TEST_CASE("stdin is written to the command, then EOF; without it stdin is /dev/null",
+          "[daemon][stdin]") {
+  START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1"}});
+  Client c(d.socket());
+  json::object r = execute(c, {{"command", "cat"}, {"stdin", "hello\nworld"}});
+  CHECK(str(r, "stdout") == "hello\nworld");
+  CHECK(num(r, "exit_code") == 0);
+  // No stdin: /dev/null, so cat ends at once (it would wait forever on a pipe).
+  r = execute(c,
+              {{"command", "cat; [ -p /dev/stdin ] && echo pipe || echo other"}, {"timeout", 10}});
+  CHECK(str(r, "stdout") == "other\n");
+  CHECK(str(execute(c, {{"command", "[ -p /dev/stdin ] && echo pipe"}, {"stdin", "x"}}),
+            "stdout") == "pipe\n");
+  // Exact bytes, NULs and invalid UTF-8 included.
+  const std::string binary = std::string("\0\xff\xfe\x80zz\n\0", 8);
+  CHECK(stdout_of(execute(c, with_stdin("cat", binary))) == binary);
+  CHECK(str(execute(c, {{"command", "wc -c"}, {"stdin", ""}}), "stdout") == "0\n");
+
+  json::object e = error_of(c.call(
+      "execute", {{"command", "cat"}, {"stdin", "not base64!"}, {"stdin_encoding", "base64"}}));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("stdin"));
+  e = error_of(c.call("execute", {{"command", "cat"}, {"stdin", 5}}));
+  CHECK(num(e, "code") == -32602);
+  e = error_of(c.call("execute", {{"command", "cat"}, {"stdin_open", true}}));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("stdin_open"));
+  e = error_of(c.call("execute_chain",
+                      {{"commands", json::array{{{"command", "cat"}, {"stdin_open", true}}}}}));
+  CHECK(num(e, "code") == -32602);
+  stop_cleanly(d);
+}
+
+TEST_CASE("stdin larger than the input ring passes whole to every kind of job", "[daemon][stdin]") {
+  START_DAEMON(d, DaemonOptions{.flags = {"--workers", "2", "--input-buffer", "4096"}});
+  Client c(d.socket());
+  const std::string big = random_bytes(600 * 1024, 1);  // many rings' worth
+  SECTION("execute") {
+    json::object r = execute(c, with_stdin("cat", big));
+    CHECK(num(r, "exit_code") == 0);
+    CHECK(stdout_of(r) == big);
+  }
+  SECTION("execute_stream") {
+    // Text, so the chunks' data concatenate (base64 chunks are each padded).
+    std::string text = big;
+    for (char& ch : text) ch = char('a' + (unsigned char)ch % 26);
+    REQUIRE(
+        c.send_line(Client::request(7, "execute_stream", {{"command", "cat"}, {"stdin", text}})));
+    Streamed s = read_stream(c, 7, 30);
+    REQUIRE(s.ok);
+    CHECK(s.out == text);
+  }
+  SECTION("job_submit, read with job_wait") {
+    json::object params = with_stdin("cat", big);
+    params["job_id"] = "big-cat";
+    result_of(c.call("job_submit", params));
+    json::object r =
+        result_of(c.call("job_wait", {{"job_id", "big-cat"}, {"output_encoding", "base64"}}));
+    CHECK(str(r, "status") == "exited");
+    CHECK(stdout_of(r) == big);
+  }
+  SECTION("plan steps, each with its own stdin") {
+    const std::string second = random_bytes(20 * 1024, 2);
+    json::object r = result_of(
+        c.call("execute_chain",
+               {{"commands", json::array{with_stdin("cat", big), with_stdin("wc -c", second)}},
+                {"output_encoding", "base64"}}));
+    const json::array& results = r.at("results").as_array();
+    REQUIRE(results.size() == 2);
+    CHECK(stdout_of(results[0].as_object()) == big);
+    CHECK(stdout_of(results[1].as_object()) == std::to_string(second.size()) + "\n");
+  }
+  stop_cleanly(d);
+}
+
+TEST_CASE("a command that stops reading its stdin ends normally and the daemon serves on",
+          "[daemon][stdin]") {
+  START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1", "--input-buffer", "4096"}});
+  Client c(d.socket());
+  const std::vector<pid_t> roles = role_pids(d);
+  // It reads 3 bytes of 900 KiB and exits: the rest is dropped, not waited for.
+  json::object r = execute(c, {{"command", "head -c 3; sleep 0.2; echo done"},
+                               {"stdin", std::string(900 * 1024, 'y')},
+                               {"timeout", 20}});
+  CHECK(str(r, "stdout") == "yyydone\n");
+  CHECK(str(r, "status") == "exited");
+  // A command that never reads it at all, and exits.
+  r = execute(c, {{"command", "true"}, {"stdin", std::string(900 * 1024, 'z')}, {"timeout", 20}});
+  CHECK(num(r, "exit_code") == 0);
+  // The command's writer side gets SIGPIPE as usual (default disposition).
+  r = execute(c, {{"command", "bash -c 'yes | head -c 1 >/dev/null; echo ${PIPESTATUS[0]}'"}});
+  CHECK(str(r, "stdout") == "141\n");
+  check_same_roles(d, c, roles);  // no worker died of a SIGPIPE of its own
+  stop_cleanly(d);
+}
