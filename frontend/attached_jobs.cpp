@@ -42,6 +42,10 @@ void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
   uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
   job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
   job.kill_on_cap = p.kill_on_output_cap;
+  // Its stdin is written by job_id: the client learns it first.
+  if (stream && p.stdin_open)
+    out_.partial(job.reply,
+                 rpc::Object{{"type", "started"}, {"job_id", std::to_string(job.job_id)}});
 }
 
 void AttachedJobs::service_all() {
@@ -173,6 +177,12 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
 
 void AttachedJobs::cancel(Pending& p, const char* why) {
   if (queue_.stop(p.slot, why)) bell_.ring();  // ended at once: serviced on the next turn
+}
+
+std::optional<std::pair<uint32_t, uint32_t>> AttachedJobs::find(std::string_view job_id) const {
+  for (const auto& [slot, p] : pending_)
+    if (std::to_string(p.job_id) == job_id) return std::pair{slot, jobs_.load(slot).generation};
+  return std::nullopt;
 }
 
 void AttachedJobs::client_gone(uint64_t conn_id) {

@@ -13,9 +13,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include "frontend/connections.h"
 #include "frontend/job_queue.h"
@@ -44,6 +46,8 @@ class AttachedJobs {
   bool want_service() const { return held_back_ && !over_budget(); }
 
   uint64_t held_bytes() const { return buffered_ + out_.unsent(); }
+  // The slot and generation of unfinished job `job_id`, if it is one of ours.
+  std::optional<std::pair<uint32_t, uint32_t>> find(std::string_view job_id) const;
   uint64_t budget_holds() const { return budget_holds_; }
 
  private:

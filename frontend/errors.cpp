@@ -81,6 +81,42 @@ RpcError to_rpc(const JobError& e) {
   return internal_error("unknown job error");
 }
 
+RpcError to_rpc(const StdinError& e) {
+  rpc::Object data{{"job_id", e.job_id}, {"stdin_bytes", e.stdin_bytes}};
+  const std::string job = "job " + e.job_id;
+  switch (e.kind) {
+    case StdinError::kNotOpen:
+      data["state"] = e.state;
+      return {Code::WrongState,
+              job +
+                  " has no open stdin: submit it with \"stdin_open\": true (job_submit, "
+                  "execute_stream)",
+              std::move(data)};
+    case StdinError::kClosed:
+      data["state"] = e.state;
+      return {Code::WrongState, job + ": its stdin was closed (EOF sent)", std::move(data)};
+    case StdinError::kReaderGone:
+      data["state"] = e.state;
+      return {Code::WrongState,
+              job + ": its command no longer reads stdin (it " +
+                  (e.state == "running" ? "closed it" : "ended: " + e.state) + ")",
+              std::move(data)};
+    case StdinError::kGap:
+      return {Code::InvalidParams,
+              "invalid params: \"offset\" is past the " + std::to_string(e.stdin_bytes) +
+                  " bytes " + job + "'s stdin accepted (a gap)",
+              std::move(data)};
+    case StdinError::kFull:
+      data["retry_after_ms"] = kRetryAfterMs;
+      return {Code::QueueFull,
+              job +
+                  ": its stdin buffer is full (the command reads slower than it is written); "
+                  "retry from stdin_bytes with \"offset\"",
+              std::move(data)};
+  }
+  return internal_error("unknown stdin error");
+}
+
 RpcError method_not_found(const std::string& method) {
   return {Code::MethodNotFound, "method not found: " + method};
 }

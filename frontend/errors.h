@@ -49,6 +49,22 @@ struct JobError {
 };
 rpc::RpcError to_rpc(const JobError& e);
 
+// Why job_stdin_write / job_stdin_close could not take a job's stdin
+// (StdinFeeds); `stdin_bytes`: what the job's stdin had accepted.
+struct StdinError {
+  enum Kind {
+    kNotOpen,     // the job was not started with "stdin_open" (or it is a plan)
+    kClosed,      // the client sent EOF already
+    kReaderGone,  // the command exited or closed its stdin
+    kGap,         // "offset" is past the bytes accepted
+    kFull,        // not all of it fitted in time, or the frontend holds too much: retry
+  } kind;
+  std::string job_id;
+  uint64_t stdin_bytes = 0;
+  std::string state;  // the job's, for kReaderGone
+};
+rpc::RpcError to_rpc(const StdinError& e);
+
 // `reload`'s errors; `detail` is the supervisor's message for kFailed.
 enum class ReloadError { kForbidden, kFailed, kBusy, kNoAnswer };
 rpc::RpcError to_rpc(ReloadError e, const std::string& detail = {});

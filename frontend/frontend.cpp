@@ -30,6 +30,8 @@
 #include "frontend/records.h"
 #include "frontend/reloads.h"
 #include "frontend/session_methods.h"
+#include "frontend/stdin_feeds.h"
+#include "frontend/stdin_methods.h"
 #include "shm/doorbell.h"
 #include "shm/metrics.h"
 #include "shm/role_config.h"
@@ -80,13 +82,17 @@ class Frontend {
              {[this](rpc::Call& call, Reply r) { methods_.dispatch(call, std::move(r)); },
               [this](uint64_t conn) { client_gone(conn); },
               [this](uint64_t conn) { client_drained(conn); }}),
+        stdin_(seg_, out_, [this](shm::JobWord w) { queue_.ring_owner(w); }),
         methods_(&out_),
         attached_(o_, seg_, queue_, out_, bell_),
         views_(records_, queue_.jobs(), o_.max_output_bytes),
         plans_(records_, queue_, views_),
         detached_(records_, queue_, plans_, views_, out_),
         session_methods_(sessions_, out_),
+        stdin_methods_(records_, attached_, stdin_, views_, out_),
         reloads_(seg_, out_) {
+    queue_.set_stdin_feeds(&stdin_);
+    stdin_methods_.add_methods(methods_);
     attached_.add_methods(methods_);
     detached_.add_methods(methods_);
     session_methods_.add_methods(methods_);
@@ -135,12 +141,14 @@ class Frontend {
   JobQueue queue_;
   rpc::JsonCodec codec_;
   Connections out_;
+  StdinFeeds stdin_;
   MethodTable methods_;
   AttachedJobs attached_;
   JobViews views_;
   Plans plans_;
   DetachedJobs detached_;
   SessionMethods session_methods_;
+  StdinMethods stdin_methods_;
   Reloads reloads_;
   std::optional<MetricsHttp> metrics_http_;  // --metrics-listen
   bool stopping_ = false;
@@ -168,7 +176,7 @@ Status Frontend::init() {
     return Error{errno, "open spool directory " + std::string(o_.spool_dir)};
   // Detached jobs and plans the last frontend accepted are ours now.
   records_.recover();
-  queue_.recover_stdin();
+  stdin_.recover();
   plans_.recover();
   detached_.recover();
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
@@ -194,7 +202,7 @@ Status Frontend::init() {
 }
 
 void Frontend::service_all() {
-  queue_.service_stdin();
+  stdin_.service();
   detached_.service();
   attached_.service_all();
   reloads_.service();

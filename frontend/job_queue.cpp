@@ -2,7 +2,6 @@
 
 #include "common/clock.h"
 #include "common/crash_point.h"
-#include "common/log.h"
 #include "shm/repair.h"
 
 namespace sp::frontend {
@@ -52,9 +51,9 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
   const bool input = p.stdin_data || p.stdin_open;
   const uint64_t stdin_bytes = p.stdin_data ? p.stdin_data->size() : 0;
   if (const uint64_t ring = seg_.caps().input_bytes;
-      stdin_bytes > ring && held_stdin_ + (stdin_bytes - ring) > kMaxHeldStdin)
+      stdin_bytes > ring && !stdin_->can_hold(stdin_bytes - ring))
     return SubmitError{SubmitError::kQueueFull,
-                       "the frontend holds " + std::to_string(held_stdin_ >> 20) +
+                       "the frontend holds " + std::to_string(stdin_->held() >> 20) +
                            " MiB of stdin for jobs that have not read it yet"};
   auto slot = jobs_.allocate(alloc_cursor_);
   if (!slot)
@@ -73,15 +72,8 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
   s.job_id = where.seq ? where.seq : next_job_id();
   if (where.record)  // a detached job: the record names its slot before the job is queued
     records_.bind(*where.record, *slot, allocated.generation);
-  if (input) {  // before it is queued: the worker then sees its stdin is a pipe
-    s.in_state.store(shm::kInputOpen | (p.stdin_open ? 0 : shm::kInputOneShot),
-                     std::memory_order_relaxed);
-    StdinFeed f{allocated.generation, p.stdin_data.value_or(std::string()), 0, !p.stdin_open};
-    if (!feed(*slot, f)) {
-      held_stdin_ += f.data.size() - f.at;
-      stdin_feeds_[*slot] = std::move(f);
-    }
-  }
+  if (input)  // before it is queued: the worker then sees its stdin is a pipe
+    stdin_->start(*slot, allocated.generation, p.stdin_data.value_or(std::string()), p.stdin_open);
   if (where.waiting) {  // counted as submitted when it is queued (promote)
     jobs_.transition(*slot, allocated, allocated.with_state(JobState::kWaiting));
     return *slot;
@@ -136,52 +128,6 @@ void JobQueue::signal(uint32_t slot, int sig) {
 
 void JobQueue::ring_owner(JobWord w) const {
   if (w.owner && w.owner <= worker_bells_.size()) worker_bells_[w.owner - 1].ring();
-}
-
-bool JobQueue::feed(uint32_t slot, StdinFeed& f) {
-  shm::InputWriter in = seg_.input_writer(slot);
-  for (;;) {
-    f.at += in.write(std::string_view(f.data).substr(f.at));
-    if (f.at == f.data.size()) {
-      if (f.finish) in.finish();
-      return true;
-    }
-    if (in.closed()) return true;           // the command takes no more
-    if (!in.wait_for_room()) return false;  // its worker rings us when it frees some
-  }
-}
-
-void JobQueue::service_stdin() {
-  for (auto it = stdin_feeds_.begin(); it != stdin_feeds_.end();) {
-    const uint32_t slot = it->first;
-    StdinFeed& f = it->second;
-    const JobWord w = jobs_.load(slot);
-    const size_t before = f.at;
-    const bool gone =
-        w.generation != f.generation || w.state == JobState::kFree || shm::is_terminal(w.state);
-    const bool done = gone || feed(slot, f);
-    held_stdin_ -= f.at - before;
-    if (f.at != before || (done && !gone)) ring_owner(w);
-    if (!done) {
-      ++it;
-      continue;
-    }
-    held_stdin_ -= f.data.size() - f.at;
-    it = stdin_feeds_.erase(it);
-  }
-}
-
-void JobQueue::recover_stdin() {
-  for (uint32_t i = 0; i < jobs_.size(); ++i) {
-    const JobWord w = jobs_.load(i);
-    if (w.state == JobState::kFree || shm::is_terminal(w.state)) continue;
-    const uint32_t state = jobs_.slot(i).in_state.load(std::memory_order_acquire);
-    if (!(state & shm::kInputOneShot) || (state & (shm::kInputEof | shm::kInputClosed))) continue;
-    seg_.input_writer(i).finish();
-    ring_owner(w);
-    spdlog::warn("job {}: its stdin ends at byte {}: the rest was held by a frontend that died",
-                 jobs_.slot(i).job_id, seg_.input_writer(i).written());
-  }
 }
 
 }  // namespace sp::frontend

@@ -18,6 +18,7 @@
 #include "frontend/errors.h"
 #include "frontend/frontend.h"
 #include "frontend/spec_builder.h"
+#include "frontend/stdin_feeds.h"
 #include "shm/doorbell.h"
 #include "shm/record_table.h"
 #include "shm/segment.h"
@@ -63,28 +64,10 @@ class JobQueue {
   uint32_t free_slots(uint32_t enough) const;  // counted up to `enough`
   const shm::JobTable& jobs() const { return jobs_; }
 
-  // Stdin the input rings had no room for yet, held here until they have
-  // (kMaxHeldStdin in all: a job whose stdin would pass it is refused with a
-  // retryable error). Call service_stdin() on every doorbell.
-  static constexpr uint64_t kMaxHeldStdin = 64ull << 20;
-  void service_stdin();
-  // A new frontend: one-shot stdin its predecessor was still feeding ends
-  // where it is (EOF after the bytes in the ring).
-  void recover_stdin();
-  uint64_t held_stdin() const { return held_stdin_; }
+  // Where a new job's stdin goes (set once by the frontend's wiring).
+  void set_stdin_feeds(StdinFeeds* feeds) { stdin_ = feeds; }
 
  private:
-  // Bytes of a job's stdin not in its ring yet; `finish`: EOF after them.
-  struct StdinFeed {
-    uint32_t generation = 0;
-    std::string data;
-    size_t at = 0;
-    bool finish = false;
-  };
-  // Writes what fits of `feed` into job `slot`'s input ring (EOF after the
-  // last byte if asked); true when nothing is left to write.
-  bool feed(uint32_t slot, StdinFeed& feed);
-
   const shm::Segment& seg_;
   shm::JobTable jobs_;
   shm::SubmitRing ring_;
@@ -95,8 +78,7 @@ class JobQueue {
   SpecBuilder specs_;
   uint32_t alloc_cursor_ = 0;
   bool stopping_ = false;
-  std::unordered_map<uint32_t, StdinFeed> stdin_feeds_;  // by slot
-  uint64_t held_stdin_ = 0;                              // their bytes not written yet
+  StdinFeeds* stdin_ = nullptr;
 };
 
 }  // namespace sp::frontend

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/signals.h"
+#include "common/text.h"
 #include "frontend/names.h"
 #include "frontend/params/readers.h"
 
@@ -160,6 +161,36 @@ Parsed<JobListParams> parse_job_list_params(const Value& params) {
     return bad_params("\"state\" must be one of " + names);
   }
   if (auto e = read_string(obj, "session_id", kOptional, p.session_id)) return *e;
+  return p;
+}
+
+Parsed<StdinWriteParams> parse_stdin_write_params(const Value& params) {
+  StdinWriteParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_job_id(obj, true, p.job_id)) return *e;
+  bool base64 = false;
+  if (auto e = read_encoding(obj, "encoding", base64)) return *e;
+  if (const Value* v = field(obj, "data")) {  // any bytes: NUL included
+    if (!v->is_string()) return bad_params("\"data\" must be a string");
+    p.data = v->get_string();
+  }
+  if (base64) {
+    auto bytes = decode_base64(p.data);
+    if (!bytes) return bad_params("\"data\" is not valid base64 (\"encoding\": \"base64\")");
+    p.data = std::move(*bytes);
+  }
+  if (auto e = read_byte_count(obj, "offset", p.offset)) return *e;
+  if (auto e = read_bool(obj, "eof", p.eof)) return *e;
+  return p;
+}
+
+Parsed<StdinWriteParams> parse_stdin_close_params(const Value& params) {
+  StdinWriteParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_job_id(obj, true, p.job_id)) return *e;
+  p.eof = true;
   return p;
 }
 

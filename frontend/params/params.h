@@ -122,6 +122,16 @@ struct JobSignalParams {
 // job_cancel: "signal" optional (default TERM); job_signal: required.
 Parsed<JobSignalParams> parse_job_signal_params(const Value& params, bool signal_required);
 
+// job_stdin_write (and job_stdin_close: "job_id" only, eof).
+struct StdinWriteParams {
+  std::string job_id;
+  std::string data;                // "data": string, decoded per "encoding" ("utf8" | "base64")
+  std::optional<uint64_t> offset;  // "offset": bytes of the job's stdin before this write
+  bool eof = false;                // "eof": EOF after it
+};
+Parsed<StdinWriteParams> parse_stdin_write_params(const Value& params);
+Parsed<StdinWriteParams> parse_stdin_close_params(const Value& params);
+
 struct JobListParams {
   std::string state;       // "" = any; else one of the job states, "waiting" or "skipped"
   std::string session_id;  // "" = any
