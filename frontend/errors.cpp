@@ -106,6 +106,12 @@ RpcError to_rpc(const StdinError& e) {
               "invalid params: \"offset\" is past the " + std::to_string(e.stdin_bytes) +
                   " bytes " + job + "'s stdin accepted (a gap)",
               std::move(data)};
+    case StdinError::kTerminal:
+      return {Code::InvalidParams,
+              "invalid params: " + job +
+                  " runs on a terminal, where end of input is a character: send \"\\u0004\" "
+                  "(Ctrl-D) with job_stdin_write",
+              std::move(data)};
     case StdinError::kFull:
       data["retry_after_ms"] = kRetryAfterMs;
       return {Code::QueueFull,

@@ -58,6 +58,7 @@ struct StdinError {
     kReaderGone,  // the command exited or closed its stdin
     kGap,         // "offset" is past the bytes accepted
     kFull,        // not all of it fitted in time, or the frontend holds too much: retry
+    kTerminal,    // EOF asked of a PTY job
   } kind;
   std::string job_id;
   uint64_t stdin_bytes = 0;

@@ -89,7 +89,7 @@ class Frontend {
         plans_(records_, queue_, views_),
         detached_(records_, queue_, plans_, views_, out_),
         session_methods_(sessions_, out_),
-        stdin_methods_(records_, attached_, stdin_, views_, out_),
+        stdin_methods_(records_, attached_, stdin_, views_, queue_, out_),
         reloads_(seg_, out_) {
     queue_.set_stdin_feeds(&stdin_);
     stdin_methods_.add_methods(methods_);

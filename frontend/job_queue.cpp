@@ -48,7 +48,7 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
   auto spec = specs_.build(p, session_env ? &*session_env : nullptr);
   if (auto* e = std::get_if<SubmitError>(&spec)) return *e;
 
-  const bool input = p.stdin_data || p.stdin_open;
+  const bool input = p.stdin_data || p.stdin_open || p.pty;
   const uint64_t stdin_bytes = p.stdin_data ? p.stdin_data->size() : 0;
   if (const uint64_t ring = seg_.caps().input_bytes;
       stdin_bytes > ring && !stdin_->can_hold(stdin_bytes - ring))
@@ -73,7 +73,8 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
   if (where.record)  // a detached job: the record names its slot before the job is queued
     records_.bind(*where.record, *slot, allocated.generation);
   if (input)  // before it is queued: the worker then sees its stdin is a pipe
-    stdin_->start(*slot, allocated.generation, p.stdin_data.value_or(std::string()), p.stdin_open);
+    stdin_->start(*slot, allocated.generation, p.stdin_data.value_or(std::string()), p.stdin_open,
+                  p.pty.has_value());
   if (where.waiting) {  // counted as submitted when it is queued (promote)
     jobs_.transition(*slot, allocated, allocated.with_state(JobState::kWaiting));
     return *slot;

@@ -50,7 +50,9 @@ std::optional<SubmitError> effective_limits(const shm::RoleConfig& o, const rpc:
 std::variant<shm::SpecInput, SubmitError> SpecBuilder::build(const rpc::ExecParams& p,
                                                              const EnvPairs* session_env) {
   static const EnvPairs kNone;
-  merge_env(env_strings_, base_env_, {session_env ? session_env : &kNone, &p.env});
+  EnvPairs terminal;  // TERM for a PTY job; the session's and the request's env win
+  if (p.pty) terminal.emplace_back("TERM", p.pty->term);
+  merge_env(env_strings_, base_env_, {&terminal, session_env ? session_env : &kNone, &p.env});
   env_views_.assign(env_strings_.begin(), env_strings_.end());
 
   argv_views_.clear();
@@ -69,6 +71,10 @@ std::variant<shm::SpecInput, SubmitError> SpecBuilder::build(const rpc::ExecPara
   if (auto e = effective_limits(o_, p, in.limits, in.timeout_ms)) return *e;
   in.kill_grace_ms =
       uint32_t(std::min<uint64_t>(p.kill_grace_ms.value_or(o_.kill_grace_ms), kMaxGraceMs));
+  if (p.pty) {
+    in.pty_rows = p.pty->rows;
+    in.pty_cols = p.pty->cols;
+  }
   return in;
 }
 

@@ -28,9 +28,11 @@ uint64_t StdinFeeds::accepted(uint32_t slot, const Feed* f) const {
   return n;
 }
 
-void StdinFeeds::start(uint32_t slot, uint32_t generation, std::string data, bool keep_open) {
-  jobs_.slot(slot).in_state.store(shm::kInputOpen | (keep_open ? 0 : shm::kInputOneShot),
-                                  std::memory_order_relaxed);
+void StdinFeeds::start(uint32_t slot, uint32_t generation, std::string data, bool keep_open,
+                       bool terminal) {
+  jobs_.slot(slot).in_state.store(
+      shm::kInputOpen | (keep_open ? 0 : shm::kInputOneShot) | (terminal ? shm::kInputTerminal : 0),
+      std::memory_order_relaxed);
   Feed f{generation, {}};
   held_ += data.size();
   f.parts.push_back(Part{std::move(data), 0, !keep_open, std::nullopt, {}, 0});
@@ -84,6 +86,7 @@ void StdinFeeds::write(uint32_t slot, uint32_t generation, Write w, Reply r) {
   };
   if (ended(word, generation)) return fail(StdinError::kReaderGone);  // the slot may be reused
   if (!(state & shm::kInputOpen) || (state & shm::kInputOneShot)) return fail(StdinError::kNotOpen);
+  if ((state & shm::kInputTerminal) && w.eof) return fail(StdinError::kTerminal);
   // A retried write whose bytes are all in already is answered as before.
   if (w.offset && *w.offset > acc) return fail(StdinError::kGap);
   const uint64_t skip = w.offset ? acc - *w.offset : 0;

@@ -39,7 +39,8 @@ class StdinFeeds {
   // A new job's stdin (in slot `slot`, generation `generation`, before it is
   // queued): its ring is marked open, `data` written (what fits; the rest
   // held), then EOF unless `keep_open`.
-  void start(uint32_t slot, uint32_t generation, std::string data, bool keep_open);
+  // `terminal`: it runs on a PTY (EOF cannot be sent, only ^D).
+  void start(uint32_t slot, uint32_t generation, std::string data, bool keep_open, bool terminal);
 
   // job_stdin_write on the job in `slot`: `data` (bytes before it:
   // `offset`, if given), then EOF if `eof`. Answers `r` (a -32602 for a gap,

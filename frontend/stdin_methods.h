@@ -1,6 +1,7 @@
-// StdinMethods: job_stdin_write and job_stdin_close, on detached jobs
-// (by their record) and on execute_stream jobs (AttachedJobs) started with
-// "stdin_open": finds the job's slot and hands the bytes to StdinFeeds.
+// StdinMethods: job_stdin_write, job_stdin_close and job_resize, on
+// detached jobs (by their record) and on execute_stream jobs (AttachedJobs):
+// finds the job's slot and hands the bytes to StdinFeeds, or the new size
+// to the worker that runs it.
 //
 // Used from the frontend's single thread; holds no state of its own.
 #pragma once
@@ -17,17 +18,27 @@ namespace sp::frontend {
 class StdinMethods {
  public:
   StdinMethods(JobRecords& records, const AttachedJobs& attached, StdinFeeds& feeds,
-               const JobViews& views, Connections& out)
-      : records_(records), attached_(attached), feeds_(feeds), views_(views), out_(out) {}
+               const JobViews& views, JobQueue& queue, Connections& out)
+      : records_(records),
+        attached_(attached),
+        feeds_(feeds),
+        views_(views),
+        queue_(queue),
+        out_(out) {}
   void add_methods(MethodTable& m);
 
  private:
   void write(rpc::StdinWriteParams& p, Reply r);
+  void resize(const rpc::ResizeParams& p, Reply r);
+  // The unfinished job `job_id`'s slot and generation; else answers `r`
+  // with why not (no such job, a plan, ended) and nullopt.
+  std::optional<std::pair<uint32_t, uint32_t>> find(const std::string& job_id, Reply& r);
 
   JobRecords& records_;
   const AttachedJobs& attached_;
   StdinFeeds& feeds_;
   const JobViews& views_;
+  JobQueue& queue_;
   Connections& out_;
 };
 

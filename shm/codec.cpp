@@ -49,6 +49,7 @@ Status parse_limit(std::string_view name_value, Rlimits& out) {
 
 uint64_t spec_size_bound(const SpecInput& in) {
   // root pointer + struct (8 data words, 4 pointers) + texts + list pointer words.
+  // (ptyRows and ptyCols share killGraceMs's word.)
   uint64_t n = 8 + 12 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
   for (auto a : in.argv) n += 8 + text_bytes(a);
   for (auto e : in.env) n += 8 + text_bytes(e);
@@ -79,6 +80,8 @@ Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words
     spec.setProcesses(in.limits.processes);
     spec.setFileSizeBytes(in.limits.file_size_bytes);
     spec.setMemoryBytes(in.limits.memory_bytes);
+    spec.setPtyRows(in.pty_rows);
+    spec.setPtyCols(in.pty_cols);
     auto segments = message.getSegmentsForOutput();
     return static_cast<uint32_t>(segments[0].size());
   } catch (const kj::Exception& e) {
@@ -104,6 +107,8 @@ Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out)
     out.kill_grace_ms = spec.getKillGraceMs();
     out.limits = {spec.getCpuSeconds(), spec.getAddressSpaceBytes(), spec.getOpenFiles(),
                   spec.getProcesses(),  spec.getFileSizeBytes(),     spec.getMemoryBytes()};
+    out.pty_rows = spec.getPtyRows();
+    out.pty_cols = spec.getPtyCols();
     if (out.argv.size() < 2 || !*out.path) return Error{0, "job spec has no program"};
     return {};
   } catch (const kj::Exception& e) {

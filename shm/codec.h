@@ -28,6 +28,7 @@ struct SpecInput {
   uint64_t timeout_ms = 0;
   uint32_t kill_grace_ms = 0;
   Rlimits limits;
+  uint16_t pty_rows = 0, pty_cols = 0;  // a PTY of this size; 0 rows: pipes
 };
 
 // Upper bound of the encoded size, in bytes.
@@ -49,6 +50,7 @@ struct DecodedSpec {
   uint64_t timeout_ms = 0;
   uint32_t kill_grace_ms = 0;
   Rlimits limits;
+  uint16_t pty_rows = 0, pty_cols = 0;  // a PTY of this size; 0 rows: pipes
 };
 // Reuses `out`'s vectors. An error if the message is malformed.
 Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out);

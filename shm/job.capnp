@@ -22,6 +22,10 @@ struct JobSpec {
   fileSizeBytes @10 :UInt64;
   # The job's cgroup memory limit (memory.max), where jobs get cgroups; 0: none.
   memoryBytes @11 :UInt64;
+  # A terminal's size: the command runs on a new PTY (stdin, stdout and
+  # stderr); 0 rows: pipes. (They fill the hole after killGraceMs.)
+  ptyRows @12 :UInt16;
+  ptyCols @13 :UInt16;
 }
 
 struct JobResult {

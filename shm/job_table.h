@@ -87,6 +87,7 @@ class JobTable {
         s.in_head.store(0, std::memory_order_relaxed);
         s.in_tail.store(0, std::memory_order_relaxed);
         s.in_state.store(0, std::memory_order_relaxed);
+        s.winsize.store(0, std::memory_order_relaxed);
         s.out_head.store(0, std::memory_order_relaxed);
         s.out_tail.store(0, std::memory_order_relaxed);
         s.out_writer_waiting.store(0, std::memory_order_relaxed);
@@ -156,6 +157,18 @@ class JobTable {
     if (!(slots_[i].control.load(std::memory_order_seq_cst) & kControlCancel)) return std::nullopt;
     return CancelRequest{int(slots_[i].cancel_signal.load(std::memory_order_relaxed)),
                          slots_[i].cancel_grace_ms.load(std::memory_order_relaxed)};
+  }
+
+  // Frontend: asks for a PTY job's terminal to be `rows` x `cols`.
+  void request_resize(uint32_t i, uint16_t rows, uint16_t cols) {
+    slots_[i].winsize.store(uint32_t(rows) << 16 | cols, std::memory_order_relaxed);
+    set_control(i, kControlResize);
+  }
+  // Worker: the size asked for since the last call, if any (rows << 16 | cols).
+  std::optional<uint32_t> take_resize(uint32_t i) {
+    if (!(slots_[i].control.load(std::memory_order_acquire) & kControlResize)) return std::nullopt;
+    slots_[i].control.fetch_and(~kControlResize, std::memory_order_acq_rel);
+    return slots_[i].winsize.load(std::memory_order_relaxed);
   }
 
   // Frontend: asks for signal `sig` (1..64) to be delivered to job i.

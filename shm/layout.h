@@ -23,7 +23,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 11;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 12;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
 // (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
@@ -282,11 +282,13 @@ inline constexpr bool is_terminal(JobState s) {
 }
 
 // Control flags, set by the frontend or the supervisor, read by the worker.
-inline constexpr uint32_t kControlCancel = 1u << 0;    // stop the job (TERM, grace, KILL)
-inline constexpr uint32_t kControlOrphan = 1u << 1;    // its client is gone: whoever sees it
-                                                       // terminal frees the slot
-inline constexpr uint32_t kControlDetached = 1u << 2;  // a detached job (JobSlot::record): it
-                                                       // outlives the frontend that submitted it
+inline constexpr uint32_t kControlCancel = 1u << 0;  // stop the job (TERM, grace, KILL)
+inline constexpr uint32_t kControlOrphan = 1u << 1;  // its client is gone: whoever sees it
+                                                     // terminal frees the slot
+inline constexpr uint32_t kControlDetached = 1u << 2;
+inline constexpr uint32_t kControlResize =
+    1u << 3;  // a PTY job's new size is in winsize  // a detached job (JobSlot::record): it
+              // outlives the frontend that submitted it
 inline constexpr uint32_t kCancelGraceDefault = UINT32_MAX;  // JobSlot::cancel_grace_ms unset
 
 // One job. `word` packs state | owner worker | owner incarnation | generation
@@ -314,6 +316,9 @@ struct alignas(64) JobSlot {
   // worker running the job): bytes published, and the kInput* flags.
   std::atomic<uint64_t> in_head;
   std::atomic<uint32_t> in_state;
+  // A PTY job's new size, rows << 16 | cols (the frontend stores it, then
+  // sets kControlResize).
+  std::atomic<uint32_t> winsize;
   // Output ring (single writer: the worker running the job; single reader: the frontend).
   alignas(64) std::atomic<uint64_t> out_head;  // bytes published by the writer (whole chunks)
   alignas(64) std::atomic<uint64_t> out_tail;  // bytes consumed by the reader
@@ -336,6 +341,9 @@ inline constexpr uint32_t kInputWriterWaiting = 1u << 3;
 // "stdin_open"), so a frontend that finds it unfinished after a restart
 // ends it where it is (the bytes its predecessor held are gone).
 inline constexpr uint32_t kInputOneShot = 1u << 4;
+// Set with kInputOpen: the job runs on a PTY (its stdin is the terminal: EOF
+// is a character there, not the end of the input).
+inline constexpr uint32_t kInputTerminal = 1u << 5;
 
 inline constexpr uint32_t kSessionIdBytes = 40;
 inline constexpr uint32_t kSessionNameBytes = 128;
@@ -432,7 +440,7 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 11, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 12, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40);
 static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
@@ -466,8 +474,9 @@ static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, cancel_grace_ms) == 60 && offsetof(JobSlot, signals) == 64 &&
               offsetof(JobSlot, result) == 72 && offsetof(JobSlot, queued_ns) == 328 &&
               offsetof(JobSlot, in_head) == 336 && offsetof(JobSlot, in_state) == 344 &&
-              offsetof(JobSlot, out_head) == 384 && offsetof(JobSlot, out_tail) == 448 &&
-              offsetof(JobSlot, out_writer_waiting) == 456 && offsetof(JobSlot, in_tail) == 464);
+              offsetof(JobSlot, winsize) == 348 && offsetof(JobSlot, out_head) == 384 &&
+              offsetof(JobSlot, out_tail) == 448 && offsetof(JobSlot, out_writer_waiting) == 456 &&
+              offsetof(JobSlot, in_tail) == 464);
 static_assert(sizeof(SessionSlot) == 192 && offsetof(SessionSlot, env_bytes) == 4 &&
               offsetof(SessionSlot, created_unix_ms) == 8 && offsetof(SessionSlot, id) == 16 &&
               offsetof(SessionSlot, name) == 56);

@@ -88,9 +88,10 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
     j.sink_ = std::make_unique<RingSink>(env.seg, slot);
   j.deadline_ns_ = spec.timeout_ms ? now + spec.timeout_ms * kMs : 0;
   j.grace_ns_ = uint64_t(spec.kill_grace_ms ? spec.kill_grace_ms : env.default_grace_ms) * kMs;
-  bool ok = env.poller.watch(j.proc_.pidfd(), {Kind::kPidfd, entry, generation}) &&
-            env.poller.watch(j.proc_.pipe(kStdout), Tag::pipe(kStdout, entry, generation)) &&
-            env.poller.watch(j.proc_.pipe(kStderr), Tag::pipe(kStderr, entry, generation));
+  bool ok = bool(env.poller.watch(j.proc_.pidfd(), {Kind::kPidfd, entry, generation}));
+  for (Stream st : kStreams)  // a PTY job has its terminal as stdout only
+    ok = ok && (!j.proc_.pipe_open(st) ||
+                env.poller.watch(j.proc_.pipe(st), Tag::pipe(st, entry, generation)));
   if (!ok) {
     spdlog::error("cannot watch job {}: epoll_ctl failed", s.job_id);
     j.stop(SIGKILL);
@@ -241,6 +242,8 @@ void Job::stop(int sig, uint64_t grace_ns) {
 // What the frontend asked for the job: signals to deliver (job_signal), and
 // a cancel with its signal and grace.
 void Job::take_control() {
+  if (auto size = env_->jobs.take_resize(slot_))
+    proc_.resize(uint16_t(*size >> 16), uint16_t(*size & 0xffff));
   if (uint64_t sigs = env_->jobs.take_signals(slot_))
     for (int sig = 1; sig <= 64; ++sig)
       if (sigs >> (sig - 1) & 1) proc_.signal_group(sig);  // nothing once reaped

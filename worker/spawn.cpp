@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -22,7 +23,7 @@ namespace {
 constexpr std::string_view kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
 
 // The vfork child's steps that can fail.
-enum class Step : uint8_t { kNone, kCgroup, kSetsid, kChdir, kDup2, kSetrlimit, kExec };
+enum class Step : uint8_t { kNone, kCgroup, kSetsid, kTty, kChdir, kDup2, kSetrlimit, kExec };
 
 // What the vfork'd child reports back when it fails, and why no error pipe is
 // needed for it. A fork()ed child has memory of its own, so an exec failure
@@ -44,6 +45,8 @@ std::string describe(Step step, const shm::DecodedSpec& spec, const std::string&
       return "cannot move into the job's cgroup";
     case Step::kSetsid:
       return "setsid";
+    case Step::kTty:
+      return "cannot make the job's terminal its controlling terminal";
     case Step::kChdir:
       return "cannot change directory to " + std::string(spec.cwd);
     case Step::kDup2:
@@ -90,11 +93,33 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe(int ours) {
   return std::pair{std::move(rd), std::move(wr)};
 }
 
+// A new terminal of `rows` x `cols`: {master (ours, non-blocking), slave
+// (the command's stdin, stdout and stderr)}.
+Result<std::pair<UniqueFd, UniqueFd>> make_pty(uint16_t rows, uint16_t cols) {
+  auto master =
+      new_fd("posix_openpt", [] { return ::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC); });
+  if (!master) return master.error();
+  const int m = master->get();
+  if (auto r = sys("grantpt", [&] { return ::grantpt(m); }); !r) return r.error();
+  if (auto r = sys("unlockpt", [&] { return ::unlockpt(m); }); !r) return r.error();
+  char name[64];
+  if (int e = ::ptsname_r(m, name, sizeof name); e != 0) return Error{e, "ptsname_r"};
+  auto slave =
+      new_fd("open the terminal", [&] { return ::open(name, O_RDWR | O_NOCTTY | O_CLOEXEC); });
+  if (!slave) return slave.error();
+  winsize ws{rows, cols, 0, 0};
+  if (auto r = sys("TIOCSWINSZ", [&] { return ::ioctl(m, TIOCSWINSZ, &ws); }); !r) return r.error();
+  if (auto r = sys("fcntl O_NONBLOCK", [&] { return ::fcntl(m, F_SETFL, O_NONBLOCK); }); !r)
+    return r.error();
+  return std::pair{std::move(*master), std::move(*slave)};
+}
+
 // Runs in the vfork child, with every signal blocked: async-signal-safe calls
 // only, no allocation, no return; failures are written to `failure` and end
 // in _exit(127).
 [[noreturn]] void exec_child(const shm::DecodedSpec& spec, const char* program, int in, int out,
-                             int err, const char* const* cgroup_procs, ChildFailure* failure) {
+                             int err, bool tty, const char* const* cgroup_procs,
+                             ChildFailure* failure) {
   auto fail = [failure](Step step) {
     failure->error = errno;
     failure->step = step;
@@ -107,6 +132,8 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pipe(int ours) {
     if (fd < 0 || ::write(fd, "0", 1) != 1) fail(Step::kCgroup);
   }
   if (::setsid() < 0) fail(Step::kSetsid);
+  // A PTY job: the new session's controlling terminal is its terminal.
+  if (tty && ::ioctl(in, TIOCSCTTY, 0) < 0) fail(Step::kTty);
   if (spec.cwd && ::chdir(spec.cwd) < 0) fail(Step::kChdir);
   if (::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) fail(Step::kDup2);
   // Our fds are all close-on-exec, but one the daemon inherited without it
@@ -170,6 +197,7 @@ Process::Process(Process&& other) noexcept
       pidfd_(std::move(other.pidfd_)),
       pipe_{std::move(other.pipe_[kStdout]), std::move(other.pipe_[kStderr])},
       stdin_(std::move(other.stdin_)),
+      terminal_(std::move(other.terminal_)),
       pgid_word_(std::exchange(other.pgid_word_, nullptr)) {}
 
 Process& Process::operator=(Process&& other) noexcept {
@@ -179,6 +207,7 @@ Process& Process::operator=(Process&& other) noexcept {
   pidfd_ = std::move(other.pidfd_);
   for (Stream s : kStreams) pipe_[s] = std::move(other.pipe_[s]);
   stdin_ = std::move(other.stdin_);
+  terminal_ = std::move(other.terminal_);
   pgid_word_ = std::exchange(other.pgid_word_, nullptr);
   return *this;
 }
@@ -193,6 +222,17 @@ ssize_t Process::read(Stream s, std::span<char> buf) {
 
 ssize_t Process::write_stdin(std::span<const unsigned char> bytes) {
   return sys_raw([&] { return ::write(stdin_.get(), bytes.data(), bytes.size()); });
+}
+
+void Process::resize(uint16_t rows, uint16_t cols) {
+  winsize ws{rows, cols, 0, 0};
+  if (terminal_) ::ioctl(terminal_.get(), TIOCSWINSZ, &ws);
+}
+
+pid_t Process::foreground() const {
+  if (!terminal_) return 0;
+  pid_t pg = ::tcgetpgrp(terminal_.get());
+  return pg > 0 ? pg : 0;
 }
 
 void Process::publish_pgid(std::atomic<int32_t>& word) {
@@ -244,8 +284,46 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec) {
   return Error{ENOENT, "command not found: " + std::string(name)};
 }
 
+// spawn() on a new terminal: the master is read as stdout and written as
+// stdin (two fds of it, so each can be closed alone), and kept for resizes.
+Result<Process> spawn_on_pty(const shm::DecodedSpec& spec, const std::string& program,
+                             const char* const* cgroup_procs) {
+  auto pty = make_pty(spec.pty_rows, spec.pty_cols ? spec.pty_cols : 80);
+  if (!pty) return pty.error();
+  auto input = new_fd("dup", [&] { return ::fcntl(pty->first.get(), F_DUPFD_CLOEXEC, 0); });
+  if (!input) return input.error();
+  auto control = new_fd("dup", [&] { return ::fcntl(pty->first.get(), F_DUPFD_CLOEXEC, 0); });
+  if (!control) return control.error();
+  ChildFailure failure;
+  const char* prog = program.c_str();
+  pid_t pid;
+  int vfork_error;
+  {
+    AllSignalsBlocked blocked;
+    pid = ::vfork();
+    if (pid == 0)
+      exec_child(spec, prog, pty->second.get(), pty->second.get(), pty->second.get(), true,
+                 cgroup_procs, &failure);
+    vfork_error = errno;
+  }
+  if (pid < 0) return Error{vfork_error, "vfork"};
+  if (failure.step != Step::kNone) {
+    sys_raw([&] { return ::waitpid(pid, nullptr, 0); });
+    return Error{failure.error, describe(failure.step, spec, program)};
+  }
+  Process proc(pid);
+  auto pidfd = new_fd("pidfd_open", [&] { return int(::syscall(SYS_pidfd_open, pid, 0)); });
+  if (!pidfd) return pidfd.error();
+  proc.pidfd_ = std::move(*pidfd);
+  proc.pipe_[kStdout] = std::move(pty->first);
+  proc.stdin_ = std::move(*input);
+  proc.terminal_ = std::move(*control);
+  return proc;  // the slave closes here: the command holds the only copies
+}
+
 Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
                       bool stdin_pipe, const char* const* cgroup_procs) {
+  if (spec.pty_rows) return spawn_on_pty(spec, program, cgroup_procs);
   auto out = make_pipe(0);
   if (!out) return out.error();
   auto err = make_pipe(0);
@@ -265,8 +343,8 @@ Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, 
     // Not through sys(): the child would return from the lambda's frame.
     pid = ::vfork();
     if (pid == 0)
-      exec_child(spec, prog, stdin_pipe ? in->first.get() : devnull, out_w, err_w, cgroup_procs,
-                 &failure);
+      exec_child(spec, prog, stdin_pipe ? in->first.get() : devnull, out_w, err_w, false,
+                 cgroup_procs, &failure);
     vfork_error = errno;
   }
   if (pid < 0) return Error{vfork_error, "vfork"};

@@ -67,6 +67,13 @@ class Process {
   ssize_t write_stdin(std::span<const unsigned char> bytes);
   void close_stdin() { stdin_.reset(); }
 
+  // A PTY job's: its terminal (the master), for resizes; -1 for pipes.
+  bool on_terminal() const { return terminal_.valid(); }
+  // Sets the terminal's size (the foreground process group gets SIGWINCH).
+  void resize(uint16_t rows, uint16_t cols);
+  // The terminal's foreground process group; 0 if none or not a PTY job.
+  pid_t foreground() const;
+
   // Records the pgid in `word` (shm, for a repair after our death), and
   // clears it again before the leader is reaped: once reaped, the pgid may be
   // reused, and such a repair must not kill(-pgid) a stranger. `word` must
@@ -87,12 +94,15 @@ class Process {
  private:
   friend Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program,
                                int devnull, bool stdin_pipe, const char* const* cgroup_procs);
+  friend Result<Process> spawn_on_pty(const shm::DecodedSpec& spec, const std::string& program,
+                                      const char* const* cgroup_procs);
   explicit Process(pid_t pid) : pid_(pid) {}
 
   pid_t pid_ = -1;
   UniqueFd pidfd_;
   UniqueFd pipe_[2];
   UniqueFd stdin_;
+  UniqueFd terminal_;
   std::atomic<int32_t>* pgid_word_ = nullptr;
 };
 
@@ -102,10 +112,15 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec);
 
 // Starts the command, in the cgroups whose cgroup.procs paths `cgroup_procs`
 // lists (null-terminated; null: none), its stdin a pipe (Process::stdin_fd)
-// when `stdin_pipe`, else `devnull` (borrowed for the call). On failure
+// when `stdin_pipe`, else `devnull` (borrowed for the call). A spec with
+// pty_rows runs on a new terminal instead: stdin, stdout and stderr are its
+// slave, pipe(kStdout) reads its master (kStderr stays closed) and
+// stdin_fd() writes it. On failure
 // nothing is left running and the Error says what failed (chdir, exec,
 // pipe...) with the child's errno.
 Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
                       bool stdin_pipe, const char* const* cgroup_procs);
+Result<Process> spawn_on_pty(const shm::DecodedSpec& spec, const std::string& program,
+                             const char* const* cgroup_procs);
 
 }  // namespace sp::worker

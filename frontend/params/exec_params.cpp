@@ -24,6 +24,7 @@ Parsed<ExecParams> parse_exec_params(const Value& params) {
   if (auto e = read_limits(obj, p.limits)) return *e;
   if (auto e = read_output_policy(obj, p.kill_on_output_cap)) return *e;
   if (auto e = read_stdin(obj, p.stdin_data, p.stdin_open)) return *e;
+  if (auto e = read_pty(obj, p.pty)) return *e;
   return p;
 }
 

@@ -194,4 +194,16 @@ Parsed<StdinWriteParams> parse_stdin_close_params(const Value& params) {
   return p;
 }
 
+Parsed<ResizeParams> parse_resize_params(const Value& params) {
+  ResizeParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_job_id(obj, true, p.job_id)) return *e;
+  for (auto [key, out] : {std::pair{"rows", &p.rows}, {"cols", &p.cols}}) {
+    if (!field(obj, key)) return bad_params(quoted(key) + " is required");
+    if (auto e = read_term_size(obj, key, *out)) return *e;
+  }
+  return p;
+}
+
 }  // namespace sp::rpc

@@ -41,6 +41,13 @@ struct ExecParams {
   // "stdin_open": stdin stays open after `stdin_data` for job_stdin_write
   // (job_submit and execute_stream only; the methods check).
   bool stdin_open = false;
+  // "pty": {"rows", "cols", "term"} (or true): the command runs on a new
+  // terminal of that size with TERM=term; its output is all "stdout".
+  struct Pty {
+    uint16_t rows = 24, cols = 80;
+    std::string term = "xterm-256color";
+  };
+  std::optional<Pty> pty;
 };
 // Used by execute and execute_stream, job_submit and every plan step.
 Parsed<ExecParams> parse_exec_params(const Value& params);
@@ -131,6 +138,13 @@ struct StdinWriteParams {
 };
 Parsed<StdinWriteParams> parse_stdin_write_params(const Value& params);
 Parsed<StdinWriteParams> parse_stdin_close_params(const Value& params);
+
+// job_resize: {"job_id", "rows", "cols"}, rows and cols 1..65535.
+struct ResizeParams {
+  std::string job_id;
+  uint16_t rows = 0, cols = 0;
+};
+Parsed<ResizeParams> parse_resize_params(const Value& params);
 
 struct JobListParams {
   std::string state;       // "" = any; else one of the job states, "waiting" or "skipped"

@@ -1,9 +1,10 @@
 #include "frontend/params/readers.h"
 
-#include "common/text.h"
-
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+
+#include "common/text.h"
 
 namespace sp::rpc::detail {
 
@@ -211,6 +212,35 @@ std::optional<RpcError> read_output_policy(Obj obj, bool& kill) {
     return std::nullopt;
   }
   return bad_params("\"output_policy\" must be \"truncate\" or \"kill\"");
+}
+
+std::optional<RpcError> read_term_size(Obj obj, std::string_view key, uint16_t& out,
+                                       std::string_view where) {
+  std::optional<uint64_t> n;
+  if (auto e = read_byte_count(obj, key, n, where)) return e;
+  if (!n) return std::nullopt;
+  if (*n < 1 || *n > 65535)
+    return bad_params(quoted(key) + std::string(where) + " must be 1..65535");
+  out = uint16_t(*n);
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_pty(Obj obj, std::optional<ExecParams::Pty>& out) {
+  const Value* v = field(obj, "pty");
+  if (v == nullptr || (v->is_bool() && !v->get_bool())) return std::nullopt;
+  out.emplace();
+  if (v->is_bool()) return std::nullopt;
+  if (!v->is_object())
+    return bad_params("\"pty\" must be true or an object {\"rows\", \"cols\", \"term\"}");
+  Obj pty = &v->get_object();
+  if (auto e = read_term_size(pty, "rows", out->rows, " in \"pty\"")) return e;
+  if (auto e = read_term_size(pty, "cols", out->cols, " in \"pty\"")) return e;
+  if (auto e = read_string(pty, "term", kOptional | kNonEmpty, out->term)) return e;
+  if (out->term.size() > 64 || !std::all_of(out->term.begin(), out->term.end(), [](char ch) {
+        return std::isalnum((unsigned char)ch) || ch == '-' || ch == '_' || ch == '.' || ch == '+';
+      }))
+    return bad_params("\"term\" in \"pty\" must be 1..64 letters, digits or - _ . +");
+  return std::nullopt;
 }
 
 std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open) {

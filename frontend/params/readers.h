@@ -45,6 +45,11 @@ std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::opti
 std::optional<RpcError> read_encoding(Obj obj, std::string_view key, bool& base64);
 std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out);
 std::optional<RpcError> read_output_policy(Obj obj, bool& kill);
+// A terminal size: "rows" / "cols", integers 1..65535 (in `where`).
+std::optional<RpcError> read_term_size(Obj obj, std::string_view key, uint16_t& out,
+                                       std::string_view where = "");
+// "pty": true, or {"rows", "cols", "term"}.
+std::optional<RpcError> read_pty(Obj obj, std::optional<ExecParams::Pty>& out);
 // "stdin" (a string; with "stdin_encoding": "base64", decoded) and "stdin_open".
 std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open);
 
