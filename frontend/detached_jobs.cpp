@@ -172,7 +172,7 @@ void DetachedJobs::cancel(rpc::JobSignalParams& p, Reply r) {
 void DetachedJobs::signal(rpc::JobSignalParams& p, Reply r) {
   auto rec = find(p.job_id, r);
   if (!rec) return;
-  if (auto e = signal_one(*rec, p.signal)) return out_.fail(r, to_rpc(*e));
+  if (auto e = signal_one(*rec, p.signal, p.foreground)) return out_.fail(r, to_rpc(*e));
   out_.answer(r, rpc::Object{{"job_id", p.job_id}, {"signal", signal_value(p.signal)}});
 }
 
@@ -208,11 +208,12 @@ rpc::Object DetachedJobs::cancel_one(uint32_t rec, const rpc::JobSignalParams& h
   return result;
 }
 
-std::optional<JobError> DetachedJobs::signal_one(uint32_t rec, int sig) {
+std::optional<JobError> DetachedJobs::signal_one(uint32_t rec, int sig,
+                                                 std::optional<bool> foreground) {
   const shm::JobRecord& r = records_.at(rec);
   if (JobRecords::is_plan(r) && !JobRecords::settled(r)) {  // to its running steps
     bool sent = false;
-    for (uint32_t s : records_.steps_of(rec)) sent |= !signal_one(s, sig);
+    for (uint32_t s : records_.steps_of(rec)) sent |= !signal_one(s, sig, foreground);
     if (sent) return std::nullopt;
     return JobError{JobError::kWrongState,
                     "plan " + std::string(r.id) + " has no running step to signal", "running"};
@@ -222,7 +223,7 @@ std::optional<JobError> DetachedJobs::signal_one(uint32_t rec, int sig) {
     return JobError{JobError::kWrongState,
                     "job " + std::string(r.id) + " is not running; signals go to running jobs",
                     state};
-  queue_.signal(r.slot, sig);
+  queue_.signal(r.slot, sig, foreground);
   return std::nullopt;
 }
 

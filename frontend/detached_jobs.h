@@ -74,7 +74,7 @@ class DetachedJobs {
   // The record of job `id` (settled if it has ended), or r answered with -32001.
   std::optional<uint32_t> find(const std::string& id, Reply& r);
   rpc::Object cancel_one(uint32_t rec, const rpc::JobSignalParams& how);
-  std::optional<JobError> signal_one(uint32_t rec, int sig);
+  std::optional<JobError> signal_one(uint32_t rec, int sig, std::optional<bool> foreground);
   // `seen_end`: for job_output, the spool's end read before the read that
   // found nothing new (a later write then wakes the waiter).
   void park(Reply& r, uint32_t rec, std::optional<double> wait_s,

@@ -122,8 +122,9 @@ bool JobQueue::stop(uint32_t slot, std::string_view why, uint32_t sig, uint32_t 
   return false;
 }
 
-void JobQueue::signal(uint32_t slot, int sig) {
-  jobs_.request_signal(slot, sig);
+void JobQueue::signal(uint32_t slot, int sig, std::optional<bool> foreground) {
+  const bool terminal = jobs_.slot(slot).in_state.load() & shm::kInputTerminal;
+  jobs_.request_signal(slot, sig, foreground.value_or(terminal) && terminal);
   ring_owner(jobs_.load(slot));
 }
 

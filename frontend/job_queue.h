@@ -51,8 +51,10 @@ class JobQueue {
   // `grace_ms` (kCancelGraceDefault: its own), and ends later (false).
   bool stop(uint32_t slot, std::string_view why, uint32_t sig = 0,
             uint32_t grace_ms = shm::kCancelGraceDefault);
-  // Delivers `sig` (1..64) to the job's process group.
-  void signal(uint32_t slot, int sig);
+  // Delivers `sig` (1..64) to the job's process group, or (`foreground`,
+  // which defaults to whether it runs on a terminal) to its terminal's
+  // foreground process group.
+  void signal(uint32_t slot, int sig, std::optional<bool> foreground = std::nullopt);
   // Wakes the worker that owns job `slot`'s word `w` (a cancel, room in its
   // output ring).
   void ring_owner(shm::JobWord w) const;

@@ -88,6 +88,7 @@ class JobTable {
         s.in_tail.store(0, std::memory_order_relaxed);
         s.in_state.store(0, std::memory_order_relaxed);
         s.winsize.store(0, std::memory_order_relaxed);
+        s.fg_signals.store(0, std::memory_order_relaxed);
         s.out_head.store(0, std::memory_order_relaxed);
         s.out_tail.store(0, std::memory_order_relaxed);
         s.out_writer_waiting.store(0, std::memory_order_relaxed);
@@ -171,9 +172,15 @@ class JobTable {
     return slots_[i].winsize.load(std::memory_order_relaxed);
   }
 
-  // Frontend: asks for signal `sig` (1..64) to be delivered to job i.
-  void request_signal(uint32_t i, int sig) {
-    slots_[i].signals.fetch_or(uint64_t{1} << (sig - 1), std::memory_order_release);
+  // Frontend: asks for signal `sig` (1..64) to be delivered to job i's
+  // process group, or (`foreground`) to its terminal's foreground group.
+  void request_signal(uint32_t i, int sig, bool foreground = false) {
+    (foreground ? slots_[i].fg_signals : slots_[i].signals)
+        .fetch_or(uint64_t{1} << (sig - 1), std::memory_order_release);
+  }
+  uint64_t take_fg_signals(uint32_t i) {
+    if (!slots_[i].fg_signals.load(std::memory_order_relaxed)) return 0;
+    return slots_[i].fg_signals.exchange(0, std::memory_order_acquire);
   }
   // Worker: the signals asked for since the last call (bit N-1: signal N),
   // taken in one exchange so none is delivered twice or lost.

@@ -23,7 +23,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 12;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 13;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
 // (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
@@ -319,6 +319,9 @@ struct alignas(64) JobSlot {
   // A PTY job's new size, rows << 16 | cols (the frontend stores it, then
   // sets kControlResize).
   std::atomic<uint32_t> winsize;
+  // As `signals`, for the terminal's foreground process group of a PTY job
+  // (its whole group for other jobs).
+  std::atomic<uint64_t> fg_signals;
   // Output ring (single writer: the worker running the job; single reader: the frontend).
   alignas(64) std::atomic<uint64_t> out_head;  // bytes published by the writer (whole chunks)
   alignas(64) std::atomic<uint64_t> out_tail;  // bytes consumed by the reader
@@ -440,7 +443,7 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 12, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 13, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40);
 static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
@@ -474,9 +477,9 @@ static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, cancel_grace_ms) == 60 && offsetof(JobSlot, signals) == 64 &&
               offsetof(JobSlot, result) == 72 && offsetof(JobSlot, queued_ns) == 328 &&
               offsetof(JobSlot, in_head) == 336 && offsetof(JobSlot, in_state) == 344 &&
-              offsetof(JobSlot, winsize) == 348 && offsetof(JobSlot, out_head) == 384 &&
-              offsetof(JobSlot, out_tail) == 448 && offsetof(JobSlot, out_writer_waiting) == 456 &&
-              offsetof(JobSlot, in_tail) == 464);
+              offsetof(JobSlot, winsize) == 348 && offsetof(JobSlot, fg_signals) == 352 &&
+              offsetof(JobSlot, out_head) == 384 && offsetof(JobSlot, out_tail) == 448 &&
+              offsetof(JobSlot, out_writer_waiting) == 456 && offsetof(JobSlot, in_tail) == 464);
 static_assert(sizeof(SessionSlot) == 192 && offsetof(SessionSlot, env_bytes) == 4 &&
               offsetof(SessionSlot, created_unix_ms) == 8 && offsetof(SessionSlot, id) == 16 &&
               offsetof(SessionSlot, name) == 56);

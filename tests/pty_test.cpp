@@ -126,3 +126,31 @@ TEST_CASE("a worker killed while a pty job runs: the job ends lost, its processe
   CHECK(str(execute(c, pty_job("echo again")), "stdout") == "again\r\n");
   stop_cleanly(d);
 }
+
+TEST_CASE("job_signal to a pty job goes to its terminal's foreground group, not the shell",
+          "[daemon][pty]") {
+  START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1"}});
+  Client c(d.socket());
+  json::object params{{"command", "bash"},
+                      {"args", json::array{"--norc", "--noprofile", "-i"}},
+                      {"pty", true},
+                      {"stdin_open", true},
+                      {"job_id", "shell"}};
+  result_of(c.call("job_submit", params));
+  result_of(c.call("job_stdin_write", {{"job_id", "shell"}, {"data", "sleep 108.1\n"}}));
+  REQUIRE(wait_until([] { return !pids_matching("sleep 108.1").empty(); }, 10));
+  result_of(c.call("job_signal", {{"job_id", "shell"}, {"signal", "INT"}}));
+  CHECK(wait_until([] { return pids_matching("sleep 108.1").empty(); }, 10));
+  // The shell lived through it and still answers.
+  result_of(c.call("job_stdin_write", {{"job_id", "shell"}, {"data", "echo alive-$((40+2))\n"}}));
+  auto output = [&] { return str(result_of(c.call("job_output", {{"job_id", "shell"}})), "data"); };
+  CHECK(wait_until([&] { return output().find("alive-42") != std::string::npos; }, 10));
+  CHECK(str(result_of(c.call("job_status", {{"job_id", "shell"}})), "state") == "running");
+  CHECK(num(error_of(c.call("job_signal",
+                            {{"job_id", "shell"}, {"signal", "INT"}, {"target", "leader"}})),
+            "code") == -32602);
+  result_of(c.call("job_stdin_write", {{"job_id", "shell"}, {"data", "exit 7\n"}}));
+  json::object r = result_of(c.call("job_wait", {{"job_id", "shell"}, {"timeout", 20}}));
+  CHECK(num(r, "exit_code") == 7);
+  stop_cleanly(d);
+}

@@ -247,6 +247,9 @@ void Job::take_control() {
   if (uint64_t sigs = env_->jobs.take_signals(slot_))
     for (int sig = 1; sig <= 64; ++sig)
       if (sigs >> (sig - 1) & 1) proc_.signal_group(sig);  // nothing once reaped
+  if (uint64_t sigs = env_->jobs.take_fg_signals(slot_))
+    for (int sig = 1; sig <= 64; ++sig)
+      if (sigs >> (sig - 1) & 1) proc_.signal_foreground(sig);
   if (cancelled_) return;
   auto cancel = env_->jobs.cancel_requested(slot_);
   if (!cancel) return;

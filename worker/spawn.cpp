@@ -229,10 +229,13 @@ void Process::resize(uint16_t rows, uint16_t cols) {
   if (terminal_) ::ioctl(terminal_.get(), TIOCSWINSZ, &ws);
 }
 
-pid_t Process::foreground() const {
-  if (!terminal_) return 0;
-  pid_t pg = ::tcgetpgrp(terminal_.get());
-  return pg > 0 ? pg : 0;
+bool Process::signal_foreground(int sig) {
+  if (!owned()) return false;
+  // The terminal is the job's: its foreground group is one of the job's own
+  // (a reaped leader aside, which owned() rules out).
+  const pid_t fg = terminal_ ? ::tcgetpgrp(terminal_.get()) : -1;
+  ::kill(fg > 0 ? -fg : -pid_, sig);
+  return true;
 }
 
 void Process::publish_pgid(std::atomic<int32_t>& word) {

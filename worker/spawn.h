@@ -71,8 +71,10 @@ class Process {
   bool on_terminal() const { return terminal_.valid(); }
   // Sets the terminal's size (the foreground process group gets SIGWINCH).
   void resize(uint16_t rows, uint16_t cols);
-  // The terminal's foreground process group; 0 if none or not a PTY job.
-  pid_t foreground() const;
+  // Sends `sig` to the terminal's foreground process group (a PTY job), or
+  // to the whole group when there is no terminal or no foreground group.
+  // False, sending nothing, once the leader has been reaped.
+  bool signal_foreground(int sig);
 
   // Records the pgid in `word` (shm, for a repair after our death), and
   // clears it again before the leader is reaped: once reaped, the pgid may be

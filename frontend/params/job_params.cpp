@@ -144,6 +144,12 @@ Parsed<JobSignalParams> parse_job_signal_params(const Value& params, bool signal
   if (auto e = read_signal(obj, signal_required, p.signal)) return *e;
   if (!signal_required)
     if (auto e = read_byte_count(obj, "grace_ms", p.grace_ms)) return *e;
+  if (signal_required)
+    if (const Value* v = field(obj, "target")) {
+      if (!v->is_string() || (v->get_string() != "group" && v->get_string() != "foreground"))
+        return bad_params("\"target\" must be \"foreground\" or \"group\"");
+      p.foreground = v->get_string() == "foreground";
+    }
   return p;
 }
 

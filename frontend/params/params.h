@@ -123,7 +123,11 @@ Parsed<JobOutputParams> parse_job_output_params(const Value& params);
 
 struct JobSignalParams {
   std::string job_id;
-  int signal = 0;                    // "signal": "TERM", "SIGTERM" or a number 1..64
+  int signal = 0;  // "signal": "TERM", "SIGTERM" or a number 1..64
+  // job_signal's "target": "group" (its process group) or "foreground" (a
+  // PTY job's terminal's foreground group); absent: foreground for a PTY
+  // job, else group.
+  std::optional<bool> foreground;
   std::optional<uint64_t> grace_ms;  // job_cancel only: "grace_ms" before SIGKILL
 };
 // job_cancel: "signal" optional (default TERM); job_signal: required.
