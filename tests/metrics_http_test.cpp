@@ -34,15 +34,22 @@ int metrics_port(Client& c) {
   return std::stoi(addr.substr(addr.find(':') + 1));
 }
 
-// Sends `request` to 127.0.0.1:port and reads until the server closes
-// (bounded); the whole response, or "" if it could not connect.
-std::string http(int port, const std::string& request, double timeout_s = 10) {
+// A TCP connection to 127.0.0.1:port; invalid if it could not connect.
+sp::UniqueFd connect_tcp(int port) {
   sp::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(uint16_t(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) fd.reset();
+  return fd;
+}
+
+// Sends `request` to 127.0.0.1:port and reads until the server closes
+// (bounded); the whole response, or "" if it could not connect.
+std::string http(int port, const std::string& request, double timeout_s = 10) {
+  sp::UniqueFd fd = connect_tcp(port);
+  if (!fd) return "";
   for (size_t sent = 0; sent < request.size();) {
     ssize_t n = ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) break;  // the server may answer (431) before it read it all
@@ -205,12 +212,8 @@ TEST_CASE("the HTTP endpoint answers only GET /metrics, with clear errors for th
   CHECK(status_line(head) == "HTTP/1.1 200 OK");
   CHECK(body_of(head).empty());
   // A client that sends nothing is dropped, and holds no answer hostage.
-  sp::UniqueFd idle(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(uint16_t(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::connect(idle.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  sp::UniqueFd idle = connect_tcp(port);
+  REQUIRE(idle);
   scrape_http(port);
   check_same_roles(d, c, role_pids(d));
   stop_cleanly(d);
