@@ -216,6 +216,9 @@ void Frontend::check_draining() {
 
 int Frontend::run() {
   shm::Header& h = seg_.header();
+  // A beat first: from ready on the supervisor wants one within --hang-timeout
+  // of the last, and a slow start (ASan, a loaded machine) must not count.
+  h.frontend_heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
   h.frontend_ready.store(h.frontend_incarnation.load());  // we serve (restart policy)
   spdlog::info("ready (incarnation {})", h.frontend_ready.load());
   check_draining();

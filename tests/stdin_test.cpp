@@ -156,9 +156,12 @@ TEST_CASE("job_stdin_write streams a detached job's stdin in order; offsets make
           "[daemon][stdin]") {
   START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1"}});
   Client c(d.socket());
-  result_of(
-      c.call("job_submit",
-             {{"command", "cat"}, {"job_id", "feed"}, {"stdin", "one "}, {"stdin_open", true}}));
+  // After EOF it waits at a gate: closes and writes then meet a running job.
+  const std::string gate = d.dir() + "/gate";
+  result_of(c.call("job_submit", {{"command", "cat; " + until_file(gate)},
+                                  {"job_id", "feed"},
+                                  {"stdin", "one "},
+                                  {"stdin_open", true}}));
   CHECK(num(result_of(write_stdin(c, "feed", "two ", 4)), "stdin_bytes") == 8);
   // The same write again (a retry after a lost answer): skipped, same answer.
   CHECK(num(result_of(write_stdin(c, "feed", "two ", 4)), "stdin_bytes") == 8);
@@ -173,6 +176,7 @@ TEST_CASE("job_stdin_write streams a detached job's stdin in order; offsets make
   json::object closed = error_of(write_stdin(c, "feed", "late"));
   CHECK(num(closed, "code") == -32005);
   CHECK_THAT(str(closed, "message"), Contains("closed"));
+  open_gate(gate);
   json::object r =
       result_of(c.call("job_wait", {{"job_id", "feed"}, {"output_encoding", "base64"}}));
   CHECK(base64_decode(str(r, "stdout")) == std::string("one two three \0\xff", 16));

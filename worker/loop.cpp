@@ -76,6 +76,9 @@ Status Loop::init() {
 
 int Loop::run() {
   crash_point("worker_start");
+  // A beat first: from ready on the supervisor wants one within --hang-timeout
+  // of the last, and a slow start (ASan, a loaded machine) must not count.
+  rec_.heartbeat_ns.store(monotonic_ns(), std::memory_order_relaxed);
   rec_.ready.store(rec_.incarnation.load());  // tells the supervisor we serve (restart policy)
   spdlog::info("ready, up to {} jobs at once", entries_.size());
   epoll_event events[64];
