@@ -1,5 +1,7 @@
 #include "frontend/attached_jobs.h"
 
+#include <charconv>
+
 #include "common/crash_point.h"
 #include "common/text.h"
 #include "frontend/names.h"
@@ -180,8 +182,11 @@ void AttachedJobs::cancel(Pending& p, const char* why) {
 }
 
 std::optional<std::pair<uint32_t, uint32_t>> AttachedJobs::find(std::string_view job_id) const {
+  uint64_t id = 0;  // attached jobs have numeric ids
+  auto [end, ec] = std::from_chars(job_id.data(), job_id.data() + job_id.size(), id);
+  if (ec != std::errc() || end != job_id.data() + job_id.size()) return std::nullopt;
   for (const auto& [slot, p] : pending_)
-    if (std::to_string(p.job_id) == job_id) return std::pair{slot, jobs_.load(slot).generation};
+    if (p.job_id == id) return std::pair{slot, jobs_.load(slot).generation};
   return std::nullopt;
 }
 

@@ -140,8 +140,8 @@ void MetricsHttp::read_from(Conn& c) {
   for (;;) {
     ssize_t n = sys_raw([&] { return ::read(c.fd.get(), buf, sizeof buf); });
     if (n == -EAGAIN) return;
-    if (n <= 0) return close(c.tag);                   // EOF or an error: nothing more to answer
-    if (c.phase == Conn::Phase::kLingering) continue;  // drained, so our close sends no RST
+    if (n <= 0) return close(c.tag);  // EOF or an error: nothing more to answer
+    // Answered (or answering): input is drained, so our close sends no RST.
     if (c.phase != Conn::Phase::kReading) continue;
     c.received += size_t(n);
     if (c.received > kMaxRequestBytes)

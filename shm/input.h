@@ -48,7 +48,6 @@ class InputWriter {
   }
   // No more bytes after these.
   void finish() { slot_.in_state.fetch_or(kInputEof, std::memory_order_seq_cst); }
-  bool finished() const { return slot_.in_state.load(std::memory_order_acquire) & kInputEof; }
   bool closed() const { return slot_.in_state.load(std::memory_order_acquire) & kInputClosed; }
   // Marks the writer as waiting for room; true if room appeared meanwhile
   // (then it must not wait) or the reader closed.

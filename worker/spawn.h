@@ -67,8 +67,6 @@ class Process {
   ssize_t write_stdin(std::span<const unsigned char> bytes);
   void close_stdin() { stdin_.reset(); }
 
-  // A PTY job's: its terminal (the master), for resizes; -1 for pipes.
-  bool on_terminal() const { return terminal_.valid(); }
   // Sets the terminal's size (the foreground process group gets SIGWINCH).
   void resize(uint16_t rows, uint16_t cols);
   // Sends `sig` to the terminal's foreground process group (a PTY job), or
