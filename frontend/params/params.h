@@ -22,6 +22,15 @@ namespace sp::rpc {
 template <typename T>
 using Parsed = std::variant<T, RpcError>;
 
+// "pty": {"rows", "cols", "term"} (or true): the command runs on a new
+// terminal of that size with TERM=term; its output is all "stdout". At
+// namespace scope: a nested struct with member initializers is not yet
+// default-constructible where std::optional<Pty> is declared (clang).
+struct PtyParams {
+  uint16_t rows = 24, cols = 80;
+  std::string term = "xterm-256color";
+};
+
 struct ExecParams {
   std::string command;              // required, non-empty, no NUL
   std::vector<std::string> args;    // "args": array of strings without NUL
@@ -41,13 +50,7 @@ struct ExecParams {
   // "stdin_open": stdin stays open after `stdin_data` for job_stdin_write
   // (job_submit and execute_stream only; the methods check).
   bool stdin_open = false;
-  // "pty": {"rows", "cols", "term"} (or true): the command runs on a new
-  // terminal of that size with TERM=term; its output is all "stdout".
-  struct Pty {
-    uint16_t rows = 24, cols = 80;
-    std::string term = "xterm-256color";
-  };
-  std::optional<Pty> pty;
+  std::optional<PtyParams> pty;  // "pty": see PtyParams
 };
 // Used by execute and execute_stream, job_submit and every plan step.
 Parsed<ExecParams> parse_exec_params(const Value& params);

@@ -225,7 +225,7 @@ std::optional<RpcError> read_term_size(Obj obj, std::string_view key, uint16_t& 
   return std::nullopt;
 }
 
-std::optional<RpcError> read_pty(Obj obj, std::optional<ExecParams::Pty>& out) {
+std::optional<RpcError> read_pty(Obj obj, std::optional<PtyParams>& out) {
   const Value* v = field(obj, "pty");
   if (v == nullptr || (v->is_bool() && !v->get_bool())) return std::nullopt;
   out.emplace();

@@ -49,7 +49,7 @@ std::optional<RpcError> read_output_policy(Obj obj, bool& kill);
 std::optional<RpcError> read_term_size(Obj obj, std::string_view key, uint16_t& out,
                                        std::string_view where = "");
 // "pty": true, or {"rows", "cols", "term"}.
-std::optional<RpcError> read_pty(Obj obj, std::optional<ExecParams::Pty>& out);
+std::optional<RpcError> read_pty(Obj obj, std::optional<PtyParams>& out);
 // "stdin" (a string; with "stdin_encoding": "base64", decoded) and "stdin_open".
 std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open);
 
