@@ -38,9 +38,9 @@ bool Client::connect() {
   return false;
 }
 
-bool Client::send_line(const std::string& method, json::object params) {
+bool Client::send_line(const std::string& method, json::object params, int64_t id) {
   json::object req{
-      {"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", std::move(params)}};
+      {"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", std::move(params)}};
   std::string line = json::serialize(req) + "\n";
   for (size_t off = 0; off < line.size();) {
     ssize_t n = ::send(fd_.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
@@ -56,16 +56,41 @@ void Client::send(const std::string& method, json::object params) {
     die(kNoDaemon, std::string("lost the connection: ") + std::strerror(errno));
 }
 
+int64_t Client::send_async(const std::string& method, json::object params) {
+  const int64_t id = next_id_++;
+  if (!send_line(method, std::move(params), id))
+    die(kNoDaemon, std::string("lost the connection: ") + std::strerror(errno));
+  return id;
+}
+
+bool Client::receive() {
+  char chunk[65536];
+  for (;;) {
+    ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    buf_.append(chunk, size_t(n));
+    return true;
+  }
+}
+
+std::optional<json::object> Client::take_message() {
+  size_t nl = buf_.find('\n');
+  if (nl == std::string::npos) return std::nullopt;
+  std::string line = buf_.substr(0, nl);
+  buf_.erase(0, nl + 1);
+  boost::system::error_code ec;
+  json::value v = json::parse(line, ec);
+  if (ec || !v.is_object()) die(kProtocol, "unreadable answer from the daemon: " + line);
+  return std::move(v.as_object());
+}
+
 std::optional<json::object> Client::read_answer() {
   for (;;) {
-    size_t nl = buf_.find('\n');
-    if (nl != std::string::npos) {
-      std::string line = buf_.substr(0, nl);
-      buf_.erase(0, nl + 1);
-      boost::system::error_code ec;
-      json::value v = json::parse(line, ec);
-      if (ec || !v.is_object()) die(kProtocol, "unreadable answer from the daemon: " + line);
-      json::object& o = v.as_object();
+    if (auto message = take_message()) {
+      json::object& o = *message;
+      if (const json::value* id = o.if_contains("id"); id && *id != 1)
+        continue;  // the late answer of a send_async()
       if (auto* e = o.if_contains("error")) {
         const json::object& err = e->as_object();
         std::string msg = err.contains("message") ? json::value_to<std::string>(err.at("message"))
@@ -80,11 +105,7 @@ std::optional<json::object> Client::read_answer() {
       }
       return std::move(o.at("result").as_object());
     }
-    char chunk[65536];
-    ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return std::nullopt;
-    buf_.append(chunk, size_t(n));
+    if (!receive()) return std::nullopt;
   }
 }
 

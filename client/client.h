@@ -46,14 +46,24 @@ class Client {
 
   static constexpr int kMaxResends = 10;
 
+  // For a client that has several requests out at once (interactive.h):
+  // sends a request under a new id (2, 3, ...; call() uses 1) and returns it.
+  int64_t send_async(const std::string& method, json::object params);
+  int fd() const { return fd_.get(); }
+  // Reads once from the socket; false when the connection was lost.
+  bool receive();
+  // The next whole message received ({id, result} or {id, error}), if any.
+  std::optional<json::object> take_message();
+
  private:
   bool connect();  // errno says why not
-  bool send_line(const std::string& method, json::object params);
+  bool send_line(const std::string& method, json::object params, int64_t id = 1);
   std::optional<json::object> read_answer();  // nullopt: the connection was lost
 
   std::string path_;
   UniqueFd fd_;
   std::string buf_;
+  int64_t next_id_ = 2;
 };
 
 // Writes all of `data` to fd (our stdout/stderr); exits if it is gone.

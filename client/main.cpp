@@ -6,10 +6,12 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
 #include "client/client.h"
+#include "client/interactive.h"
 #include "common/paths.h"
 
 using namespace sp::cli;
@@ -88,6 +90,8 @@ struct Flags {
   std::string cwd, session;
   std::vector<std::string> env, command;
   std::string line;
+  bool tty = false, no_stdin = false;
+  std::string shell;
   // Detached jobs.
   std::string id, job_id, stream = "both", state, signal;
   double wait_timeout = -1;
@@ -102,14 +106,16 @@ struct Flags {
 struct Commands {
   CLI::App *exec, *run, *submit, *status, *wait, *logs, *cancel, *sig, *jobs, *forget;
   CLI::App *create, *list, *destroy;  // session ...
-  CLI::App *reload, *health, *metrics;
+  CLI::App *reload, *health, *metrics, *shell;
 };
 
 constexpr const char* kAbout =
     "shell-pool: run commands through shell-poold.\n"
     "Exit status of run, exec and wait: the command's own; 128+N if killed by signal N;\n"
     "124 timed out; 125 cancelled or lost; 127 could not start; 69 no daemon;\n"
-    "75 wait --timeout ran out first. reload: 0 applied, 1 refused (the old configuration stays).";
+    "75 wait --timeout ran out first. reload: 0 applied, 1 refused (the old configuration stays).\n"
+    "run and exec pass their stdin to the command when it is not a terminal (-n: never);\n"
+    "-t runs it on a terminal (a PTY), in raw mode when stdin is one, like `docker exec -it`.";
 
 void add_job_options(CLI::App* sub, Flags& f) {
   sub->add_option("--timeout", f.timeout, "seconds (fractions ok); 0: none");
@@ -118,15 +124,27 @@ void add_job_options(CLI::App* sub, Flags& f) {
   sub->add_option("--env", f.env, "NAME=value for the command (repeatable)");
 }
 
+void add_stdin_options(CLI::App* sub, Flags& f) {
+  sub->add_flag("-t,--tty", f.tty,
+                "run it on a terminal (PTY) of our size; keys go to it as typed");
+  sub->add_flag("-n,--no-stdin", f.no_stdin, "do not pass our stdin (it is /dev/null)");
+}
+
 void add_run_commands(CLI::App& app, Flags& f, Commands& c) {
   c.exec =
       app.add_subcommand("exec", "run a program with arguments, no shell: exec -- CMD ARGS...");
   add_job_options(c.exec, f);
+  add_stdin_options(c.exec, f);
   c.exec->add_option("command", f.command, "program and its arguments (after --)")->required();
   c.exec->positionals_at_end();  // exec --timeout 1 -- ls -l: everything after -- is the command
   c.run = app.add_subcommand("run", "run a shell line with /bin/sh -c: run 'CMD | ...'");
   add_job_options(c.run, f);
+  add_stdin_options(c.run, f);
   c.run->add_option("line", f.line, "shell command line")->required();
+  c.shell = app.add_subcommand(
+      "shell", "an interactive shell through the daemon, in this terminal (exit: its exit code)");
+  add_job_options(c.shell, f);
+  c.shell->add_option("--shell", f.shell, "the shell (default: the daemon's $SHELL, bash, sh)");
 }
 
 void add_submit_command(CLI::App& app, Flags& f, Commands& c) {
@@ -223,18 +241,52 @@ void add_program(json::object& p, const std::vector<std::string>& command) {
   p["shell"] = false;
 }
 
+// A PTY of our terminal's size and $TERM (or the daemon's defaults).
+json::object pty_params() {
+  json::object pty;
+  if (auto size = terminal_size()) {
+    pty["rows"] = size->first;
+    pty["cols"] = size->second;
+  }
+  if (const char* term = std::getenv("TERM"); term && *term) pty["term"] = term;
+  return pty;
+}
+
+// With our stdin, or on a terminal: a detached job we attach to; else
+// execute_stream.
+int run_or_attach(Client& client, const Flags& f, json::object p) {
+  const bool pass_stdin = !f.no_stdin && !::isatty(0);
+  if (!f.tty && !pass_stdin) return run_job(client, std::move(p));
+  p["stdin_open"] = true;
+  if (f.tty) p["pty"] = pty_params();
+  const std::string id =
+      json::value_to<std::string>(client.call("job_submit", std::move(p)).at("job_id"));
+  return attach(client, id, {f.tty, false});
+}
+
 int exec_program(Client& client, const Flags& f) {
   if (f.command.empty()) die(kUsage, "exec needs a command: shell-pool exec -- CMD ARGS...");
   json::object p = job_params(f);
   add_program(p, f.command);
-  return run_job(client, std::move(p));
+  return run_or_attach(client, f, std::move(p));
 }
 
 int run_line(Client& client, const Flags& f) {
   json::object p = job_params(f);
   p["command"] = f.line;
   p["shell"] = true;
-  return run_job(client, std::move(p));
+  return run_or_attach(client, f, std::move(p));
+}
+
+int open_shell(Client& client, const Flags& f) {
+  json::object p = job_params(f);
+  p.erase("timeout");
+  json::object pty = pty_params();
+  for (const auto& kv : pty) p[kv.key()] = kv.value();
+  if (!f.shell.empty()) p["shell"] = f.shell;
+  const std::string id =
+      json::value_to<std::string>(client.call("shell_open", std::move(p)).at("job_id"));
+  return attach(client, id, {true, true});
 }
 
 int submit_job(Client& client, const Flags& f) {
@@ -389,6 +441,7 @@ int run_command(Client& client, const Flags& f, const Commands& c) {
   if (*c.reload) return reload_daemon(client);
   if (*c.health) return show_health(client);
   if (*c.metrics) return show_metrics(client);
+  if (*c.shell) return open_shell(client, f);
   return 0;
 }
 

@@ -1,7 +1,9 @@
 #include "frontend/attached_jobs.h"
 
+#include <algorithm>
 #include <charconv>
 
+#include "common/clock.h"
 #include "common/crash_point.h"
 #include "common/text.h"
 #include "frontend/names.h"
@@ -44,6 +46,12 @@ void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
   uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
   job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
   job.kill_on_cap = p.kill_on_output_cap;
+  if (stream && p.heartbeat_ms) {
+    job.heartbeat_ns = p.heartbeat_ms * 1'000'000;
+    job.started_ns = monotonic_ns();
+    job.next_beat_ns = job.started_ns + job.heartbeat_ns;
+    if (!next_beat_ns_ || job.next_beat_ns < next_beat_ns_) next_beat_ns_ = job.next_beat_ns;
+  }
   // Its stdin is written by job_id: the client learns it first.
   if (stream && p.stdin_open)
     out_.partial(job.reply,
@@ -66,6 +74,7 @@ void AttachedJobs::service_all() {
                  .empty())
           draining_ = p.job_id;
     held_back_ = false;
+    next_beat_ns_ = 0;  // recomputed by service()
     size_t before = pending_.size();
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (service(it->second)) {
@@ -104,7 +113,18 @@ bool AttachedJobs::service(Pending& p) {
   }
   auto sink = [&](uint8_t stream, std::string_view bytes) { on_output(p, stream, bytes); };
   if (reader.drain(sink)) queue_.ring_owner(w);
-  if (!shm::is_terminal(w.state)) return false;
+  if (!shm::is_terminal(w.state)) {
+    if (p.heartbeat_ns) {
+      const uint64_t now = monotonic_ns();
+      if (now >= p.next_beat_ns && out_.wanted(p.reply)) {
+        out_.partial(p.reply, rpc::Object{{"type", "heartbeat"},
+                                          {"elapsed_ms", (now - p.started_ns) / 1'000'000}});
+        p.next_beat_ns = now + p.heartbeat_ns;
+      }
+      if (!next_beat_ns_ || p.next_beat_ns < next_beat_ns_) next_beat_ns_ = p.next_beat_ns;
+    }
+    return false;
+  }
   // Everything a job wrote was published before its terminal state.
   while (!reader.empty()) reader.drain(sink);
   finish(p, w);
@@ -140,6 +160,14 @@ void AttachedJobs::send_chunk(Pending& p, int stream, std::string_view bytes, bo
   if (data.empty()) return;
   out_.partial(p.reply,
                rpc::Object{{"type", stream ? "stderr" : "stdout"}, {"data", std::move(data)}});
+  if (p.heartbeat_ns) p.next_beat_ns = monotonic_ns() + p.heartbeat_ns;  // it is not silent
+}
+
+int AttachedJobs::next_wait_ms(int tick_ms) const {
+  if (!next_beat_ns_) return tick_ms;
+  const uint64_t now = monotonic_ns();
+  if (next_beat_ns_ <= now) return 0;
+  return int(std::min<uint64_t>(uint64_t(tick_ms), (next_beat_ns_ - now + 999'999) / 1'000'000));
 }
 
 void AttachedJobs::finish(Pending& p, JobWord w) {

@@ -49,6 +49,8 @@ class AttachedJobs {
   // The slot and generation of unfinished job `job_id`, if it is one of ours.
   std::optional<std::pair<uint32_t, uint32_t>> find(std::string_view job_id) const;
   uint64_t budget_holds() const { return budget_holds_; }
+  // The loop's epoll timeout: `tick_ms`, or sooner for a stream's heartbeat.
+  int next_wait_ms(int tick_ms) const;
 
  private:
   // A job this frontend submitted and has not finished answering.
@@ -63,8 +65,11 @@ class AttachedJobs {
     bool truncated = false;
     bool kill_on_cap = false;  // output_policy "kill": past the cap the job is stopped
     bool killed_for_output = false;
-    std::string data[2];   // execute: raw output kept so far
-    std::string carry[2];  // execute_stream: incomplete UTF-8 sequence between chunks
+    std::string data[2];        // execute: raw output kept so far
+    std::string carry[2];       // execute_stream: incomplete UTF-8 sequence between chunks
+    uint64_t heartbeat_ns = 0;  // execute_stream "heartbeat_ms"; 0: none
+    uint64_t started_ns = 0;
+    uint64_t next_beat_ns = 0;  // a heartbeat is due then (moved on by every chunk)
   };
 
   void execute(rpc::ExecParams& p, Reply r, bool stream);
@@ -86,6 +91,7 @@ class AttachedJobs {
   uint64_t buffered_ = 0;                          // execute output held in Pending::data
   uint64_t draining_ = UINT64_MAX;  // over budget: the one execute job that may drain (job_id)
   bool held_back_ = false;          // service() skipped a job for the budget
+  uint64_t next_beat_ns_ = 0;       // the earliest heartbeat due (0: none); may be early
   uint64_t budget_holds_ = 0;       // times it did, since this frontend started (health)
 };
 

@@ -52,6 +52,7 @@ void DetachedJobs::add_methods(MethodTable& m) {
   m.add<rpc::PlanParams>("execute_parallel", parse_plan<shm::PlanKind::kParallel>, run,
                          Holds::kInflight);
   m.add<rpc::PlanParams>("execute_dag", parse_plan<shm::PlanKind::kDag>, run, Holds::kInflight);
+  add_interactive_methods(m);
 }
 
 void DetachedJobs::recover() {
@@ -227,10 +228,12 @@ std::optional<JobError> DetachedJobs::signal_one(uint32_t rec, int sig,
   return std::nullopt;
 }
 
-void DetachedJobs::park(Reply& r, uint32_t rec, std::optional<double> wait_s,
-                        std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner,
-                        uint64_t seen_end) {
-  if (out_.over_inflight(r)) return out_.fail(r, out_.inflight_error());
+DetachedJobs::Waiter* DetachedJobs::park(Reply& r, uint32_t rec, std::optional<double> wait_s,
+                                         WaitParams params, bool owner, uint64_t seen_end) {
+  if (out_.over_inflight(r)) {
+    out_.fail(r, out_.inflight_error());
+    return nullptr;
+  }
   Waiter w;
   w.reply = std::move(r);
   w.record = rec;
@@ -246,6 +249,7 @@ void DetachedJobs::park(Reply& r, uint32_t rec, std::optional<double> wait_s,
   records_.pin(rec);  // not forgotten by retention while someone waits for it
   if (owner) plans_.own(rec);
   waiters_.push_back(std::move(w));
+  return &waiters_.back();
 }
 
 void DetachedJobs::unpark(const Waiter& w) {
@@ -304,6 +308,12 @@ bool DetachedJobs::try_answer(Waiter& w, bool timed_out) {
     }
     if (timed_out) return done(views_.status(w.record));
     return false;
+  }
+  if (std::holds_alternative<Interact>(w.params)) {
+    auto answer = interact_answer(w);
+    if (!answer) return false;
+    if (auto* e = std::get_if<JobError>(&*answer)) return done(to_rpc(*e));
+    return done(std::get<rpc::Object>(*answer));
   }
   auto& p = std::get<rpc::JobOutputParams>(w.params);
   uint64_t end = r.spool_end.load(std::memory_order_acquire);

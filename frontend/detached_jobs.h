@@ -1,13 +1,16 @@
 // DetachedJobs: the methods that run a job or a plan apart from the
 // caller's connection and find it again by its job_id (job_submit,
 // job_status, job_wait, job_output by cursor, job_cancel, job_signal,
-// job_list, job_forget), and the attached plans (execute_chain,
-// execute_parallel, execute_dag: a plan plus a caller waiting for it).
+// job_list, job_forget), the attached plans (execute_chain,
+// execute_parallel, execute_dag: a plan plus a caller waiting for it), and
+// the interactive methods on them (shell_open, shell_close, job_interact:
+// interactive_jobs.cpp).
 // Their state lives in shm (JobRecords, Plans) and their output in spool
 // files the workers write, so all of it outlives this process.
 //
-// Parks job_wait and job_output "wait" calls until their job ends, has
-// output, or their wait runs out: bounded by --max-inflight per connection.
+// Parks job_wait, job_output "wait" and job_interact calls until their job
+// ends, has output (is quiet), or their wait runs out: bounded by
+// --max-inflight per connection.
 // Used from the frontend's single thread.
 #pragma once
 
@@ -24,14 +27,15 @@
 #include "frontend/method_table.h"
 #include "frontend/plans.h"
 #include "frontend/records.h"
+#include "frontend/stdin_feeds.h"
 
 namespace sp::frontend {
 
 class DetachedJobs {
  public:
   DetachedJobs(JobRecords& records, JobQueue& queue, Plans& plans, JobViews& views,
-               Connections& out)
-      : records_(records), queue_(queue), plans_(plans), views_(views), out_(out) {}
+               StdinFeeds& feeds, Connections& out)
+      : records_(records), queue_(queue), plans_(plans), views_(views), feeds_(feeds), out_(out) {}
 
   // After a frontend restart: the detached jobs the last one accepted are
   // ours now (the records were recovered first).
@@ -49,8 +53,15 @@ class DetachedJobs {
   size_t unfinished() const { return unsettled_.size() + plans_.open(); }
 
  private:
-  // A job_wait, a job_output with "wait", or an attached plan's caller,
-  // parked until its job ends (or has output) or its deadline passes.
+  // A job_interact waiting for its job's output to go quiet.
+  struct Interact {
+    rpc::JobInteractParams p;
+    uint64_t quiet_since_ns = 0;  // when it last saw new output (or began)
+    uint64_t end_ns = 0;          // wait_ms runs out
+  };
+  // A job_wait, a job_output with "wait", a job_interact, or an attached
+  // plan's caller, parked until its job ends (or has output, or is quiet)
+  // or its deadline passes.
   struct Waiter {
     Reply reply;
     uint32_t record = 0;
@@ -58,8 +69,9 @@ class DetachedJobs {
     uint64_t deadline_ns = 0;  // 0: none
     uint64_t seen_end = 0;     // job_output: the spool's end when last looked at
     bool owner = false;        // an attached plan's caller (forgets it when answered)
-    std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params;
+    std::variant<rpc::JobWaitParams, rpc::JobOutputParams, Interact> params;
   };
+  using WaitParams = std::variant<rpc::JobWaitParams, rpc::JobOutputParams, Interact>;
 
   void submit(rpc::JobSubmitParams& p, Reply r);
   void list(rpc::JobListParams& p, Reply r);
@@ -70,6 +82,15 @@ class DetachedJobs {
   void cancel(rpc::JobSignalParams& p, Reply r);
   void signal(rpc::JobSignalParams& p, Reply r);
   void run_plan(rpc::PlanParams& p, Reply r);
+  // interactive_jobs.cpp
+  void add_interactive_methods(MethodTable& m);
+  void shell_open(rpc::ShellOpenParams& p, Reply r);
+  void shell_close(rpc::JobSignalParams& p, Reply r);
+  void interact(rpc::JobInteractParams& p, Reply r);
+  void wait_quiet(Reply r, uint32_t rec, rpc::JobInteractParams p);
+  // An Interact waiter's answer, or nullopt while it waits on.
+  // (Its own clock decides: quiet for idle_ms, or wait_ms over.)
+  std::optional<std::variant<rpc::Object, JobError>> interact_answer(Waiter& w);
 
   // The record of job `id` (settled if it has ended), or r answered with -32001.
   std::optional<uint32_t> find(const std::string& id, Reply& r);
@@ -77,9 +98,9 @@ class DetachedJobs {
   std::optional<JobError> signal_one(uint32_t rec, int sig, std::optional<bool> foreground);
   // `seen_end`: for job_output, the spool's end read before the read that
   // found nothing new (a later write then wakes the waiter).
-  void park(Reply& r, uint32_t rec, std::optional<double> wait_s,
-            std::variant<rpc::JobWaitParams, rpc::JobOutputParams> params, bool owner = false,
-            uint64_t seen_end = 0);
+  // Returns the parked waiter (null if `r` was answered: too many waits).
+  Waiter* park(Reply& r, uint32_t rec, std::optional<double> wait_s, WaitParams params,
+               bool owner = false, uint64_t seen_end = 0);
   void unpark(const Waiter& w);
   bool try_answer(Waiter& w, bool timed_out);  // true: answered (drop it)
 
@@ -87,6 +108,7 @@ class DetachedJobs {
   JobQueue& queue_;
   Plans& plans_;
   JobViews& views_;
+  StdinFeeds& feeds_;
   Connections& out_;
   // Detached jobs not yet settled, by record index and seq (a record
   // forgotten meanwhile may be reused by another job: the seq tells).

@@ -82,12 +82,12 @@ class Frontend {
              {[this](rpc::Call& call, Reply r) { methods_.dispatch(call, std::move(r)); },
               [this](uint64_t conn) { client_gone(conn); },
               [this](uint64_t conn) { client_drained(conn); }}),
-        stdin_(seg_, out_, [this](shm::JobWord w) { queue_.ring_owner(w); }),
+        stdin_(seg_, [this](shm::JobWord w) { queue_.ring_owner(w); }),
         methods_(&out_),
         attached_(o_, seg_, queue_, out_, bell_),
         views_(records_, queue_.jobs(), o_.max_output_bytes),
         plans_(records_, queue_, views_),
-        detached_(records_, queue_, plans_, views_, out_),
+        detached_(records_, queue_, plans_, views_, stdin_, out_),
         session_methods_(sessions_, out_),
         stdin_methods_(records_, attached_, stdin_, views_, queue_, out_),
         reloads_(seg_, out_) {
@@ -228,7 +228,8 @@ int Frontend::run() {
   uint64_t next_tick_ns = monotonic_ns() + tick_ns;
   for (;;) {
     follow_config();  // one atomic load: a new generation is taken before any request
-    int timeout = detached_.next_wait_ms(int(seg_.caps().tick_ms));  // bounded: see n == 0
+    // Bounded: see n == 0.
+    int timeout = attached_.next_wait_ms(detached_.next_wait_ms(int(seg_.caps().tick_ms)));
     if (stopping_) {
       if (!out_.any_unsent() || monotonic_ns() >= stop_deadline) break;
       timeout = 10;

@@ -40,12 +40,12 @@ uint32_t JobQueue::free_slots(uint32_t enough) const {
 std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
                                                       JobPlacement where) {
   if (!accepting()) return SubmitError{SubmitError::kShuttingDown, {}};
-  std::optional<EnvPairs> session_env;
+  std::optional<shm::SessionEnv> session;
   if (!p.session_id.empty()) {
-    session_env = sessions_.env_of(p.session_id);
-    if (!session_env) return SubmitError{SubmitError::kNoSession, p.session_id};
+    session = sessions_.env_of(p.session_id);
+    if (!session) return SubmitError{SubmitError::kNoSession, p.session_id};
   }
-  auto spec = specs_.build(p, session_env ? &*session_env : nullptr);
+  auto spec = specs_.build(p, session ? &*session : nullptr);
   if (auto* e = std::get_if<SubmitError>(&spec)) return *e;
 
   const bool input = p.stdin_data || p.stdin_open || p.pty;

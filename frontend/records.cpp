@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "common/clock.h"
+#include "common/redactor.h"
 #include "common/sys.h"
 #include "shm/spool.h"
 
@@ -55,6 +56,7 @@ void JobRecords::describe(uint32_t i, const rpc::ExecParams& p) {
               std::min(p.session_id.size(), sizeof r.session_id - 1));
   std::string command = p.command;
   for (const std::string& a : p.args) command += " " + a;
+  if (!p.secrets.empty()) command = Redactor(p.secrets).redact(command);  // shown by job_status
   size_t cut = std::min(command.size(), sizeof r.command - 1);
   while (cut > 0 && cut < command.size() &&
          (static_cast<unsigned char>(command[cut]) & 0xC0) == 0x80)

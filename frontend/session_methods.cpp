@@ -20,9 +20,9 @@ void SessionMethods::add_methods(MethodTable& m) {
   m.add<rpc::SessionCreateParams>(
       "session_create", rpc::parse_session_create_params,
       [this](rpc::SessionCreateParams& p, Reply r) {
-        auto id = sessions_.create(p.name, p.env_vars);
+        auto id = sessions_.create(p.name, p.env_vars, p.secrets);
         if (auto* e = std::get_if<shm::SessionError>(&id))
-          return out_.fail(r, to_rpc(*e, sessions_, sessions_.env_size(p.env_vars)));
+          return out_.fail(r, to_rpc(*e, sessions_, sessions_.env_size(p.env_vars, p.secrets)));
         out_.answer(r, rpc::Object{{"session_id", std::get<std::string>(id)}});
       });
   m.add<bool>("session_list", parse_no_params, [this](bool, Reply r) {
@@ -33,6 +33,7 @@ void SessionMethods::add_methods(MethodTable& m) {
       list.push_back(rpc::Object{{"session_id", s.id},
                                  {"name", s.name},
                                  {"env_vars", std::move(env)},
+                                 {"secrets", s.secrets},
                                  {"created_at_ms", s.created_unix_ms}});
     }
     out_.answer(r, rpc::Object{{"sessions", std::move(list)}});

@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "common/redactor.h"
 #include "frontend/env.h"
 
 namespace sp::frontend {
@@ -48,11 +49,11 @@ std::optional<SubmitError> effective_limits(const shm::RoleConfig& o, const rpc:
 }  // namespace
 
 std::variant<shm::SpecInput, SubmitError> SpecBuilder::build(const rpc::ExecParams& p,
-                                                             const EnvPairs* session_env) {
+                                                             const shm::SessionEnv* session) {
   static const EnvPairs kNone;
   EnvPairs terminal;  // TERM for a PTY job; the session's and the request's env win
   if (p.pty) terminal.emplace_back("TERM", p.pty->term);
-  merge_env(env_strings_, base_env_, {&terminal, session_env ? session_env : &kNone, &p.env});
+  merge_env(env_strings_, base_env_, {&terminal, session ? &session->env : &kNone, &p.env});
   env_views_.assign(env_strings_.begin(), env_strings_.end());
 
   argv_views_.clear();
@@ -67,7 +68,7 @@ std::variant<shm::SpecInput, SubmitError> SpecBuilder::build(const rpc::ExecPara
   }
   for (const std::string& a : p.args) argv_views_.push_back(a);
 
-  shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, 0, 0, {}};
+  shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, 0, 0, {}, 0, 0, {}};
   if (auto e = effective_limits(o_, p, in.limits, in.timeout_ms)) return *e;
   in.kill_grace_ms =
       uint32_t(std::min<uint64_t>(p.kill_grace_ms.value_or(o_.kill_grace_ms), kMaxGraceMs));
@@ -75,6 +76,15 @@ std::variant<shm::SpecInput, SubmitError> SpecBuilder::build(const rpc::ExecPara
     in.pty_rows = p.pty->rows;
     in.pty_cols = p.pty->cols;
   }
+  secret_views_.assign(p.secrets.begin(), p.secrets.end());
+  if (session)
+    secret_views_.insert(secret_views_.end(), session->secrets.begin(), session->secrets.end());
+  if (secret_views_.size() > kMaxSecrets)
+    return SubmitError{SubmitError::kTooLarge,
+                       std::to_string(secret_views_.size()) +
+                           " secrets with the session's; a job takes at most " +
+                           std::to_string(kMaxSecrets)};
+  in.secrets = secret_views_;
   return in;
 }
 

@@ -16,6 +16,7 @@
 #include "frontend/errors.h"
 #include "frontend/params/params.h"
 #include "shm/codec.h"
+#include "shm/session_table.h"
 
 namespace sp::frontend {
 
@@ -24,16 +25,17 @@ class SpecBuilder {
   SpecBuilder(const shm::RoleConfig& o, EnvPairs base_env)
       : o_(o), base_env_(std::move(base_env)) {}
 
-  // The spec of `p`, whose session has `session_env` (null: no session).
-  // It points into `p` and into this builder: valid until the next build.
+  // The spec of `p`, whose session gives `session` (null: no session).
+  // It points into `p`, `session` and this builder: valid until the next
+  // build. The secrets are the job's and the session's.
   std::variant<shm::SpecInput, SubmitError> build(const rpc::ExecParams& p,
-                                                  const EnvPairs* session_env);
+                                                  const shm::SessionEnv* session);
 
  private:
   const shm::RoleConfig& o_;
   EnvPairs base_env_;
   std::vector<std::string> env_strings_;
-  std::vector<std::string_view> env_views_, argv_views_;
+  std::vector<std::string_view> env_views_, argv_views_, secret_views_;
 };
 
 }  // namespace sp::frontend

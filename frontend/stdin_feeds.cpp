@@ -35,7 +35,7 @@ void StdinFeeds::start(uint32_t slot, uint32_t generation, std::string data, boo
       std::memory_order_relaxed);
   Feed f{generation, {}};
   held_ += data.size();
-  f.parts.push_back(Part{std::move(data), 0, !keep_open, std::nullopt, {}, 0});
+  f.parts.push_back(Part{std::move(data), 0, !keep_open, nullptr, {}, 0});
   if (!pump(slot, f)) feeds_[slot] = std::move(f);
 }
 
@@ -48,8 +48,7 @@ bool StdinFeeds::pump(uint32_t slot, Feed& f) {
     held_ -= n;
     if (p.at == p.data.size()) {
       if (p.eof) in.finish();
-      if (p.reply)
-        out_.answer(*p.reply, rpc::Object{{"job_id", p.job_id}, {"stdin_bytes", in.written()}});
+      if (p.done) p.done(nullptr, in.written());
       f.parts.pop_front();
       continue;
     }
@@ -69,20 +68,24 @@ void StdinFeeds::fail_from(uint32_t slot, Feed& f, size_t from, StdinError::Kind
   while (f.parts.size() > from) {
     Part& p = f.parts.back();
     held_ -= p.data.size() - p.at;
-    if (p.reply) out_.fail(*p.reply, to_rpc(StdinError{kind, p.job_id, written, state}));
+    if (p.done) {
+      const StdinError e{kind, p.job_id, written, state};
+      p.done(&e, written);
+    }
     f.parts.pop_back();
   }
 }
 
-void StdinFeeds::write(uint32_t slot, uint32_t generation, Write w, Reply r) {
+void StdinFeeds::write(uint32_t slot, uint32_t generation, Write w, Done done) {
   auto it = feeds_.find(slot);
   Feed* f = it != feeds_.end() && it->second.generation == generation ? &it->second : nullptr;
   const uint64_t acc = accepted(slot, f);
   const JobWord word = jobs_.load(slot);
   const uint32_t state = jobs_.slot(slot).in_state.load(std::memory_order_acquire);
   auto fail = [&](StdinError::Kind kind) {
-    const std::string s = ended(word, generation) ? state_name(word.state) : "running";
-    out_.fail(r, to_rpc(StdinError{kind, w.job_id, acc, s}));
+    const StdinError e{kind, w.job_id, acc,
+                       ended(word, generation) ? state_name(word.state) : "running"};
+    done(&e, acc);
   };
   if (ended(word, generation)) return fail(StdinError::kReaderGone);  // the slot may be reused
   if (!(state & shm::kInputOpen) || (state & shm::kInputOneShot)) return fail(StdinError::kNotOpen);
@@ -91,11 +94,9 @@ void StdinFeeds::write(uint32_t slot, uint32_t generation, Write w, Reply r) {
   if (w.offset && *w.offset > acc) return fail(StdinError::kGap);
   const uint64_t skip = w.offset ? acc - *w.offset : 0;
   const bool eof_sent = state & shm::kInputEof || (f && !f->parts.empty() && f->parts.back().eof);
-  if (skip >= w.data.size() && (!w.eof || eof_sent) && w.offset)
-    return out_.answer(r, rpc::Object{{"job_id", w.job_id}, {"stdin_bytes", acc}});
+  if (skip >= w.data.size() && (!w.eof || eof_sent) && w.offset) return done(nullptr, acc);
   if (eof_sent) {
-    if (w.data.empty() && w.eof)  // job_stdin_close again: idempotent
-      return out_.answer(r, rpc::Object{{"job_id", w.job_id}, {"stdin_bytes", acc}});
+    if (w.data.empty() && w.eof) return done(nullptr, acc);  // job_stdin_close again: idempotent
     return fail(StdinError::kClosed);
   }
   if (state & shm::kInputClosed) return fail(StdinError::kReaderGone);
@@ -104,10 +105,10 @@ void StdinFeeds::write(uint32_t slot, uint32_t generation, Write w, Reply r) {
   Feed& feed = f ? *f : (feeds_[slot] = Feed{generation, {}});
   held_ += w.data.size();
   feed.parts.push_back(
-      Part{std::move(w.data), 0, w.eof, std::move(r), w.job_id, monotonic_ns() + kWriteWaitNs});
-  const bool done = pump(slot, feed);
+      Part{std::move(w.data), 0, w.eof, std::move(done), w.job_id, monotonic_ns() + kWriteWaitNs});
+  const bool all_written = pump(slot, feed);
   wake_(word);
-  if (done) feeds_.erase(slot);
+  if (all_written) feeds_.erase(slot);
 }
 
 void StdinFeeds::service() {

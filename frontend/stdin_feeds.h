@@ -19,7 +19,6 @@
 #include <string>
 #include <unordered_map>
 
-#include "frontend/connections.h"
 #include "frontend/errors.h"
 #include "shm/segment.h"
 
@@ -31,8 +30,8 @@ class StdinFeeds {
   static constexpr uint64_t kWriteWaitNs = 5'000'000'000;
 
   // `wake(w)` rings the worker that owns a job whose word is `w`.
-  StdinFeeds(const shm::Segment& seg, Connections& out, std::function<void(shm::JobWord)> wake)
-      : seg_(seg), jobs_(seg.jobs()), out_(out), wake_(std::move(wake)) {}
+  StdinFeeds(const shm::Segment& seg, std::function<void(shm::JobWord)> wake)
+      : seg_(seg), jobs_(seg.jobs()), wake_(std::move(wake)) {}
 
   // Whether `bytes` more may be held (the part a ring has no room for).
   bool can_hold(uint64_t bytes) const;
@@ -43,16 +42,17 @@ class StdinFeeds {
   void start(uint32_t slot, uint32_t generation, std::string data, bool keep_open, bool terminal);
 
   // job_stdin_write on the job in `slot`: `data` (bytes before it:
-  // `offset`, if given), then EOF if `eof`. Answers `r` (a -32602 for a gap,
-  // -32005 when its stdin is not open or closed, -32000 when it cannot be
-  // held) now or later.
+  // `offset`, if given), then EOF if `eof`. Calls `done` once, now or later:
+  // with the error (a gap, its stdin not open or closed, the bytes cannot be
+  // held), or with nullptr and the job's stdin bytes accepted so far.
   struct Write {
     std::string job_id;
     std::string data;
     std::optional<uint64_t> offset;
     bool eof = false;  // job_stdin_close is a write of nothing with eof
   };
-  void write(uint32_t slot, uint32_t generation, Write w, Reply r);
+  using Done = std::function<void(const StdinError* error, uint64_t stdin_bytes)>;
+  void write(uint32_t slot, uint32_t generation, Write w, Done done);
 
   // Writes what the rings have room for, answers writes that are done or
   // waited too long, drops the feeds of jobs that ended.
@@ -66,8 +66,8 @@ class StdinFeeds {
   struct Part {
     std::string data;
     size_t at = 0;
-    bool eof = false;            // EOF once it is written
-    std::optional<Reply> reply;  // a job_stdin_write's, answered when it is all written
+    bool eof = false;  // EOF once it is written
+    Done done;         // a job_stdin_write's, called when it is all written (or failed)
     std::string job_id;
     uint64_t deadline_ns = 0;  // 0: none (a new job's "stdin")
   };
@@ -85,7 +85,6 @@ class StdinFeeds {
 
   const shm::Segment& seg_;
   shm::JobTable jobs_;
-  Connections& out_;
   std::function<void(shm::JobWord)> wake_;
   std::unordered_map<uint32_t, Feed> feeds_;  // by slot
   uint64_t held_ = 0;                         // bytes in parts not written yet

@@ -35,8 +35,13 @@ std::optional<std::pair<uint32_t, uint32_t>> StdinMethods::find(const std::strin
 void StdinMethods::write(rpc::StdinWriteParams& p, Reply r) {
   auto slot = find(p.job_id, r);
   if (!slot) return;
+  std::string job_id = p.job_id;
   feeds_.write(slot->first, slot->second,
-               StdinFeeds::Write{p.job_id, std::move(p.data), p.offset, p.eof}, std::move(r));
+               StdinFeeds::Write{p.job_id, std::move(p.data), p.offset, p.eof},
+               [this, r = std::move(r), job_id](const StdinError* e, uint64_t bytes) mutable {
+                 if (e) return out_.fail(r, to_rpc(*e));
+                 out_.answer(r, rpc::Object{{"job_id", job_id}, {"stdin_bytes", bytes}});
+               });
 }
 
 void StdinMethods::resize(const rpc::ResizeParams& p, Reply r) {

@@ -48,11 +48,12 @@ Status parse_limit(std::string_view name_value, Rlimits& out) {
 }
 
 uint64_t spec_size_bound(const SpecInput& in) {
-  // root pointer + struct (8 data words, 4 pointers) + texts + list pointer words.
+  // root pointer + struct (8 data words, 5 pointers) + texts + list pointer words.
   // (ptyRows and ptyCols share killGraceMs's word.)
-  uint64_t n = 8 + 12 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
+  uint64_t n = 8 + 13 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
   for (auto a : in.argv) n += 8 + text_bytes(a);
   for (auto e : in.env) n += 8 + text_bytes(e);
+  for (auto s : in.secrets) n += 8 + ((s.size() + 7) & ~uint64_t{7});
   return n;
 }
 
@@ -82,6 +83,13 @@ Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words
     spec.setMemoryBytes(in.limits.memory_bytes);
     spec.setPtyRows(in.pty_rows);
     spec.setPtyCols(in.pty_cols);
+    if (!in.secrets.empty()) {
+      auto secrets = spec.initSecrets(static_cast<unsigned>(in.secrets.size()));
+      for (unsigned i = 0; i < in.secrets.size(); ++i)
+        secrets.set(i,
+                    capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(in.secrets[i].data()),
+                                        in.secrets[i].size()));
+    }
     auto segments = message.getSegmentsForOutput();
     return static_cast<uint32_t>(segments[0].size());
   } catch (const kj::Exception& e) {
@@ -109,6 +117,9 @@ Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out)
                   spec.getProcesses(),  spec.getFileSizeBytes(),     spec.getMemoryBytes()};
     out.pty_rows = spec.getPtyRows();
     out.pty_cols = spec.getPtyCols();
+    out.secrets.clear();
+    for (auto s : spec.getSecrets())
+      out.secrets.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
     if (out.argv.size() < 2 || !*out.path) return Error{0, "job spec has no program"};
     return {};
   } catch (const kj::Exception& e) {

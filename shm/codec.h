@@ -28,7 +28,8 @@ struct SpecInput {
   uint64_t timeout_ms = 0;
   uint32_t kill_grace_ms = 0;
   Rlimits limits;
-  uint16_t pty_rows = 0, pty_cols = 0;  // a PTY of this size; 0 rows: pipes
+  uint16_t pty_rows = 0, pty_cols = 0;        // a PTY of this size; 0 rows: pipes
+  std::span<const std::string_view> secrets;  // redacted from its output
 };
 
 // Upper bound of the encoded size, in bytes.
@@ -50,7 +51,8 @@ struct DecodedSpec {
   uint64_t timeout_ms = 0;
   uint32_t kill_grace_ms = 0;
   Rlimits limits;
-  uint16_t pty_rows = 0, pty_cols = 0;  // a PTY of this size; 0 rows: pipes
+  uint16_t pty_rows = 0, pty_cols = 0;    // a PTY of this size; 0 rows: pipes
+  std::vector<std::string_view> secrets;  // into the arena
 };
 // Reuses `out`'s vectors. An error if the message is malformed.
 Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out);

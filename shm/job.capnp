@@ -26,6 +26,9 @@ struct JobSpec {
   # stderr); 0 rows: pipes. (They fill the hole after killGraceMs.)
   ptyRows @12 :UInt16;
   ptyCols @13 :UInt16;
+  # Byte strings replaced with "***" in the job's output before it is
+  # stored anywhere (the job's own and its session's).
+  secrets @14 :List(Data);
 }
 
 struct JobResult {

@@ -23,7 +23,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 13;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 14;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
 // (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
@@ -360,6 +360,9 @@ struct alignas(64) SessionSlot {
   uint64_t created_unix_ms;
   char id[kSessionIdBytes];      // NUL-terminated
   char name[kSessionNameBytes];  // NUL-terminated
+  // The secrets' bytes after the env in the blob: each a 4-byte length,
+  // then the bytes. Never shown; redacted from the session's jobs' output.
+  uint32_t secret_bytes;
 };
 
 // A detached job: submitted with job_submit, kept after it ends for job_status,
@@ -443,7 +446,7 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 13, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 14, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40);
 static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
@@ -482,7 +485,7 @@ static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, out_writer_waiting) == 456 && offsetof(JobSlot, in_tail) == 464);
 static_assert(sizeof(SessionSlot) == 192 && offsetof(SessionSlot, env_bytes) == 4 &&
               offsetof(SessionSlot, created_unix_ms) == 8 && offsetof(SessionSlot, id) == 16 &&
-              offsetof(SessionSlot, name) == 56);
+              offsetof(SessionSlot, name) == 56 && offsetof(SessionSlot, secret_bytes) == 184);
 static_assert(sizeof(JobRecord) == 768 && offsetof(JobRecord, final_state) == 4 &&
               offsetof(JobRecord, slot) == 8 && offsetof(JobRecord, slot_generation) == 12 &&
               offsetof(JobRecord, seq) == 16 && offsetof(JobRecord, submitted_unix_ms) == 24 &&

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "common/clock.h"
+#include "common/redactor.h"
 #include "shm/segment.h"
 
 namespace sp::shm {
@@ -41,10 +42,10 @@ void SessionTable::recover() {
   }
 }
 
-std::variant<std::string, SessionError> SessionTable::create(std::string_view name,
-                                                             const EnvPairs& env) {
+std::variant<std::string, SessionError> SessionTable::create(
+    std::string_view name, const EnvPairs& env, const std::vector<std::string>& secrets) {
   if (name.size() > max_name_bytes()) return SessionError::kNameTooLong;
-  if (env_size(env) > caps_.session_env_bytes) return SessionError::kEnvTooLarge;
+  if (env_size(env, secrets) > caps_.session_env_bytes) return SessionError::kEnvTooLarge;
   for (uint32_t i = 0; i < caps_.session_slots; ++i) {
     SessionSlot& s = slots_[i];
     uint32_t expected = uint32_t(SessionState::kFree);
@@ -65,6 +66,13 @@ std::variant<std::string, SessionError> SessionTable::create(std::string_view na
       blob[at++] = '\0';
     }
     s.env_bytes = at;
+    for (const std::string& secret : secrets) {
+      const auto len = uint32_t(secret.size());
+      std::memcpy(blob + at, &len, 4);
+      std::memcpy(blob + at + 4, secret.data(), len);
+      at += 4 + len;
+    }
+    s.secret_bytes = at - s.env_bytes;
     s.created_unix_ms = unix_ms();
     s.state.store(uint32_t(SessionState::kLive), std::memory_order_release);
     return id;
@@ -72,9 +80,10 @@ std::variant<std::string, SessionError> SessionTable::create(std::string_view na
   return SessionError::kTableFull;
 }
 
-uint64_t SessionTable::env_size(const EnvPairs& env) {
+uint64_t SessionTable::env_size(const EnvPairs& env, const std::vector<std::string>& secrets) {
   uint64_t bytes = 0;
   for (auto& [k, v] : env) bytes += k.size() + v.size() + 2;
+  for (const std::string& s : secrets) bytes += 4 + s.size();
   return bytes;
 }
 
@@ -101,6 +110,20 @@ EnvPairs SessionTable::read_env(uint32_t i) const {
   return out;
 }
 
+std::vector<std::string> SessionTable::read_secrets(uint32_t i) const {
+  std::vector<std::string> out;
+  const char* at = envs_ + uint64_t(i) * caps_.session_env_bytes + slots_[i].env_bytes;
+  const char* end = at + slots_[i].secret_bytes;
+  while (end - at >= 4) {
+    uint32_t len = 0;
+    std::memcpy(&len, at, 4);
+    if (len > uint64_t(end - at - 4)) break;
+    out.emplace_back(at + 4, len);
+    at += 4 + len;
+  }
+  return out;
+}
+
 bool SessionTable::destroy(std::string_view id) {
   auto i = find(id);
   if (!i) return false;
@@ -108,10 +131,10 @@ bool SessionTable::destroy(std::string_view id) {
   return true;
 }
 
-std::optional<EnvPairs> SessionTable::env_of(std::string_view id) const {
+std::optional<SessionEnv> SessionTable::env_of(std::string_view id) const {
   auto i = find(id);
   if (!i) return std::nullopt;
-  return read_env(*i);
+  return SessionEnv{read_env(*i), read_secrets(*i)};
 }
 
 std::vector<SessionInfo> SessionTable::list() const {
@@ -119,7 +142,14 @@ std::vector<SessionInfo> SessionTable::list() const {
   for (uint32_t i = 0; i < caps_.session_slots; ++i) {
     const SessionSlot& s = slots_[i];
     if (s.state.load(std::memory_order_acquire) != uint32_t(SessionState::kLive)) continue;
-    out.push_back({s.id, s.name, read_env(i), s.created_unix_ms});
+    SessionInfo info{s.id, s.name, read_env(i), s.created_unix_ms, 0};
+    const std::vector<std::string> secrets = read_secrets(i);
+    info.secrets = secrets.size();
+    if (!secrets.empty()) {  // "secret_env" values are in the env too: never shown
+      const Redactor redactor(secrets);
+      for (auto& [k, v] : info.env) v = redactor.redact(v);
+    }
+    out.push_back(std::move(info));
   }
   return out;
 }

@@ -27,6 +27,13 @@ struct SessionInfo {
   std::string name;
   EnvPairs env;
   uint64_t created_unix_ms = 0;
+  size_t secrets = 0;  // how many (never their values)
+};
+
+// What a session gives each of its jobs.
+struct SessionEnv {
+  EnvPairs env;
+  std::vector<std::string> secrets;
 };
 
 enum class SessionError { kNameTooLong, kEnvTooLarge, kTableFull };
@@ -38,21 +45,24 @@ class SessionTable {
   // Frees slots a dead frontend left half-written.
   void recover();
   // A new session under a fresh random id (a UUID), or why not.
-  std::variant<std::string, SessionError> create(std::string_view name, const EnvPairs& env);
+  std::variant<std::string, SessionError> create(std::string_view name, const EnvPairs& env,
+                                                 const std::vector<std::string>& secrets = {});
   bool destroy(std::string_view id);
-  std::optional<EnvPairs> env_of(std::string_view id) const;
+  std::optional<SessionEnv> env_of(std::string_view id) const;
   std::vector<SessionInfo> list() const;
   size_t count() const;
 
   uint32_t slots() const { return caps_.session_slots; }
   uint32_t env_bytes() const { return caps_.session_env_bytes; }
   static constexpr uint32_t max_name_bytes() { return kSessionNameBytes - 1; }
-  // Bytes `env` takes in a session's blob ("K=V\0" each).
-  static uint64_t env_size(const EnvPairs& env);
+  // Bytes `env` and `secrets` take in a session's blob ("K=V\0" each, then
+  // a 4-byte length and the bytes of each secret).
+  static uint64_t env_size(const EnvPairs& env, const std::vector<std::string>& secrets = {});
 
  private:
   std::optional<uint32_t> find(std::string_view id) const;
   EnvPairs read_env(uint32_t i) const;
+  std::vector<std::string> read_secrets(uint32_t i) const;
   SessionSlot* slots_;
   char* envs_;
   Capacities caps_;

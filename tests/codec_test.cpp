@@ -13,7 +13,9 @@ TEST_CASE("a spec round-trips through its arena without copies", "[codec]") {
   std::memset(arena, 0xab, sizeof arena);  // garbage: encode must zero what it needs
   std::vector<std::string_view> argv{"sh", "-c", "echo $X"};
   std::vector<std::string_view> env{"PATH=/bin", "X=1"};
-  SpecInput in{"/bin/sh", argv, env, "/tmp", 1500, 250, Rlimits{10, 1 << 30, 64, 100, 4096}};
+  std::vector<std::string_view> secrets{"hunter22", std::string_view("a\0b\nc", 5)};
+  SpecInput in{"/bin/sh", argv, env,    "/tmp", 1500, 250, Rlimits{10, 1 << 30, 64, 100, 4096},
+               24,        80,   secrets};
   auto words = encode_spec({arena, sizeof arena}, sizeof arena / 8, in);
   REQUIRE(words);
   CHECK(*words * 8 <= spec_size_bound(in));
@@ -33,6 +35,9 @@ TEST_CASE("a spec round-trips through its arena without copies", "[codec]") {
   CHECK(out.limits.open_files == 64);
   CHECK(out.limits.processes == 100);
   CHECK(out.limits.file_size_bytes == 4096);
+  CHECK(out.pty_rows == 24);
+  CHECK(out.pty_cols == 80);
+  CHECK(out.secrets == secrets);  // bytes, NUL included
   // Zero copy: the strings live in the arena.
   CHECK(reinterpret_cast<const unsigned char*>(out.argv[0]) >= arena);
   CHECK(reinterpret_cast<const unsigned char*>(out.argv[0]) < arena + sizeof arena);
@@ -41,7 +46,7 @@ TEST_CASE("a spec round-trips through its arena without copies", "[codec]") {
 TEST_CASE("an empty cwd decodes as none", "[codec]") {
   alignas(8) unsigned char arena[1024] = {};
   std::vector<std::string_view> argv{"true"};
-  SpecInput in{"true", argv, {}, "", 0, 0, {}};
+  SpecInput in{"true", argv, {}, "", 0, 0, {}, 0, 0, {}};
   auto words = encode_spec({arena, sizeof arena}, 0, in);
   REQUIRE(words);
   DecodedSpec out;
@@ -54,7 +59,7 @@ TEST_CASE("a spec too large for its arena is refused, saying how large it is", "
   alignas(8) unsigned char arena[1024] = {};
   std::string big(2000, 'x');
   std::vector<std::string_view> argv{big};
-  SpecInput in{"x", argv, {}, "", 0, 0, {}};
+  SpecInput in{"x", argv, {}, "", 0, 0, {}, 0, 0, {}};
   auto words = encode_spec({arena, sizeof arena}, 0, in);
   REQUIRE_FALSE(words);
   CHECK_THAT(words.error().message(), Catch::Contains("the limit is 1024"));

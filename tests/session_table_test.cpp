@@ -18,13 +18,28 @@ TEST_CASE("a session keeps its name and env in order and can be found by id", "[
   CHECK(sid.size() == 36);
   auto env = sessions.env_of(sid);
   REQUIRE(env);
-  CHECK(*env == EnvPairs{{"B", "2"}, {"A", "x=y"}});
+  CHECK(env->env == EnvPairs{{"B", "2"}, {"A", "x=y"}});
+  CHECK(env->secrets.empty());
   auto list = sessions.list();
   REQUIRE(list.size() == 1);
   CHECK(list[0].name == "ci");
   CHECK(sessions.count() == 1);
   CHECK(sessions.destroy(sid));
   CHECK_FALSE(sessions.env_of(sid));
+  // Secrets follow the env in the blob; a listing counts them and never
+  // shows a value, not even one that is in the env too.
+  auto with = sessions.create("s", {{"TOKEN", "tok-1234"}, {"X", "1"}},
+                              {"tok-1234", std::string("b\0in\n", 5)});
+  REQUIRE(std::holds_alternative<std::string>(with));
+  auto both = sessions.env_of(std::get<std::string>(with));
+  REQUIRE(both);
+  CHECK(both->env == EnvPairs{{"TOKEN", "tok-1234"}, {"X", "1"}});
+  CHECK(both->secrets == std::vector<std::string>{"tok-1234", std::string("b\0in\n", 5)});
+  list = sessions.list();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].secrets == 2);
+  CHECK(list[0].env == EnvPairs{{"TOKEN", "***"}, {"X", "1"}});
+  CHECK(sessions.destroy(std::get<std::string>(with)));
   CHECK_FALSE(sessions.destroy(sid));
 }
 

@@ -2,6 +2,7 @@
 // merged environment, limits and timeouts against defaults and ceilings.
 #include <catch2/catch.hpp>
 
+#include "common/redactor.h"
 #include "frontend/spec_builder.h"
 
 using namespace sp;
@@ -39,12 +40,25 @@ TEST_CASE("the environment is the base, then the session's, then the request's")
   rpc::ExecParams p;
   p.command = "env";
   p.env = {{"A", "request"}, {"HOME", "/tmp"}};
-  EnvPairs session{{"A", "session"}, {"B", "session"}};
+  shm::SessionEnv session{{{"A", "session"}, {"B", "session"}}, {}};
   auto spec = std::get<shm::SpecInput>(b.build(p, &session));
   CHECK(strings(spec.env) ==
         std::vector<std::string>{"PATH=/bin", "HOME=/tmp", "A=request", "B=session"});
   spec = std::get<shm::SpecInput>(b.build(p, nullptr));
   CHECK(strings(spec.env) == std::vector<std::string>{"PATH=/bin", "HOME=/tmp", "A=request"});
+}
+
+TEST_CASE("a job's secrets are its own and its session's, at most kMaxSecrets") {
+  shm::RoleConfig cfg;
+  SpecBuilder b(cfg, {});
+  rpc::ExecParams p;
+  p.command = "true";
+  p.secrets = {"mine-1234"};
+  shm::SessionEnv session{{}, {"theirs-5678"}};
+  auto spec = std::get<shm::SpecInput>(b.build(p, &session));
+  CHECK(strings(spec.secrets) == std::vector<std::string>{"mine-1234", "theirs-5678"});
+  session.secrets.assign(sp::kMaxSecrets, "many-secrets");
+  CHECK(std::holds_alternative<SubmitError>(b.build(p, &session)));
 }
 
 TEST_CASE("limits come from the request, else the default, else the ceiling; more is refused") {

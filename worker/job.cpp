@@ -86,6 +86,12 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
     j.sink_ = std::make_unique<SpoolSink>(env.seg, slot, env.rec, env.spool_dir, env.spool_scratch);
   else
     j.sink_ = std::make_unique<RingSink>(env.seg, slot);
+  if (!spec.secrets.empty()) {
+    std::vector<std::string> secrets(spec.secrets.begin(), spec.secrets.end());
+    if (spec.pty_rows) secrets = with_terminal_forms(std::move(secrets));
+    j.redactors_[kStdout] = std::make_unique<Redactor>(secrets);
+    j.redactors_[kStderr] = std::make_unique<Redactor>(*j.redactors_[kStdout]);
+  }
   j.deadline_ns_ = spec.timeout_ms ? now + spec.timeout_ms * kMs : 0;
   j.grace_ns_ = uint64_t(spec.kill_grace_ms ? spec.kill_grace_ms : env.default_grace_ms) * kMs;
   bool ok = bool(env.poller.watch(j.proc_.pidfd(), {Kind::kPidfd, entry, generation}));
@@ -103,26 +109,39 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
 // The one pipe-reading loop, for either sink.
 void Job::on_pipe(Stream s) {
   if (!proc_.pipe_open(s) || paused_[s]) return;  // stale event from this batch
+  // With secrets, the pipe is read into the scratch and redacted into the
+  // sink's room, which must then take what the redactor held back too.
+  Redactor* redactor = redactors_[s].get();
+  auto take = [&](size_t n) {
+    if (n == 0) return;
+    env_->seg.header().metrics.output_bytes[s].fetch_add(uint64_t(n), std::memory_order_relaxed);
+    OutputSink::Taken taken = sink_->take(s, n);
+    if (taken.published) env_->notify_frontend = true;
+    if (taken.stop_job && !cancelled_) {
+      output_killed_ = cancelled_ = true;
+      stop(SIGTERM, grace_ns_);
+    }
+  };
   for (int turn = 0; turn < kReadsPerEvent; ++turn) {
     std::span<char> room = sink_->room();
-    if (room.empty()) {
+    const size_t held = redactor ? redactor->held() : 0;
+    if (room.size() <= held) {
       env_->poller.unwatch(proc_.pipe(s));  // backpressure: the child blocks once its pipe fills
       paused_[s] = true;
       return;
     }
-    ssize_t n = proc_.read(s, room);
+    std::span<char> into =
+        redactor
+            ? env_->redact_scratch.first(std::min(room.size() - held, env_->redact_scratch.size()))
+            : room;
+    ssize_t n = proc_.read(s, into);
     if (n > 0) {
-      env_->seg.header().metrics.output_bytes[s].fetch_add(uint64_t(n), std::memory_order_relaxed);
-      OutputSink::Taken taken = sink_->take(s, size_t(n));
-      if (taken.published) env_->notify_frontend = true;
-      if (taken.stop_job && !cancelled_) {
-        output_killed_ = cancelled_ = true;
-        stop(SIGTERM, grace_ns_);
-      }
-      if (size_t(n) < room.size()) return;  // drained; epoll tells us when there is more
+      take(redactor ? redactor->feed({into.data(), size_t(n)}, room.data()) : size_t(n));
+      if (size_t(n) < into.size()) return;  // drained; epoll tells us when there is more
       continue;
     }
     if (n == -EAGAIN) return;
+    if (redactor) take(redactor->finish(room.data()));  // the end: no secret can complete now
     close_pipe(s);  // EOF (or a read error, which ends the stream too)
     maybe_finish();
     return;

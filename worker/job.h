@@ -3,7 +3,8 @@
 //
 //   start     claimed slot -> cgroup, spawn, Running, watched; or, when it
 //             cannot start, its terminal state published at once
-//   on_pipe   output into its sink (sinks.h), paused while the sink is full
+//   on_pipe   output into its sink (sinks.h), paused while the sink is full;
+//             its secrets redacted on the way (common/redactor.h)
 //   on_exit   the leader exited: kill the group, reap, read the pipes to EOF
 //   on_bell   job_signal and job_cancel requests; paused pipes resumed; new
 //             stdin bytes passed on
@@ -21,6 +22,7 @@
 #include <optional>
 #include <span>
 
+#include "common/redactor.h"
 #include "isolation/cgroups.h"
 #include "shm/codec.h"
 #include "shm/job_table.h"
@@ -39,11 +41,12 @@ struct JobEnv {
   isolation::Cgroups& cgroups;
   Poller& poller;
   int devnull = -1;
-  int spool_dir = -1;             // O_PATH fd; -1: none (detached jobs cannot start)
-  uint32_t default_grace_ms = 0;  // TERM -> KILL when the spec has none
-  std::span<char> spool_scratch;  // detached jobs' pipes are read into it
-  shm::DecodedSpec spec{};        // reused across starts
-  bool notify_frontend = false;   // a job published output or its end: ring the frontend
+  int spool_dir = -1;              // O_PATH fd; -1: none (detached jobs cannot start)
+  uint32_t default_grace_ms = 0;   // TERM -> KILL when the spec has none
+  std::span<char> spool_scratch;   // detached jobs' pipes are read into it
+  std::span<char> redact_scratch;  // pipes of jobs with secrets are read into it
+  shm::DecodedSpec spec{};         // reused across starts
+  bool notify_frontend = false;    // a job published output or its end: ring the frontend
   bool shutting_down = false;
 };
 
@@ -93,8 +96,9 @@ class Job {
   shm::JobWord word_;  // Running, as we made it
   Process proc_;
   std::unique_ptr<OutputSink> sink_;
-  bool paused_[2] = {};         // not reading the pipe: the sink is full
-  bool stdin_watched_ = false;  // waiting for room in the stdin pipe
+  std::unique_ptr<Redactor> redactors_[2];  // per stream, when the job has secrets
+  bool paused_[2] = {};                     // not reading the pipe: the sink is full
+  bool stdin_watched_ = false;              // waiting for room in the stdin pipe
   Process::Exit exit_;
   bool exited_ = false;
   bool stopping_ = false;

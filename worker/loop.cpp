@@ -34,7 +34,8 @@ Loop::Loop(const Options& o, shm::Segment seg)
            .cgroups = cgroups_,
            .poller = poller_,
            .default_grace_ms = shm::read_config(seg_.header()).kill_grace_ms,
-           .spool_scratch = spool_scratch_},
+           .spool_scratch = spool_scratch_,
+           .redact_scratch = redact_scratch_},
       entries_(std::max<uint32_t>(rec_.jobs_at_once.load(), 1)) {}
 
 Status Loop::init() {

@@ -65,6 +65,7 @@ class Loop {
   isolation::Cgroups cgroups_;
   Poller poller_;
   std::vector<char> spool_scratch_ = std::vector<char>(64 * 1024);
+  std::vector<char> redact_scratch_ = std::vector<char>(64 * 1024);
   JobEnv env_;
   std::vector<Entry> entries_;
   uint32_t active_ = 0;

@@ -25,6 +25,11 @@ Parsed<ExecParams> parse_exec_params(const Value& params) {
   if (auto e = read_output_policy(obj, p.kill_on_output_cap)) return *e;
   if (auto e = read_stdin(obj, p.stdin_data, p.stdin_open)) return *e;
   if (auto e = read_pty(obj, p.pty)) return *e;
+  if (auto e = read_secrets(obj, p.secrets, p.env)) return *e;
+  std::optional<uint64_t> heartbeat;
+  if (auto e = read_byte_count(obj, "heartbeat_ms", heartbeat)) return *e;
+  if (heartbeat && *heartbeat > 3'600'000) return bad_params("\"heartbeat_ms\" must be 0..3600000");
+  p.heartbeat_ms = heartbeat.value_or(0);
   return p;
 }
 
@@ -34,6 +39,7 @@ Parsed<SessionCreateParams> parse_session_create_params(const Value& params) {
   if (auto e = params_object(params, obj)) return *e;
   if (auto e = read_string(obj, "name", kOptional, p.name)) return *e;
   if (auto e = read_env(obj, "env_vars", p.env_vars)) return *e;
+  if (auto e = read_secrets(obj, p.secrets, p.env_vars)) return *e;
   return p;
 }
 

@@ -191,6 +191,66 @@ Parsed<StdinWriteParams> parse_stdin_write_params(const Value& params) {
   return p;
 }
 
+Parsed<ShellOpenParams> parse_shell_open_params(const Value& params) {
+  ShellOpenParams p;
+  ExecParams& e = p.job.exec;
+  Obj obj;
+  if (auto err = params_object(params, obj)) return *err;
+  if (auto err = read_string(obj, "shell", kNonEmpty, e.command)) return *err;
+  p.shell_given = !e.command.empty();
+  e.shell = false;
+  e.args = {"-i"};
+  e.stdin_open = true;
+  e.pty.emplace();
+  if (auto err = read_term_size(obj, "rows", e.pty->rows)) return *err;
+  if (auto err = read_term_size(obj, "cols", e.pty->cols)) return *err;
+  if (auto err = read_string(obj, "term", kNonEmpty, e.pty->term)) return *err;
+  if (auto err = read_env(obj, "env", e.env)) return *err;
+  if (auto err = read_string(obj, "working_dir", kOptional, e.working_dir)) return *err;
+  if (auto err = read_string(obj, "session_id", kOptional, e.session_id)) return *err;
+  if (auto err = read_secrets(obj, e.secrets, e.env)) return *err;
+  if (auto err = read_byte_count(obj, "kill_grace_ms", e.kill_grace_ms)) return *err;
+  if (auto err = read_job_id(obj, false, p.job.job_id)) return *err;
+  if (auto err = check_new_job_id(p.job.job_id)) return *err;
+  return p;
+}
+
+Parsed<JobInteractParams> parse_job_interact_params(const Value& params) {
+  JobInteractParams p;
+  Obj obj;
+  if (auto e = params_object(params, obj)) return *e;
+  if (auto e = read_job_id(obj, true, p.job_id)) return *e;
+  if (auto e = read_encoding(obj, "encoding", p.base64)) return *e;
+  if (const Value* v = field(obj, "input")) {  // any bytes: NUL included
+    if (!v->is_string()) return bad_params("\"input\" must be a string");
+    p.input = v->get_string();
+    if (p.base64) {
+      auto bytes = decode_base64(p.input);
+      if (!bytes) return bad_params("\"input\" is not valid base64 (\"encoding\": \"base64\")");
+      p.input = std::move(*bytes);
+    }
+  }
+  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
+  std::optional<uint64_t> n;
+  if (auto e = read_byte_count(obj, "cursor", n)) return *e;
+  if (!n)
+    return bad_params("\"cursor\" is required (0 at first, then the last answer's next_cursor)");
+  p.cursor = *n;
+  for (auto [key, out] : {std::pair{"idle_ms", &p.idle_ms}, std::pair{"wait_ms", &p.wait_ms}}) {
+    n.reset();
+    if (auto e = read_byte_count(obj, key, n)) return *e;
+    if (n && *n > kMaxInteractWaitMs)
+      return bad_params(quoted(key) + " must be 0.." + std::to_string(kMaxInteractWaitMs));
+    if (n) *out = *n;
+  }
+  n.reset();
+  if (auto e = read_byte_count(obj, "max_bytes", n)) return *e;
+  if (n && (*n < 1 || *n > kMaxOutputRead))
+    return bad_params("\"max_bytes\" must be 1.." + std::to_string(kMaxOutputRead));
+  if (n) p.max_bytes = *n;
+  return p;
+}
+
 Parsed<StdinWriteParams> parse_stdin_close_params(const Value& params) {
   StdinWriteParams p;
   Obj obj;

@@ -51,13 +51,20 @@ struct ExecParams {
   // (job_submit and execute_stream only; the methods check).
   bool stdin_open = false;
   std::optional<PtyParams> pty;  // "pty": see PtyParams
+  // "secrets" and "secret_env" (whose values are in `env` too): replaced
+  // with "***" in the job's output (common/redactor.h).
+  std::vector<std::string> secrets;
+  // "heartbeat_ms" (execute_stream only; 0: off): a {"type": "heartbeat"}
+  // chunk after this long without one or any output.
+  uint64_t heartbeat_ms = 0;
 };
 // Used by execute and execute_stream, job_submit and every plan step.
 Parsed<ExecParams> parse_exec_params(const Value& params);
 
 struct SessionCreateParams {
-  std::string name;   // "name": optional, default ""
-  EnvPairs env_vars;  // "env_vars": optional object string->string
+  std::string name;                  // "name": optional, default ""
+  EnvPairs env_vars;                 // "env_vars": optional object string->string
+  std::vector<std::string> secrets;  // "secrets", "secret_env" (also in env_vars)
 };
 Parsed<SessionCreateParams> parse_session_create_params(const Value& params);
 
@@ -152,6 +159,28 @@ struct ResizeParams {
   uint16_t rows = 0, cols = 0;
 };
 Parsed<ResizeParams> parse_resize_params(const Value& params);
+
+// shell_open: an interactive shell on a PTY, as a detached job.
+struct ShellOpenParams {
+  JobSubmitParams job;       // "shell" (as args[0], with "-i"), "rows", "cols", "term", "env",
+                             // "working_dir", "session_id", "secrets", "secret_env", "job_id"
+  bool shell_given = false;  // "shell" was given (else the frontend picks one)
+};
+Parsed<ShellOpenParams> parse_shell_open_params(const Value& params);
+
+// job_interact: write `input`, then answer once output was quiet for
+// idle_ms, the job ended, max_bytes are there or wait_ms ran out.
+struct JobInteractParams {
+  std::string job_id;
+  std::string input;       // "input", decoded per "encoding"
+  uint64_t cursor = 0;     // "cursor": required, as job_output's
+  uint64_t idle_ms = 300;  // "idle_ms": quiet this long after the last output
+  uint64_t wait_ms = 30'000;
+  uint64_t max_bytes = 64 * 1024;
+  bool base64 = false;  // "encoding" ("output_encoding" overrides it for the output)
+};
+inline constexpr uint64_t kMaxInteractWaitMs = 3'600'000;
+Parsed<JobInteractParams> parse_job_interact_params(const Value& params);
 
 struct JobListParams {
   std::string state;       // "" = any; else one of the job states, "waiting" or "skipped"

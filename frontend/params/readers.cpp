@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 
+#include "common/redactor.h"
 #include "common/text.h"
 
 namespace sp::rpc::detail {
@@ -113,6 +114,35 @@ std::optional<RpcError> read_env(Obj obj, std::string_view key, EnvPairs& out) {
                         quoted_key(name) + ")");
     }
     out.emplace_back(name, value.get_string());
+  }
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_secrets(Obj obj, std::vector<std::string>& secrets, EnvPairs& env) {
+  auto check = [&](std::string_view value, const std::string& which) -> std::optional<RpcError> {
+    if (value.size() < kMinSecretBytes || value.size() > kMaxSecretBytes)
+      return bad_params(which + " is " + std::to_string(value.size()) + " bytes; a secret is " +
+                        std::to_string(kMinSecretBytes) + ".." + std::to_string(kMaxSecretBytes) +
+                        " bytes (a shorter one would redact ordinary output)");
+    if (secrets.size() == kMaxSecrets)
+      return bad_params("at most " + std::to_string(kMaxSecrets) +
+                        " secrets (\"secrets\" and \"secret_env\" together)");
+    secrets.emplace_back(value);
+    return std::nullopt;
+  };
+  if (const Value* v = field(obj, "secrets")) {
+    if (!v->is_array()) return bad_params("\"secrets\" must be an array of strings");
+    const Array& list = v->get_array();
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (!list[i].is_string()) return bad_params("\"secrets\" must be an array of strings");
+      if (auto e = check(list[i].get_string(), "\"secrets\"[" + std::to_string(i) + "]")) return e;
+    }
+  }
+  EnvPairs secret_env;
+  if (auto e = read_env(obj, "secret_env", secret_env)) return e;
+  for (auto& [name, value] : secret_env) {
+    if (auto e = check(value, "\"secret_env\" " + quoted_key(name))) return e;
+    env.emplace_back(std::move(name), std::move(value));
   }
   return std::nullopt;
 }

@@ -53,6 +53,11 @@ std::optional<RpcError> read_pty(Obj obj, std::optional<PtyParams>& out);
 // "stdin" (a string; with "stdin_encoding": "base64", decoded) and "stdin_open".
 std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open);
 
+// "secrets" (an array of strings) and "secret_env" (an object: each value is
+// a secret, and goes into `env` too): each kMinSecretBytes..kMaxSecretBytes,
+// at most kMaxSecrets. Errors never quote a value.
+std::optional<RpcError> read_secrets(Obj obj, std::vector<std::string>& secrets, EnvPairs& env);
+
 // Every byte is a letter, digit or one of . _ : - (the alphabet of job ids
 // and plan step names).
 bool id_chars(std::string_view s);
