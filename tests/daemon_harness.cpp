@@ -59,14 +59,14 @@ int decode_status(int status) {
 // into `out_fd`/`err_fd`. Everything the child touches is prepared before the
 // fork; the child only makes async-signal-safe calls.
 pid_t spawn(const std::vector<std::string>& args, const std::vector<std::string>& env, int out_fd,
-            int err_fd) {
+            int err_fd, int in_fd = -1) {
   std::vector<char*> argv, envp;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   for (const std::string& e : env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
   UniqueFd devnull_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-  int devnull = devnull_fd.get();
+  int devnull = in_fd >= 0 ? in_fd : devnull_fd.get();
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -603,16 +603,25 @@ std::string base64_decode(std::string_view in) {
 
 // ---- CLI ----
 
-CliRun run_cli(const std::vector<std::string>& args, const std::string& dir, double timeout_s) {
+CliRun run_cli(const std::vector<std::string>& args, const std::string& dir, double timeout_s,
+               const std::optional<std::string>& stdin_data) {
   static std::atomic<int> serial{0};  // callers may run CLIs from several threads
   std::string base = dir + "/cli" + std::to_string(++serial);
   UniqueFd out(::open((base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   UniqueFd err(::open((base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   CliRun run;
   if (!out || !err) return run;
+  UniqueFd in;
+  if (stdin_data) {
+    UniqueFd w(::open((base + ".in").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!w ||
+        ::write(w.get(), stdin_data->data(), stdin_data->size()) != ssize_t(stdin_data->size()))
+      return run;
+    in.reset(::open((base + ".in").c_str(), O_RDONLY | O_CLOEXEC));
+  }
   std::vector<std::string> argv{SHELL_POOL_CLI};
   argv.insert(argv.end(), args.begin(), args.end());
-  pid_t pid = spawn(argv, environment_plus({}), out.get(), err.get());
+  pid_t pid = spawn(argv, environment_plus({}), out.get(), err.get(), in ? in.get() : -1);
   if (pid < 0) return run;
   int status = 0;
   run.finished =

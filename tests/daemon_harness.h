@@ -285,7 +285,9 @@ struct CliRun {
   std::string out, err;
 };
 // Runs the shell-pool CLI (SHELL_POOL_CLI) with `args`; stdout and stderr go
-// to files in `dir`. Asserts nothing: may run on other threads.
-CliRun run_cli(const std::vector<std::string>& args, const std::string& dir, double timeout_s = 30);
+// to files in `dir`, stdin is `stdin_data` (from a file) or /dev/null.
+// Asserts nothing: may run on other threads.
+CliRun run_cli(const std::vector<std::string>& args, const std::string& dir, double timeout_s = 30,
+               const std::optional<std::string>& stdin_data = std::nullopt);
 
 }  // namespace sp::test
