@@ -41,6 +41,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 
+#include "bench/bench_daemon.h"
 #include "common/sys.h"
 #include "common/unique_fd.h"
 
@@ -50,6 +51,7 @@ namespace {
 
 namespace json = boost::json;
 namespace fs = std::filesystem;
+using namespace sp::bench;
 
 struct Options {
   double seconds = 3;
@@ -68,29 +70,12 @@ constexpr double kStartupTimeout = 10;   // for its socket to accept
 constexpr double kStopTimeout = 10;      // after SIGTERM, before SIGKILL
 constexpr int64_t kRequestTimeout = 30;  // for one response (SO_RCVTIMEO)
 
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-uint64_t to_ns(double seconds) {
-  return static_cast<uint64_t>(seconds * 1e9);
-}
-
 struct PhaseStats {
   uint64_t jobs = 0;      // completed with exit_code 0; errors and rejections are not jobs
   uint64_t errors = 0;    // failed jobs, bad responses, broken connections
   uint64_t rejected = 0;  // -32000 answers (queue full)
   double secs = 0, jobs_per_s = 0, p50_us = 0, p99_us = 0;
 };
-
-// Nearest-rank percentile of a sorted sample, as in shared/limits/common.h.
-double percentile(const std::vector<uint64_t>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  auto i = static_cast<size_t>(p / 100.0 * static_cast<double>(sorted.size() - 1) + 0.5);
-  return static_cast<double>(sorted[std::min(i, sorted.size() - 1)]);
-}
 
 PhaseStats summarize(std::vector<uint64_t> lat_ns, double secs, uint64_t errors,
                      uint64_t rejected) {
@@ -149,140 +134,6 @@ PhaseStats run_baseline(const Options& opt) {
   return summarize(std::move(lat), static_cast<double>(t - t0) / 1e9, errors, 0);
 }
 
-// ---- the daemon under test ------------------------------------------------------------------
-
-sp::Result<sp::UniqueFd> connect_unix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) return sp::Error{ENAMETOOLONG, "socket path " + path};
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  auto fd = sp::sys("socket", [] { return ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0); });
-  if (!fd) return fd.error();
-  sp::UniqueFd owned(*fd);
-  auto r = sp::sys("connect", [&] {
-    return ::connect(owned.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
-  });
-  if (!r) return sp::Error{r.error().code, "connect " + path};
-  return owned;
-}
-
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return std::string("killed by ") + strsignal(WTERMSIG(status));
-  return "unknown status";
-}
-
-// The shell-poold child: started with posix_spawnp, stdout+stderr to a log file, stopped with
-// SIGTERM then SIGKILL after a bound. The destructor kills and reaps it if stop() was not called.
-class Daemon {
- public:
-  Daemon() = default;
-  Daemon(const Daemon&) = delete;
-  Daemon& operator=(const Daemon&) = delete;
-  ~Daemon() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      (void)wait_exit(-1);
-    }
-  }
-
-  sp::Status start(const std::string& exe, const std::vector<std::string>& extra,
-                   const std::string& socket, const std::string& log) {
-    std::vector<std::string> args = {exe, "--socket", socket};
-    args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    const int e = posix_spawnp(&pid_, exe.c_str(), &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (e != 0) {
-      pid_ = -1;
-      return sp::Error{e, "start " + exe};
-    }
-    log_ = log;
-    // A pidfd lets waits sleep in poll() until the exit; without one (old kernel) we nap.
-    pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0)));
-    return {};
-  }
-
-  // Until the socket accepts a connection; fails if the daemon exits or time runs out.
-  sp::Status wait_ready(const std::string& socket, double timeout_s) {
-    const uint64_t end = now_ns() + to_ns(timeout_s);
-    for (;;) {
-      auto fd = connect_unix(socket);
-      if (fd) return {};
-      if (auto st = wait_exit(10)) return sp::Error{0, "daemon exited during startup, " + *st};
-      if (now_ns() >= end) {
-        return sp::Error{0, "daemon socket did not accept within " +
-                                std::to_string(std::lround(timeout_s)) + " s (" +
-                                fd.error().message() + ")"};
-      }
-    }
-  }
-
-  // SIGTERM, then SIGKILL after timeout_s. Value: how it ended; error: it had to be killed.
-  sp::Result<std::string> stop(double timeout_s) {
-    if (pid_ <= 0) return std::string("already reaped");
-    ::kill(pid_, SIGTERM);
-    if (auto st = wait_exit(static_cast<int>(timeout_s * 1000))) return *st;
-    ::kill(pid_, SIGKILL);
-    (void)wait_exit(-1);
-    return sp::Error{
-        0, "daemon ignored SIGTERM for " + std::to_string(std::lround(timeout_s)) + " s; killed"};
-  }
-
-  std::string log_tail() const {
-    std::ifstream in(log_, std::ios::binary);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (text.size() > 4096) text.erase(0, text.size() - 4096);
-    return "---- daemon log (last 4 KiB) ----\n" + text + "----\n";
-  }
-
- private:
-  // Waits up to timeout_ms (-1: forever) for the exit; reaps it and describes how it ended.
-  std::optional<std::string> wait_exit(int timeout_ms) {
-    const uint64_t end = now_ns() + static_cast<uint64_t>(std::max(timeout_ms, 0)) * 1'000'000;
-    for (;;) {
-      int status = 0;
-      const pid_t r =
-          sp::sys_raw([&] { return waitpid(pid_, &status, timeout_ms < 0 ? 0 : WNOHANG); });
-      if (r != 0) {
-        pid_ = -1;
-        pidfd_.reset();
-        return r > 0 ? describe_status(status) : std::string("not our child");
-      }
-      const uint64_t now = now_ns();
-      if (now >= end) return std::nullopt;
-      const int left_ms = static_cast<int>((end - now) / 1'000'000) + 1;
-      if (pidfd_) {
-        pollfd p{pidfd_.get(), POLLIN, 0};
-        ::poll(&p, 1, left_ms);
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(left_ms, 10)));
-      }
-    }
-  }
-
-  pid_t pid_ = -1;
-  sp::UniqueFd pidfd_;
-  std::string log_;
-};
-
-// A directory made by mkdtemp (mode 0700) for the socket and the log; removed with all it
-// holds on destruction.
-struct TempDir {
-  std::string path;
-  ~TempDir() {
-    std::error_code ec;
-    if (!path.empty()) fs::remove_all(path, ec);
-  }
-};
-
 // ---- (b), (c) clients -----------------------------------------------------------------------
 
 enum class Outcome { kOk, kRejected, kError };
@@ -314,49 +165,6 @@ Outcome check_response(std::string_view line, uint64_t id, const char** why) {
   if (exit_code->to_number<int64_t>(ec) != 0 || ec) return *why = "exit_code != 0", Outcome::kError;
   return Outcome::kOk;
 }
-
-// One client's connection: request lines out, response lines in. Used by one thread.
-class Conn {
- public:
-  explicit Conn(sp::UniqueFd fd) : fd_(std::move(fd)) { buf_.reserve(1 << 16); }
-
-  sp::Status send_all(std::string_view data) {
-    while (!data.empty()) {
-      auto n = sp::sys("send",
-                       [&] { return ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL); });
-      if (!n) return n.error();
-      data.remove_prefix(static_cast<size_t>(*n));
-    }
-    return {};
-  }
-
-  // The next line without its '\n'; valid until the next call.
-  sp::Result<std::string_view> read_line() {
-    buf_.erase(0, consumed_);
-    consumed_ = 0;
-    size_t scanned = 0;
-    for (;;) {
-      if (const size_t nl = buf_.find('\n', scanned); nl != std::string::npos) {
-        consumed_ = nl + 1;
-        return std::string_view(buf_).substr(0, nl);
-      }
-      scanned = buf_.size();
-      if (buf_.size() > kMaxLine) return sp::Error{0, "response line over 64 MiB"};
-      char chunk[16384];
-      auto n = sp::sys("recv", [&] { return ::recv(fd_.get(), chunk, sizeof chunk, 0); });
-      if (!n && n.error().code == EAGAIN) return sp::Error{0, "no response within the timeout"};
-      if (!n) return n.error();
-      if (*n == 0) return sp::Error{0, "daemon closed the connection"};
-      buf_.append(chunk, static_cast<size_t>(*n));
-    }
-  }
-
- private:
-  static constexpr size_t kMaxLine = 64u << 20;
-  sp::UniqueFd fd_;
-  std::string buf_;
-  size_t consumed_ = 0;  // bytes of the line returned last, dropped at the next call
-};
 
 struct ClientResult {
   std::vector<uint64_t> lat_ns;
@@ -577,18 +385,6 @@ json::object to_json(const Run& r) {
 }
 
 // --daemon, else shell-poold next to this binary, else in ../supervisor/ (the build tree).
-std::string find_daemon(const std::string& given) {
-  if (given.find('/') != std::string::npos) return access(given.c_str(), X_OK) == 0 ? given : "";
-  if (!given.empty()) return given;  // posix_spawnp searches PATH
-  std::error_code ec;
-  const fs::path dir = fs::read_symlink("/proc/self/exe", ec).parent_path();
-  if (ec) return "";
-  for (const fs::path& p : {dir / "shell-poold", dir / ".." / "supervisor" / "shell-poold"}) {
-    if (access(p.c_str(), X_OK) == 0) return p.lexically_normal().string();
-  }
-  return "";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
