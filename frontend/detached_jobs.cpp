@@ -98,7 +98,7 @@ void DetachedJobs::submit(rpc::JobSubmitParams& p, Reply r) {
   auto rec = records_.create(id, seq);
   if (auto* e = std::get_if<SubmitError>(&rec)) return out_.fail(r, to_rpc(*e));
   const uint32_t ri = std::get<uint32_t>(rec);
-  records_.describe(ri, p.exec);
+  records_.describe(ri, p.exec, queue_.session_secrets(p.exec.session_id));
   auto slot = queue_.enqueue(p.exec, {ri, seq, false});
   if (auto* e = std::get_if<SubmitError>(&slot)) {
     records_.abandon(ri);

@@ -100,6 +100,12 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
   return *slot;
 }
 
+std::vector<std::string> JobQueue::session_secrets(const std::string& id) const {
+  if (id.empty()) return {};
+  auto s = sessions_.env_of(id);
+  return s ? std::move(s->secrets) : std::vector<std::string>{};
+}
+
 bool JobQueue::promote(uint32_t slot, JobWord waiting) {
   JobWord queued = waiting.with_state(JobState::kQueued);
   jobs_.slot(slot).queued_ns.store(monotonic_ns(), std::memory_order_relaxed);

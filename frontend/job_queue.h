@@ -60,6 +60,8 @@ class JobQueue {
   void ring_owner(shm::JobWord w) const;
 
   uint64_t next_job_id() const;
+  // The secrets of session `id` (none for "" or an unknown session).
+  std::vector<std::string> session_secrets(const std::string& id) const;
   // Refuses new jobs from now on (the frontend stops).
   void stop_accepting() { stopping_ = true; }
   bool accepting() const;

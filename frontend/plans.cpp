@@ -68,7 +68,7 @@ std::variant<uint32_t, SubmitError> Plans::submit(rpc::PlanParams& p, const std:
     auto rec = records_.create(id + "/" + step.name, step_seq);
     if (auto* e = std::get_if<SubmitError>(&rec)) return undo(*e);
     const uint32_t ri = std::get<uint32_t>(rec);
-    records_.describe(ri, step.exec);
+    records_.describe(ri, step.exec, queue_.session_secrets(step.exec.session_id));
     shm::JobRecord& r = records_.at(ri);
     r.plan = shm::RecordRef::of(pi);
     r.step = uint32_t(k);

@@ -50,13 +50,18 @@ std::variant<uint32_t, SubmitError> JobRecords::create(std::string_view id, uint
                      std::to_string(size()) + " detached jobs are unfinished (--retain-jobs)"};
 }
 
-void JobRecords::describe(uint32_t i, const rpc::ExecParams& p) {
+void JobRecords::describe(uint32_t i, const rpc::ExecParams& p,
+                          const std::vector<std::string>& session_secrets) {
   shm::JobRecord& r = at(i);
   std::memcpy(r.session_id, p.session_id.data(),
               std::min(p.session_id.size(), sizeof r.session_id - 1));
   std::string command = p.command;
   for (const std::string& a : p.args) command += " " + a;
-  if (!p.secrets.empty()) command = Redactor(p.secrets).redact(command);  // shown by job_status
+  if (!p.secrets.empty() || !session_secrets.empty()) {  // shown by job_status and job_list
+    std::vector<std::string> all = p.secrets;
+    all.insert(all.end(), session_secrets.begin(), session_secrets.end());
+    command = Redactor(all).redact(command);
+  }
   size_t cut = std::min(command.size(), sizeof r.command - 1);
   while (cut > 0 && cut < command.size() &&
          (static_cast<unsigned char>(command[cut]) & 0xC0) == 0x80)

@@ -54,7 +54,9 @@ class JobRecords {
   std::variant<uint32_t, SubmitError> create(std::string_view id, uint64_t seq);
   // Fills what record i shows of its job's params: session, command line
   // (cut to fit, at a character boundary) and output bounds.
-  void describe(uint32_t i, const rpc::ExecParams& p);
+  // `secrets`: the job's session's, redacted from the command shown (with
+  // the job's own).
+  void describe(uint32_t i, const rpc::ExecParams& p, const std::vector<std::string>& secrets);
   // Writing -> Live under `id` (the caller filled it), or Writing -> Free.
   void publish(uint32_t i);
   void abandon(uint32_t i);

@@ -204,6 +204,10 @@ TEST_CASE("secrets are redacted before output is stored; values are never shown"
                                                        {"secrets", json::array{"other-2222"}}}));
   r = execute(c, {{"command", "echo $PASS other-2222 free"}, {"session_id", str(s, "session_id")}});
   CHECK(str(r, "stdout") == "*** *** free\n");
+  result_of(c.call("job_submit", {{"command", "echo other-2222"},
+                                  {"job_id", "sess-cmd"},
+                                  {"session_id", str(s, "session_id")}}));
+  CHECK(str(result_of(c.call("job_status", {{"job_id", "sess-cmd"}})), "command") == "echo ***");
   json::object list = result_of(c.call("session_list", nullptr));
   CHECK_THAT(json::serialize(list), !Contains("sess-pass-1") && !Contains("other-2222"));
   // Overlapping and adjacent occurrences are one ***.
