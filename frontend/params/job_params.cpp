@@ -176,16 +176,9 @@ Parsed<StdinWriteParams> parse_stdin_write_params(const Value& params) {
   if (auto e = params_object(params, obj)) return *e;
   if (auto e = read_job_id(obj, true, p.job_id)) return *e;
   bool base64 = false;
-  if (auto e = read_encoding(obj, "encoding", base64)) return *e;
-  if (const Value* v = field(obj, "data")) {  // any bytes: NUL included
-    if (!v->is_string()) return bad_params("\"data\" must be a string");
-    p.data = v->get_string();
-  }
-  if (base64) {
-    auto bytes = decode_base64(p.data);
-    if (!bytes) return bad_params("\"data\" is not valid base64 (\"encoding\": \"base64\")");
-    p.data = std::move(*bytes);
-  }
+  std::optional<std::string> data;
+  if (auto e = read_bytes(obj, "data", "encoding", data, base64)) return *e;
+  p.data = std::move(data).value_or(std::string());
   if (auto e = read_byte_count(obj, "offset", p.offset)) return *e;
   if (auto e = read_bool(obj, "eof", p.eof)) return *e;
   return p;
@@ -220,16 +213,9 @@ Parsed<JobInteractParams> parse_job_interact_params(const Value& params) {
   Obj obj;
   if (auto e = params_object(params, obj)) return *e;
   if (auto e = read_job_id(obj, true, p.job_id)) return *e;
-  if (auto e = read_encoding(obj, "encoding", p.base64)) return *e;
-  if (const Value* v = field(obj, "input")) {  // any bytes: NUL included
-    if (!v->is_string()) return bad_params("\"input\" must be a string");
-    p.input = v->get_string();
-    if (p.base64) {
-      auto bytes = decode_base64(p.input);
-      if (!bytes) return bad_params("\"input\" is not valid base64 (\"encoding\": \"base64\")");
-      p.input = std::move(*bytes);
-    }
-  }
+  std::optional<std::string> input;
+  if (auto e = read_bytes(obj, "input", "encoding", input, p.base64)) return *e;
+  p.input = std::move(input).value_or(std::string());
   if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
   std::optional<uint64_t> n;
   if (auto e = read_byte_count(obj, "cursor", n)) return *e;

@@ -273,20 +273,27 @@ std::optional<RpcError> read_pty(Obj obj, std::optional<PtyParams>& out) {
   return std::nullopt;
 }
 
+std::optional<RpcError> read_bytes(Obj obj, std::string_view key, std::string_view encoding_key,
+                                   std::optional<std::string>& out, bool& base64) {
+  if (auto e = read_encoding(obj, encoding_key, base64)) return e;
+  const Value* v = field(obj, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_string()) return bad_params(quoted(key) + " must be a string");
+  if (!base64) {
+    out = v->get_string();
+    return std::nullopt;
+  }
+  out = decode_base64(v->get_string());
+  if (!out)
+    return bad_params(quoted(key) + " is not valid base64 (" + quoted(encoding_key) +
+                      ": \"base64\")");
+  return std::nullopt;
+}
+
 std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open) {
   if (auto e = read_bool(obj, "stdin_open", open)) return e;
   bool base64 = false;
-  if (auto e = read_encoding(obj, "stdin_encoding", base64)) return e;
-  const Value* v = field(obj, "stdin");
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_string()) return bad_params("\"stdin\" must be a string");
-  if (!base64) {
-    data = v->get_string();
-    return std::nullopt;
-  }
-  data = decode_base64(v->get_string());
-  if (!data) return bad_params("\"stdin\" is not valid base64 (\"stdin_encoding\": \"base64\")");
-  return std::nullopt;
+  return read_bytes(obj, "stdin", "stdin_encoding", data, base64);
 }
 
 bool id_chars(std::string_view s) {

@@ -50,6 +50,11 @@ std::optional<RpcError> read_term_size(Obj obj, std::string_view key, uint16_t& 
                                        std::string_view where = "");
 // "pty": true, or {"rows", "cols", "term"}.
 std::optional<RpcError> read_pty(Obj obj, std::optional<PtyParams>& out);
+// Bytes (NUL included) given as a string at `key`, in the encoding
+// `encoding_key` names ("utf8", the default, or "base64": decoded);
+// `base64` says which. Absent: `out` stays as it is.
+std::optional<RpcError> read_bytes(Obj obj, std::string_view key, std::string_view encoding_key,
+                                   std::optional<std::string>& out, bool& base64);
 // "stdin" (a string; with "stdin_encoding": "base64", decoded) and "stdin_open".
 std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open);
 
