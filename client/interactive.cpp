@@ -7,6 +7,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -53,6 +54,8 @@ int64_t error_code(const json::object& m) {
   return e.contains("code") && e.at("code").is_int64() ? e.at("code").as_int64() : 0;
 }
 
+int attach_loop(Client& client, const std::string& job_id, const AttachOptions& o);
+
 }  // namespace
 
 std::optional<std::pair<int, int>> terminal_size() {
@@ -63,6 +66,18 @@ std::optional<std::pair<int, int>> terminal_size() {
 }
 
 int attach(Client& client, const std::string& job_id, const AttachOptions& o) {
+  ::signal(SIGPIPE, SIG_IGN);  // a closed stdout is an EPIPE (write_all exits, restoring)
+  try {
+    return attach_loop(client, job_id, o);
+  } catch (const std::exception& e) {  // an answer not as expected
+    restore_terminal();
+    die(kProtocol, std::string("unexpected answer from the daemon: ") + e.what());
+  }
+}
+
+namespace {
+
+int attach_loop(Client& client, const std::string& job_id, const AttachOptions& o) {
   const bool tty = ::isatty(0);
   if (o.pty && tty) make_raw();
   sigset_t signals;
@@ -96,9 +111,10 @@ int attach(Client& client, const std::string& job_id, const AttachOptions& o) {
   };
   std::string buf(kReadBytes, '\0');
   for (bool ended = false; !ended;) {
+    // Our stdin only while we take more (fd -1: poll ignores it, HUP too).
     pollfd fds[3] = {{client.fd(), POLLIN, 0},
                      {sfd.get(), POLLIN, 0},
-                     {0, short(reading && !write_req ? POLLIN : 0), 0}};
+                     {reading && !write_req ? 0 : -1, POLLIN, 0}};
     if (::poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
       die(kProtocol, std::string("poll: ") + std::strerror(errno));
@@ -166,9 +182,13 @@ int attach(Client& client, const std::string& job_id, const AttachOptions& o) {
         const json::value* data = e.if_contains("data");
         if (error_code(*m) == kQueueFull && data && data->is_object() &&
             data->as_object().contains("stdin_bytes")) {  // full: the rest again, when taken
-          const uint64_t took = uint64_t(data->as_object().at("stdin_bytes").to_number<int64_t>());
+          const json::object& d = data->as_object();
+          const uint64_t took = uint64_t(d.at("stdin_bytes").to_number<int64_t>());
           writing.erase(0, size_t(std::min<uint64_t>(took - sent, writing.size())));
           sent = took;
+          const json::value* after = d.if_contains("retry_after_ms");
+          const int64_t wait_ms = after && after->is_number() ? after->to_number<int64_t>() : 50;
+          ::usleep(useconds_t(std::clamp<int64_t>(wait_ms, 10, 1000) * 1000));
           write_stdin(std::move(writing));
           continue;
         }
@@ -184,5 +204,7 @@ int attach(Client& client, const std::string& job_id, const AttachOptions& o) {
   client.call("job_forget", {{"job_id", job_id}});
   return code;
 }
+
+}  // namespace
 
 }  // namespace sp::cli

@@ -8,55 +8,58 @@
 namespace sp {
 
 Redactor::Redactor(const std::vector<std::string>& secrets) {
-  nodes_.emplace_back();
+  auto a = std::make_shared<Automaton>();
+  std::vector<Automaton::Node>& nodes = a->nodes;
+  nodes.emplace_back();
   for (const std::string& s : secrets) {
     if (s.empty()) continue;
     uint32_t at = 0;
     for (char ch : s) {
       const auto c = static_cast<unsigned char>(ch);
-      uint32_t next = child(at, c);
+      uint32_t next = a->child(at, c);
       if (next == 0) {
-        next = uint32_t(nodes_.size());
-        nodes_.emplace_back();
-        nodes_.back().depth = nodes_[at].depth + 1;
-        nodes_[at].next.emplace_back(c, next);
+        next = uint32_t(nodes.size());
+        nodes.emplace_back();
+        nodes.back().depth = nodes[at].depth + 1;
+        nodes[at].next.emplace_back(c, next);
       }
       at = next;
     }
-    nodes_[at].match = uint32_t(s.size());
-    first_[static_cast<unsigned char>(s[0])] = true;
+    nodes[at].match = uint32_t(s.size());
+    a->first[static_cast<unsigned char>(s[0])] = true;
   }
   // Failure links, breadth first: a node's is the longest proper suffix of
   // its string that is also a path from the root.
   std::deque<uint32_t> queue;
-  for (auto [c, n] : nodes_[0].next) {
-    root_[c] = n;
+  for (auto [c, n] : nodes[0].next) {
+    a->root[c] = n;
     queue.push_back(n);
   }
   while (!queue.empty()) {
     const uint32_t at = queue.front();
     queue.pop_front();
-    for (auto [c, n] : nodes_[at].next) {
-      const uint32_t f = step(nodes_[at].fail, c);
-      nodes_[n].fail = f;
-      if (nodes_[n].match == 0) nodes_[n].match = nodes_[f].match;
+    for (auto [c, n] : nodes[at].next) {
+      const uint32_t f = a->step(nodes[at].fail, c);
+      nodes[n].fail = f;
+      if (nodes[n].match == 0) nodes[n].match = nodes[f].match;
       queue.push_back(n);
     }
   }
+  a_ = std::move(a);
 }
 
-uint32_t Redactor::child(uint32_t node, unsigned char c) const {
-  if (node == 0 && nodes_.size() > 1 && root_[c] != 0) return root_[c];
-  for (auto [k, n] : nodes_[node].next)
+uint32_t Redactor::Automaton::child(uint32_t node, unsigned char c) const {
+  if (node == 0 && nodes.size() > 1 && root[c] != 0) return root[c];
+  for (auto [k, n] : nodes[node].next)
     if (k == c) return n;
   return 0;
 }
 
-uint32_t Redactor::step(uint32_t node, unsigned char c) const {
+uint32_t Redactor::Automaton::step(uint32_t node, unsigned char c) const {
   for (;;) {
-    if (node == 0) return root_[c];
+    if (node == 0) return root[c];
     if (uint32_t n = child(node, c)) return n;
-    node = nodes_[node].fail;
+    node = nodes[node].fail;
   }
 }
 
@@ -93,13 +96,14 @@ size_t Redactor::feed(std::string_view in, char* out) {
     }
     covers_.erase(covers_.begin(), covers_.begin() + std::ptrdiff_t(i));
   };
+  const Automaton& a = *a_;
   while (k < n) {
     if (node_ == 0) {  // the usual case: skip what cannot start a secret
-      while (k < n && !first_[static_cast<unsigned char>(text[k])]) ++k;
+      while (k < n && !a.first[static_cast<unsigned char>(text[k])]) ++k;
       if (k == n) break;
     }
-    node_ = step(node_, static_cast<unsigned char>(text[k++]));
-    if (const uint32_t len = nodes_[node_].match) {
+    node_ = a.step(node_, static_cast<unsigned char>(text[k++]));
+    if (const uint32_t len = a.nodes[node_].match) {
       // A match may begin before `text` (len > k): in bytes a match before
       // covered, as raw bytes never leave while they could begin one.
       size_t from = len > k ? 0 : k - len;
@@ -108,12 +112,12 @@ size_t Redactor::feed(std::string_view in, char* out) {
         covers_.pop_back();
       }
       covers_.emplace_back(from, k);
-      settle(k - std::min<size_t>(k, nodes_[node_].depth));
+      settle(k - std::min<size_t>(k, a.nodes[node_].depth));
     }
   }
   // Everything before what could still become a secret goes now. (The
   // state may reach back before `text`, into covered bytes.)
-  const size_t safe = n - std::min<size_t>(n, nodes_[node_].depth);
+  const size_t safe = n - std::min<size_t>(n, a.nodes[node_].depth);
   settle(safe);
   const size_t raw_end = covers_.empty() ? safe : std::min(safe, covers_.front().first);
   if (raw_end > done) {
@@ -152,7 +156,7 @@ size_t Redactor::finish(char* out) {
 }
 
 std::string Redactor::redact(std::string_view text) const {
-  Redactor r(*this);
+  Redactor r(*this);  // the automaton is shared; the stream state is reset
   r.node_ = 0;
   r.cover_ = false;
   r.held_.clear();

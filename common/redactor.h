@@ -12,11 +12,13 @@
 // A secret is at least kMinSecretBytes long, so the redacted output of a
 // piece is never longer than the piece plus the bytes held before it.
 //
-// Not thread-safe; one per stream. Memory: a node per secret byte.
+// Not thread-safe; one per stream (a copy shares the automaton and starts
+// its own stream). Memory: a node per secret byte, shared by the copies.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,18 +48,24 @@ class Redactor {
   std::string redact(std::string_view text) const;
 
  private:
-  struct Node {
-    uint32_t fail = 0;
-    uint32_t depth = 0;
-    uint32_t match = 0;  // length of the longest secret ending here; 0: none
-    std::vector<std::pair<unsigned char, uint32_t>> next;
-  };
-  uint32_t child(uint32_t node, unsigned char c) const;
-  uint32_t step(uint32_t node, unsigned char c) const;
+  // The automaton: built once, shared by the copies (a job's two streams,
+  // redact()'s scratch state).
+  struct Automaton {
+    struct Node {
+      uint32_t fail = 0;
+      uint32_t depth = 0;
+      uint32_t match = 0;  // length of the longest secret ending here; 0: none
+      std::vector<std::pair<unsigned char, uint32_t>> next;
+    };
+    uint32_t child(uint32_t node, unsigned char c) const;
+    uint32_t step(uint32_t node, unsigned char c) const;
 
-  std::vector<Node> nodes_;
-  std::array<uint32_t, 256> root_{};  // the root's transitions, dense
-  std::array<bool, 256> first_{};     // bytes that start a secret
+    std::vector<Node> nodes;
+    std::array<uint32_t, 256> root{};  // the root's transitions, dense
+    std::array<bool, 256> first{};     // bytes that start a secret
+  };
+
+  std::shared_ptr<const Automaton> a_;
   uint32_t node_ = 0;
   bool cover_ = false;  // what was written last is a "***" (an adjacent match joins it)
   std::string held_;

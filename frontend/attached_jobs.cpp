@@ -116,9 +116,10 @@ bool AttachedJobs::service(Pending& p) {
   if (!shm::is_terminal(w.state)) {
     if (p.heartbeat_ns) {
       const uint64_t now = monotonic_ns();
-      if (now >= p.next_beat_ns && out_.wanted(p.reply)) {
-        out_.partial(p.reply, rpc::Object{{"type", "heartbeat"},
-                                          {"elapsed_ms", (now - p.started_ns) / 1'000'000}});
+      if (now >= p.next_beat_ns) {  // (nobody to tell: only the next one is set)
+        if (out_.wanted(p.reply))
+          out_.partial(p.reply, rpc::Object{{"type", "heartbeat"},
+                                            {"elapsed_ms", (now - p.started_ns) / 1'000'000}});
         p.next_beat_ns = now + p.heartbeat_ns;
       }
       if (!next_beat_ns_ || p.next_beat_ns < next_beat_ns_) next_beat_ns_ = p.next_beat_ns;

@@ -79,6 +79,8 @@ void DetachedJobs::interact(rpc::JobInteractParams& p, Reply r) {
   if (JobRecords::is_plan(job))
     return out_.fail(r, to_rpc(StdinError{StdinError::kNotOpen, p.job_id, 0, "plan"}));
   if (p.input.empty()) return wait_quiet(std::move(r), *rec, std::move(p));
+  // Refused before its input is written, so that a retry does not write it twice.
+  if (out_.over_inflight(r)) return out_.fail(r, out_.inflight_error());
   if (JobRecords::settled(job))
     return out_.fail(r,
                      to_rpc(StdinError{StdinError::kReaderGone, p.job_id, 0, views_.state(*rec)}));

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "tests/daemon_harness.h"
@@ -489,5 +491,51 @@ TEST_CASE("the CLI's shell through a real terminal: raw keys, Ctrl-C, resize, ex
   REQUIRE(wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 20));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 7);
+  stop_cleanly(d);
+}
+
+TEST_CASE("a secret as large as the output ring: redacted output waits for room, never stalls",
+          "[daemon][redaction]") {
+  START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1", "--output-buffer", "4096"}});
+  Client c(d.socket());
+  // A 4000-byte secret of many lines, printed 20 times between ordinary
+  // output: what the redactor holds is near the ring's size.
+  std::string secret;
+  for (int i = 0; secret.size() < 4000; ++i) secret += "key-line-" + std::to_string(i) + "\n";
+  secret.resize(4000);
+  const std::string file = d.dir() + "/secret";
+  {
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    REQUIRE(f);
+    std::fwrite(secret.data(), 1, secret.size(), f);
+    std::fclose(f);
+  }
+  const std::string cmd = "for i in $(seq 20); do echo before-$i; cat " + file +
+                          "; echo; head -c 3000 /dev/zero | tr '\\0' y; echo; done";
+  std::string expected;
+  for (int i = 1; i <= 20; ++i)
+    expected += "before-" + std::to_string(i) + "\n***\n" + std::string(3000, 'y') + "\n";
+  json::object r = execute(c, {{"command", cmd}, {"secrets", json::array{secret}}});
+  CHECK(num(r, "exit_code") == 0);
+  CHECK(str(r, "stdout") == expected);
+  // On a terminal, \r\n: its own form of the secret.
+  r = execute(c, {{"command", cmd}, {"pty", true}, {"secrets", json::array{secret}}});
+  CHECK(num(r, "exit_code") == 0);
+  std::string crlf;
+  for (char ch : expected) crlf += ch == '\n' ? std::string("\r\n") : std::string(1, ch);
+  CHECK(str(r, "stdout") == crlf);
+  stop_cleanly(d);
+}
+
+TEST_CASE("the CLI passes a pipe's stdin whole, also when the writer closes it early",
+          "[daemon][cli]") {
+  START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1"}});
+  // The pipe's writer is done (HUP) while writes are still in flight.
+  const std::string out = d.dir() + "/piped.out";
+  const std::string line = "head -c 1000000 /dev/zero | tr '\\0' x | timeout 60 " +
+                           std::string(SHELL_POOL_CLI) + " --socket " + d.socket() +
+                           " run 'wc -c' > " + out + " 2>&1";
+  CHECK(std::system(line.c_str()) == 0);
+  CHECK(read_file(out) == "1000000\n");
   stop_cleanly(d);
 }

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -90,7 +91,8 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
     std::vector<std::string> secrets(spec.secrets.begin(), spec.secrets.end());
     if (spec.pty_rows) secrets = with_terminal_forms(std::move(secrets));
     j.redactors_[kStdout] = std::make_unique<Redactor>(secrets);
-    j.redactors_[kStderr] = std::make_unique<Redactor>(*j.redactors_[kStdout]);
+    if (!spec.pty_rows)  // a terminal's output is all stdout
+      j.redactors_[kStderr] = std::make_unique<Redactor>(*j.redactors_[kStdout]);
   }
   j.deadline_ns_ = spec.timeout_ms ? now + spec.timeout_ms * kMs : 0;
   j.grace_ns_ = uint64_t(spec.kill_grace_ms ? spec.kill_grace_ms : env.default_grace_ms) * kMs;
@@ -106,43 +108,78 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
   return j;
 }
 
-// The one pipe-reading loop, for either sink.
+void Job::take(Stream s, size_t n) {
+  env_->seg.header().metrics.output_bytes[s].fetch_add(uint64_t(n), std::memory_order_relaxed);
+  OutputSink::Taken taken = sink_->take(s, n);
+  if (taken.published) env_->notify_frontend = true;
+  if (taken.stop_job && !cancelled_) {
+    output_killed_ = cancelled_ = true;
+    stop(SIGTERM, grace_ns_);
+  }
+}
+
+bool Job::flush_redacted(Stream s) {
+  std::string& pending = redacted_[s];
+  size_t at = 0;
+  while (at < pending.size()) {
+    std::span<char> room = sink_->room();  // empty: it waits for the frontend to drain
+    if (room.empty()) break;
+    const size_t n = std::min(room.size(), pending.size() - at);
+    std::memcpy(room.data(), pending.data() + at, n);
+    take(s, n);
+    at += n;
+  }
+  pending.erase(0, at);
+  return pending.empty();
+}
+
+// The one pipe-reading loop, for either sink. With secrets the pipe is read
+// into the scratch and redacted into redacted_[s], which goes into the sink
+// before the pipe is read again.
 void Job::on_pipe(Stream s) {
   if (!proc_.pipe_open(s) || paused_[s]) return;  // stale event from this batch
-  // With secrets, the pipe is read into the scratch and redacted into the
-  // sink's room, which must then take what the redactor held back too.
   Redactor* redactor = redactors_[s].get();
-  auto take = [&](size_t n) {
-    if (n == 0) return;
-    env_->seg.header().metrics.output_bytes[s].fetch_add(uint64_t(n), std::memory_order_relaxed);
-    OutputSink::Taken taken = sink_->take(s, n);
-    if (taken.published) env_->notify_frontend = true;
-    if (taken.stop_job && !cancelled_) {
-      output_killed_ = cancelled_ = true;
-      stop(SIGTERM, grace_ns_);
-    }
-  };
   for (int turn = 0; turn < kReadsPerEvent; ++turn) {
-    std::span<char> room = sink_->room();
-    const size_t held = redactor ? redactor->held() : 0;
-    if (room.size() <= held) {
+    std::span<char> room = redactor ? env_->redact_scratch : sink_->room();
+    if ((redactor && !flush_redacted(s)) || room.empty()) {
       env_->poller.unwatch(proc_.pipe(s));  // backpressure: the child blocks once its pipe fills
       paused_[s] = true;
       return;
     }
-    std::span<char> into =
-        redactor
-            ? env_->redact_scratch.first(std::min(room.size() - held, env_->redact_scratch.size()))
-            : room;
-    ssize_t n = proc_.read(s, into);
+    ssize_t n = proc_.read(s, room);
     if (n > 0) {
-      take(redactor ? redactor->feed({into.data(), size_t(n)}, room.data()) : size_t(n));
-      if (size_t(n) < into.size()) return;  // drained; epoll tells us when there is more
+      if (redactor) {
+        std::string& out = redacted_[s];
+        out.resize(redactor->held() + size_t(n));
+        out.resize(redactor->feed({room.data(), size_t(n)}, out.data()));
+      } else {
+        take(s, size_t(n));
+      }
+      if (size_t(n) < room.size()) {  // drained; epoll tells us when there is more
+        if (redactor && !flush_redacted(s)) {
+          env_->poller.unwatch(proc_.pipe(s));
+          paused_[s] = true;
+        }
+        return;
+      }
       continue;
     }
     if (n == -EAGAIN) return;
-    if (redactor) take(redactor->finish(room.data()));  // the end: no secret can complete now
-    close_pipe(s);  // EOF (or a read error, which ends the stream too)
+    // EOF (or a read error, which ends the stream too). What the redactor
+    // held goes now (no secret can complete); if the sink cannot take it
+    // all, the pipe stays open, paused, and the EOF is read again later.
+    if (redactor) {
+      std::string& out = redacted_[s];
+      const size_t had = out.size();
+      out.resize(had + redactor->held());
+      out.resize(had + redactor->finish(out.data() + had));
+      if (!flush_redacted(s)) {
+        env_->poller.unwatch(proc_.pipe(s));
+        paused_[s] = true;
+        return;
+      }
+    }
+    close_pipe(s);
     maybe_finish();
     return;
   }
@@ -220,6 +257,14 @@ void Job::close_pipe(Stream s) {
 }
 
 void Job::abandon_output() {
+  for (Stream s : kStreams)  // what redaction held back: into the sink as far as it goes
+    if (redactors_[s] && proc_.pipe_open(s)) {
+      std::string& out = redacted_[s];
+      const size_t had = out.size();
+      out.resize(had + redactors_[s]->held());
+      out.resize(had + redactors_[s]->finish(out.data() + had));
+      flush_redacted(s);
+    }
   close_pipe(kStdout);
   close_pipe(kStderr);
   maybe_finish();
@@ -286,6 +331,9 @@ void Job::on_bell() {
     if (!paused_[s] || !sink_->resume()) continue;
     paused_[s] = false;
     if (!env_->poller.watch(proc_.pipe(s), Tag::pipe(s, entry_, generation_))) stop(SIGKILL);
+    // Redacted output may wait with nothing new in the pipe to wake us.
+    if (redactors_[s]) on_pipe(s);
+    if (done_) return;
   }
 }
 

@@ -80,6 +80,10 @@ class Job {
   void stop(int sig, uint64_t grace_ns = 0);
   void take_control();
   void close_pipe(Stream s);
+  // `n` bytes of the sink's last room() came from stream `s`.
+  void take(Stream s, size_t n);
+  // Moves redacted_[s] into the sink as far as it has room; true when all went.
+  bool flush_redacted(Stream s);
   // Stops waiting for its pipes (nobody will read them) and ends it if exited.
   void abandon_output();
   void maybe_finish();
@@ -97,8 +101,11 @@ class Job {
   Process proc_;
   std::unique_ptr<OutputSink> sink_;
   std::unique_ptr<Redactor> redactors_[2];  // per stream, when the job has secrets
-  bool paused_[2] = {};                     // not reading the pipe: the sink is full
-  bool stdin_watched_ = false;              // waiting for room in the stdin pipe
+  // Redacted output the sink had no room for yet (at most one read's worth
+  // plus what the redactor held): written before the pipe is read again.
+  std::string redacted_[2];
+  bool paused_[2] = {};         // not reading the pipe: the sink is full
+  bool stdin_watched_ = false;  // waiting for room in the stdin pipe
   Process::Exit exit_;
   bool exited_ = false;
   bool stopping_ = false;
