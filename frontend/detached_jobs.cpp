@@ -167,10 +167,12 @@ void DetachedJobs::output(rpc::JobOutputParams& p, Reply r) {
 }
 
 void DetachedJobs::cancel(rpc::JobSignalParams& p, Reply r) {
+  if (signal_attached(p, r, true)) return;
   if (auto rec = find(p.job_id, r)) out_.answer(r, cancel_one(*rec, p));
 }
 
 void DetachedJobs::signal(rpc::JobSignalParams& p, Reply r) {
+  if (signal_attached(p, r, false)) return;
   auto rec = find(p.job_id, r);
   if (!rec) return;
   if (auto e = signal_one(*rec, p.signal, p.foreground)) return out_.fail(r, to_rpc(*e));
@@ -207,6 +209,33 @@ rpc::Object DetachedJobs::cancel_one(uint32_t rec, const rpc::JobSignalParams& h
   result["cancelled"] = true;
   result["state"] = views_.state(rec);
   return result;
+}
+
+bool DetachedJobs::signal_attached(const rpc::JobSignalParams& p, Reply& r, bool cancel) {
+  if (records_.find(p.job_id)) return false;
+  auto slot = attached_.find(p.job_id);
+  if (!slot) return false;
+  const shm::JobWord w = queue_.jobs().load(slot->first);
+  const bool ended = w.generation != slot->second || shm::is_terminal(w.state);
+  const std::string state = state_name(w.state);
+  if (cancel) {
+    if (!ended) {
+      const uint32_t grace = p.grace_ms ? uint32_t(std::min<uint64_t>(*p.grace_ms, 3'600'000))
+                                        : shm::kCancelGraceDefault;
+      queue_.stop(slot->first, "cancelled before it started", uint32_t(p.signal), grace);
+    }
+    out_.answer(r, rpc::Object{{"job_id", p.job_id}, {"cancelled", !ended}, {"state", state}});
+    return true;
+  }
+  if (w.state != JobState::kRunning || ended) {
+    out_.fail(r, to_rpc(JobError{JobError::kWrongState,
+                                 "job " + p.job_id + " is not running; signals go to running jobs",
+                                 state}));
+    return true;
+  }
+  queue_.signal(slot->first, p.signal, p.foreground);
+  out_.answer(r, rpc::Object{{"job_id", p.job_id}, {"signal", signal_value(p.signal)}});
+  return true;
 }
 
 std::optional<JobError> DetachedJobs::signal_one(uint32_t rec, int sig,

@@ -21,6 +21,7 @@
 #include <variant>
 #include <vector>
 
+#include "frontend/attached_jobs.h"
 #include "frontend/connections.h"
 #include "frontend/job_queue.h"
 #include "frontend/job_views.h"
@@ -34,8 +35,14 @@ namespace sp::frontend {
 class DetachedJobs {
  public:
   DetachedJobs(JobRecords& records, JobQueue& queue, Plans& plans, JobViews& views,
-               StdinFeeds& feeds, Connections& out)
-      : records_(records), queue_(queue), plans_(plans), views_(views), feeds_(feeds), out_(out) {}
+               StdinFeeds& feeds, const AttachedJobs& attached, Connections& out)
+      : records_(records),
+        queue_(queue),
+        plans_(plans),
+        views_(views),
+        feeds_(feeds),
+        attached_(attached),
+        out_(out) {}
 
   // After a frontend restart: the detached jobs the last one accepted are
   // ours now (the records were recovered first).
@@ -95,6 +102,9 @@ class DetachedJobs {
   // The record of job `id` (settled if it has ended), or r answered with -32001.
   std::optional<uint32_t> find(const std::string& id, Reply& r);
   rpc::Object cancel_one(uint32_t rec, const rpc::JobSignalParams& how);
+  // job_signal / job_cancel (`cancel`) of an execute_stream job, which has
+  // no record: false if `p.job_id` is not one (else `r` is answered).
+  bool signal_attached(const rpc::JobSignalParams& p, Reply& r, bool cancel);
   std::optional<JobError> signal_one(uint32_t rec, int sig, std::optional<bool> foreground);
   // `seen_end`: for job_output, the spool's end read before the read that
   // found nothing new (a later write then wakes the waiter).
@@ -109,6 +119,7 @@ class DetachedJobs {
   Plans& plans_;
   JobViews& views_;
   StdinFeeds& feeds_;
+  const AttachedJobs& attached_;
   Connections& out_;
   // Detached jobs not yet settled, by record index and seq (a record
   // forgotten meanwhile may be reused by another job: the seq tells).

@@ -87,7 +87,7 @@ class Frontend {
         attached_(o_, seg_, queue_, out_, bell_),
         views_(records_, queue_.jobs(), o_.max_output_bytes),
         plans_(records_, queue_, views_),
-        detached_(records_, queue_, plans_, views_, stdin_, out_),
+        detached_(records_, queue_, plans_, views_, stdin_, attached_, out_),
         session_methods_(sessions_, out_),
         stdin_methods_(records_, attached_, stdin_, views_, queue_, out_),
         reloads_(seg_, out_) {

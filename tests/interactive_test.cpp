@@ -539,3 +539,42 @@ TEST_CASE("the CLI passes a pipe's stdin whole, also when the writer closes it e
   CHECK(read_file(out) == "1000000\n");
   stop_cleanly(d);
 }
+
+TEST_CASE("job_signal and job_cancel reach an execute_stream job by the id it was told",
+          "[daemon][interactive]") {
+  START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1"}});
+  Client c(d.socket());
+  // On a terminal INT goes to the foreground group: sleep dies, sh (trapping it) goes on.
+  json::value id = c.next_id();
+  REQUIRE(c.send_line(Client::request(
+      id, "execute_stream",
+      json::object{{"command", "trap 'echo trapped' INT; sleep 54321; echo after-$?"},
+                   {"pty", true},
+                   {"stdin_open", true}})));
+  auto started = c.read_json(20);
+  REQUIRE(started);
+  const std::string job_id(started->at("result").at("job_id").as_string());
+  REQUIRE(wait_until([] { return !pids_matching("sleep 54321").empty(); }, 20));
+  Client other(d.socket());
+  json::object r = result_of(other.call("job_signal", {{"job_id", job_id}, {"signal", "INT"}}));
+  CHECK(str(r, "signal") == "SIGINT");
+  Streamed s = read_stream(c, id, 20);
+  REQUIRE(s.ok);
+  CHECK_THAT(s.out, Contains("after-130"));
+  CHECK(num(error_of(other.call("job_signal", {{"job_id", job_id}, {"signal", "INT"}})), "code") ==
+        -32001);  // it ended: no such job any more
+  // job_cancel stops one.
+  id = c.next_id();
+  REQUIRE(c.send_line(Client::request(
+      id, "execute_stream", json::object{{"command", "sleep 65432"}, {"stdin_open", true}})));
+  started = c.read_json(20);
+  REQUIRE(started);
+  const std::string second(started->at("result").at("job_id").as_string());
+  REQUIRE(wait_until([] { return !pids_matching("sleep 65432").empty(); }, 20));
+  r = result_of(other.call("job_cancel", {{"job_id", second}}));
+  CHECK(r.at("cancelled") == true);
+  s = read_stream(c, id, 20);
+  REQUIRE(s.ok);
+  CHECK(str(s.exit, "status") == "cancelled");
+  stop_cleanly(d);
+}
