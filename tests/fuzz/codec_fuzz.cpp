@@ -32,7 +32,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::string_view> argv(parts.begin(), parts.end());
   std::vector<std::string_view> env(parts.begin() + 1, parts.end());
   alignas(8) static unsigned char out[16384];
-  SpecInput si{parts[0], argv, env, parts.back(), size, uint32_t(size), Rlimits{size, 1, 2, 3, 4}};
+  // The env strings serve as the secrets too (any bytes).
+  SpecInput si{parts[0], argv, env, parts.back(), size, uint32_t(size), Rlimits{size, 1, 2, 3, 4},
+               24,       80,   env};
   auto n = encode_spec({out, sizeof out}, sizeof out / 8, si);
   if (!n) return 0;  // too large for the arena: refused, fine
   if (!decode_spec(out, *n, spec)) std::abort();
@@ -40,5 +42,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < argv.size(); ++i)
     if (argv[i] != spec.argv[i]) std::abort();
   if (spec.timeout_ms != size || spec.limits.cpu_seconds != size) std::abort();
+  if (spec.secrets != env || spec.pty_rows != 24 || spec.pty_cols != 80) std::abort();
   return 0;
 }
