@@ -101,9 +101,7 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
 }
 
 std::vector<std::string> JobQueue::session_secrets(const std::string& id) const {
-  if (id.empty()) return {};
-  auto s = sessions_.env_of(id);
-  return s ? std::move(s->secrets) : std::vector<std::string>{};
+  return sessions_.secrets_of(id);
 }
 
 bool JobQueue::promote(uint32_t slot, JobWord waiting) {

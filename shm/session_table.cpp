@@ -137,6 +137,11 @@ std::optional<SessionEnv> SessionTable::env_of(std::string_view id) const {
   return SessionEnv{read_env(*i), read_secrets(*i)};
 }
 
+std::vector<std::string> SessionTable::secrets_of(std::string_view id) const {
+  auto i = find(id);
+  return i ? read_secrets(*i) : std::vector<std::string>{};
+}
+
 std::vector<SessionInfo> SessionTable::list() const {
   std::vector<SessionInfo> out;
   for (uint32_t i = 0; i < caps_.session_slots; ++i) {

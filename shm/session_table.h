@@ -49,6 +49,8 @@ class SessionTable {
                                                  const std::vector<std::string>& secrets = {});
   bool destroy(std::string_view id);
   std::optional<SessionEnv> env_of(std::string_view id) const;
+  // Its secrets alone (none for an unknown session).
+  std::vector<std::string> secrets_of(std::string_view id) const;
   std::vector<SessionInfo> list() const;
   size_t count() const;
 

@@ -35,6 +35,8 @@ TEST_CASE("a session keeps its name and env in order and can be found by id", "[
   REQUIRE(both);
   CHECK(both->env == EnvPairs{{"TOKEN", "tok-1234"}, {"X", "1"}});
   CHECK(both->secrets == std::vector<std::string>{"tok-1234", std::string("b\0in\n", 5)});
+  CHECK(sessions.secrets_of(std::get<std::string>(with)) == both->secrets);
+  CHECK(sessions.secrets_of("no-such-session").empty());
   list = sessions.list();
   REQUIRE(list.size() == 1);
   CHECK(list[0].secrets == 2);
