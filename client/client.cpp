@@ -85,28 +85,46 @@ std::optional<json::object> Client::take_message() {
   return std::move(v.as_object());
 }
 
-std::optional<json::object> Client::read_answer() {
+std::optional<json::object> Client::read_message() {
   for (;;) {
     if (auto message = take_message()) {
-      json::object& o = *message;
-      if (const json::value* id = o.if_contains("id"); id && *id != 1)
+      if (const json::value* id = message->if_contains("id"); id && *id != 1)
         continue;  // the late answer of a send_async()
-      if (auto* e = o.if_contains("error")) {
-        const json::object& err = e->as_object();
-        std::string msg = err.contains("message") ? json::value_to<std::string>(err.at("message"))
-                                                  : json::serialize(err);
-        const json::value code = err.contains("code") ? err.at("code") : json::value();
-        const bool usage = code == -32602;
-        const bool refused = code == -32006 || code == -32007;  // forbidden, reload failed
-        die(usage     ? kUsage
-            : refused ? kRefused
-                      : kCannotRun,
-            msg + " (code " + json::serialize(code) + ")");
-      }
-      return std::move(o.at("result").as_object());
+      return message;
     }
     if (!receive()) return std::nullopt;
   }
+}
+
+std::optional<json::object> Client::read_answer() {
+  auto message = read_message();
+  if (!message) return std::nullopt;
+  json::object& o = *message;
+  if (auto* e = o.if_contains("error")) {
+    const json::object& err = e->as_object();
+    std::string msg = err.contains("message") ? json::value_to<std::string>(err.at("message"))
+                                              : json::serialize(err);
+    const json::value code = err.contains("code") ? err.at("code") : json::value();
+    const bool usage = code == -32602;
+    const bool refused = code == -32006 || code == -32007;  // forbidden, reload failed
+    die(usage     ? kUsage
+        : refused ? kRefused
+                  : kCannotRun,
+        msg + " (code " + json::serialize(code) + ")");
+  }
+  return std::move(o.at("result").as_object());
+}
+
+std::optional<json::object> Client::try_call(const std::string& method, json::object params,
+                                             std::string* error) {
+  send(method, std::move(params));
+  auto message = read_message();
+  if (!message) die(kNoDaemon, "the daemon closed the connection before it answered");
+  if (const json::value* e = message->if_contains("error")) {
+    if (error) *error = json::serialize(*e);
+    return std::nullopt;
+  }
+  return std::move(message->at("result").as_object());
 }
 
 json::object Client::next() {

@@ -39,6 +39,11 @@ class Client {
     send(method, std::move(params));
     return next();
   }
+  // As call, but an error answer is nullopt (and the error, as JSON, goes
+  // to `error`) instead of the end: a file_stat of a path that may not be
+  // there, a call whose failure needs cleaning up after.
+  std::optional<json::object> try_call(const std::string& method, json::object params,
+                                       std::string* error = nullptr);
   // As call, for a request that may be sent again (a read or a wait of a
   // detached job): when the connection is lost (the daemon's frontend
   // restarted), connects again and resends it, up to kMaxResends times in a row.
@@ -58,7 +63,8 @@ class Client {
  private:
   bool connect();  // errno says why not
   bool send_line(const std::string& method, json::object params, int64_t id = 1);
-  std::optional<json::object> read_answer();  // nullopt: the connection was lost
+  std::optional<json::object> read_message();  // ours (id 1); nullopt: the connection was lost
+  std::optional<json::object> read_answer();   // its result; an error ends the process
 
   std::string path_;
   UniqueFd fd_;

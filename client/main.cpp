@@ -11,6 +11,7 @@
 #include <string>
 
 #include "client/client.h"
+#include "client/files.h"
 #include "client/interactive.h"
 #include "common/paths.h"
 
@@ -97,6 +98,10 @@ struct Flags {
   double wait_timeout = -1;
   bool follow = false, as_json = false;
   uint64_t grace_ms = 0;
+  // Files.
+  std::vector<std::string> cp_paths;
+  std::string remote_dir = ".";
+  bool recursive = false;
   // Sessions.
   std::string name;
   std::vector<std::string> session_env;
@@ -107,6 +112,7 @@ struct Commands {
   CLI::App *exec, *run, *submit, *status, *wait, *logs, *cancel, *sig, *jobs, *forget;
   CLI::App *create, *list, *destroy;  // session ...
   CLI::App *reload, *health, *metrics, *shell;
+  CLI::App *cp, *ls;
 };
 
 constexpr const char* kAbout =
@@ -214,6 +220,15 @@ Commands add_flags(CLI::App& app, Flags& f) {
   add_job_read_commands(app, f, c);
   add_job_manage_commands(app, f, c);
   add_session_commands(app, f, c);
+  c.cp = app.add_subcommand("cp",
+                            "copy a file to or from the daemon's files root: cp LOCAL :REMOTE, "
+                            "cp :REMOTE LOCAL (- is stdin or stdout)");
+  c.cp->add_option("paths", f.cp_paths, "FROM TO")->required()->expected(2);
+  c.ls = app.add_subcommand("ls", "list a directory beneath the daemon's files root");
+  c.ls->add_option("path", f.remote_dir, "relative to the files root (: optional)")
+      ->capture_default_str();
+  c.ls->add_flag("-R,--recursive", f.recursive, "list the whole tree");
+  c.ls->add_flag("--json", f.as_json, "print the entries as JSON");
   c.reload = app.add_subcommand(
       "reload", "reload the daemon's configuration; returns when the reload is done");
   c.health = app.add_subcommand("health", "print the daemon's pool state and counters as JSON");
@@ -442,6 +457,15 @@ int run_command(Client& client, const Flags& f, const Commands& c) {
   if (*c.health) return show_health(client);
   if (*c.metrics) return show_metrics(client);
   if (*c.shell) return open_shell(client, f);
+  if (*c.cp) return copy_file(client, f.cp_paths[0], f.cp_paths[1]);
+  if (*c.ls) {
+    const std::string& p = f.remote_dir;
+    return list_files(client,
+                      p.size() > 1 && p[0] == ':' ? p.substr(1)
+                      : p == ":"                  ? "."
+                                                  : p,
+                      f.recursive, f.as_json);
+  }
   return 0;
 }
 

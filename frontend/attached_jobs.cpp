@@ -33,8 +33,31 @@ void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
                                       "invalid params: \"stdin_open\" is for execute_stream "
                                       "and job_submit: "
                                       "execute answers only when the job ended"});
+  Pending* started = start(p, r, stream);
+  if (started == nullptr) return;
+  Pending& job = *started;
+  if (stream && p.heartbeat_ms) {
+    job.heartbeat_ns = p.heartbeat_ms * 1'000'000;
+    job.started_ns = monotonic_ns();
+    job.next_beat_ns = job.started_ns + job.heartbeat_ns;
+    if (!next_beat_ns_ || job.next_beat_ns < next_beat_ns_) next_beat_ns_ = job.next_beat_ns;
+  }
+  // Its stdin is written by job_id: the client learns it first.
+  if (stream && p.stdin_open)
+    out_.partial(job.reply,
+                 rpc::Object{{"type", "started"}, {"job_id", std::to_string(job.job_id)}});
+}
+
+void AttachedJobs::run(rpc::ExecParams& p, Reply r, Done done) {
+  if (Pending* job = start(p, r, false)) job->done = std::move(done);
+}
+
+AttachedJobs::Pending* AttachedJobs::start(rpc::ExecParams& p, Reply& r, bool stream) {
   auto slot = queue_.enqueue(p);
-  if (auto* e = std::get_if<SubmitError>(&slot)) return out_.fail(r, to_rpc(*e));
+  if (auto* e = std::get_if<SubmitError>(&slot)) {
+    out_.fail(r, to_rpc(*e));
+    return nullptr;
+  }
   const uint32_t i = std::get<uint32_t>(slot);
   Pending& job = pending_[i];
   job = Pending{};
@@ -46,16 +69,7 @@ void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
   uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
   job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
   job.kill_on_cap = p.kill_on_output_cap;
-  if (stream && p.heartbeat_ms) {
-    job.heartbeat_ns = p.heartbeat_ms * 1'000'000;
-    job.started_ns = monotonic_ns();
-    job.next_beat_ns = job.started_ns + job.heartbeat_ns;
-    if (!next_beat_ns_ || job.next_beat_ns < next_beat_ns_) next_beat_ns_ = job.next_beat_ns;
-  }
-  // Its stdin is written by job_id: the client learns it first.
-  if (stream && p.stdin_open)
-    out_.partial(job.reply,
-                 rpc::Object{{"type", "started"}, {"job_id", std::to_string(job.job_id)}});
+  return &job;
 }
 
 void AttachedJobs::service_all() {
@@ -181,6 +195,13 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   // Nobody reads it (the client left, or a notification): not built. A
   // client that left with 100 jobs of 16 MiB must not cost seconds of JSON.
   if (!out_.wanted(p.reply)) return out_.drop(p.reply);
+  if (p.done) {
+    if (p.killed_for_output && w.state == JobState::kCancelled)
+      outcome.failure = "its output exceeded " + std::to_string(p.cap) + " bytes";
+    return p.done(std::move(p.reply),
+                  Ended{std::move(p.data[0]), std::move(p.data[1]), w.state, outcome.exit_code,
+                        std::move(outcome.failure), p.truncated});
+  }
   rpc::Object result;
   if (p.stream) {
     for (int i = 0; i < 2; ++i) send_chunk(p, i, {}, true);  // flush incomplete UTF-8

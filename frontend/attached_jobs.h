@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +35,21 @@ class AttachedJobs {
       : o_(o), seg_(seg), jobs_(seg.jobs()), queue_(queue), out_(out), bell_(bell) {}
 
   void add_methods(MethodTable& methods);
+
+  // A job run for another part of the frontend (the file methods): instead
+  // of execute's answer, `done` gets its output (each stream up to
+  // p.max_output_bytes or the daemon's cap) and how it ended, with the
+  // Reply to answer. Not called when the client left: the job is cancelled.
+  // A job that cannot be queued is answered with the error here.
+  struct Ended {
+    std::string out, err;
+    shm::JobState state = shm::JobState::kFree;
+    int exit_code = 0;
+    std::string failure;  // why it failed to start, was lost, ...
+    bool truncated = false;
+  };
+  using Done = std::function<void(Reply r, Ended e)>;
+  void run(rpc::ExecParams& p, Reply r, Done done);
 
   // Moves output and answers ended jobs (the frontend's doorbell rang, or
   // its tick came).
@@ -70,9 +86,12 @@ class AttachedJobs {
     uint64_t heartbeat_ns = 0;  // execute_stream "heartbeat_ms"; 0: none
     uint64_t started_ns = 0;
     uint64_t next_beat_ns = 0;  // a heartbeat is due then (moved on by every chunk)
+    Done done;                  // run(): gets the output instead of an answer
   };
 
   void execute(rpc::ExecParams& p, Reply r, bool stream);
+  // Queues the job and keeps it as pending, or answers `r` with why not.
+  Pending* start(rpc::ExecParams& p, Reply& r, bool stream);
   bool service(Pending& p);  // true: answered, drop it
   void on_output(Pending& p, uint8_t stream, std::string_view bytes);
   void send_chunk(Pending& p, int stream, std::string_view bytes, bool final);

@@ -93,20 +93,27 @@ void DetachedJobs::submit(rpc::JobSubmitParams& p, Reply r) {
                                       {"state", views_.state(i)},
                                       {"steps", std::move(steps)}});
   }
+  auto id = start_job(p.exec, p.job_id);
+  if (auto* e = std::get_if<SubmitError>(&id)) return out_.fail(r, to_rpc(*e));
+  out_.answer(r, rpc::Object{{"job_id", std::get<std::string>(id)}, {"state", "queued"}});
+}
+
+std::variant<std::string, SubmitError> DetachedJobs::start_job(rpc::ExecParams& p,
+                                                               std::string id) {
   const uint64_t seq = queue_.next_job_id();
-  std::string id = p.job_id.empty() ? std::to_string(seq) : p.job_id;
+  if (id.empty()) id = std::to_string(seq);
   auto rec = records_.create(id, seq);
-  if (auto* e = std::get_if<SubmitError>(&rec)) return out_.fail(r, to_rpc(*e));
+  if (auto* e = std::get_if<SubmitError>(&rec)) return *e;
   const uint32_t ri = std::get<uint32_t>(rec);
-  records_.describe(ri, p.exec, queue_.session_secrets(p.exec.session_id));
-  auto slot = queue_.enqueue(p.exec, {ri, seq, false});
+  records_.describe(ri, p, queue_.session_secrets(p.session_id));
+  auto slot = queue_.enqueue(p, {ri, seq, false});
   if (auto* e = std::get_if<SubmitError>(&slot)) {
     records_.abandon(ri);
-    return out_.fail(r, to_rpc(*e));
+    return *e;
   }
   records_.publish(ri);
   unsettled_.emplace_back(ri, seq);
-  out_.answer(r, rpc::Object{{"job_id", id}, {"state", "queued"}});
+  return id;
 }
 
 void DetachedJobs::list(rpc::JobListParams& p, Reply r) {
@@ -154,16 +161,39 @@ void DetachedJobs::wait(rpc::JobWaitParams& p, Reply r) {
   park(r, *rec, wait_s, std::move(p));
 }
 
-void DetachedJobs::output(rpc::JobOutputParams& p, Reply r) {
+void DetachedJobs::output(rpc::JobOutputParams& p, Reply r, Shape shape) {
   auto rec = find(p.job_id, r);
   if (!rec) return;
   const uint64_t seen_end = records_.at(*rec).spool_end.load(std::memory_order_acquire);
   bool ready = true;
   auto out = views_.output(*rec, p, ready);
   if (auto* e = std::get_if<JobError>(&out)) return out_.fail(r, to_rpc(*e));
-  if (ready || !p.wait_s || *p.wait_s == 0) return out_.answer(r, std::get<rpc::Object>(out));
+  if (ready || !p.wait_s || *p.wait_s == 0) {
+    auto answer = shaped(*rec, std::move(std::get<rpc::Object>(out)), shape);
+    if (auto* e = std::get_if<rpc::RpcError>(&answer)) return out_.fail(r, *e);
+    return out_.answer(r, std::get<rpc::Object>(answer));
+  }
   std::optional<double> wait_s = p.wait_s;
-  park(r, *rec, wait_s, std::move(p), false, seen_end);
+  if (Waiter* w = park(r, *rec, wait_s, std::move(p), false, seen_end)) w->shape = std::move(shape);
+}
+
+std::variant<rpc::Object, rpc::RpcError> DetachedJobs::shaped(uint32_t rec, rpc::Object o,
+                                                              const Shape& shape) {
+  if (!shape) return o;
+  rpc::Object status = views_.status(rec);
+  const rpc::Value* code = status.if_contains("exit_code");
+  const rpc::Value* eof = o.if_contains("eof");
+  if (eof && eof->is_bool() && eof->get_bool() && code && !(code->is_int64() && code->get_int64() == 0)) {
+    rpc::JobOutputParams err;
+    err.job_id = records_.at(rec).id;
+    err.stream = shm::SpoolView::kStderr;
+    err.max_bytes = 4096;
+    bool ready = true;
+    auto read = views_.output(rec, err, ready);
+    if (auto* r = std::get_if<rpc::Object>(&read))
+      if (rpc::Value* data = r->if_contains("data")) status["stderr"] = std::move(*data);
+  }
+  return shape(std::move(o), std::move(status));
 }
 
 void DetachedJobs::cancel(rpc::JobSignalParams& p, Reply r) {
@@ -352,7 +382,9 @@ bool DetachedJobs::try_answer(Waiter& w, bool timed_out) {
   auto out = views_.output(w.record, p, ready);
   if (auto* e = std::get_if<JobError>(&out)) return done(to_rpc(*e));
   if (!ready && !timed_out) return false;
-  return done(std::get<rpc::Object>(out));
+  auto answer = shaped(w.record, std::move(std::get<rpc::Object>(out)), w.shape);
+  if (auto* e = std::get_if<rpc::RpcError>(&answer)) return done(*e);
+  return done(std::get<rpc::Object>(answer));
 }
 
 void DetachedJobs::expire() {

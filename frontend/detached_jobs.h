@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -59,6 +60,20 @@ class DetachedJobs {
   int next_wait_ms(int tick_ms) const;
   size_t unfinished() const { return unsettled_.size() + plans_.open(); }
 
+  // For another part's method that runs a detached job of its own
+  // (archive_create): submits it as job_submit does (`id`, or a generated
+  // one); the job's id, or why not.
+  std::variant<std::string, SubmitError> start_job(rpc::ExecParams& p, std::string id = {});
+  // job_output's read (and wait) for such a method: `shape` makes its
+  // answer (or an error) from job_output's and the job's job_status, to
+  // which a job that ended with a nonzero exit code adds "stderr" (its
+  // first 4 KiB).
+  using Shape =
+      std::function<std::variant<rpc::Object, rpc::RpcError>(rpc::Object out, rpc::Object status)>;
+  void read_output(rpc::JobOutputParams& p, Reply r, Shape shape) {
+    output(p, std::move(r), std::move(shape));
+  }
+
  private:
   // A job_interact waiting for its job's output to go quiet.
   struct Interact {
@@ -77,6 +92,7 @@ class DetachedJobs {
     uint64_t seen_end = 0;     // job_output: the spool's end when last looked at
     bool owner = false;        // an attached plan's caller (forgets it when answered)
     std::variant<rpc::JobWaitParams, rpc::JobOutputParams, Interact> params;
+    Shape shape;  // read_output(): makes the answer of a job_output read
   };
   using WaitParams = std::variant<rpc::JobWaitParams, rpc::JobOutputParams, Interact>;
 
@@ -85,7 +101,9 @@ class DetachedJobs {
   void status(std::string& id, Reply r);
   void forget(std::string& id, Reply r);
   void wait(rpc::JobWaitParams& p, Reply r);
-  void output(rpc::JobOutputParams& p, Reply r);
+  void output(rpc::JobOutputParams& p, Reply r, Shape shape = {});
+  // job_output's answer `o` of record `rec`, shaped by `shape` if there is one.
+  std::variant<rpc::Object, rpc::RpcError> shaped(uint32_t rec, rpc::Object o, const Shape& shape);
   void cancel(rpc::JobSignalParams& p, Reply r);
   void signal(rpc::JobSignalParams& p, Reply r);
   void run_plan(rpc::PlanParams& p, Reply r);

@@ -123,6 +123,18 @@ RpcError to_rpc(const StdinError& e) {
   return internal_error("unknown stdin error");
 }
 
+RpcError to_rpc(const FileOpError& e) {
+  rpc::Object data{{"error", e.kind}};
+  if (!e.errno_name.empty()) data["errno"] = e.errno_name;
+  // A path that leads out of the files root, or a request that cannot be
+  // done as asked, is the caller's to fix; a missing entry is -32001 as a
+  // missing job or session is.
+  if (e.kind == "escape" || e.kind == "invalid" || e.kind == "not_text")
+    return {Code::InvalidParams, "invalid params: " + e.message, std::move(data)};
+  if (e.kind == "not_found") return {Code::NotFound, e.message, std::move(data)};
+  return {Code::FileFailed, e.message, std::move(data)};
+}
+
 RpcError method_not_found(const std::string& method) {
   return {Code::MethodNotFound, "method not found: " + method};
 }

@@ -70,6 +70,16 @@ rpc::RpcError to_rpc(const StdinError& e);
 enum class ReloadError { kForbidden, kFailed, kBusy, kNoAnswer };
 rpc::RpcError to_rpc(ReloadError e, const std::string& detail = {});
 
+// What a workspace file method could not do (FileMethods): `kind` is the
+// file helper's (files::FileError's, or "failed": the helper itself did
+// not end well), `message` its words, `errno_name` ("ENOENT") if any.
+struct FileOpError {
+  std::string kind;
+  std::string message;
+  std::string errno_name;
+};
+rpc::RpcError to_rpc(const FileOpError& e);
+
 // The method table's own: no such method, and a call that cannot be made
 // the way it was sent (detail says why).
 rpc::RpcError method_not_found(const std::string& method);

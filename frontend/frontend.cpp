@@ -20,6 +20,7 @@
 #include "frontend/connections.h"
 #include "frontend/detached_jobs.h"
 #include "frontend/env.h"
+#include "frontend/file_methods.h"
 #include "frontend/job_queue.h"
 #include "frontend/job_views.h"
 #include "frontend/method_table.h"
@@ -90,13 +91,15 @@ class Frontend {
         detached_(records_, queue_, plans_, views_, stdin_, attached_, out_),
         session_methods_(sessions_, out_),
         stdin_methods_(records_, attached_, stdin_, views_, queue_, out_),
-        reloads_(seg_, out_) {
+        reloads_(seg_, out_),
+        files_(o_, attached_, detached_, out_) {
     queue_.set_stdin_feeds(&stdin_);
     stdin_methods_.add_methods(methods_);
     attached_.add_methods(methods_);
     detached_.add_methods(methods_);
     session_methods_.add_methods(methods_);
     reloads_.add_methods(methods_);
+    files_.add_methods(methods_);
     methods_.add("health", [this](Reply r) { out_.answer(r, health()); });
     methods_.add("metrics", [this](Reply r) {
       out_.answer(r, rpc::Object{{"content_type", kMetricsContentType}, {"text", metrics()}});
@@ -150,6 +153,7 @@ class Frontend {
   SessionMethods session_methods_;
   StdinMethods stdin_methods_;
   Reloads reloads_;
+  FileMethods files_;
   std::optional<MetricsHttp> metrics_http_;  // --metrics-listen
   bool stopping_ = false;
 };

@@ -23,7 +23,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 14;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 15;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
 // (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
@@ -106,6 +106,8 @@ struct RoleConfig {
   // The workers and the frontend.
   char spool_dir[kConfigPathBytes] = {};  // the instance's spool directory
   int32_t log_level = 2;                  // spdlog::level::level_enum (2: info)
+  // The frontend.
+  char files_root[kConfigPathBytes] = {};  // --files-root, absolute and resolved
 };
 
 // Who a role is and why it was restarted: the rows and columns of
@@ -446,26 +448,26 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 14, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 15, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40);
 static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
 static_assert(sizeof(Histogram) == 136 && sizeof(Metrics) == 288);
 static_assert(sizeof(BellWord) == 64);
-static_assert(sizeof(Header) == 8384 && offsetof(Header, caps) == 24 &&
-              offsetof(Header, config) == 72 && offsetof(Header, ring_cells) == 7160 &&
-              offsetof(Header, workers_off) == 7168 && offsetof(Header, outputs_off) == 7224 &&
-              offsetof(Header, inputs_off) == 7232 && offsetof(Header, spool_used) == 7240 &&
-              offsetof(Header, frontend_incarnation) == 7248 &&
-              offsetof(Header, draining) == 7252 && offsetof(Header, next_job_id) == 7256 &&
-              offsetof(Header, frontend_heartbeat_ns) == 7264 &&
-              offsetof(Header, started_unix_ms) == 7272 &&
-              offsetof(Header, frontend_ready) == 7280 &&
-              offsetof(Header, frontend_last_death) == 7284 &&
-              offsetof(Header, frontend_bell) == 7296 && offsetof(Header, submit_bell) == 7360 &&
-              offsetof(Header, ring_head) == 7424 && offsetof(Header, ring_tail) == 7488 &&
-              offsetof(Header, counters) == 7552 && offsetof(Header, reload) == 7720 &&
-              sizeof(ReloadState) == 320 && offsetof(Header, metrics) == 8064);
+static_assert(sizeof(Header) == 12480 && offsetof(Header, caps) == 24 &&
+              offsetof(Header, config) == 72 && offsetof(Header, ring_cells) == 11256 &&
+              offsetof(Header, workers_off) == 11264 && offsetof(Header, outputs_off) == 11320 &&
+              offsetof(Header, inputs_off) == 11328 && offsetof(Header, spool_used) == 11336 &&
+              offsetof(Header, frontend_incarnation) == 11344 &&
+              offsetof(Header, draining) == 11348 && offsetof(Header, next_job_id) == 11352 &&
+              offsetof(Header, frontend_heartbeat_ns) == 11360 &&
+              offsetof(Header, started_unix_ms) == 11368 &&
+              offsetof(Header, frontend_ready) == 11376 &&
+              offsetof(Header, frontend_last_death) == 11380 &&
+              offsetof(Header, frontend_bell) == 11392 && offsetof(Header, submit_bell) == 11456 &&
+              offsetof(Header, ring_head) == 11520 && offsetof(Header, ring_tail) == 11584 &&
+              offsetof(Header, counters) == 11648 && offsetof(Header, reload) == 11816 &&
+              sizeof(ReloadState) == 320 && offsetof(Header, metrics) == 12160);
 static_assert(sizeof(WorkerSlot) == 128 && offsetof(WorkerSlot, heartbeat_ns) == 16 &&
               offsetof(WorkerSlot, spool_reserved) == 24 &&
               offsetof(WorkerSlot, spool_from) == 32 && offsetof(WorkerSlot, spool_record) == 40 &&
@@ -499,12 +501,13 @@ static_assert(sizeof(JobRecord) == 768 && offsetof(JobRecord, final_state) == 4 
               offsetof(JobRecord, spool_end) == 704 && offsetof(JobRecord, out_bytes) == 712 &&
               offsetof(JobRecord, truncated) == 728);
 static_assert(sizeof(ChunkHeader) == 8);
-static_assert(sizeof(RoleConfig) == 7088 && offsetof(RoleConfig, isolation) == 36 &&
+static_assert(sizeof(RoleConfig) == 11184 && offsetof(RoleConfig, isolation) == 36 &&
               offsetof(RoleConfig, default_limits) == 40 &&
               offsetof(RoleConfig, output_budget) == 136 && offsetof(RoleConfig, retain_s) == 160 &&
               offsetof(RoleConfig, allow_uids) == 172 && offsetof(RoleConfig, env_pass) == 428 &&
               offsetof(RoleConfig, isolation_note) == 2476 &&
-              offsetof(RoleConfig, spool_dir) == 2988 && offsetof(RoleConfig, log_level) == 7084);
+              offsetof(RoleConfig, spool_dir) == 2988 && offsetof(RoleConfig, log_level) == 7084 &&
+              offsetof(RoleConfig, files_root) == 7088);
 static_assert(sizeof(Rlimits) == 48);
 
 }  // namespace sp::shm

@@ -36,6 +36,13 @@ Status set_spool_dir(RoleConfig& c, std::string_view path) {
   return {};
 }
 
+Status set_files_root(RoleConfig& c, std::string_view path) {
+  if (path.size() >= sizeof c.files_root) return Error{ENAMETOOLONG, "--files-root"};
+  std::memset(c.files_root, 0, sizeof c.files_root);
+  std::memcpy(c.files_root, path.data(), path.size());
+  return {};
+}
+
 void set_isolation(RoleConfig& c, Isolation isolation, std::string_view note) {
   c.isolation = isolation;
   std::memset(c.isolation_note, 0, sizeof c.isolation_note);

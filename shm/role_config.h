@@ -19,6 +19,7 @@ namespace sp::shm {
 Status set_env_pass(RoleConfig& c, const std::vector<std::string>& names);
 Status set_allow_uids(RoleConfig& c, const std::vector<uint32_t>& uids);
 Status set_spool_dir(RoleConfig& c, std::string_view path);
+Status set_files_root(RoleConfig& c, std::string_view path);
 // Cut to fit (a note for operators).
 void set_isolation(RoleConfig& c, Isolation isolation, std::string_view note);
 

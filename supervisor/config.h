@@ -28,6 +28,7 @@ struct Config {
   isolation::CgroupMode cgroups = isolation::CgroupMode::kAuto;  // per-job cgroups
   std::string spool_dir;       // where the instance's spool directory is made; "": the socket's
   std::string metrics_listen;  // ADDRESS:PORT for GET /metrics; "": none
+  std::string files_root;      // --files-root; "": the daemon's working directory
   // Lists the flags collect; the supervisor writes them into `role`, checking
   // their bounds (shm/role_config.h).
   std::vector<std::string> env_pass;

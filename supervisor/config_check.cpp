@@ -1,6 +1,12 @@
 #include "supervisor/config_check.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/log.h"
@@ -33,10 +39,34 @@ Status check(const Config& c) {
   return role_config(c).status();
 }
 
+namespace {
+
+// --files-root made absolute and resolved; "" is the working directory.
+Result<std::string> files_root(const std::string& flag) {
+  std::string path = flag;
+  if (path.empty()) {
+    char cwd[PATH_MAX];
+    if (::getcwd(cwd, sizeof cwd) == nullptr)
+      return Error{errno, "--files-root: the working directory"};
+    path = cwd;
+  }
+  char real[PATH_MAX];
+  if (::realpath(path.c_str(), real) == nullptr) return Error{errno, "--files-root " + path};
+  struct stat st {};
+  if (::stat(real, &st) < 0) return Error{errno, "--files-root " + path};
+  if (!S_ISDIR(st.st_mode)) return Error{ENOTDIR, "--files-root " + path};
+  return std::string(real);
+}
+
+}  // namespace
+
 Result<shm::RoleConfig> role_config(const Config& c) {
   shm::RoleConfig r = c.role;
   if (Status st = shm::set_env_pass(r, c.env_pass); !st) return st.error();
   if (Status st = shm::set_allow_uids(r, c.allow_uids); !st) return st.error();
+  auto root = files_root(c.files_root);
+  if (!root) return root.error();
+  if (Status st = shm::set_files_root(r, *root); !st) return st.error();
   return r;
 }
 

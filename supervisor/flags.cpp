@@ -154,6 +154,14 @@ void add_limit_flags(CLI::App& app, Config& cfg) {
       ->default_str("auto");
 }
 
+// The workspace file API.
+void add_file_flags(CLI::App& app, Config& cfg) {
+  app.add_option("--files-root", cfg.files_root,
+                 "The directory the file methods (file_read, file_write, ...) work in: every "
+                 "path is resolved beneath it, and none leads out (default: the daemon's working "
+                 "directory, where jobs without a working_dir run)");
+}
+
 // Detached jobs: retention and the spool.
 void add_detached_flags(CLI::App& app, Config& cfg) {
   app.add_option("--retain-jobs", cfg.caps.job_records,
@@ -187,6 +195,7 @@ void add_daemon_flags(CLI::App& app, Config& cfg) {
   add_pool_flags(app, cfg);
   add_process_flags(app, cfg);
   add_limit_flags(app, cfg);
+  add_file_flags(app, cfg);
   add_detached_flags(app, cfg);
 }
 

@@ -1,10 +1,12 @@
 // shell-poold: one binary for every role. Without a role it is the
 // supervisor; the supervisor execs itself as `shell-poold frontend ...` and
-// `shell-poold worker --index N ...`. main() only parses flags and wires.
+// `shell-poold worker --index N ...`; a file method's job runs it as
+// `shell-poold files OP ...`. main() only parses flags and wires.
 #include <CLI/CLI.hpp>
 
 #include "common/log.h"
 #include "common/roles.h"
+#include "files/helper.h"
 #include "frontend/frontend.h"
 #include "supervisor/config.h"
 #include "supervisor/flags.h"
@@ -44,7 +46,11 @@ int main(int argc, char** argv) {
   worker->add_option("--log-level", role.log_level);
   worker->add_option("--log-format", role.log_format);
 
+  sp::files::HelperArgs file_args;
+  CLI::App* files = sp::files::add_helper_command(app, file_args);
+
   CLI11_PARSE(app, argc, argv);
+  if (*files) return sp::files::run_helper(file_args);
   cfg.args.assign(argv + 1, argv + argc);
   const sp::LogFormat role_format =
       sp::parse_log_format(role.log_format).value_or(sp::LogFormat::kText);

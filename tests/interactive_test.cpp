@@ -554,7 +554,14 @@ TEST_CASE("job_signal and job_cancel reach an execute_stream job by the id it wa
   auto started = c.read_json(20);
   REQUIRE(started);
   const std::string job_id(started->at("result").at("job_id").as_string());
-  REQUIRE(wait_until([] { return !pids_matching("sleep 54321").empty(); }, 20));
+  // The sleep itself (not the shell, whose command line holds its text
+  // too): INT before the shell forked it would leave it sleeping.
+  auto runs = [](const std::string& line) {
+    for (pid_t pid : pids_matching(line))
+      if (cmdline_of(pid) == line) return true;
+    return false;
+  };
+  REQUIRE(wait_until([&] { return runs("sleep 54321"); }, 20));
   Client other(d.socket());
   json::object r = result_of(other.call("job_signal", {{"job_id", job_id}, {"signal", "INT"}}));
   CHECK(str(r, "signal") == "SIGINT");
@@ -570,7 +577,7 @@ TEST_CASE("job_signal and job_cancel reach an execute_stream job by the id it wa
   started = c.read_json(20);
   REQUIRE(started);
   const std::string second(started->at("result").at("job_id").as_string());
-  REQUIRE(wait_until([] { return !pids_matching("sleep 65432").empty(); }, 20));
+  REQUIRE(wait_until([&] { return runs("sleep 65432"); }, 20));
   r = result_of(other.call("job_cancel", {{"job_id", second}}));
   CHECK(r.at("cancelled") == true);
   s = read_stream(c, id, 20);

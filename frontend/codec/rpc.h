@@ -32,6 +32,7 @@ enum class Code : int {
   WrongState = -32005,    // the job's state does not allow it: data {"state": ...}
   Forbidden = -32006,     // the caller may not do this (reload: only the daemon's uid and root)
   ReloadFailed = -32007,  // the new configuration was not applied; the old one stays
+  FileFailed = -32008,    // a workspace file operation failed: data {"error": kind, "errno"}
 };
 
 struct RpcError {

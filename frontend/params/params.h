@@ -188,4 +188,47 @@ struct JobListParams {
 };
 Parsed<JobListParams> parse_job_list_params(const Value& params);
 
+// The workspace file methods (file_params.cpp): file_read, file_write,
+// file_list, file_stat, file_remove, file_mkdir. Paths are relative to the
+// files root (or absolute inside it); the helper resolves them beneath it.
+// archive_extract is kExtract: "path" the directory, "data" (with
+// "encoding") or "source" (an archive file beneath the root), "max_bytes"
+// the content of all entries together (default kDefaultExtractBytes).
+enum class FileOp { kRead, kWrite, kList, kStat, kRemove, kMkdir, kExtract };
+inline constexpr uint64_t kDefaultExtractBytes = 1ull << 30;
+inline constexpr uint64_t kMaxExtractBytes = 1ull << 40;
+inline constexpr uint64_t kDefaultFileRead = 1u << 20;   // file_read "max_bytes" default
+inline constexpr uint64_t kMaxFileRead = 16u << 20;      // and its ceiling: more goes by "offset"
+inline constexpr uint64_t kDefaultListEntries = 10'000;  // file_list "max_entries" default
+inline constexpr uint64_t kMaxListEntries = 100'000;     // and its ceiling
+struct FileParams {
+  FileOp op = FileOp::kStat;
+  std::string path;  // "path": required, non-empty, no NUL, at most 4095 bytes
+  // read: "offset" (default 0); write: "offset" writes in place there.
+  std::optional<uint64_t> offset;
+  uint64_t max_bytes = kDefaultFileRead;       // read: "max_bytes", 1..kMaxFileRead
+  bool base64 = false;                         // "encoding": read: the answer's; write: "data"'s
+  std::string data;                            // write: "data" (required), decoded
+  bool append = false;                         // write: "append" (not with "offset")
+  bool mkdirs = false;                         // write: "mkdirs"
+  bool recursive = false;                      // list, remove: "recursive"
+  std::optional<uint32_t> mode;                // write, mkdir: "mode", 0..07777 or an octal string
+  uint64_t max_entries = kDefaultListEntries;  // list: "max_entries", 1..kMaxListEntries
+  std::string source;                          // extract: "source"
+};
+Parsed<FileParams> parse_file_params(FileOp op, const Value& params);
+
+// archive_create: packs directory "path" (format "tar.gz", the default, or
+// "tar") as a detached job and answers its first part; each call with
+// "archive_id" and "cursor" answers the next, as job_output reads.
+struct ArchiveCreateParams {
+  std::string path;        // required without archive_id
+  bool gzip = true;        // "format"
+  std::string archive_id;  // "archive_id": the archive a first call started
+  uint64_t cursor = 0;     // "cursor": bytes of the archive already read
+  uint64_t max_bytes = kDefaultFileRead;  // "max_bytes" per answer, 1..kMaxFileRead
+  double wait_s = 30;                     // "wait": for the next part, seconds
+};
+Parsed<ArchiveCreateParams> parse_archive_create_params(const Value& params);
+
 }  // namespace sp::rpc
