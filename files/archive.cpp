@@ -123,8 +123,7 @@ std::optional<FileError> check(Source& src, uint64_t max_bytes, uint64_t& entrie
     if (!parts) return refused(name, "has an absolute path or a \"..\" component");
     if (parts->empty()) continue;  // "./": the directory itself
     if (++entries > kMaxArchiveEntries)
-      return refused(name, "is past " + std::to_string(kMaxArchiveEntries) + " entries",
-                     "invalid");
+      return refused(name, "is past " + std::to_string(kMaxArchiveEntries) + " entries", "invalid");
     for (size_t i = 1; i < parts->size(); ++i)
       if (links.count(join(*parts, i)))
         return refused(name, "is below the archive's symlink \"" + join(*parts, i) +
@@ -155,10 +154,10 @@ std::optional<FileError> check(Source& src, uint64_t max_bytes, uint64_t& entrie
     } else if (type == AE_IFDIR) {
       links.erase(path);
     } else {
-      return refused(name,
-                     std::string("is a ") + type_name(type) +
-                         ": devices, FIFOs and sockets are not extracted",
-                     "invalid");
+      return refused(
+          name,
+          std::string("is a ") + type_name(type) + ": devices, FIFOs and sockets are not extracted",
+          "invalid");
     }
   }
   return std::nullopt;
@@ -170,7 +169,8 @@ FileResult<UniqueFd> make_parents(int top, const std::vector<std::string>& parts
                                   const std::string& name) {
   UniqueFd dir(open_beneath(top, ".", O_PATH | O_DIRECTORY));
   for (size_t i = 0; i < n; ++i) {
-    UniqueFd sub(open_beneath(dir.get(), parts[i], O_PATH | O_DIRECTORY | O_NOFOLLOW, 0, kNoFollow));
+    UniqueFd sub(
+        open_beneath(dir.get(), parts[i], O_PATH | O_DIRECTORY | O_NOFOLLOW, 0, kNoFollow));
     if (!sub && errno == ENOENT) {
       if (::mkdirat(dir.get(), parts[i].c_str(), 0755) < 0 && errno != EEXIST)
         return sys_error("extract \"" + name + "\"", errno);
@@ -230,7 +230,8 @@ std::optional<FileError> extract(Source& src, int top) {
     if (auto e = clear(dir, leaf, is_dir, name)) return e;
     if (const char* hard = archive_entry_hardlink(entry)) {
       auto target = *parts_of(hard);
-      UniqueFd from(open_beneath(top, join(target, target.size()), O_PATH | O_NOFOLLOW, 0, kNoFollow));
+      UniqueFd from(
+          open_beneath(top, join(target, target.size()), O_PATH | O_NOFOLLOW, 0, kNoFollow));
       if (!from) return sys_error("extract \"" + name + "\" (a hard link)", errno);
       const std::string proc = "/proc/self/fd/" + std::to_string(from.get());
       if (::linkat(AT_FDCWD, proc.c_str(), dir, leaf.c_str(), AT_SYMLINK_FOLLOW) < 0)
@@ -242,8 +243,8 @@ std::optional<FileError> extract(Source& src, int top) {
       if (::symlinkat(archive_entry_symlink(entry), dir, leaf.c_str()) < 0)
         return sys_error("extract \"" + name + "\"", errno);
     } else {
-      UniqueFd out(::openat(dir, leaf.c_str(),
-                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm));
+      UniqueFd out(
+          ::openat(dir, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm));
       if (!out) return sys_error("extract \"" + name + "\"", errno);
       for (;;) {
         la_ssize_t n = archive_read_data(a.get(), buf.data(), buf.size());
@@ -257,9 +258,9 @@ std::optional<FileError> extract(Source& src, int top) {
         }
       }
       ::fchmod(out.get(), perm);  // past the umask, as tar does for its owner
-      const timespec times[2] = {{0, UTIME_OMIT},
-                                 {time_t(archive_entry_mtime(entry)),
-                                  long(archive_entry_mtime_nsec(entry))}};
+      const timespec times[2] = {
+          {0, UTIME_OMIT},
+          {time_t(archive_entry_mtime(entry)), long(archive_entry_mtime_nsec(entry))}};
       ::futimens(out.get(), times);
     }
   }
@@ -284,10 +285,10 @@ struct Packer {
 
   std::optional<FileError> add(int dir, const std::string& prefix, uint64_t depth) {
     if (depth >= kMaxListDepth)
-      return FileError{"invalid",
-                       "pack \"" + prefix + "\": deeper than " + std::to_string(kMaxListDepth) +
-                           " directories",
-                       0};
+      return FileError{
+          "invalid",
+          "pack \"" + prefix + "\": deeper than " + std::to_string(kMaxListDepth) + " directories",
+          0};
     int copy = ::fcntl(dir, F_DUPFD_CLOEXEC, 0);
     DIR* d = copy >= 0 ? ::fdopendir(copy) : nullptr;
     if (d == nullptr) {
@@ -360,9 +361,8 @@ FileResult<rpc::Object> unpack(const Workspace& ws, const UnpackOptions& o) {
       if (n < 0) return sys_error("read the archive", errno);
       if (n == 0) break;
       if (src.data.size() + size_t(n) > o.max_input)
-        return FileError{"invalid", "the archive is larger than " + std::to_string(o.max_input) +
-                                        " bytes",
-                         0};
+        return FileError{"invalid",
+                         "the archive is larger than " + std::to_string(o.max_input) + " bytes", 0};
       src.data.append(buf.data(), size_t(n));
     }
   }

@@ -24,10 +24,10 @@ namespace sp::files {
 inline constexpr uint64_t kMaxArchiveEntries = 100'000;
 
 struct UnpackOptions {
-  std::string dir;          // the directory to unpack into (created if missing)
-  std::string source;       // a file beneath the root holding the archive; "": stdin
-  uint64_t max_bytes = 0;   // content of all entries together
-  uint64_t max_input = 0;   // stdin: bytes read at most
+  std::string dir;         // the directory to unpack into (created if missing)
+  std::string source;      // a file beneath the root holding the archive; "": stdin
+  uint64_t max_bytes = 0;  // content of all entries together
+  uint64_t max_input = 0;  // stdin: bytes read at most
 };
 FileResult<rpc::Object> unpack(const Workspace& ws, const UnpackOptions& o);
 

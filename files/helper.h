@@ -24,8 +24,8 @@ struct HelperArgs {
   uint64_t max_bytes = 1u << 20;
   uint64_t max_entries = 10'000;
   bool append = false, mkdirs = false, recursive = false;
-  int64_t mode = -1;  // -1: not given
-  std::string source;   // unpack: an archive file beneath the root; "": stdin
+  int64_t mode = -1;               // -1: not given
+  std::string source;              // unpack: an archive file beneath the root; "": stdin
   uint64_t max_input = 64u << 20;  // unpack: stdin bytes read at most
   bool gzip = false;               // pack
 };

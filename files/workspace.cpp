@@ -239,8 +239,7 @@ FileError sys_error(const std::string& what, int e) {
 
 // openat2 beneath `dir`: `..` and symlinks may move within it, never out.
 // EAGAIN (a rename raced with the lookup) is retried.
-int open_beneath(int dir, const std::string& path, uint64_t flags, mode_t mode,
-                 uint64_t resolve) {
+int open_beneath(int dir, const std::string& path, uint64_t flags, mode_t mode, uint64_t resolve) {
   open_how how{};
   how.flags = flags | O_CLOEXEC;
   how.mode = (flags & O_CREAT) ? mode : 0;

@@ -98,8 +98,7 @@ void DetachedJobs::submit(rpc::JobSubmitParams& p, Reply r) {
   out_.answer(r, rpc::Object{{"job_id", std::get<std::string>(id)}, {"state", "queued"}});
 }
 
-std::variant<std::string, SubmitError> DetachedJobs::start_job(rpc::ExecParams& p,
-                                                               std::string id) {
+std::variant<std::string, SubmitError> DetachedJobs::start_job(rpc::ExecParams& p, std::string id) {
   const uint64_t seq = queue_.next_job_id();
   if (id.empty()) id = std::to_string(seq);
   auto rec = records_.create(id, seq);
@@ -183,7 +182,8 @@ std::variant<rpc::Object, rpc::RpcError> DetachedJobs::shaped(uint32_t rec, rpc:
   rpc::Object status = views_.status(rec);
   const rpc::Value* code = status.if_contains("exit_code");
   const rpc::Value* eof = o.if_contains("eof");
-  if (eof && eof->is_bool() && eof->get_bool() && code && !(code->is_int64() && code->get_int64() == 0)) {
+  if (eof && eof->is_bool() && eof->get_bool() && code &&
+      !(code->is_int64() && code->get_int64() == 0)) {
     rpc::JobOutputParams err;
     err.job_id = records_.at(rec).id;
     err.stream = shm::SpoolView::kStderr;

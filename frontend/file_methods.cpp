@@ -188,8 +188,9 @@ void FileMethods::archive_create(rpc::ArchiveCreateParams& p, Reply r) {
     read.job_id = p.archive_id;
     read.cursor = p.cursor;
   }
-  auto shape = [cap = o_.job_spool_bytes](rpc::Object out, rpc::Object status)
-      -> std::variant<rpc::Object, rpc::RpcError> {
+  auto shape = [cap = o_.job_spool_bytes](
+                   rpc::Object out,
+                   rpc::Object status) -> std::variant<rpc::Object, rpc::RpcError> {
     const rpc::Value* eof = out.if_contains("eof");
     if (eof && eof->is_bool() && eof->get_bool()) {
       if (const rpc::Value* err = status.if_contains("stderr"); err && err->is_string())

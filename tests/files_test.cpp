@@ -453,13 +453,14 @@ TEST_CASE("archives are extracted and created, and hostile ones are refused whol
                                     {"src/hard", 'h', "src/main.c"},
                                     {"./top.txt", 'f', "top"}},
                                    true);
-  json::object r = result_of(c.call(
-      "archive_extract", {{"path", "proj"}, {"data", base64(tgz)}, {"encoding", "base64"}}));
+  json::object r = result_of(
+      c.call("archive_extract", {{"path", "proj"}, {"data", base64(tgz)}, {"encoding", "base64"}}));
   CHECK(num(r, "entries") == 6);
   CHECK(read_file(w.root + "/proj/src/main.c") == "int main;\n");
   CHECK(read_file(w.root + "/proj/src/big.bin") == big);
   CHECK(read_file(w.root + "/proj/top.txt") == "top");
-  struct stat a {}, b {};
+  struct stat a {
+  }, b{};
   REQUIRE(::lstat((w.root + "/proj/src/link").c_str(), &a) == 0);
   CHECK(S_ISLNK(a.st_mode));
   REQUIRE(::stat((w.root + "/proj/src/main.c").c_str(), &a) == 0);
@@ -504,9 +505,9 @@ TEST_CASE("archives are extracted and created, and hostile ones are refused whol
   // Hostile archives: refused whole, nothing written in or outside.
   auto refused = [&](const std::vector<TarEntry>& entries, const char* says) {
     INFO(says);
-    json::object err = error_of(c.call(
-        "archive_extract",
-        {{"path", "hostile"}, {"data", base64(make_tar(entries))}, {"encoding", "base64"}}));
+    json::object err = error_of(
+        c.call("archive_extract",
+               {{"path", "hostile"}, {"data", base64(make_tar(entries))}, {"encoding", "base64"}}));
     CHECK(num(err, "code") == -32602);
     CHECK_THAT(str(err, "message"), Contains(says));
     CHECK_FALSE(file_exists(w.root + "/hostile"));
@@ -523,15 +524,17 @@ TEST_CASE("archives are extracted and created, and hostile ones are refused whol
   refused({{"null", 'c'}}, "devices");
   // A symlink planted in the tree before is not written through either.
   REQUIRE(::symlink(w.outside.c_str(), (w.root + "/proj/planted").c_str()) == 0);
-  e = error_of(c.call("archive_extract", {{"path", "proj"},
-                                          {"data", base64(make_tar({{"planted/pwn.txt", 'f', "x"}}))},
-                                          {"encoding", "base64"}}));
+  e = error_of(
+      c.call("archive_extract", {{"path", "proj"},
+                                 {"data", base64(make_tar({{"planted/pwn.txt", 'f', "x"}}))},
+                                 {"encoding", "base64"}}));
   CHECK(num(e, "code") == -32008);
   CHECK_THAT(str(e, "message"), Contains("\"planted\" is a symlink"));
   CHECK(tree_of(w.outside) == std::map<std::string, std::string>{{"secret.txt", "outside\n"}});
   // Content bound, and something that is not an archive.
-  e = error_of(c.call("archive_extract", {{"path", "x"}, {"data", base64(tgz)},
-                                          {"encoding", "base64"}, {"max_bytes", 1000}}));
+  e = error_of(
+      c.call("archive_extract",
+             {{"path", "x"}, {"data", base64(tgz)}, {"encoding", "base64"}, {"max_bytes", 1000}}));
   CHECK(num(e, "code") == -32602);
   CHECK_THAT(str(e, "message"), Contains("1000 bytes"));
   e = error_of(c.call("archive_extract", {{"path", "x"}, {"data", "plain text, no tar"}}));

@@ -222,10 +222,10 @@ Parsed<FileParams> parse_file_params(FileOp op, const Value& params);
 // "tar") as a detached job and answers its first part; each call with
 // "archive_id" and "cursor" answers the next, as job_output reads.
 struct ArchiveCreateParams {
-  std::string path;        // required without archive_id
-  bool gzip = true;        // "format"
-  std::string archive_id;  // "archive_id": the archive a first call started
-  uint64_t cursor = 0;     // "cursor": bytes of the archive already read
+  std::string path;                       // required without archive_id
+  bool gzip = true;                       // "format"
+  std::string archive_id;                 // "archive_id": the archive a first call started
+  uint64_t cursor = 0;                    // "cursor": bytes of the archive already read
   uint64_t max_bytes = kDefaultFileRead;  // "max_bytes" per answer, 1..kMaxFileRead
   double wait_s = 30;                     // "wait": for the next part, seconds
 };
