@@ -401,7 +401,8 @@ FileResult<rpc::Object> Workspace::write(const std::string& path, const WriteOpt
     // In place; the file is resolved like any path (a symlink inside the
     // root is followed).
     int flags = O_WRONLY | O_CREAT | O_NOCTTY | O_NONBLOCK | (o.append ? O_APPEND : 0);
-    UniqueFd fd(open_beneath(dir.get(), p.name, uint64_t(flags), o.mode.value_or(0644)));
+    UniqueFd fd(
+        open_beneath(root_.get(), std::get<0>(rel), uint64_t(flags), o.mode.value_or(0644)));
     if (!fd) return sys_error("write " + quote(path), errno);
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0) return sys_error("write " + quote(path), errno);

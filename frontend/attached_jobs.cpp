@@ -49,7 +49,11 @@ void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
 }
 
 void AttachedJobs::run(rpc::ExecParams& p, Reply r, Done done) {
-  if (Pending* job = start(p, r, false)) job->done = std::move(done);
+  if (Pending* job = start(p, r, false)) {
+    job->done = std::move(done);
+    // Its own bound, not execute's --max-output: the part sized it.
+    if (p.max_output_bytes) job->cap = *p.max_output_bytes;
+  }
 }
 
 AttachedJobs::Pending* AttachedJobs::start(rpc::ExecParams& p, Reply& r, bool stream) {

@@ -38,7 +38,7 @@ class AttachedJobs {
 
   // A job run for another part of the frontend (the file methods): instead
   // of execute's answer, `done` gets its output (each stream up to
-  // p.max_output_bytes or the daemon's cap) and how it ended, with the
+  // p.max_output_bytes, else execute's cap) and how it ended, with the
   // Reply to answer. Not called when the client left: the job is cancelled.
   // A job that cannot be queued is answered with the error here.
   struct Ended {

@@ -38,7 +38,8 @@ const char* op_name(FileOp op) {
   return "?";
 }
 
-constexpr uint64_t kHeaderRoom = 64 * 1024;  // the helper's JSON line before a read's bytes
+constexpr uint64_t kHeaderRoom = 64 * 1024;      // the helper's JSON line before a read's bytes
+constexpr uint64_t kMaxAnswerBytes = 64u << 20;  // the helper's line for the other methods
 
 // The helper's error line (its JSON: {"error", "message", "errno"}) as an
 // RPC error; nullopt if `line` is not one.
@@ -117,8 +118,9 @@ void FileMethods::start(rpc::FileParams& p, Reply r) {
     arg("--max-input", p.data.size());
     e.stdin_data = std::move(p.data);
   }
-  // A read's bytes and its line; a list's entries (up to the daemon's cap).
-  if (p.op == FileOp::kRead) e.max_output_bytes = p.max_bytes + kHeaderRoom;
+  // A read's bytes and its line; any other answer's line (a list's
+  // entries: beyond this, the call fails saying its output was too large).
+  e.max_output_bytes = p.op == FileOp::kRead ? p.max_bytes + kHeaderRoom : kMaxAnswerBytes;
   e.kill_on_output_cap = true;
   p.data.clear();
   jobs_.run(e, std::move(r), [this, p = std::move(p)](Reply reply, AttachedJobs::Ended ended) {

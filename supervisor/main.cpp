@@ -1,13 +1,15 @@
 // shell-poold: one binary for every role. Without a role it is the
 // supervisor; the supervisor execs itself as `shell-poold frontend ...` and
 // `shell-poold worker --index N ...`; a file method's job runs it as
-// `shell-poold files OP ...`. main() only parses flags and wires.
+// `shell-poold files OP ...`, a service's readiness probe as
+// `shell-poold probe KIND ...`. main() only parses flags and wires.
 #include <CLI/CLI.hpp>
 
 #include "common/log.h"
 #include "common/roles.h"
 #include "files/helper.h"
 #include "frontend/frontend.h"
+#include "services/probe.h"
 #include "supervisor/config.h"
 #include "supervisor/flags.h"
 #include "worker/worker.h"
@@ -48,9 +50,12 @@ int main(int argc, char** argv) {
 
   sp::files::HelperArgs file_args;
   CLI::App* files = sp::files::add_helper_command(app, file_args);
+  sp::services::ProbeArgs probe_args;
+  CLI::App* probe = sp::services::add_probe_command(app, probe_args);
 
   CLI11_PARSE(app, argc, argv);
   if (*files) return sp::files::run_helper(file_args);
+  if (*probe) return sp::services::run_probe(probe_args);
   cfg.args.assign(argv + 1, argv + argc);
   const sp::LogFormat role_format =
       sp::parse_log_format(role.log_format).value_or(sp::LogFormat::kText);

@@ -262,6 +262,10 @@ TEST_CASE("no path leads out of the files root", "[daemon][files]") {
   // (the link itself, never its target), and removing it removes the link.
   write_file(w.root + "/in.txt", "inside");
   CHECK(str(result_of(c.call("file_read", {{"path", "sub/up/in.txt"}})), "data") == "inside");
+  // In place, a link to a file elsewhere in the root is written through.
+  REQUIRE(::symlink("../in.txt", (w.root + "/sub/in-link").c_str()) == 0);
+  result_of(c.call("file_write", {{"path", "sub/in-link"}, {"data", "!"}, {"append", true}}));
+  CHECK(read_file(w.root + "/in.txt") == "inside!");
   result_of(c.call("file_write", {{"path", "out-abs"}, {"data", "replaced"}}));
   CHECK(read_file(w.root + "/out-abs") == "replaced");
   CHECK(read_file(w.outside + "/secret.txt") == "outside\n");

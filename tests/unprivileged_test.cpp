@@ -11,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include "tests/daemon_harness.h"
@@ -67,7 +68,7 @@ TEST_CASE("an unprivileged daemon: execute, streams, detached jobs, limits, cras
   TempDir home;  // the daemon's socket and spool live in a directory the user owns
   REQUIRE(::chown(home.path().c_str(), user.uid(), user.gid()) == 0);
   {
-    START_DAEMON(d, DaemonOptions{.flags = {"--workers", "2"},
+    START_DAEMON(d, DaemonOptions{.flags = {"--workers", "2", "--files-root", home.path()},
                                   .socket = home.path() + "/sock",
                                   .wrapper = user.wrapper()});
     Client c(d.socket());
@@ -107,6 +108,17 @@ TEST_CASE("an unprivileged daemon: execute, streams, detached jobs, limits, cras
       CHECK(num(e, "code") == -32602);
       CHECK_THAT(str(e, "message"), Contains("memory_bytes"));
     }
+    // Files, as the user: its own are written and read; root's 0600 one is
+    // refused with the reason, not lost in a failed job.
+    result_of(c.call("file_write", {{"path", "mine/u.txt"}, {"data", "u"}, {"mkdirs", true}}));
+    CHECK(str(result_of(c.call("file_read", {{"path", "mine/u.txt"}})), "data") == "u");
+    {
+      std::ofstream(home.path() + "/root-only") << "secret";
+      REQUIRE(::chmod((home.path() + "/root-only").c_str(), 0600) == 0);
+    }
+    json::object denied = error_of(c.call("file_read", {{"path", "root-only"}}));
+    CHECK(num(denied, "code") == -32008);
+    CHECK(str(denied.at("data").as_object(), "error") == "denied");
     // Crash repair: a killed worker is restarted and the pool serves on.
     pid_t w0 = d.worker_pid(0);
     REQUIRE(w0 > 0);
