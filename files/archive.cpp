@@ -40,10 +40,8 @@ FileError archive_error(archive* a, const std::string& what) {
   return {"invalid", what + ": " + (msg ? msg : "not a tar archive"), archive_errno(a)};
 }
 
-// `path` split at '/', without empty and "." parts; nullopt if a part is
-// "..", or the path is absolute.
-std::optional<std::vector<std::string>> parts_of(const std::string& path) {
-  if (path.empty() || path[0] == '/') return std::nullopt;
+// `path` split at '/', without empty and "." parts.
+std::vector<std::string> split(const std::string& path) {
   std::vector<std::string> parts;
   size_t at = 0;
   while (at <= path.size()) {
@@ -51,10 +49,16 @@ std::optional<std::vector<std::string>> parts_of(const std::string& path) {
     if (end == std::string::npos) end = path.size();
     std::string part = path.substr(at, end - at);
     at = end + 1;
-    if (part.empty() || part == ".") continue;
-    if (part == "..") return std::nullopt;
-    parts.push_back(std::move(part));
+    if (!part.empty() && part != ".") parts.push_back(std::move(part));
   }
+  return parts;
+}
+
+// An entry's name split; nullopt if it is absolute or has a ".." part.
+std::optional<std::vector<std::string>> parts_of(const std::string& path) {
+  if (path.empty() || path[0] == '/') return std::nullopt;
+  std::vector<std::string> parts = split(path);
+  if (std::find(parts.begin(), parts.end(), "..") != parts.end()) return std::nullopt;
   return parts;
 }
 
@@ -68,13 +72,7 @@ std::string join(const std::vector<std::string>& parts, size_t n) {
 bool link_stays_inside(const std::vector<std::string>& parts, const std::string& target) {
   if (target.empty() || target[0] == '/') return false;
   size_t depth = parts.size() - 1;  // the directory the link is in
-  size_t at = 0;
-  while (at <= target.size()) {
-    size_t end = target.find('/', at);
-    if (end == std::string::npos) end = target.size();
-    std::string part = target.substr(at, end - at);
-    at = end + 1;
-    if (part.empty() || part == ".") continue;
+  for (const std::string& part : split(target)) {
     if (part == "..") {
       if (depth == 0) return false;
       --depth;

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -599,6 +600,19 @@ Streamed read_stream(Client& c, const json::value& id, double timeout_s) {
 
 std::string base64_decode(std::string_view in) {
   return sp::decode_base64(in).value_or("<not base64>");
+}
+
+std::string base64(std::string_view bytes) {
+  std::string out;
+  sp::append_base64(out, bytes);
+  return out;
+}
+
+std::string random_bytes(size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::string s(n, '\0');
+  for (char& ch : s) ch = char(gen() & 0xff);
+  return s;
 }
 
 // ---- CLI ----

@@ -278,6 +278,9 @@ Streamed read_stream(Client& c, const json::value& id, double timeout_s);
 
 // Standard base64 (padding and unknown characters are skipped).
 std::string base64_decode(std::string_view in);
+std::string base64(std::string_view bytes);
+// `n` bytes from a generator seeded with `seed` (the same each run).
+std::string random_bytes(size_t n, unsigned seed);
 
 struct CliRun {
   bool finished = false;  // false: killed after the timeout

@@ -16,29 +16,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <random>
 #include <string>
 
-#include "common/text.h"
 #include "tests/daemon_harness.h"
 
 using namespace sp::test;
 using Catch::Contains;
 
 namespace {
-
-std::string random_bytes(size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::string s(n, '\0');
-  for (char& ch : s) ch = char(gen() & 0xff);
-  return s;
-}
-
-std::string base64(std::string_view bytes) {
-  std::string out;
-  sp::append_base64(out, bytes);
-  return out;
-}
 
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;

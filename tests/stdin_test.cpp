@@ -6,30 +6,15 @@
 // job_stdin_write and job_stdin_close stream it, in order by offset, with
 // backpressure.
 #include <catch2/catch.hpp>
-#include <random>
 #include <string>
 #include <thread>
 
-#include "common/text.h"
 #include "tests/daemon_harness.h"
 
 using namespace sp::test;
 using Catch::Contains;
 
 namespace {
-
-std::string random_bytes(size_t n, unsigned seed) {
-  std::mt19937 gen(seed);
-  std::string s(n, '\0');
-  for (char& ch : s) ch = char(gen() & 0xff);
-  return s;
-}
-
-std::string base64(std::string_view bytes) {
-  std::string out;
-  sp::append_base64(out, bytes);
-  return out;
-}
 
 // `command` with `bytes` as its stdin (sent as base64), output asked as base64.
 json::object with_stdin(std::string_view command, std::string_view bytes) {
