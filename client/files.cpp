@@ -56,8 +56,10 @@ json::object write_params(const std::string& path, const std::string& bytes) {
 // it is a directory.
 std::string remote_target(Client& client, std::string to, const std::string& from) {
   if (to.empty() || to.back() == '/') return to + base_name(from);
-  if (auto r = client.try_call("file_stat", {{"path", to}}); r && r->at("type") == "dir")
-    return to + "/" + base_name(from);
+  // A directory, or a symlink to one ("to/." is what it leads to).
+  for (const std::string& path : {to, to + "/."})
+    if (auto r = client.try_call("file_stat", {{"path", path}}); r && r->at("type") == "dir")
+      return to + "/" + base_name(from);
   return to;
 }
 
@@ -78,7 +80,7 @@ int upload(Client& client, const std::string& from, const std::string& to) {
   // part is never seen half written); the rest follows at its offsets.
   std::string part = read_some(fd, kWriteChunk, from);
   json::object p = write_params(path, part);
-  if (!stdin_in) p["mode"] = st.st_mode & 07777;
+  if (!stdin_in) p["mode"] = st.st_mode & 0777;
   client.call("file_write", std::move(p));
   uint64_t offset = part.size();
   while (part.size() == kWriteChunk) {
@@ -94,6 +96,7 @@ int upload(Client& client, const std::string& from, const std::string& to) {
 
 int download(Client& client, const std::string& from, std::string to) {
   const bool stdout_out = to == "-";
+  if (to.empty()) die(kUsage, "cp needs a destination");
   struct stat st {};
   if (!stdout_out && (to.back() == '/' || (::stat(to.c_str(), &st) == 0 && S_ISDIR(st.st_mode))))
     to += (to.back() == '/' ? "" : "/") + base_name(from);
@@ -101,11 +104,11 @@ int download(Client& client, const std::string& from, std::string to) {
   json::object r = client.call(
       "file_read",
       {{"path", from}, {"offset", 0}, {"max_bytes", kReadChunk}, {"encoding", "base64"}});
-  // Into a temporary file beside it, renamed at the end: an interrupted
-  // copy leaves the old file.
-  const std::string temp = to + ".shell-pool-part";
-  UniqueFd out(stdout_out ? ::dup(1)
-                          : ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  // Into a new temporary file beside it (mkstemp: never one that is there,
+  // nor through a symlink someone planted), renamed at the end: an
+  // interrupted copy leaves the old file.
+  std::string temp = to + ".shell-pool-XXXXXX";
+  UniqueFd out(stdout_out ? ::dup(1) : ::mkostemp(temp.data(), O_CLOEXEC));
   if (!out)
     die(kUsage, "cannot write " + (stdout_out ? "stdout" : temp) + ": " + std::strerror(errno));
   uint64_t offset = 0;
@@ -128,8 +131,17 @@ int download(Client& client, const std::string& from, std::string to) {
     if (r.at("eof").as_bool()) break;
   }
   if (!stdout_out) {
-    if (auto s = client.try_call("file_stat", {{"path", from}}))
-      ::fchmod(out.get(), mode_t(s->at("mode").to_number<int64_t>()));
+    // The remote file's permission bits less our umask (mkstemp made it
+    // 0600); of a symlink, what it leads to.
+    mode_t mode = 0666;
+    for (const std::string& path : {from, from + "/."})
+      if (auto s = client.try_call("file_stat", {{"path", path}}); s && s->at("type") == "file") {
+        mode = mode_t(s->at("mode").to_number<int64_t>()) & 0777;
+        break;
+      }
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    ::fchmod(out.get(), mode & ~mask);
     if (::rename(temp.c_str(), to.c_str()) < 0)
       die(kUsage, "cannot write " + to + ": " + std::strerror(errno));
   }
@@ -164,7 +176,9 @@ int list_files(Client& client, const std::string& path, bool recursive, bool as_
     const json::object& e = v.as_object();
     std::time_t t = std::time_t(e.at("mtime").to_number<int64_t>());
     char when[32];
-    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::localtime(&t));
+    const std::tm* local = std::localtime(&t);
+    if (local == nullptr || std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", local) == 0)
+      std::snprintf(when, sizeof when, "%lld", static_cast<long long>(t));
     std::printf("%s %12lld %s %s", mode_text(e).c_str(),
                 static_cast<long long>(e.at("size").to_number<int64_t>()), when,
                 std::string(e.at("name").as_string()).c_str());

@@ -9,8 +9,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <map>
 #include <memory>
 #include <set>
+#include <variant>
 #include <vector>
 
 namespace sp::files {
@@ -68,19 +70,30 @@ std::string join(const std::vector<std::string>& parts, size_t n) {
   return s;
 }
 
-// A symlink at `parts` pointing at `target` stays inside the directory.
-bool link_stays_inside(const std::vector<std::string>& parts, const std::string& target) {
-  if (target.empty() || target[0] == '/') return false;
-  size_t depth = parts.size() - 1;  // the directory the link is in
+// Where symlink text `target` in directory `dir` leads, following the
+// archive's own symlinks (`links`: path -> target) met on the way, as the
+// kernel would; nullopt if it is absolute, climbs above the directory, or
+// takes more than 40 links.
+std::optional<std::vector<std::string>> resolve(std::vector<std::string> dir,
+                                                const std::string& target,
+                                                const std::map<std::string, std::string>& links,
+                                                int hops = 0) {
+  if (target.empty() || target[0] == '/' || hops > 40) return std::nullopt;
   for (const std::string& part : split(target)) {
     if (part == "..") {
-      if (depth == 0) return false;
-      --depth;
-    } else {
-      ++depth;
+      if (dir.empty()) return std::nullopt;
+      dir.pop_back();
+      continue;
+    }
+    dir.push_back(part);
+    if (auto it = links.find(join(dir, dir.size())); it != links.end()) {
+      auto to = resolve(std::vector<std::string>(dir.begin(), dir.end() - 1), it->second, links,
+                        hops + 1);
+      if (!to) return std::nullopt;
+      dir = std::move(*to);
     }
   }
-  return true;
+  return dir;
 }
 
 // The archive from stdin (read whole, up to `max`) or from file `fd`.
@@ -104,43 +117,56 @@ struct Source {
   }
 };
 
-// Pass 1: every entry checked; nothing written.
-std::optional<FileError> check(Source& src, uint64_t max_bytes, uint64_t& entries,
-                               uint64_t& bytes) {
-  Reader a = src.reader();
-  if (auto e = src.open(a.get())) return e;
-  std::set<std::string> files, links;  // regular files and symlinks seen so far
-  archive_entry* entry = nullptr;
-  for (;;) {
-    int rc = archive_read_next_header(a.get(), &entry);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc < ARCHIVE_WARN) return archive_error(a.get(), "cannot read the archive");
+// The rules every entry is held to, in order, in both passes: pass 1
+// checks the whole archive before anything is written; pass 2 checks each
+// entry again before it writes it (an archive file may change between the
+// two reads: then it stops there, never writing what it did not check).
+struct Checker {
+  explicit Checker(uint64_t max) : max_bytes(max) {}
+  uint64_t max_bytes;
+  uint64_t entries = 0, bytes = 0;
+  std::set<std::string> files;               // regular files so far
+  std::map<std::string, std::string> links;  // symlinks so far: path -> target
+
+  // nullopt if `entry` may be written; `parts`: its name, split (empty:
+  // the directory itself, nothing to write).
+  std::optional<FileError> entry(archive_entry* entry, std::vector<std::string>& parts) {
     const char* raw = archive_entry_pathname(entry);
     const std::string name = raw ? raw : "";
-    auto parts = parts_of(name);
-    if (!parts) return refused(name, "has an absolute path or a \"..\" component");
-    if (parts->empty()) continue;  // "./": the directory itself
+    if (name.size() >= 4096)
+      return refused(name.substr(0, 64) + "...", "is longer than 4095 bytes", "invalid");
+    auto split_name = parts_of(name);
+    if (!split_name) return refused(name, "has an absolute path or a \"..\" component");
+    parts = std::move(*split_name);
+    if (parts.empty()) return std::nullopt;  // "./": the directory itself
+    if (parts.size() > kMaxListDepth)
+      return refused(name, "is deeper than " + std::to_string(kMaxListDepth) + " directories",
+                     "invalid");
     if (++entries > kMaxArchiveEntries)
       return refused(name, "is past " + std::to_string(kMaxArchiveEntries) + " entries", "invalid");
-    for (size_t i = 1; i < parts->size(); ++i)
-      if (links.count(join(*parts, i)))
-        return refused(name, "is below the archive's symlink \"" + join(*parts, i) +
+    std::string prefix;
+    for (size_t i = 0; i + 1 < parts.size() && !links.empty(); ++i) {
+      prefix += (i ? "/" : "") + parts[i];
+      if (links.count(prefix))
+        return refused(name, "is below the archive's symlink \"" + prefix +
                                  "\" (it would be written through it)");
-    const std::string path = join(*parts, parts->size());
+    }
+    const std::string path = join(parts, parts.size());
     if (const char* hard = archive_entry_hardlink(entry)) {
       auto target = parts_of(hard);
       if (!target || !files.count(join(*target, target->size())))
         return refused(name, std::string("is a hard link to \"") + hard +
                                  "\", which is not an earlier file of the archive");
-      continue;
+      return std::nullopt;
     }
     const mode_t type = archive_entry_filetype(entry);
     if (type == AE_IFLNK) {
       const char* target = archive_entry_symlink(entry);
-      if (!target || !link_stays_inside(*parts, target))
+      if (!target ||
+          !resolve(std::vector<std::string>(parts.begin(), parts.end() - 1), target, links))
         return refused(name, std::string("is a symlink to \"") + (target ? target : "") +
                                  "\", outside the directory");
-      links.insert(path);
+      links[path] = target;
       files.erase(path);
     } else if (type == AE_IFREG) {
       files.insert(path);
@@ -157,8 +183,30 @@ std::optional<FileError> check(Source& src, uint64_t max_bytes, uint64_t& entrie
           std::string("is a ") + type_name(type) + ": devices, FIFOs and sockets are not extracted",
           "invalid");
     }
+    return std::nullopt;
   }
-  return std::nullopt;
+};
+
+// The next header, or nullopt at the end; an unreadable one is an error.
+std::variant<archive_entry*, std::nullopt_t, FileError> next_entry(archive* a) {
+  archive_entry* entry = nullptr;
+  int rc = archive_read_next_header(a, &entry);
+  if (rc == ARCHIVE_EOF) return std::nullopt;
+  if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) return archive_error(a, "cannot read the archive");
+  return entry;
+}
+
+// Pass 1: every entry checked; nothing written.
+std::optional<FileError> check(Source& src, Checker& checker) {
+  Reader a = src.reader();
+  if (auto e = src.open(a.get())) return e;
+  std::vector<std::string> parts;
+  for (;;) {
+    auto next = next_entry(a.get());
+    if (auto* e = std::get_if<FileError>(&next)) return *e;
+    if (std::holds_alternative<std::nullopt_t>(next)) return std::nullopt;
+    if (auto e = checker.entry(std::get<archive_entry*>(next), parts)) return e;
+  }
 }
 
 // The directory `parts[0..n)` beneath `top`, made if missing; no symlink is
@@ -205,19 +253,21 @@ std::optional<FileError> clear(int dir, const std::string& leaf, bool want_dir,
   return std::nullopt;
 }
 
-// Pass 2: the entries written beneath `top`.
-std::optional<FileError> extract(Source& src, int top) {
+// Pass 2: the entries written beneath `top`, each checked again first.
+std::optional<FileError> extract(Source& src, int top, uint64_t max_bytes) {
   Reader a = src.reader();
   if (auto e = src.open(a.get())) return e;
+  Checker checker(max_bytes);
   std::vector<char> buf(256 * 1024);
-  archive_entry* entry = nullptr;
+  std::vector<std::string> parts;
   for (;;) {
-    int rc = archive_read_next_header(a.get(), &entry);
-    if (rc == ARCHIVE_EOF) return std::nullopt;
-    if (rc < ARCHIVE_WARN) return archive_error(a.get(), "cannot read the archive");
-    const std::string name = archive_entry_pathname(entry);
-    auto parts = *parts_of(name);  // checked in pass 1
+    auto next = next_entry(a.get());
+    if (auto* e = std::get_if<FileError>(&next)) return *e;
+    if (std::holds_alternative<std::nullopt_t>(next)) return std::nullopt;
+    archive_entry* entry = std::get<archive_entry*>(next);
+    if (auto e = checker.entry(entry, parts)) return e;
     if (parts.empty()) continue;
+    const std::string name = archive_entry_pathname(entry);
     const std::string& leaf = parts.back();
     auto parent = make_parents(top, parts, parts.size() - 1, name);
     if (auto* e = std::get_if<FileError>(&parent)) return *e;
@@ -227,7 +277,7 @@ std::optional<FileError> extract(Source& src, int top) {
     const bool is_dir = type == AE_IFDIR && !archive_entry_hardlink(entry);
     if (auto e = clear(dir, leaf, is_dir, name)) return e;
     if (const char* hard = archive_entry_hardlink(entry)) {
-      auto target = *parts_of(hard);
+      auto target = *parts_of(hard);  // checked above
       UniqueFd from(
           open_beneath(top, join(target, target.size()), O_PATH | O_NOFOLLOW, 0, kNoFollow));
       if (!from) return sys_error("extract \"" + name + "\" (a hard link)", errno);
@@ -264,17 +314,21 @@ std::optional<FileError> extract(Source& src, int top) {
   }
 }
 
-// Writes `size` bytes of `fd` into the archive.
-std::optional<FileError> copy_data(archive* a, int fd, const std::string& name) {
+// Writes up to `size` bytes of `fd` into the archive (the size its header
+// gave: a file that grows meanwhile is cut there, one that shrank is
+// padded by libarchive).
+std::optional<FileError> copy_data(archive* a, int fd, uint64_t size, const std::string& name) {
   std::vector<char> buf(256 * 1024);
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
+  for (uint64_t done = 0; done < size;) {
+    ssize_t n = ::read(fd, buf.data(), size_t(std::min<uint64_t>(buf.size(), size - done)));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return sys_error("pack \"" + name + "\"", errno);
     if (n == 0) return std::nullopt;
+    done += uint64_t(n);
     if (archive_write_data(a, buf.data(), size_t(n)) < 0)
       return archive_error(a, "pack \"" + name + "\"");
   }
+  return std::nullopt;
 }
 
 struct Packer {
@@ -321,14 +375,17 @@ struct Packer {
         target[n] = '\0';
         archive_entry_copy_symlink(e.get(), target);
       } else if (S_ISREG(st.st_mode)) {
-        file.reset(::openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
-        if (!file) return sys_error("pack \"" + path + "\"", errno);
+        // Looked at before it is opened (something else may have taken its
+        // name since the fstatat: a FIFO or device is not opened).
+        auto opened = open_regular(dir, name, O_RDONLY, "pack \"" + path + "\"");
+        if (auto* err = std::get_if<FileError>(&opened)) return *err;
+        file = std::move(std::get<UniqueFd>(opened));
         bytes += uint64_t(st.st_size);
       }
       if (archive_write_header(a, e.get()) < ARCHIVE_WARN)
         return archive_error(a, "pack \"" + path + "\"");
       if (file)
-        if (auto err = copy_data(a, file.get(), path)) return err;
+        if (auto err = copy_data(a, file.get(), uint64_t(st.st_size), path)) return err;
       if (S_ISDIR(st.st_mode)) {
         UniqueFd sub(open_beneath(dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0, kNoFollow));
         if (!sub) return sys_error("pack \"" + path + "\"", errno);
@@ -364,12 +421,12 @@ FileResult<rpc::Object> unpack(const Workspace& ws, const UnpackOptions& o) {
       src.data.append(buf.data(), size_t(n));
     }
   }
-  uint64_t entries = 0, bytes = 0;
-  if (auto e = check(src, o.max_bytes, entries, bytes)) return *e;
+  Checker checker(o.max_bytes);
+  if (auto e = check(src, checker)) return *e;
   auto dir = ws.directory(o.dir, true);
   if (auto* e = std::get_if<FileError>(&dir)) return *e;
-  if (auto e = extract(src, std::get<UniqueFd>(dir).get())) return *e;
-  return rpc::Object{{"path", o.dir}, {"entries", entries}, {"bytes", bytes}};
+  if (auto e = extract(src, std::get<UniqueFd>(dir).get(), o.max_bytes)) return *e;
+  return rpc::Object{{"path", o.dir}, {"entries", checker.entries}, {"bytes", checker.bytes}};
 }
 
 FileResult<rpc::Object> pack(const Workspace& ws, const std::string& dir, bool gzip, int out_fd) {

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/text.h"
 #include "files/archive.h"
 #include "files/workspace.h"
 #include "frontend/codec/json_codec.h"
@@ -34,8 +35,12 @@ ssize_t read_stdin(void*, char* buf, size_t size) {
 int answer(const FileResult<rpc::Object>& r, std::string_view payload = {}, int fd = 1) {
   std::string line;
   if (const auto* e = std::get_if<FileError>(&r)) {
-    rpc::Object err{{"error", e->kind}, {"message", e->message}};
-    if (e->errno_value) err["errno"] = ::strerrorname_np(e->errno_value);
+    // A message may name an entry that is not UTF-8: the line must stay JSON.
+    std::string message, carry;
+    append_utf8_sanitized(message, e->message, carry, true);
+    rpc::Object err{{"error", e->kind}, {"message", std::move(message)}};
+    if (const char* name = e->errno_value > 0 ? ::strerrorname_np(e->errno_value) : nullptr)
+      err["errno"] = name;
     rpc::append_value(line, err);
   } else {
     rpc::append_value(line, std::get<rpc::Object>(r));
@@ -71,7 +76,7 @@ int run_helper(const HelperArgs& a) {
   if (auto* e = std::get_if<FileError>(&ws)) return answer(*e);
   const Workspace& w = std::get<Workspace>(ws);
   std::optional<uint32_t> mode;
-  if (a.mode >= 0) mode = uint32_t(a.mode & 07777);
+  if (a.mode >= 0) mode = uint32_t(a.mode & 0777);
   if (a.op == "read") {
     std::string data;
     auto r = w.read(a.path, a.offset < 0 ? 0 : uint64_t(a.offset), a.max_bytes, data);

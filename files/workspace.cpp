@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/sys.h"
+#include "common/text.h"
 
 namespace sp::files {
 
@@ -51,6 +52,13 @@ const char* errno_kind(int e) {
   }
 }
 
+// A name as JSON text: bytes that are not UTF-8 become U+FFFD.
+std::string text(const std::string& name) {
+  std::string out, carry;
+  append_utf8_sanitized(out, name, carry, true);
+  return out;
+}
+
 std::string quote(const std::string& path) {
   return "\"" + path + "\"";
 }
@@ -84,7 +92,7 @@ namespace {
 // symlink, its target (`dir` and `name` read it).
 rpc::Object describe(const std::string& shown, const struct stat& st, int dir,
                      const std::string& name) {
-  rpc::Object e{{"name", shown},
+  rpc::Object e{{"name", text(shown)},
                 {"type", type_name(st.st_mode)},
                 {"size", uint64_t(st.st_size)},
                 {"mode", uint64_t(st.st_mode & 07777)},
@@ -93,7 +101,7 @@ rpc::Object describe(const std::string& shown, const struct stat& st, int dir,
   if (S_ISLNK(st.st_mode)) {
     char target[4096];
     ssize_t n = ::readlinkat(dir, name.c_str(), target, sizeof target);
-    e["target"] = n >= 0 ? std::string(target, size_t(n)) : std::string();
+    e["target"] = n >= 0 ? text(std::string(target, size_t(n))) : std::string();
   }
   return e;
 }
@@ -251,6 +259,23 @@ int open_beneath(int dir, const std::string& path, uint64_t flags, mode_t mode, 
   }
 }
 
+FileResult<UniqueFd> open_regular(int dir, const std::string& path, int flags,
+                                  const std::string& what) {
+  UniqueFd look(open_beneath(dir, path, O_PATH));
+  if (!look) return sys_error(what, errno);
+  struct stat st {};
+  if (::fstat(look.get(), &st) < 0) return sys_error(what, errno);
+  if (S_ISDIR(st.st_mode)) return FileError{"is_a_directory", what + ": it is a directory", EISDIR};
+  if (!S_ISREG(st.st_mode))
+    return FileError{
+        "not_a_file",
+        what + ": it is a " + std::string(type_name(st.st_mode)) + ", not a regular file", 0};
+  const std::string proc = "/proc/self/fd/" + std::to_string(look.get());
+  UniqueFd fd(::open(proc.c_str(), flags | O_CLOEXEC | O_NOCTTY));
+  if (!fd) return sys_error(what, errno);
+  return fd;
+}
+
 FileResult<Workspace> Workspace::open(const std::string& root) {
   if (root.empty() || root[0] != '/')
     return FileError{"invalid", "the files root " + quote(root) + " is not an absolute path", 0};
@@ -268,7 +293,10 @@ FileResult<std::string> Workspace::relative(const std::string& path) const {
   if (path[0] != '/') return path;
   // An absolute path is fine when it names something in the root.
   if (path == path_ || path_ == "/") return path_ == "/" ? "." + path : std::string(".");
-  if (path.compare(0, path_.size() + 1, path_ + "/") == 0) return path.substr(path_.size() + 1);
+  if (path.compare(0, path_.size() + 1, path_ + "/") == 0) {
+    std::string rest = path.substr(path_.size() + 1);
+    return rest.empty() ? std::string(".") : rest;
+  }
   return FileError{
       "escape",
       quote(path) + " is outside the files root " + quote(path_) + " (paths are relative to it)",
@@ -301,6 +329,7 @@ FileResult<UniqueFd> Workspace::make_dirs(const std::string& rel, uint32_t mode,
   // and symlinks along the way are held to the root like any path.
   std::string done;
   size_t at = 0;
+  uint64_t depth = 0;
   UniqueFd fd(open_beneath(root_.get(), ".", O_PATH | O_DIRECTORY));
   if (!fd) return sys_error("the files root", errno);
   while (at < rel.size()) {
@@ -309,10 +338,16 @@ FileResult<UniqueFd> Workspace::make_dirs(const std::string& rel, uint32_t mode,
     std::string part = rel.substr(at, end - at);
     at = end + 1;
     if (part.empty() || part == ".") continue;
+    if (++depth > kMaxListDepth)
+      return FileError{
+          "invalid",
+          quote(rel) + " is deeper than " + std::to_string(kMaxListDepth) + " directories", 0};
     std::string next = done.empty() ? part : done + "/" + part;
     UniqueFd sub(open_beneath(root_.get(), next, O_PATH | O_DIRECTORY));
     if (!sub && errno == ENOENT && part != "..") {
-      if (::mkdirat(fd.get(), part.c_str(), mode) < 0 && errno != EEXIST)
+      // Parents on the way get 0755; `mode` is for the last one.
+      const mode_t m = at >= rel.size() ? mode : 0755;
+      if (::mkdirat(fd.get(), part.c_str(), m) < 0 && errno != EEXIST)
         return sys_error("mkdir " + quote(next), errno);
       created = true;
       sub.reset(open_beneath(root_.get(), next, O_PATH | O_DIRECTORY));
@@ -340,31 +375,18 @@ FileResult<UniqueFd> Workspace::directory(const std::string& path, bool create) 
 FileResult<UniqueFd> Workspace::regular_file(const std::string& path) const {
   auto rel = relative(path);
   if (auto* e = std::get_if<FileError>(&rel)) return *e;
-  UniqueFd fd(open_beneath(root_.get(), std::get<0>(rel), O_RDONLY | O_NONBLOCK | O_NOCTTY));
-  if (!fd) return sys_error(quote(path), errno);
-  struct stat st {};
-  if (::fstat(fd.get(), &st) < 0) return sys_error(quote(path), errno);
-  if (!S_ISREG(st.st_mode))
-    return FileError{S_ISDIR(st.st_mode) ? "is_a_directory" : "not_a_file",
-                     quote(path) + " is a " + type_name(st.st_mode) + ", not a regular file", 0};
-  return fd;
+  return open_regular(root_.get(), std::get<0>(rel), O_RDONLY, quote(path));
 }
 
 FileResult<rpc::Object> Workspace::read(const std::string& path, uint64_t offset,
                                         uint64_t max_bytes, std::string& data) const {
   auto rel = relative(path);
   if (auto* e = std::get_if<FileError>(&rel)) return *e;
-  // Non-blocking: a FIFO must not hang the open; only regular files are read.
-  UniqueFd fd(open_beneath(root_.get(), std::get<0>(rel), O_RDONLY | O_NONBLOCK | O_NOCTTY));
-  if (!fd) return sys_error("read " + quote(path), errno);
+  auto opened = open_regular(root_.get(), std::get<0>(rel), O_RDONLY, "read " + quote(path));
+  if (auto* e = std::get_if<FileError>(&opened)) return *e;
+  UniqueFd& fd = std::get<UniqueFd>(opened);
   struct stat st {};
   if (::fstat(fd.get(), &st) < 0) return sys_error("read " + quote(path), errno);
-  if (S_ISDIR(st.st_mode))
-    return FileError{"is_a_directory", "read " + quote(path) + ": it is a directory", EISDIR};
-  if (!S_ISREG(st.st_mode))
-    return FileError{
-        "not_a_file",
-        "read " + quote(path) + ": it is a " + type_name(st.st_mode) + ", not a regular file", 0};
   const uint64_t size = uint64_t(st.st_size);
   uint64_t want = offset < size ? std::min(max_bytes, size - offset) : 0;
   data.resize(want);
@@ -400,17 +422,27 @@ FileResult<rpc::Object> Workspace::write(const std::string& path, const WriteOpt
   if (o.offset || o.append) {
     // In place; the file is resolved like any path (a symlink inside the
     // root is followed).
-    int flags = O_WRONLY | O_CREAT | O_NOCTTY | O_NONBLOCK | (o.append ? O_APPEND : 0);
-    UniqueFd fd(
-        open_beneath(root_.get(), std::get<0>(rel), uint64_t(flags), o.mode.value_or(0644)));
+    // A missing file is created (new: it cannot be a device); an existing
+    // one is looked at before it is opened for writing.
+    const int flags = O_WRONLY | (o.append ? O_APPEND : 0);
+    UniqueFd fd(open_beneath(root_.get(), std::get<0>(rel), uint64_t(flags | O_CREAT | O_EXCL),
+                             o.mode.value_or(0644)));
+    if (!fd && errno == EEXIST) {
+      auto opened = open_regular(root_.get(), std::get<0>(rel), flags, "write " + quote(path));
+      if (auto* e = std::get_if<FileError>(&opened)) return *e;
+      fd = std::move(std::get<UniqueFd>(opened));
+    }
     if (!fd) return sys_error("write " + quote(path), errno);
     struct stat st {};
     if (::fstat(fd.get(), &st) < 0) return sys_error("write " + quote(path), errno);
-    if (!S_ISREG(st.st_mode))
-      return FileError{
-          "not_a_file",
-          "write " + quote(path) + ": it is a " + type_name(st.st_mode) + ", not a regular file",
-          0};
+    // Another name of the same file may be outside the root: in place, it
+    // would change too. Replacing it whole makes a new file instead.
+    if (st.st_nlink > 1)
+      return FileError{"invalid",
+                       "write " + quote(path) + " in place: it has " + std::to_string(st.st_nlink) +
+                           " hard links, and the others would change too; write it whole "
+                           "(without \"offset\" or \"append\") to replace it",
+                       0};
     if (o.mode && ::fchmod(fd.get(), *o.mode) < 0) return sys_error("chmod " + quote(path), errno);
     if (auto e = copy_in(fd.get(), o.append ? std::nullopt : o.offset, next, ctx, written))
       return sys_error("write " + quote(path), *e);

@@ -46,6 +46,12 @@ int open_beneath(int dir, const std::string& path, uint64_t flags, mode_t mode =
                  uint64_t resolve = kResolve);
 // `what` (naming the path) failed with errno `e`, as a FileError.
 FileError sys_error(const std::string& what, int e);
+// Opens regular file `path` beneath `dir` with `flags` (O_RDONLY,
+// O_WRONLY...), having looked at it through an O_PATH fd first: a
+// directory, FIFO or device is never opened for I/O (opening one can have
+// effects). `what` names the call for errors.
+FileResult<UniqueFd> open_regular(int dir, const std::string& path, int flags,
+                                  const std::string& what);
 // "file", "dir", "symlink", "fifo", ... for a st_mode.
 const char* type_name(mode_t m);  // recursive list and remove: deeper is refused
 

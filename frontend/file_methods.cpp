@@ -132,15 +132,25 @@ void FileMethods::answer(const rpc::FileParams& p, Reply r, AttachedJobs::Ended 
   const size_t eol = e.out.find('\n');
   std::optional<rpc::Value> head;
   if (eol != std::string::npos) head = rpc::parse_value(std::string_view(e.out).substr(0, eol));
-  if (!head || !head->is_object()) {
-    // The helper did not get to say anything: it was killed, timed out,
-    // could not start, or its worker died.
+  if (auto error = helper_error(e.out); error && e.state == shm::JobState::kExited)
+    return out_.fail(r, *error);
+  // Its answer counts only if it ended well, and a read's bytes all came.
+  const rpc::Value* bytes =
+      head && head->is_object() ? head->get_object().if_contains("bytes") : nullptr;
+  const bool whole =
+      p.op != FileOp::kRead ||
+      (bytes && eol != std::string::npos &&
+       ((bytes->is_int64() && uint64_t(bytes->get_int64()) == e.out.size() - eol - 1) ||
+        (bytes->is_uint64() && bytes->get_uint64() == e.out.size() - eol - 1)));
+  if (!head || !head->is_object() || e.state != shm::JobState::kExited || e.exit_code != 0 ||
+      !whole) {
+    // The helper did not get to say all: it was killed, timed out, could
+    // not start, or its worker died.
     std::string why = std::string("the file operation ended ") + state_name(e.state);
     if (!e.failure.empty()) why += ": " + e.failure;
     if (!e.err.empty()) why += ": " + e.err.substr(0, 512);
     return out_.fail(r, to_rpc(FileOpError{"failed", why, {}}));
   }
-  if (auto error = helper_error(e.out)) return out_.fail(r, *error);
   rpc::Object result = std::move(head->get_object());
   if (p.op != FileOp::kRead) return out_.answer(r, result);
 
@@ -151,9 +161,16 @@ void FileMethods::answer(const rpc::FileParams& p, Reply r, AttachedJobs::Ended 
     append_base64(text, data);
   } else {
     size_t tail = 0;
+    const bool valid = utf8_text(data, tail);
     const rpc::Value* eof = result.if_contains("eof");
     const bool at_end = eof && eof->is_bool() && eof->get_bool();
-    if (!utf8_text(data, tail) || (tail && (tail == data.size() || at_end)))
+    if (valid && tail && tail == data.size() && !at_end)
+      return out_.fail(
+          r, to_rpc(FileOpError{"invalid",
+                                "the character at byte " + std::to_string(offset) + " of \"" +
+                                    p.path + "\" is longer than " + "\"max_bytes\"",
+                                {}}));
+    if (!valid || (tail && at_end))
       return out_.fail(r, to_rpc(FileOpError{"not_text",
                                              "\"" + p.path + "\" is not UTF-8 text from byte " +
                                                  std::to_string(offset) +

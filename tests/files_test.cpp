@@ -183,10 +183,22 @@ TEST_CASE("directories are listed, described, made and removed", "[daemon][files
   CHECK_THAT(str(e, "message"), Contains("recursive"));
   e = error_of(c.call("file_write", {{"path", "src"}, {"data", "x"}}));
   CHECK(str(e.at("data").as_object(), "error") == "is_a_directory");
-  // A FIFO is not read (and does not hang the call).
+  // A FIFO or a device is not opened (no hang, no effect of an open).
   REQUIRE(::mkfifo((w.root + "/fifo").c_str(), 0600) == 0);
   e = error_of(c.call("file_read", {{"path", "fifo"}}));
   CHECK(str(e.at("data").as_object(), "error") == "not_a_file");
+  e = error_of(c.call("file_write", {{"path", "fifo"}, {"data", "x"}, {"append", true}}));
+  CHECK(str(e.at("data").as_object(), "error") == "not_a_file");
+  if (::mknod((w.root + "/null").c_str(), S_IFCHR | 0600, ::makedev(1, 3)) == 0) {
+    e = error_of(c.call("file_read", {{"path", "null"}}));
+    CHECK(str(e.at("data").as_object(), "error") == "not_a_file");
+    ::unlink((w.root + "/null").c_str());
+  }
+  // A character longer than max_bytes.
+  write_file(w.root + "/emoji.txt", "\xf0\x9f\x98\x80");
+  e = error_of(c.call("file_read", {{"path", "emoji.txt"}, {"max_bytes", 2}}));
+  CHECK(num(e, "code") == -32602);
+  CHECK_THAT(str(e, "message"), Contains("longer than \"max_bytes\""));
 
   // The link goes, not what it points to; then the whole tree.
   CHECK(num(result_of(c.call("file_remove", {{"path", "src/link"}})), "removed") == 1);
@@ -243,6 +255,17 @@ TEST_CASE("no path leads out of the files root", "[daemon][files]") {
   CHECK_FALSE(file_exists(w.dir.path() + "/new.txt"));
   CHECK_FALSE(file_exists(w.dir.path() + "/d"));
 
+  // A hard link to a file outside is not written in place (the outside
+  // name would change); replaced whole, it is a new file.
+  if (::link((w.outside + "/secret.txt").c_str(), (w.root + "/hard").c_str()) == 0) {
+    json::object h =
+        error_of(c.call("file_write", {{"path", "hard"}, {"data", "x"}, {"append", true}}));
+    CHECK(num(h, "code") == -32602);
+    CHECK_THAT(str(h, "message"), Contains("hard links"));
+    result_of(c.call("file_write", {{"path", "hard"}, {"data", "new"}}));
+    CHECK(read_file(w.root + "/hard") == "new");
+    CHECK(read_file(w.outside + "/secret.txt") == "outside\n");
+  }
   // Inside, symlinks work; an atomic write replaces a link that leads out
   // (the link itself, never its target), and removing it removes the link.
   write_file(w.root + "/in.txt", "inside");
@@ -281,6 +304,7 @@ TEST_CASE("file params are checked and bounded; a daemon without the root says s
   bad("file_write", {{"path", "a"}, {"data", "x"}, {"offset", 1}, {"append", true}}, "append");
   bad("file_write", {{"path", "a"}, {"data", "x"}, {"mode", "0999"}}, "mode");
   bad("file_write", {{"path", "a"}, {"data", "x"}, {"mode", 4096}}, "mode");
+  bad("file_write", {{"path", "a"}, {"data", "x"}, {"mode", "4755"}}, "setuid");
   bad("file_write", {{"path", "a/"}, {"data", "x"}}, "names a directory");
   bad("file_list", {{"path", "."}, {"max_entries", 100'001}}, "max_entries");
   bad("file_read", {{"path", std::string(5000, 'a')}}, "4095");
@@ -332,7 +356,15 @@ TEST_CASE("shell-pool cp and ls copy files both ways and list them", "[daemon][f
   r = run_cli({"--socket", s, "cp", ":big.bin", local + "/back.bin"}, d.dir(), 60);
   CHECK(r.exit_code == 0);
   CHECK(read_file(local + "/back.bin") == big);
-  CHECK_FALSE(file_exists(local + "/back.bin.shell-pool-part"));
+  REQUIRE(::stat((local + "/back.bin").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0640);  // the remote file's (less our umask, 022 here)
+  auto temporaries = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(local))
+      n += e.path().filename().string().find(".shell-pool-") != std::string::npos;
+    return n;
+  };
+  CHECK(temporaries() == 0);
   // stdin and stdout.
   CHECK(run_cli({"--socket", s, "cp", "-", ":hi.txt"}, d.dir(), 30, "hi\n").exit_code == 0);
   r = run_cli({"--socket", s, "cp", ":hi.txt", "-"}, d.dir());
@@ -342,7 +374,7 @@ TEST_CASE("shell-pool cp and ls copy files both ways and list them", "[daemon][f
   r = run_cli({"--socket", s, "cp", ":nope", local + "/nope"}, d.dir());
   CHECK(r.exit_code != 0);
   CHECK_THAT(r.err, Contains("nope"));
-  CHECK_FALSE(file_exists(local + "/nope.shell-pool-part"));
+  CHECK(temporaries() == 0);
   r = run_cli({"--socket", s, "cp", ":../outside/secret.txt", "-"}, d.dir());
   CHECK(r.exit_code == 2);
   CHECK_THAT(r.err, Contains("outside the files root"));
@@ -511,6 +543,18 @@ TEST_CASE("archives are extracted and created, and hostile ones are refused whol
   refused({{"h", 'h', "../outside/secret.txt"}}, "hard link");
   refused({{"h", 'h', "/etc/passwd"}}, "hard link");
   refused({{"null", 'c'}}, "devices");
+  // Links that each stay inside, chained, lead out: refused too.
+  refused({{"d", 'd'}, {"d/up", 'l', ".."}, {"e", 'l', "d/up/.."}}, "outside the directory");
+  refused({{"a", 'l', "b"}, {"b", 'l', "a"}, {"c", 'l', "a/x"}}, "outside the directory");
+  std::string deep;
+  for (int i = 0; i < 65; ++i) deep += "d/";
+  refused({{deep + "f", 'f', "x"}}, "deeper than 64");
+  // A damaged archive is an error, not a crash.
+  e = error_of(c.call(
+      "archive_extract",
+      {{"path", "cut"}, {"data", base64(tgz.substr(0, tgz.size() / 2))}, {"encoding", "base64"}}));
+  CHECK(num(e, "code") == -32602);
+  CHECK_FALSE(file_exists(w.root + "/cut/src/big.bin"));
   // A symlink planted in the tree before is not written through either.
   REQUIRE(::symlink(w.outside.c_str(), (w.root + "/proj/planted").c_str()) == 0);
   e = error_of(

@@ -8,7 +8,8 @@ using namespace detail;
 
 namespace {
 
-// "mode": an integer 0..07777, or a string of octal digits ("0644").
+// "mode": an integer 0..0777, or a string of octal digits ("0644"). No
+// setuid, setgid or sticky bit: the daemon may run as root.
 std::optional<RpcError> read_mode(Obj obj, std::optional<uint32_t>& out) {
   const Value* v = field(obj, "mode");
   if (v == nullptr) return std::nullopt;
@@ -19,10 +20,10 @@ std::optional<RpcError> read_mode(Obj obj, std::optional<uint32_t>& out) {
              v->get_string().find_first_not_of("01234567") == std::string::npos) {
     mode = std::stoull(v->get_string(), nullptr, 8);
   }
-  if (mode > 07777)
+  if (mode > 0777)
     return bad_params(
-        "\"mode\" must be permission bits 0..07777: an integer, or octal digits "
-        "in a string (\"0644\")");
+        "\"mode\" must be permission bits 0..0777: an integer, or octal digits in a string "
+        "(\"0644\"); setuid, setgid and sticky are not set through the file methods");
   out = uint32_t(mode);
   return std::nullopt;
 }
@@ -80,6 +81,8 @@ Parsed<FileParams> parse_file_params(FileOp op, const Value& params) {
       std::optional<std::string> data;
       if (auto e = read_bytes(obj, "data", "encoding", data, p.base64)) return *e;
       if (auto e = read_string(obj, "source", kNonEmpty, p.source)) return *e;
+      if (p.source.find('\0') != std::string::npos)
+        return bad_params("\"source\" holds a NUL byte");
       if (data.has_value() == !p.source.empty())
         return bad_params(
             "give the archive as \"data\" (with \"encoding\": \"base64\") or as \"source\", "
