@@ -8,6 +8,7 @@
 // links out, devices) refused whole. The CLI's cp and ls.
 #include <archive.h>
 #include <archive_entry.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -573,5 +574,37 @@ TEST_CASE("archives are extracted and created, and hostile ones are refused whol
   e = error_of(c.call("archive_extract", {{"path", "x"}, {"data", "plain text, no tar"}}));
   CHECK(num(e, "code") == -32602);
   CHECK_FALSE(file_exists(w.root + "/x"));
+  stop_cleanly(d);
+}
+
+TEST_CASE("an archive being read survives a frontend crash", "[daemon][files][archive]") {
+  Workspace w;
+  START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1", "--files-root", w.root}});
+  REQUIRE(::mkdir((w.root + "/tree").c_str(), 0755) == 0);
+  for (int i = 0; i < 8; ++i)
+    write_file(w.root + "/tree/f" + std::to_string(i), random_bytes(256 * 1024, unsigned(i)));
+  Client c(d.socket());
+  json::object r = result_of(
+      c.call("archive_create", {{"path", "tree"}, {"format", "tar"}, {"max_bytes", 65536}}));
+  const std::string id = str(r, "archive_id");
+  std::string packed = base64_decode(str(r, "data"));
+  REQUIRE_FALSE(r.at("eof").as_bool());
+
+  const pid_t old_frontend = d.frontend_pid();
+  REQUIRE(old_frontend > 0);
+  ::kill(old_frontend, SIGKILL);
+  Client c2 = Client::connect_retry(d.socket(), 10);
+  REQUIRE(
+      wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != old_frontend; }, 10));
+  for (int calls = 0;; ++calls) {
+    REQUIRE(calls < 200);
+    r = result_of(c2.call("archive_create",
+                          {{"archive_id", id}, {"cursor", packed.size()}, {"max_bytes", 65536}}));
+    packed += base64_decode(str(r, "data"));
+    if (r.at("eof").as_bool()) break;
+  }
+  write_file(w.root + "/tree.tar", packed);
+  result_of(c2.call("archive_extract", {{"path", "back"}, {"source", "tree.tar"}}));
+  CHECK(tree_of(w.root + "/back") == tree_of(w.root + "/tree"));
   stop_cleanly(d);
 }
