@@ -199,13 +199,11 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   // Nobody reads it (the client left, or a notification): not built. A
   // client that left with 100 jobs of 16 MiB must not cost seconds of JSON.
   if (!out_.wanted(p.reply)) return out_.drop(p.reply);
-  if (p.done) {
-    if (p.killed_for_output && w.state == JobState::kCancelled)
-      outcome.failure = "its output exceeded " + std::to_string(p.cap) + " bytes";
-    return p.done(std::move(p.reply),
-                  Ended{std::move(p.data[0]), std::move(p.data[1]), w.state, outcome.exit_code,
-                        std::move(outcome.failure), p.truncated});
-  }
+  if (p.killed_for_output && w.state == JobState::kCancelled)
+    outcome.failure = "killed: its output exceeded " + std::to_string(p.cap) + " bytes on a stream";
+  if (p.done)
+    return p.done(std::move(p.reply), Ended{std::move(p.data[0]), std::move(p.data[1]), w.state,
+                                            outcome.exit_code, std::move(outcome.failure)});
   rpc::Object result;
   if (p.stream) {
     for (int i = 0; i < 2; ++i) send_chunk(p, i, {}, true);  // flush incomplete UTF-8
@@ -224,8 +222,6 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   result["truncated"] = p.truncated;
   result["job_id"] = std::to_string(p.job_id);
   result["status"] = state_name(w.state);
-  if (p.killed_for_output && w.state == JobState::kCancelled)
-    outcome.failure = "killed: its output exceeded " + std::to_string(p.cap) + " bytes on a stream";
   result["error"] = outcome.failure.empty() ? rpc::Value(nullptr) : rpc::Value(outcome.failure);
   if (p.base64) result["encoding"] = "base64";
   out_.answer(p.reply, result);

@@ -46,7 +46,6 @@ class AttachedJobs {
     shm::JobState state = shm::JobState::kFree;
     int exit_code = 0;
     std::string failure;  // why it failed to start, was lost, ...
-    bool truncated = false;
   };
   using Done = std::function<void(Reply r, Ended e)>;
   void run(rpc::ExecParams& p, Reply r, Done done);

@@ -41,10 +41,9 @@ const char* op_name(FileOp op) {
 constexpr uint64_t kHeaderRoom = 64 * 1024;      // the helper's JSON line before a read's bytes
 constexpr uint64_t kMaxAnswerBytes = 64u << 20;  // the helper's line for the other methods
 
-// The helper's error line (its JSON: {"error", "message", "errno"}) as an
-// RPC error; nullopt if `line` is not one.
-std::optional<rpc::RpcError> helper_error(std::string_view line) {
-  auto v = rpc::parse_value(line.substr(0, line.find('\n')));
+// The helper's error (its JSON line: {"error", "message", "errno"}) as an
+// RPC error; nullopt if `v` is not one.
+std::optional<rpc::RpcError> helper_error(const std::optional<rpc::Value>& v) {
   if (!v || !v->is_object()) return std::nullopt;
   const rpc::Object& o = v->get_object();
   const rpc::Value* kind = o.if_contains("error");
@@ -132,7 +131,7 @@ void FileMethods::answer(const rpc::FileParams& p, Reply r, AttachedJobs::Ended 
   const size_t eol = e.out.find('\n');
   std::optional<rpc::Value> head;
   if (eol != std::string::npos) head = rpc::parse_value(std::string_view(e.out).substr(0, eol));
-  if (auto error = helper_error(e.out); error && e.state == shm::JobState::kExited)
+  if (auto error = helper_error(head); error && e.state == shm::JobState::kExited)
     return out_.fail(r, *error);
   // Its answer counts only if it ended well, and a read's bytes all came.
   const rpc::Value* bytes =
@@ -213,7 +212,9 @@ void FileMethods::archive_create(rpc::ArchiveCreateParams& p, Reply r) {
     const rpc::Value* eof = out.if_contains("eof");
     if (eof && eof->is_bool() && eof->get_bool()) {
       if (const rpc::Value* err = status.if_contains("stderr"); err && err->is_string())
-        if (auto error = helper_error(err->get_string())) return *error;
+        if (auto error = helper_error(rpc::parse_value(
+                std::string_view(err->get_string()).substr(0, err->get_string().find('\n')))))
+          return *error;
       const rpc::Value* code = status.if_contains("exit_code");
       if (!code || !code->is_int64() || code->get_int64() != 0) {
         const rpc::Value* why = status.if_contains("error");
