@@ -146,6 +146,24 @@ json::object Client::call_resending(const std::string& method, const json::objec
   }
 }
 
+json::object env_params(const std::vector<std::string>& env) {
+  json::object o;
+  for (const auto& kv : env) {
+    size_t eq = kv.find('=');
+    if (eq == 0 || eq == std::string::npos) die(kUsage, "--env takes NAME=value, got: " + kv);
+    o[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return o;
+}
+
+void add_program(json::object& p, const std::vector<std::string>& command) {
+  p["command"] = command.front();
+  json::array args;
+  for (size_t i = 1; i < command.size(); ++i) args.emplace_back(command[i]);
+  p["args"] = std::move(args);
+  p["shell"] = false;
+}
+
 void write_all(int fd, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());

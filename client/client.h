@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/unique_fd.h"
 
@@ -71,6 +72,12 @@ class Client {
   std::string buf_;
   int64_t next_id_ = 2;
 };
+
+// The env object of NAME=value flags (--env); exits on one without '='.
+json::object env_params(const std::vector<std::string>& env);
+// Asks for `command` (non-empty) to be run as a program with arguments, no
+// shell: sets the request's command, args and shell.
+void add_program(json::object& p, const std::vector<std::string>& command);
 
 // Writes all of `data` to fd (our stdout/stderr); exits if it is gone.
 void write_all(int fd, std::string_view data);

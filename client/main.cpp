@@ -1,7 +1,7 @@
 // shell-pool: the command-line client of shell-poold. Streams a command's
 // output as it comes (byte-exact: it asks for base64) and exits with the
 // command's exit code; submits detached jobs and finds them again; manages
-// sessions. Only wires flags to requests.
+// sessions and supervised services. Only wires flags to requests.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -13,21 +13,12 @@
 #include "client/client.h"
 #include "client/files.h"
 #include "client/interactive.h"
+#include "client/services.h"
 #include "common/paths.h"
 
 using namespace sp::cli;
 
 namespace {
-
-json::object env_params(const std::vector<std::string>& env) {
-  json::object o;
-  for (const auto& kv : env) {
-    size_t eq = kv.find('=');
-    if (eq == 0 || eq == std::string::npos) die(kUsage, "--env takes NAME=value, got: " + kv);
-    o[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  return o;
-}
 
 int run_job(Client& client, json::object params) {
   params["output_encoding"] = "base64";
@@ -105,6 +96,8 @@ struct Flags {
   // Sessions.
   std::string name;
   std::vector<std::string> session_env;
+  // service ... (services.h).
+  ServiceFlags service;
 };
 
 // The subcommands; after parsing, the one given is true.
@@ -113,13 +106,15 @@ struct Commands {
   CLI::App *create, *list, *destroy;  // session ...
   CLI::App *reload, *health, *metrics, *shell;
   CLI::App *cp, *ls;
+  ServiceCommands service;  // service ...
 };
 
 constexpr const char* kAbout =
     "shell-pool: run commands through shell-poold.\n"
     "Exit status of run, exec and wait: the command's own; 128+N if killed by signal N;\n"
     "124 timed out; 125 cancelled or lost; 127 could not start; 69 no daemon;\n"
-    "75 wait --timeout ran out first. reload: 0 applied, 1 refused (the old configuration stays).\n"
+    "75 wait --timeout ran out first. service wait: 0 reached, 1 not.\n"
+    "reload: 0 applied, 1 refused (the old configuration stays).\n"
     "run and exec pass their stdin to the command when it is not a terminal (-n: never);\n"
     "-t runs it on a terminal (a PTY), in raw mode when stdin is one, like `docker exec -it`.";
 
@@ -220,6 +215,7 @@ Commands add_flags(CLI::App& app, Flags& f) {
   add_job_read_commands(app, f, c);
   add_job_manage_commands(app, f, c);
   add_session_commands(app, f, c);
+  c.service = add_service_commands(app, f.service);
   c.cp = app.add_subcommand("cp",
                             "copy a file to or from the daemon's files root: cp LOCAL :REMOTE, "
                             "cp :REMOTE LOCAL (- is stdin or stdout)");
@@ -245,15 +241,6 @@ json::object job_params(const Flags& f) {
   if (!f.session.empty()) p["session_id"] = f.session;
   if (!f.env.empty()) p["env"] = env_params(f.env);
   return p;
-}
-
-// `command` run as a program with arguments, no shell.
-void add_program(json::object& p, const std::vector<std::string>& command) {
-  p["command"] = command.front();
-  json::array args;
-  for (size_t i = 1; i < command.size(); ++i) args.emplace_back(command[i]);
-  p["args"] = std::move(args);
-  p["shell"] = false;
 }
 
 // A PTY of our terminal's size and $TERM (or the daemon's defaults).
@@ -450,6 +437,7 @@ int run_command(Client& client, const Flags& f, const Commands& c) {
   if (*c.sig) return signal_job(client, f);
   if (*c.jobs) return list_jobs(client, f);
   if (*c.forget) return forget_job(client, f);
+  if (*c.service.all) return run_service_command(client, f.service, c.service);
   if (*c.create) return create_session(client, f);
   if (*c.list) return list_sessions(client);
   if (*c.destroy) return destroy_session(client, f);

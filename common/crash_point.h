@@ -18,6 +18,7 @@
 //   mid_spool_chunk    worker: spool bytes written, spool_end not moved
 //   mid_enqueue        frontend: job slot queued, not yet on the ring
 //   reading_output     frontend: while draining a job's output ring
+//   service_queued     frontend: a service's generation queued, not yet noted
 #pragma once
 
 namespace sp {

@@ -56,13 +56,27 @@ void AttachedJobs::run(rpc::ExecParams& p, Reply r, Done done) {
   }
 }
 
+std::optional<SubmitError> AttachedJobs::run_internal(rpc::ExecParams& p, Done done) {
+  auto slot = queue_.enqueue(p);
+  if (auto* e = std::get_if<SubmitError>(&slot)) return *e;
+  Pending& job = track(std::get<uint32_t>(slot), Reply{}, false, p);
+  job.internal = true;
+  job.done = std::move(done);
+  if (p.max_output_bytes) job.cap = *p.max_output_bytes;
+  return std::nullopt;
+}
+
 AttachedJobs::Pending* AttachedJobs::start(rpc::ExecParams& p, Reply& r, bool stream) {
   auto slot = queue_.enqueue(p);
   if (auto* e = std::get_if<SubmitError>(&slot)) {
     out_.fail(r, to_rpc(*e));
     return nullptr;
   }
-  const uint32_t i = std::get<uint32_t>(slot);
+  return &track(std::get<uint32_t>(slot), std::move(r), stream, p);
+}
+
+AttachedJobs::Pending& AttachedJobs::track(uint32_t i, Reply r, bool stream,
+                                           const rpc::ExecParams& p) {
   Pending& job = pending_[i];
   job = Pending{};
   job.slot = i;
@@ -73,7 +87,7 @@ AttachedJobs::Pending* AttachedJobs::start(rpc::ExecParams& p, Reply& r, bool st
   uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
   job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
   job.kill_on_cap = p.kill_on_output_cap;
-  return &job;
+  return job;
 }
 
 void AttachedJobs::service_all() {
@@ -113,7 +127,7 @@ bool AttachedJobs::over_budget() const {
 }
 
 bool AttachedJobs::keeps_output(const Pending& p) const {
-  return !p.stream && out_.wanted(p.reply) && (p.seen[0] < p.cap || p.seen[1] < p.cap);
+  return !p.stream && wanted(p) && (p.seen[0] < p.cap || p.seen[1] < p.cap);
 }
 
 bool AttachedJobs::service(Pending& p) {
@@ -166,7 +180,7 @@ void AttachedJobs::on_output(Pending& p, uint8_t stream, std::string_view bytes)
   if (bytes.empty()) return;
   if (p.stream) {
     send_chunk(p, i, bytes, false);
-  } else if (out_.wanted(p.reply)) {  // nobody waits for it otherwise
+  } else if (wanted(p)) {  // nobody waits for it otherwise
     p.data[i].append(bytes);
     buffered_ += bytes.size();
   }
@@ -198,7 +212,7 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   buffered_ -= p.data[0].size() + p.data[1].size();
   // Nobody reads it (the client left, or a notification): not built. A
   // client that left with 100 jobs of 16 MiB must not cost seconds of JSON.
-  if (!out_.wanted(p.reply)) return out_.drop(p.reply);
+  if (!wanted(p)) return out_.drop(p.reply);
   if (p.killed_for_output && w.state == JobState::kCancelled)
     outcome.failure = "killed: its output exceeded " + std::to_string(p.cap) + " bytes on a stream";
   if (p.done)

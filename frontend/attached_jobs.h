@@ -49,6 +49,10 @@ class AttachedJobs {
   };
   using Done = std::function<void(Reply r, Ended e)>;
   void run(rpc::ExecParams& p, Reply r, Done done);
+  // A job the frontend itself waits for (a service's readiness probe): as
+  // run(), with no client (`done` gets an empty Reply, and is called however
+  // the job ends); why it could not be queued, if it could not.
+  std::optional<SubmitError> run_internal(rpc::ExecParams& p, Done done);
 
   // Moves output and answers ended jobs (the frontend's doorbell rang, or
   // its tick came).
@@ -86,11 +90,14 @@ class AttachedJobs {
     uint64_t started_ns = 0;
     uint64_t next_beat_ns = 0;  // a heartbeat is due then (moved on by every chunk)
     Done done;                  // run(): gets the output instead of an answer
+    bool internal = false;      // run_internal(): no client; `done` waits for it
   };
 
   void execute(rpc::ExecParams& p, Reply r, bool stream);
   // Queues the job and keeps it as pending, or answers `r` with why not.
   Pending* start(rpc::ExecParams& p, Reply& r, bool stream);
+  Pending& track(uint32_t slot, Reply r, bool stream, const rpc::ExecParams& p);
+  bool wanted(const Pending& p) const { return p.internal || out_.wanted(p.reply); }
   bool service(Pending& p);  // true: answered, drop it
   void on_output(Pending& p, uint8_t stream, std::string_view bytes);
   void send_chunk(Pending& p, int stream, std::string_view bytes, bool final);

@@ -63,6 +63,35 @@ RpcError to_rpc(const SubmitError& e) {
   return internal_error("unknown submit error");
 }
 
+RpcError to_rpc(const ServiceFault& e, const shm::ServiceTable& table) {
+  const rpc::Object name{{"name", e.name}};
+  switch (e.kind) {
+    case ServiceFault::kNoService:
+      return {Code::NotFound, "no service named " + e.name, name};
+    case ServiceFault::kRuns:
+      return {Code::WrongState,
+              "service " + e.name +
+                  " runs with a different spec; service_restart with \"spec\" changes it",
+              rpc::Object{{"name", e.name}, {"state", e.state}}};
+    case ServiceFault::kWrongState:
+      return {Code::WrongState, e.detail, rpc::Object{{"name", e.name}, {"state", e.state}}};
+    case ServiceFault::kSpecTooLarge:
+      return {Code::LimitExceeded,
+              "the service's spec is " + e.detail + " bytes as JSON, the limit is " +
+                  std::to_string(table.spec_bytes()) + " (--service-spec-bytes)"};
+    case ServiceFault::kTableFull:
+      return {Code::LimitExceeded, "too many services (the limit is " +
+                                       std::to_string(table.size()) +
+                                       ", --services); remove one with service_remove"};
+    case ServiceFault::kSessionFull:
+      return {Code::LimitExceeded, "the session holds " + std::to_string(table.per_session()) +
+                                       " services, its limit (--services-per-session)"};
+    case ServiceFault::kUnreadable:
+      return {Code::Internal, "the log of service " + e.name + " cannot be read: " + e.detail};
+  }
+  return internal_error("unknown service error");
+}
+
 RpcError to_rpc(const JobError& e) {
   switch (e.kind) {
     case JobError::kNoJob:

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "frontend/codec/rpc.h"
+#include "shm/service_table.h"
 #include "shm/session_table.h"
 
 namespace sp::frontend {
@@ -34,6 +35,23 @@ struct SubmitError {
   std::string detail;
 };
 rpc::RpcError to_rpc(const SubmitError& e);
+
+// What a service method could not do (Services). `name`: the service's.
+struct ServiceFault {
+  enum Kind {
+    kNoService,     // no service of that name
+    kRuns,          // it runs with another spec: service_restart changes it (detail: state)
+    kWrongState,    // detail says why; `state` is the service's
+    kSpecTooLarge,  // detail: the spec's bytes
+    kTableFull,     // every service slot is taken
+    kSessionFull,   // the session holds --services-per-session services
+    kUnreadable,    // its log could not be read: detail says why
+  } kind;
+  std::string name;
+  std::string detail;
+  std::string state;
+};
+rpc::RpcError to_rpc(const ServiceFault& e, const shm::ServiceTable& table);
 
 // What a detached-job method could not do (DetachedJobs).
 struct JobError {

@@ -30,6 +30,7 @@
 #include "frontend/plans.h"
 #include "frontend/records.h"
 #include "frontend/reloads.h"
+#include "frontend/services.h"
 #include "frontend/session_methods.h"
 #include "frontend/stdin_feeds.h"
 #include "frontend/stdin_methods.h"
@@ -89,10 +90,12 @@ class Frontend {
         views_(records_, queue_.jobs(), o_.max_output_bytes),
         plans_(records_, queue_, views_),
         detached_(records_, queue_, plans_, views_, stdin_, attached_, out_),
-        session_methods_(sessions_, out_),
+        session_methods_(sessions_, out_,
+                         [this](const std::string& id) { services_.session_gone(id); }),
         stdin_methods_(records_, attached_, stdin_, views_, queue_, out_),
         reloads_(seg_, out_),
-        files_(o_, attached_, detached_, out_) {
+        files_(o_, attached_, detached_, out_),
+        services_(seg_, queue_, attached_, out_, spool_dir_ ? spool_dir_.get() : -1) {
     queue_.set_stdin_feeds(&stdin_);
     stdin_methods_.add_methods(methods_);
     attached_.add_methods(methods_);
@@ -100,6 +103,7 @@ class Frontend {
     session_methods_.add_methods(methods_);
     reloads_.add_methods(methods_);
     files_.add_methods(methods_);
+    services_.add_methods(methods_);
     methods_.add("health", [this](Reply r) { out_.answer(r, health()); });
     methods_.add("metrics", [this](Reply r) {
       out_.answer(r, rpc::Object{{"content_type", kMetricsContentType}, {"text", metrics()}});
@@ -118,6 +122,7 @@ class Frontend {
   void client_gone(uint64_t conn) {
     attached_.client_gone(conn);
     detached_.client_gone(conn);
+    services_.client_gone(conn);
   }
   void client_drained(uint64_t conn) {
     detached_.service();  // its parked waits whose answers were held
@@ -154,6 +159,7 @@ class Frontend {
   StdinMethods stdin_methods_;
   Reloads reloads_;
   FileMethods files_;
+  Services services_;
   std::optional<MetricsHttp> metrics_http_;  // --metrics-listen
   bool stopping_ = false;
 };
@@ -183,6 +189,7 @@ Status Frontend::init() {
   stdin_.recover();
   plans_.recover();
   detached_.recover();
+  services_.recover();
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
   if (auto r =
           sys("fcntl O_NONBLOCK", [&] { return ::fcntl(out_.listen_fd(), F_SETFL, O_NONBLOCK); });
@@ -209,13 +216,15 @@ void Frontend::service_all() {
   stdin_.service();
   detached_.service();
   attached_.service_all();
+  services_.service();
   reloads_.service();
 }
 
 void Frontend::check_draining() {
   if (out_.listen_fd() < 0 || !seg_.header().draining.load()) return;
   out_.stop_listening();
-  spdlog::info("draining: not accepting connections");
+  spdlog::info("draining: not accepting connections; stopping services");
+  services_.drain();
 }
 
 int Frontend::run() {
@@ -233,7 +242,8 @@ int Frontend::run() {
   for (;;) {
     follow_config();  // one atomic load: a new generation is taken before any request
     // Bounded: see n == 0.
-    int timeout = attached_.next_wait_ms(detached_.next_wait_ms(int(seg_.caps().tick_ms)));
+    int timeout = attached_.next_wait_ms(
+        detached_.next_wait_ms(services_.next_wait_ms(int(seg_.caps().tick_ms))));
     if (stopping_) {
       if (!out_.any_unsent() || monotonic_ns() >= stop_deadline) break;
       timeout = 10;
@@ -347,6 +357,7 @@ rpc::Object Frontend::health() const {
       {"output_budget", o_.output_budget},
       {"output_budget_holds", attached_.budget_holds()},
       {"sessions", sessions_.count()},
+      {"services", rpc::Object{{"count", services_.count()}, {"capacity", caps.service_slots}}},
       {"detached", rpc::Object{{"jobs", records_.live_count()},
                                {"unfinished", detached_.unfinished()},
                                {"capacity", records_.size()},

@@ -72,6 +72,7 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
   s.job_id = where.seq ? where.seq : next_job_id();
   if (where.record)  // a detached job: the record names its slot before the job is queued
     records_.bind(*where.record, *slot, allocated.generation);
+  if (where.service) jobs_.set_control(*slot, shm::kControlDetached | shm::kControlService);
   if (input)  // before it is queued: the worker then sees its stdin is a pipe
     stdin_->start(*slot, allocated.generation, p.stdin_data.value_or(std::string()), p.stdin_open,
                   p.pty.has_value());
@@ -89,7 +90,7 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
       return full;
     // A stale cell let a worker claim it meanwhile. An attached job then runs
     // for no one, and frees itself when it ends; a detached one is accepted.
-    if (!where.record) {
+    if (!where.record && !where.service) {
       jobs_.orphan(*slot);
       ring_owner(jobs_.load(*slot));
       return full;

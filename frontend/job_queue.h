@@ -28,11 +28,14 @@ namespace sp::frontend {
 
 // Where a new job goes: an attached job (no record), or a detached job or
 // plan step whose record is `record`, numbered `seq` (taken already);
-// `waiting`: a plan step, left waiting for its dependencies (not queued).
+// `waiting`: a plan step, left waiting for its dependencies (not queued);
+// `service`: a service's generation, detached without a record (its output
+// comes through the output ring, for the service's log).
 struct JobPlacement {
   std::optional<uint32_t> record;
   uint64_t seq = 0;
   bool waiting = false;
+  bool service = false;
 };
 
 class JobQueue {

@@ -42,6 +42,7 @@ void SessionMethods::add_methods(MethodTable& m) {
                      [this](std::string& id, Reply r) {
                        if (!sessions_.destroy(id))
                          return out_.fail(r, to_rpc(SubmitError{SubmitError::kNoSession, id}));
+                       destroyed_(id);
                        out_.answer(r, rpc::Object{{"success", true}, {"session_id", id}});
                      });
 }

@@ -3,6 +3,9 @@
 // frontend restart. Used from the frontend's single thread.
 #pragma once
 
+#include <functional>
+#include <string>
+
 #include "frontend/connections.h"
 #include "frontend/method_table.h"
 #include "shm/session_table.h"
@@ -11,12 +14,16 @@ namespace sp::frontend {
 
 class SessionMethods {
  public:
-  SessionMethods(shm::SessionTable& sessions, Connections& out) : sessions_(sessions), out_(out) {}
+  // `destroyed`: told of each session destroyed (its services stop).
+  SessionMethods(shm::SessionTable& sessions, Connections& out,
+                 std::function<void(const std::string&)> destroyed)
+      : sessions_(sessions), out_(out), destroyed_(std::move(destroyed)) {}
   void add_methods(MethodTable& methods);
 
  private:
   shm::SessionTable& sessions_;
   Connections& out_;
+  std::function<void(const std::string&)> destroyed_;
 };
 
 }  // namespace sp::frontend

@@ -10,7 +10,8 @@
 // Region order after the header (all 64-byte aligned, sizes from Capacities):
 //   WorkerSlot[max_workers] | JobSlot[job_slots] | ring cells[ring_cells] |
 //   SessionSlot[session_slots] | session env blobs | JobRecord[job_records] |
-//   spec arenas | output buffers | input buffers
+//   spec arenas | output buffers | input buffers | ServiceSlot[service_slots] |
+//   service spec blobs
 #pragma once
 
 #include <atomic>
@@ -23,7 +24,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 15;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 16;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
 // (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
@@ -41,10 +42,13 @@ struct Capacities {
   uint32_t session_env_bytes = 8 * 1024;  // per-session "K=V\0K=V\0..." blob
   uint32_t job_records = 1024;            // detached jobs kept (unfinished + retained)
   uint32_t workers = 2;
-  uint32_t jobs_per_worker = 64;        // jobs one worker runs at once
-  uint32_t tick_ms = 1000;              // idle wake-up and heartbeat period of the roles
-  uint32_t input_bytes = 8 * 1024;      // per-job stdin ring (frontend -> worker)
-  uint64_t spool_bytes = 256ull << 20;  // detached jobs' output files, all together
+  uint32_t jobs_per_worker = 64;            // jobs one worker runs at once
+  uint32_t tick_ms = 1000;                  // idle wake-up and heartbeat period of the roles
+  uint32_t input_bytes = 8 * 1024;          // per-job stdin ring (frontend -> worker)
+  uint64_t spool_bytes = 256ull << 20;      // detached jobs' output files, all together
+  uint32_t service_slots = 64;              // supervised services at once, all sessions together
+  uint32_t services_per_session = 16;       // of which one session may hold
+  uint32_t service_spec_bytes = 16 * 1024;  // per-service spec (the JSON of its params)
 };
 
 // Resource limits of a job; 0: not set.
@@ -227,6 +231,7 @@ struct alignas(64) Header {
   alignas(64) Counters counters;
   ReloadState reload;
   alignas(64) Metrics metrics;
+  uint64_t services_off, service_specs_off;
 };
 
 // A job record named from shared memory: its index + 1, so that the zero a
@@ -287,10 +292,13 @@ inline constexpr bool is_terminal(JobState s) {
 inline constexpr uint32_t kControlCancel = 1u << 0;  // stop the job (TERM, grace, KILL)
 inline constexpr uint32_t kControlOrphan = 1u << 1;  // its client is gone: whoever sees it
                                                      // terminal frees the slot
+// A detached job: it outlives the frontend that submitted it. With a record
+// (JobSlot::record) its output goes to a spool file; a service's generation
+// (kControlService) has none and its output goes through the output ring to
+// the service's log.
 inline constexpr uint32_t kControlDetached = 1u << 2;
-inline constexpr uint32_t kControlResize =
-    1u << 3;  // a PTY job's new size is in winsize  // a detached job (JobSlot::record): it
-              // outlives the frontend that submitted it
+inline constexpr uint32_t kControlResize = 1u << 3;   // a PTY job's new size is in winsize
+inline constexpr uint32_t kControlService = 1u << 4;  // with kControlDetached: a service's job
 inline constexpr uint32_t kCancelGraceDefault = UINT32_MAX;  // JobSlot::cancel_grace_ms unset
 
 // One job. `word` packs state | owner worker | owner incarnation | generation
@@ -418,6 +426,61 @@ struct alignas(64) JobRecord {
   std::atomic<uint32_t> truncated;              // 1: output beyond output_cap was dropped
 };
 
+// A supervised service: a named command the frontend keeps running by its
+// restart policy, one detached job (a "generation") at a time, probing it
+// for readiness. Written by the frontend only (shm/service_table.h
+// allocates slots; frontend/services.h runs them); here so that a restarted
+// frontend takes over every service where the last one left it. Its spec is
+// the JSON of its service_start params, in the slot's spec blob.
+inline constexpr uint32_t kServiceNameBytes = 72;     // up to 64 bytes, NUL-terminated
+inline constexpr uint32_t kMaxServiceRestarts = 100;  // restart.max_restarts bound
+inline constexpr uint32_t kServiceNoteBytes = 256;    // error, last probe's error
+enum class ServiceSlotState : uint32_t { kFree = 0, kWriting = 1, kLive = 2 };
+enum class ServicePhase : uint32_t {
+  kStarting = 0,  // a generation runs; its readiness probe has not passed yet
+  kReady = 1,     // a generation runs; its probe passed (`ready` follows later probes)
+  kRunning = 2,   // a generation runs; no probe
+  kBackoff = 3,   // the last generation failed; the next starts at next_start_ns
+  kStopping = 4,  // a generation was told to stop; after_stop says what comes next
+  kStopped = 5,   // service_stop (or the daemon's): not restarted
+  kExited = 6,    // ended with exit code 0 under on-failure, or any end under never
+  kFailed = 7,    // more than max_restarts failures within window_ms, or cannot start
+};
+// What follows a generation that is stopping once its processes are gone:
+// its restart policy, stopped, the next generation at once, the service
+// removed (its session went), or the policy as for a failure (not ready in
+// time).
+enum class AfterStop : uint32_t { kPolicy = 0, kStop = 1, kRestart = 2, kRemove = 3, kFailure = 4 };
+struct alignas(64) ServiceSlot {
+  std::atomic<uint32_t> state;  // ServiceSlotState
+  uint32_t spec_bytes;          // JSON in the spec blob
+  char name[kServiceNameBytes];
+  char session_id[kSessionIdBytes];   // "" : the daemon's
+  uint32_t phase;                     // ServicePhase
+  uint32_t after_stop;                // AfterStop, while kStopping
+  uint32_t generation;                // generations started; 0: none yet
+  uint32_t restarts;                  // generations started after the first
+  uint32_t job_slot, job_generation;  // the current generation's job (while one runs)
+  uint64_t job_id;
+  uint32_t ready;       // 1: the last probe passed
+  uint32_t last_probe;  // 0: none yet, 1: ok, 2: failed (probe_error says why)
+  uint32_t has_exit;    // 1: exit_code / exit_signal hold the last generation's end
+  int32_t exit_code, exit_signal;
+  uint32_t failures_at;  // next index into failures (a ring)
+  uint64_t created_unix_ms, started_unix_ms, ready_unix_ms;
+  uint64_t started_ns;                         // CLOCK_MONOTONIC: the current generation's start
+  uint64_t next_start_ns;                      // kBackoff: when the next generation starts
+  uint64_t stop_deadline_ns;                   // kStopping: SIGKILL then (stop.grace_ms)
+  uint64_t failures[kMaxServiceRestarts + 1];  // CLOCK_MONOTONIC of recent failures
+  // The log (frontend/service_log.h): a ring file of log_bytes in the spool
+  // directory; [log_tail, log_head) are its logical bytes kept, and log_at
+  // the bytes of each view (stdout, stderr, both) before log_head.
+  uint64_t log_bytes, log_head, log_tail;
+  uint64_t log_at[3];
+  char error[kServiceNoteBytes];        // why it failed or stopped, NUL-terminated
+  char probe_error[kServiceNoteBytes];  // the last failed probe's reason
+};
+
 // Output chunks: an 8-byte header, then `len` bytes, padded to 8.
 inline constexpr uint8_t kStreamStdout = 1;
 inline constexpr uint8_t kStreamStderr = 2;
@@ -438,8 +501,8 @@ struct ChunkHeader {
 template <typename T>
 inline constexpr bool kShmSafe = std::is_standard_layout_v<T>&& std::is_trivially_destructible_v<T>;
 static_assert(kShmSafe<Header> && kShmSafe<WorkerSlot> && kShmSafe<JobSlot> &&
-              kShmSafe<SessionSlot> && kShmSafe<JobRecord> && kShmSafe<ChunkHeader> &&
-              kShmSafe<RoleConfig>);
+              kShmSafe<SessionSlot> && kShmSafe<JobRecord> && kShmSafe<ServiceSlot> &&
+              kShmSafe<ChunkHeader> && kShmSafe<RoleConfig>);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<int32_t>::is_always_lock_free);
@@ -448,26 +511,31 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 15, "update the pins below with the layout version");
-static_assert(sizeof(Capacities) == 48 && offsetof(Capacities, tick_ms) == 32 &&
-              offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40);
+static_assert(kLayoutVersion == 16, "update the pins below with the layout version");
+static_assert(sizeof(Capacities) == 64 && offsetof(Capacities, tick_ms) == 32 &&
+              offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40 &&
+              offsetof(Capacities, service_slots) == 48);
 static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
 static_assert(sizeof(Histogram) == 136 && sizeof(Metrics) == 288);
 static_assert(sizeof(BellWord) == 64);
-static_assert(sizeof(Header) == 12480 && offsetof(Header, caps) == 24 &&
-              offsetof(Header, config) == 72 && offsetof(Header, ring_cells) == 11256 &&
-              offsetof(Header, workers_off) == 11264 && offsetof(Header, outputs_off) == 11320 &&
-              offsetof(Header, inputs_off) == 11328 && offsetof(Header, spool_used) == 11336 &&
-              offsetof(Header, frontend_incarnation) == 11344 &&
-              offsetof(Header, draining) == 11348 && offsetof(Header, next_job_id) == 11352 &&
-              offsetof(Header, frontend_heartbeat_ns) == 11360 &&
-              offsetof(Header, started_unix_ms) == 11368 &&
-              offsetof(Header, frontend_ready) == 11376 &&
-              offsetof(Header, frontend_last_death) == 11380 &&
-              offsetof(Header, frontend_bell) == 11392 && offsetof(Header, submit_bell) == 11456 &&
-              offsetof(Header, ring_head) == 11520 && offsetof(Header, ring_tail) == 11584 &&
-              offsetof(Header, counters) == 11648 && offsetof(Header, reload) == 11816 &&
-              sizeof(ReloadState) == 320 && offsetof(Header, metrics) == 12160);
+static_assert(sizeof(Header) == 12544 && offsetof(Header, caps) == 24 &&
+              offsetof(Header, config) == 88 && offsetof(Header, ring_cells) == 11272 &&
+              offsetof(Header, workers_off) == 11280 && offsetof(Header, outputs_off) == 11336 &&
+              offsetof(Header, inputs_off) == 11344 && offsetof(Header, spool_used) == 11352 &&
+              offsetof(Header, frontend_incarnation) == 11360 &&
+              offsetof(Header, draining) == 11364 && offsetof(Header, next_job_id) == 11368 &&
+              offsetof(Header, frontend_heartbeat_ns) == 11376 &&
+              offsetof(Header, started_unix_ms) == 11384 &&
+              offsetof(Header, frontend_ready) == 11392 &&
+              offsetof(Header, frontend_last_death) == 11396 &&
+              offsetof(Header, frontend_bell) == 11456 && offsetof(Header, submit_bell) == 11520 &&
+              offsetof(Header, ring_head) == 11584 && offsetof(Header, ring_tail) == 11648 &&
+              offsetof(Header, counters) == 11712 && offsetof(Header, reload) == 11880 &&
+              sizeof(ReloadState) == 320 && offsetof(Header, metrics) == 12224 &&
+              offsetof(Header, services_off) == 12512);
+static_assert(sizeof(ServiceSlot) == 1600 && offsetof(ServiceSlot, phase) == 120 &&
+              offsetof(ServiceSlot, job_slot) == 136 && offsetof(ServiceSlot, failures) == 224 &&
+              offsetof(ServiceSlot, log_bytes) == 1032 && offsetof(ServiceSlot, error) == 1080);
 static_assert(sizeof(WorkerSlot) == 128 && offsetof(WorkerSlot, heartbeat_ns) == 16 &&
               offsetof(WorkerSlot, spool_reserved) == 24 &&
               offsetof(WorkerSlot, spool_from) == 32 && offsetof(WorkerSlot, spool_record) == 40 &&

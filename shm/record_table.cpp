@@ -146,7 +146,8 @@ void RecordTable::recover() {
   for (uint32_t slot = 0; slot < jobs_.size(); ++slot) {
     JobWord w = jobs_.load(slot);
     const JobSlot& s = jobs_.slot(slot);
-    if (!(s.control.load() & kControlDetached)) continue;
+    // (A service's generation has no record: frontend/services.h has it.)
+    if ((s.control.load() & (kControlDetached | kControlService)) != kControlDetached) continue;
     if (w.state != JobState::kWaiting && !is_terminal(w.state)) continue;
     const RecordRef rec = s.record;
     bool owned = rec.within(count_) && live(rec.index()) && !settled(records_[rec.index()]) &&

@@ -44,6 +44,10 @@ Offsets compute_offsets(const Capacities& caps) {
   at = up64(at + uint64_t(caps.output_bytes) * caps.job_slots);
   o.inputs = at;
   at = up64(at + uint64_t(caps.input_bytes) * caps.job_slots);
+  o.services = at;
+  at = up64(at + sizeof(ServiceSlot) * uint64_t(caps.service_slots));
+  o.service_specs = at;
+  at = up64(at + uint64_t(caps.service_spec_bytes) * caps.service_slots);
   o.total = at;
   return o;
 }
@@ -62,6 +66,11 @@ Status validate(const Capacities& c) {
     return bad("session env bytes must be 256 B..16 MiB");
   if (c.job_records < 1 || c.job_records > (1u << 20)) return bad("job records must be 1..1048576");
   if (c.spool_bytes < (1u << 20)) return bad("spool bytes must be at least 1 MiB");
+  if (c.service_slots < 1 || c.service_slots > 4096) return bad("services must be 1..4096");
+  if (c.services_per_session < 1 || c.services_per_session > c.service_slots)
+    return bad("services per session must be 1..services");
+  if (c.service_spec_bytes < 1024 || c.service_spec_bytes > (16u << 20))
+    return bad("service spec bytes must be 1 KiB..16 MiB");
   if (c.workers < 1 || c.workers > kMaxWorkers) return bad("workers must be 1..64");
   if (c.tick_ms < 10 || c.tick_ms > 1000) return bad("tick must be 10..1000 ms");
   if (c.jobs_per_worker < 1 || c.jobs_per_worker > 65536)
@@ -113,6 +122,8 @@ Result<Segment> Segment::create(const std::string& name, const Capacities& caps)
     h->specs_off = o.specs;
     h->outputs_off = o.outputs;
     h->inputs_off = o.inputs;
+    h->services_off = o.services;
+    h->service_specs_off = o.service_specs;
     h->next_job_id.store(1);
     h->started_unix_ms.store(unix_ms());
     auto* cells = reinterpret_cast<std::atomic<uint64_t>*>(base + o.ring);

@@ -20,7 +20,8 @@ namespace sp::shm {
 
 struct Offsets {
   uint32_t ring_cells;
-  uint64_t workers, jobs, ring, sessions, session_envs, records, specs, outputs, inputs, total;
+  uint64_t workers, jobs, ring, sessions, session_envs, records, specs, outputs, inputs, services,
+      service_specs, total;
 };
 Offsets compute_offsets(const Capacities& caps);
 
@@ -71,6 +72,11 @@ class Segment {
   }
   InputReader input_reader(uint32_t job) const {
     return {jobs().slot(job), input(job), caps().input_bytes};
+  }
+  ServiceSlot& service(uint32_t i) const { return at<ServiceSlot>(header().services_off)[i]; }
+  char* service_spec(uint32_t i) const {
+    return reinterpret_cast<char*>(base_ + header().service_specs_off +
+                                   uint64_t(i) * caps().service_spec_bytes);
   }
   uint64_t size() const { return size_; }
 

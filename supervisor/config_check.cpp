@@ -84,6 +84,9 @@ std::vector<std::string> restart_required(const Config& running, const Config& n
   differs(a.session_slots != b.session_slots, "--sessions");
   differs(a.session_env_bytes != b.session_env_bytes, "--session-env-bytes");
   differs(a.job_records != b.job_records, "--retain-jobs");
+  differs(a.service_slots != b.service_slots, "--services");
+  differs(a.services_per_session != b.services_per_session, "--services-per-session");
+  differs(a.service_spec_bytes != b.service_spec_bytes, "--service-spec-bytes");
   differs(a.spool_bytes != b.spool_bytes, "--spool-bytes");
   differs(running.hang_timeout_s != next.hang_timeout_s, "--hang-timeout");
   differs(running.spool_dir != next.spool_dir, "--spool-dir");

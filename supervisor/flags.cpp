@@ -61,6 +61,14 @@ void add_pool_flags(CLI::App& app, Config& cfg) {
   app.add_option("--sessions", cfg.caps.session_slots, "Sessions at once")->capture_default_str();
   app.add_option("--session-env-bytes", cfg.caps.session_env_bytes, "Environment bytes per session")
       ->capture_default_str();
+  app.add_option("--services", cfg.caps.service_slots, "Supervised services at once (1..4096)")
+      ->capture_default_str();
+  app.add_option("--services-per-session", cfg.caps.services_per_session,
+                 "Supervised services one session may hold")
+      ->capture_default_str();
+  app.add_option("--service-spec-bytes", cfg.caps.service_spec_bytes,
+                 "Largest service spec (its service_start params as JSON), bytes")
+      ->capture_default_str();
 }
 
 // Timeouts, connections, restarts, logging and who may connect.

@@ -83,17 +83,26 @@ struct Role {
   bool quiet = false;  // this death is past the bound
 };
 
-// Removes the job files ("job-<digits>") a daemon left in its spool
-// directory, and nothing else.
+// Whether `name` is "<prefix><digits><suffix>".
+bool numbered(std::string_view name, std::string_view prefix, std::string_view suffix) {
+  if (name.size() <= prefix.size() + suffix.size() || name.substr(0, prefix.size()) != prefix ||
+      name.substr(name.size() - suffix.size()) != suffix)
+    return false;
+  name = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  return name.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+// Removes the job files ("job-<digits>") and service logs
+// ("service-<digits>.log") a daemon left in its spool directory, and
+// nothing else.
 uint32_t clear_spool(const std::string& dir) {
   uint32_t n = 0;
   DIR* d = ::opendir(dir.c_str());
   if (!d) return 0;
   while (dirent* e = ::readdir(d)) {
     std::string_view name(e->d_name);
-    bool job = name.size() > 4 && name.substr(0, 4) == "job-" &&
-               name.find_first_not_of("0123456789", 4) == std::string_view::npos;
-    if (job && ::unlinkat(::dirfd(d), e->d_name, 0) == 0) ++n;
+    bool ours = numbered(name, "job-", "") || numbered(name, "service-", ".log");
+    if (ours && ::unlinkat(::dirfd(d), e->d_name, 0) == 0) ++n;
   }
   ::closedir(d);
   return n;

@@ -28,15 +28,6 @@ std::optional<RpcError> read_mode(Obj obj, std::optional<uint32_t>& out) {
   return std::nullopt;
 }
 
-std::optional<RpcError> read_bounded(Obj obj, std::string_view key, uint64_t max, uint64_t& out) {
-  std::optional<uint64_t> n;
-  if (auto e = read_byte_count(obj, key, n)) return e;
-  if (!n) return std::nullopt;
-  if (*n < 1 || *n > max) return bad_params(quoted(key) + " must be 1.." + std::to_string(max));
-  out = *n;
-  return std::nullopt;
-}
-
 }  // namespace
 
 Parsed<FileParams> parse_file_params(FileOp op, const Value& params) {

@@ -40,26 +40,6 @@ std::optional<RpcError> check_new_job_id(const std::string& id) {
   return std::nullopt;
 }
 
-std::optional<RpcError> read_signal(Obj obj, bool required, int& out) {
-  const Value* v = field(obj, "signal");
-  if (v == nullptr) {
-    if (required) return bad_params("\"signal\" is required");
-    return std::nullopt;
-  }
-  if (v->is_int64() && v->get_int64() >= 1 && v->get_int64() <= 64) {
-    out = int(v->get_int64());
-    return std::nullopt;
-  }
-  if (v->is_string())
-    if (auto sig = signal_number(v->get_string())) {
-      out = *sig;
-      return std::nullopt;
-    }
-  return bad_params(
-      "\"signal\" must be a signal name (\"TERM\", \"INT\", \"KILL\", \"HUP\", "
-      "\"USR1\", ...) or a number 1..64");
-}
-
 }  // namespace
 
 Parsed<JobSubmitParams> parse_job_submit_params(const Value& params) {
@@ -112,25 +92,11 @@ Parsed<JobOutputParams> parse_job_output_params(const Value& params) {
   Obj obj;
   if (auto e = params_object(params, obj)) return *e;
   if (auto e = read_job_id(obj, true, p.job_id)) return *e;
-  std::string stream = "both";
-  if (auto e = read_string(obj, "stream", kOptional, stream)) return *e;
-  if (stream == "stdout") {
-    p.stream = shm::SpoolView::kStdout;
-  } else if (stream == "stderr") {
-    p.stream = shm::SpoolView::kStderr;
-  } else if (stream == "both") {
-    p.stream = shm::SpoolView::kBoth;
-  } else {
-    return bad_params("\"stream\" must be \"stdout\", \"stderr\" or \"both\"");
-  }
+  if (auto e = read_stream_view(obj, p.stream)) return *e;
   std::optional<uint64_t> n;
   if (auto e = read_byte_count(obj, "cursor", n)) return *e;
   p.cursor = n.value_or(0);
-  n.reset();
-  if (auto e = read_byte_count(obj, "max_bytes", n)) return *e;
-  if (n && (*n < 1 || *n > kMaxOutputRead))
-    return bad_params("\"max_bytes\" must be 1.." + std::to_string(kMaxOutputRead));
-  if (n) p.max_bytes = *n;
+  if (auto e = read_bounded(obj, "max_bytes", kMaxOutputRead, p.max_bytes)) return *e;
   if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
   if (auto e = read_seconds(obj, "wait", false, p.wait_s)) return *e;
   return p;
@@ -141,7 +107,7 @@ Parsed<JobSignalParams> parse_job_signal_params(const Value& params, bool signal
   Obj obj;
   if (auto e = params_object(params, obj)) return *e;
   if (auto e = read_job_id(obj, true, p.job_id)) return *e;
-  if (auto e = read_signal(obj, signal_required, p.signal)) return *e;
+  if (auto e = read_signal(obj, "signal", signal_required, p.signal)) return *e;
   if (!signal_required)
     if (auto e = read_byte_count(obj, "grace_ms", p.grace_ms)) return *e;
   if (signal_required)

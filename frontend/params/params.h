@@ -131,6 +131,77 @@ struct JobOutputParams {
 inline constexpr uint64_t kMaxOutputRead = 16u << 20;
 Parsed<JobOutputParams> parse_job_output_params(const Value& params);
 
+// Supervised services (service_params.cpp). Names are 1..64 bytes of
+// [A-Za-z0-9._-], starting with a letter or digit.
+inline constexpr size_t kMaxServiceNameBytes = 64;
+inline constexpr uint64_t kDefaultServiceLogBytes = 1u << 20;
+inline constexpr uint64_t kMinServiceLogBytes = 4096;
+inline constexpr uint64_t kMaxServiceLogBytes = 64u << 20;
+inline constexpr uint64_t kMaxServiceMs = 86'400'000;  // a day: every *_ms of a service
+enum class RestartPolicy : uint8_t { kNever, kOnFailure, kAlways };
+struct RestartParams {
+  RestartPolicy policy = RestartPolicy::kOnFailure;
+  uint64_t backoff_ms = 250;  // before the first restart; doubles per failure in window_ms
+  uint64_t backoff_max_ms = 30'000;
+  uint32_t max_restarts = 5;  // 0..shm::kMaxServiceRestarts
+  uint64_t window_ms = 60'000;
+};
+enum class ProbeKind : uint8_t { kNone, kTcp, kHttp, kFile, kCommand };
+struct ReadinessParams {
+  ProbeKind kind = ProbeKind::kNone;
+  std::string host = "127.0.0.1";  // tcp
+  uint16_t port = 0;               // tcp
+  std::string url;                 // http (http:// only)
+  unsigned status = 0;             // http: the status expected; 0: any 2xx or 3xx
+  std::string path;                // file
+  ExecParams command;              // command: run like the service (its env, dir, session)
+  uint64_t initial_delay_ms = 0, period_ms = 1000, timeout_ms = 1000, start_period_ms = 60'000;
+};
+struct ServiceSpec {
+  std::string name;
+  ExecParams exec;  // the service's command, env, working_dir, session_id, secrets, limits
+  RestartParams restart;
+  ReadinessParams readiness;
+  int stop_signal = 15;             // "stop": {"signal"} (SIGTERM)
+  uint64_t stop_grace_ms = 10'000;  // then SIGKILL
+  uint64_t log_bytes = kDefaultServiceLogBytes;
+};
+struct ServiceStartParams {
+  ServiceSpec spec;
+  // The params without "wait_ready", as canonical JSON (object keys sorted):
+  // what is kept in shm and compared to tell "the same spec".
+  std::string spec_json;
+  std::optional<double> wait_ready_s;  // "wait_ready": true (until it can no longer be) or seconds
+};
+Parsed<ServiceStartParams> parse_service_start_params(const Value& params);
+// A spec kept in shm (spec_json), read again after a frontend restart.
+Parsed<ServiceSpec> parse_service_spec(std::string_view spec_json);
+
+// service_stop, service_remove, service_status: {"name"}.
+Parsed<std::string> parse_service_name_param(const Value& params);
+struct ServiceRestartParams {
+  std::string name;
+  std::optional<ServiceStartParams> spec;  // "spec": new service_start params (same name)
+};
+Parsed<ServiceRestartParams> parse_service_restart_params(const Value& params);
+enum class ServiceUntil : uint8_t { kReady, kStopped, kExited, kFailed };
+struct ServiceWaitParams {
+  std::string name;
+  ServiceUntil until = ServiceUntil::kReady;
+  std::optional<double> timeout_s;  // absent: until it is reached or can no longer be
+};
+Parsed<ServiceWaitParams> parse_service_wait_params(const Value& params);
+struct ServiceLogsParams {
+  std::string name;
+  std::optional<uint64_t> cursor;      // absent: from the oldest byte kept (or tail_bytes)
+  std::optional<uint64_t> tail_bytes;  // without a cursor: the last this many bytes
+  uint64_t max_bytes = 64 * 1024;      // 1..kMaxOutputRead
+  std::optional<double> wait_s;
+  shm::SpoolView stream = shm::SpoolView::kBoth;
+  bool base64 = false;
+};
+Parsed<ServiceLogsParams> parse_service_logs_params(const Value& params);
+
 struct JobSignalParams {
   std::string job_id;
   int signal = 0;  // "signal": "TERM", "SIGTERM" or a number 1..64

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "common/redactor.h"
+#include "common/signals.h"
 #include "common/text.h"
 
 namespace sp::rpc::detail {
@@ -301,6 +302,50 @@ bool id_chars(std::string_view s) {
     return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
            ch == '.' || ch == '_' || ch == ':' || ch == '-';
   });
+}
+
+std::optional<RpcError> read_signal(Obj obj, std::string_view key, bool required, int& out) {
+  const Value* v = field(obj, key);
+  if (v == nullptr) {
+    if (required) return bad_params(quoted(key) + " is required");
+    return std::nullopt;
+  }
+  if (v->is_int64() && v->get_int64() >= 1 && v->get_int64() <= 64) {
+    out = int(v->get_int64());
+    return std::nullopt;
+  }
+  if (v->is_string())
+    if (auto sig = signal_number(v->get_string())) {
+      out = *sig;
+      return std::nullopt;
+    }
+  return bad_params(quoted(key) +
+                    " must be a signal name (\"TERM\", \"INT\", \"KILL\", \"HUP\", "
+                    "\"USR1\", ...) or a number 1..64");
+}
+
+std::optional<RpcError> read_stream_view(Obj obj, shm::SpoolView& out) {
+  std::string stream = "both";
+  if (auto e = read_string(obj, "stream", kOptional, stream)) return e;
+  if (stream == "stdout") {
+    out = shm::SpoolView::kStdout;
+  } else if (stream == "stderr") {
+    out = shm::SpoolView::kStderr;
+  } else if (stream == "both") {
+    out = shm::SpoolView::kBoth;
+  } else {
+    return bad_params("\"stream\" must be \"stdout\", \"stderr\" or \"both\"");
+  }
+  return std::nullopt;
+}
+
+std::optional<RpcError> read_bounded(Obj obj, std::string_view key, uint64_t max, uint64_t& out) {
+  std::optional<uint64_t> n;
+  if (auto e = read_byte_count(obj, key, n)) return e;
+  if (!n) return std::nullopt;
+  if (*n < 1 || *n > max) return bad_params(quoted(key) + " must be 1.." + std::to_string(max));
+  out = *n;
+  return std::nullopt;
 }
 
 }  // namespace sp::rpc::detail

@@ -67,4 +67,11 @@ std::optional<RpcError> read_secrets(Obj obj, std::vector<std::string>& secrets,
 // and plan step names).
 bool id_chars(std::string_view s);
 
+// A signal at `key`: a name ("TERM", "SIGTERM") or a number 1..64.
+std::optional<RpcError> read_signal(Obj obj, std::string_view key, bool required, int& out);
+// "stream": "stdout" | "stderr" | "both" (a view of a job's or service's output).
+std::optional<RpcError> read_stream_view(Obj obj, shm::SpoolView& out);
+// An integer 1..max at `key`; absent: `out` stays as it is.
+std::optional<RpcError> read_bounded(Obj obj, std::string_view key, uint64_t max, uint64_t& out);
+
 }  // namespace sp::rpc::detail
