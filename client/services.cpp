@@ -87,11 +87,11 @@ void add_readiness_options(CLI::App* start, ServiceFlags& f) {
   add_count(start, "--ready-period-ms", f.ready_period_ms, "ms between probes", group);
   add_count(start, "--ready-timeout-ms", f.ready_timeout_ms, "ms one probe may take", group);
   add_count(start, "--start-period-ms", f.start_period_ms,
-            "ms after a start in which failing probes are not counted", group);
+            "ms a generation has to get ready; then it is stopped and counts as a failure", group);
 }
 
 void add_stop_options(CLI::App* start, ServiceFlags& f) {
-  const std::string group = "Stop (stop, restart, rm)";
+  const std::string group = "Stop (service stop, service restart, daemon shutdown)";
   start
       ->add_option("--stop-signal", f.stop_signal,
                    "signal sent first (default: the daemon's, TERM)")
@@ -128,7 +128,7 @@ void add_manage_commands(CLI::App* service, ServiceFlags& f, ServiceCommands& c)
   c.restart = service->add_subcommand(
       "restart", "stop a service and start it again as a new generation; print its status");
   c.restart->add_option("name", f.name, "the service's name")->required();
-  c.rm = service->add_subcommand("rm", "stop a service and forget it and its log");
+  c.rm = service->add_subcommand("rm", "forget a service that does not run, and its log");
   c.rm->add_option("name", f.name, "the service's name")->required();
 }
 

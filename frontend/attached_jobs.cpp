@@ -249,8 +249,8 @@ std::optional<std::pair<uint32_t, uint32_t>> AttachedJobs::find(std::string_view
   uint64_t id = 0;  // attached jobs have numeric ids
   auto [end, ec] = std::from_chars(job_id.data(), job_id.data() + job_id.size(), id);
   if (ec != std::errc() || end != job_id.data() + job_id.size()) return std::nullopt;
-  for (const auto& [slot, p] : pending_)
-    if (p.job_id == id) return std::pair{slot, jobs_.load(slot).generation};
+  for (const auto& [slot, p] : pending_)  // (the frontend's own jobs are not the clients')
+    if (p.job_id == id && !p.internal) return std::pair{slot, jobs_.load(slot).generation};
   return std::nullopt;
 }
 

@@ -86,6 +86,11 @@ RpcError to_rpc(const ServiceFault& e, const shm::ServiceTable& table) {
     case ServiceFault::kSessionFull:
       return {Code::LimitExceeded, "the session holds " + std::to_string(table.per_session()) +
                                        " services, its limit (--services-per-session)"};
+    case ServiceFault::kNoSpool:
+      return {Code::LimitExceeded,
+              "the spool has no room for the service's log of " + e.detail +
+                  " bytes (--spool-bytes holds detached jobs' output and service logs); "
+                  "ask for a smaller \"log_bytes\", or remove a service"};
     case ServiceFault::kUnreadable:
       return {Code::Internal, "the log of service " + e.name + " cannot be read: " + e.detail};
   }

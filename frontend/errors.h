@@ -46,6 +46,7 @@ struct ServiceFault {
     kTableFull,     // every service slot is taken
     kSessionFull,   // the session holds --services-per-session services
     kUnreadable,    // its log could not be read: detail says why
+    kNoSpool,       // the spool has no room for its log: detail is log_bytes
   } kind;
   std::string name;
   std::string detail;

@@ -19,6 +19,7 @@ struct RecordHeader {
   uint64_t at[3];
 };
 static_assert(sizeof(RecordHeader) == 32);
+constexpr uint64_t kMinRing = 16 * sizeof(RecordHeader);  // a quarter holds a header and data
 
 std::string file_name(uint32_t i) {
   return "service-" + std::to_string(i) + ".log";
@@ -73,6 +74,7 @@ void remove_service_log(int spool_dir, uint32_t i) {
 }
 
 Status append_service_log(int fd, shm::ServiceSlot& s, uint8_t stream, std::string_view data) {
+  if (s.log_bytes < kMinRing) return Error{EINVAL, "service log: no ring"};
   const uint64_t piece = s.log_bytes / 4 - sizeof(RecordHeader);
   while (!data.empty()) {
     const std::string_view part = data.substr(0, piece);
@@ -109,6 +111,7 @@ Result<LogRead> read_service_log(int fd, const shm::ServiceSlot& s, shm::SpoolVi
                                  uint64_t max_bytes, const LogPos& hint) {
   const int v = int(view);
   LogRead out;
+  if (s.log_bytes < kMinRing) return Error{EINVAL, "service log: no ring"};
   // The oldest boundary kept, and the view's bytes before it.
   LogPos start{s.log_tail, {}};
   if (s.log_tail == s.log_head) {
@@ -133,6 +136,12 @@ Result<LogRead> read_service_log(int fd, const shm::ServiceSlot& s, shm::SpoolVi
     auto h = header_at(fd, s, p.pos);
     if (!h) return h.error();
     const uint64_t data_pos = p.pos + sizeof(RecordHeader);
+    if (in_view(h->stream, view) && h->at[v] > want) {
+      // A gap in the counts (a frontend died between counting and writing a
+      // record): what lies in it is lost.
+      out.lost_bytes += h->at[v] - want;
+      want = h->at[v];
+    }
     if (in_view(h->stream, view) && h->at[v] + h->len > want) {
       const uint64_t skip = want - h->at[v];
       const size_t n = size_t(std::min<uint64_t>(h->len - skip, max_bytes - out.data.size()));

@@ -69,10 +69,11 @@ bool ended(uint32_t phase) {
 
 void copy_note(char* dst, size_t cap, std::string_view text) {
   std::memset(dst, 0, cap);
-  std::string cut(text.substr(0, cap - 1));
-  std::string clean, carry;  // never cut inside a character
-  append_utf8_sanitized(clean, cut, carry, false);
-  std::memcpy(dst, clean.data(), std::min(clean.size(), cap - 1));
+  std::string clean, carry;
+  append_utf8_sanitized(clean, text, carry, true);
+  size_t n = std::min(clean.size(), cap - 1);
+  while (n < clean.size() && n > 0 && (uint8_t(clean[n]) & 0xc0) == 0x80) --n;  // whole characters
+  std::memcpy(dst, clean.data(), n);
 }
 
 // How a generation ended, for the log's marker and the service's error.
@@ -163,6 +164,16 @@ void Services::recover() {
     }
     run.spec = std::move(std::get<rpc::ServiceSpec>(spec));
     runs_[i] = std::move(run);
+    if (s.log_bytes < rpc::kMinServiceLogBytes) s.log_bytes = runs_[i].spec.log_bytes;
+    if (s.session_id[0] && !sessions_.env_of(s.session_id)) {
+      // The last frontend died between destroying the session and this.
+      if (running(i))
+        stop_generation(i, AfterStop::kRemove, "its session was destroyed: stopping it");
+      else
+        forget(i);
+    } else if (s.phase == uint32_t(ServicePhase::kStopping)) {
+      send_stop(i, "stopping it");  // the last frontend may have died before it sent the stop
+    }
   }
   if (!runs_.empty()) spdlog::info("took over {} services", runs_.size());
   for (uint32_t slot = 0; slot < jobs_.size(); ++slot) {
@@ -249,8 +260,16 @@ void Services::start(rpc::ServiceStartParams& p, Reply r) {
     shm::ServiceSlot& s = table_.at(i);
     if (!ended(s.phase)) {
       if (table_.spec(i) != p.spec_json) return fail(r, ServiceFault::kRuns, i);
+      if (being_removed(i))
+        return fail(r, ServiceFault::kWrongState, i,
+                    "service " + name + " is being removed: its session was destroyed");
       existing = true;  // the same service, asked again: retry-safe
+      // Asked to run while a stop is under way: it starts again after it.
+      if (s.phase == uint32_t(ServicePhase::kStopping) &&
+          s.after_stop == uint32_t(AfterStop::kStop))
+        s.after_stop = uint32_t(AfterStop::kRestart);
     } else {
+      if (auto fault = session_change(i, p.spec.exec.session_id)) return fail(r, *fault, i);
       // It ended (stopped, exited or failed): it starts again, with this spec.
       if (draining_ || !queue_.accepting())
         return out_.fail(r, to_rpc(SubmitError{SubmitError::kShuttingDown, {}}));
@@ -266,7 +285,7 @@ void Services::start(rpc::ServiceStartParams& p, Reply r) {
   } else {
     if (draining_ || !queue_.accepting())
       return out_.fail(r, to_rpc(SubmitError{SubmitError::kShuttingDown, {}}));
-    auto created = table_.create(name, p.spec.exec.session_id, p.spec_json);
+    auto created = table_.create(name, p.spec.exec.session_id, p.spec_json, p.spec.log_bytes);
     if (auto* e = std::get_if<shm::ServiceError>(&created)) {
       ServiceFault::Kind kind = *e == shm::ServiceError::kSpecTooLarge ? ServiceFault::kSpecTooLarge
                                 : *e == shm::ServiceError::kTableFull  ? ServiceFault::kTableFull
@@ -276,12 +295,18 @@ void Services::start(rpc::ServiceStartParams& p, Reply r) {
     }
     i = std::get<uint32_t>(created);
     shm::ServiceSlot& s = table_.at(i);
-    s.log_bytes = p.spec.log_bytes;
+    if (!seg_.spool_budget().take(s.log_bytes)) {
+      table_.release(i);
+      return out_.fail(
+          r, to_rpc(ServiceFault{ServiceFault::kNoSpool, name, std::to_string(s.log_bytes), {}},
+                    table_));
+    }
     Run run;
     run.created_unix_ms = s.created_unix_ms;
     run.spec = std::move(p.spec);
     auto log = open_service_log(spool_dir_, i, true);
     if (!log) {
+      seg_.spool_budget().give_back(s.log_bytes);
       table_.release(i);
       return out_.fail(r, rpc::RpcError{rpc::Code::Internal, "cannot create the service's log: " +
                                                                  log.error().message()});
@@ -320,6 +345,7 @@ void Services::stop(std::string& name, Reply r) {
   }
   Waiter w(Waiter::kStop, std::move(r));
   w.slot = *i;
+  w.generation = s.generation;
   w.created_unix_ms = s.created_unix_ms;
   park(std::move(w), std::nullopt);
 }
@@ -330,7 +356,15 @@ void Services::restart(rpc::ServiceRestartParams& p, Reply r) {
   shm::ServiceSlot& s = table_.at(*i);
   if (draining_ || !queue_.accepting())
     return out_.fail(r, to_rpc(SubmitError{SubmitError::kShuttingDown, {}}));
+  if (being_removed(*i))
+    return fail(r, ServiceFault::kWrongState, *i,
+                "service " + p.name + " is being removed: its session was destroyed");
   if (p.spec) {
+    if (auto fault = session_change(*i, p.spec->spec.exec.session_id)) return fail(r, *fault, *i);
+    if (p.spec->spec_json.size() > table_.spec_bytes())
+      return fail(r, ServiceFault::kSpecTooLarge, *i, std::to_string(p.spec->spec_json.size()));
+    // The running generation stops as its own spec says.
+    if (running(*i)) stop_generation(*i, AfterStop::kRestart, "restarted by service_restart");
     if (!table_.set_spec(*i, p.spec->spec_json))
       return fail(r, ServiceFault::kSpecTooLarge, *i, std::to_string(p.spec->spec_json.size()));
     copy_note(s.session_id, sizeof s.session_id, p.spec->spec.exec.session_id);
@@ -439,13 +473,14 @@ std::optional<SubmitError> Services::start_generation(uint32_t i) {
   if (s.generation > 1) ++s.restarts;
   s.started_ns = now;
   s.started_unix_ms = unix_ms();
-  s.ready = 0;
-  s.ready_unix_ms = 0;
+  // Without a probe a service is ready once it was started.
+  const bool probed = run.spec.readiness.kind != rpc::ProbeKind::kNone;
+  s.ready = !probed;
+  s.ready_unix_ms = probed ? 0 : s.started_unix_ms;
   s.last_probe = 0;
   s.after_stop = uint32_t(AfterStop::kPolicy);
-  s.phase = uint32_t(run.spec.readiness.kind == rpc::ProbeKind::kNone ? ServicePhase::kRunning
-                                                                      : ServicePhase::kStarting);
-  run.probing = false;
+  s.phase = uint32_t(probed ? ServicePhase::kStarting : ServicePhase::kRunning);
+  // (A probe of the last generation may still run: the next waits for it.)
   run.next_probe_ns = now + run.spec.readiness.initial_delay_ms * kMs;
   marker(i, "generation " + std::to_string(s.generation) + " started");
   return std::nullopt;
@@ -453,16 +488,22 @@ std::optional<SubmitError> Services::start_generation(uint32_t i) {
 
 void Services::stop_generation(uint32_t i, AfterStop after, const std::string& why) {
   shm::ServiceSlot& s = table_.at(i);
-  const Run& run = runs_.at(i);
   const bool was_stopping = s.phase == uint32_t(ServicePhase::kStopping);
   s.phase = uint32_t(ServicePhase::kStopping);
   s.after_stop = uint32_t(after);
-  if (was_stopping) return;  // the signal went; what follows changed
-  marker(i, why);
+  if (!was_stopping) marker(i, why);
+  send_stop(i, why);
+}
+
+void Services::send_stop(uint32_t i, const std::string& why) {
+  const shm::ServiceSlot& s = table_.at(i);
+  const rpc::ServiceSpec& spec = runs_.at(i).spec;
   const JobWord w = jobs_.load(s.job_slot);
   if (w.generation != s.job_generation || shm::is_terminal(w.state)) return;  // follow_job
-  const uint32_t grace = uint32_t(std::min<uint64_t>(run.spec.stop_grace_ms, rpc::kMaxServiceMs));
-  queue_.stop(s.job_slot, why, uint32_t(run.spec.stop_signal), grace);
+  if (jobs_.slot(s.job_slot).control.load() & shm::kControlCancel) return;    // sent already
+  const uint32_t grace = uint32_t(std::min<uint64_t>(spec.stop_grace_ms, rpc::kMaxServiceMs));
+  if (queue_.stop(s.job_slot, why, uint32_t(spec.stop_signal), grace))
+    again_ = true;  // a queued generation ended at once: settled on the next turn
 }
 
 bool Services::follow_job(uint32_t i) {
@@ -492,10 +533,14 @@ bool Services::follow_job(uint32_t i) {
     held.append(bytes);
     if (held.size() >= 64 * 1024) flush();
   };
-  if (reader.drain(sink)) queue_.ring_owner(w);
-  if (shm::is_terminal(w.state))  // everything it wrote was published before it ended
-    while (!reader.empty()) reader.drain(sink);
-  flush();
+  // Into the log before the ring's space goes: a crash between the two
+  // writes the chunks again rather than losing them.
+  do {
+    const uint64_t to = reader.peek(sink);
+    flush();
+    if (reader.free_to(to)) queue_.ring_owner(w);
+    // Everything a job wrote was published before it ended.
+  } while (shm::is_terminal(w.state) && !reader.empty());
   if (!shm::is_terminal(w.state)) return false;
   shm::JobOutcome outcome = shm::decode_result(js.result, js.result_words);
   jobs_.release(slot, w);
@@ -697,12 +742,27 @@ void Services::set_error(uint32_t i, const std::string& text) {
 }
 
 void Services::forget(uint32_t i) {
-  remove_service_log(spool_dir_, i);
-  runs_.erase(i);
   table_.release(i);
+  runs_.erase(i);
+  remove_service_log(spool_dir_, i);
+  seg_.spool_budget().give_back(table_.at(i).log_bytes);
+}
+
+bool Services::being_removed(uint32_t i) const {
+  const shm::ServiceSlot& s = table_.at(i);
+  return s.phase == uint32_t(ServicePhase::kStopping) &&
+         s.after_stop == uint32_t(AfterStop::kRemove);
+}
+
+std::optional<ServiceFault::Kind> Services::session_change(uint32_t i,
+                                                           const std::string& session_id) const {
+  if (session_id.empty() || session_id == table_.at(i).session_id) return std::nullopt;
+  if (table_.in_session(session_id) >= table_.per_session()) return ServiceFault::kSessionFull;
+  return std::nullopt;
 }
 
 void Services::service() {
+  again_ = false;
   const uint64_t now = monotonic_ns();
   std::vector<uint32_t> live;
   live.reserve(runs_.size());
@@ -713,7 +773,8 @@ void Services::service() {
     Run& run = it->second;
     shm::ServiceSlot& s = table_.at(i);
     if (s.phase == uint32_t(ServicePhase::kBackoff)) {
-      if (!draining_ && now >= s.next_start_ns) start_generation(i);
+      // Not while an orphaned generation may still hold what it needs (a port).
+      if (!draining_ && orphans_.empty() && now >= s.next_start_ns) start_generation(i);
       continue;
     }
     if (!running(i) || follow_job(i)) continue;
@@ -770,16 +831,17 @@ std::optional<std::variant<rpc::Object, rpc::RpcError>> Services::answer(Waiter&
       bool reached = false, impossible = false;
       switch (w.until) {
         case rpc::ServiceUntil::kReady:
-          reached = phase == ServicePhase::kReady && s.ready;
+          reached = (phase == ServicePhase::kReady || phase == ServicePhase::kRunning) && s.ready;
           impossible = ended(s.phase);
           break;
         case rpc::ServiceUntil::kStopped:
           reached = phase == ServicePhase::kStopped;
           impossible = phase == ServicePhase::kExited || phase == ServicePhase::kFailed;
           break;
-        case rpc::ServiceUntil::kExited:
+        case rpc::ServiceUntil::kExited:  // never under "always": every end restarts
           reached = phase == ServicePhase::kExited;
-          impossible = phase == ServicePhase::kStopped || phase == ServicePhase::kFailed;
+          impossible = phase == ServicePhase::kStopped || phase == ServicePhase::kFailed ||
+                       it->second.spec.restart.policy == rpc::RestartPolicy::kAlways;
           break;
         case rpc::ServiceUntil::kFailed:
           reached = phase == ServicePhase::kFailed;
@@ -792,14 +854,15 @@ std::optional<std::variant<rpc::Object, rpc::RpcError>> Services::answer(Waiter&
       return o;
     }
     case Waiter::kStart: {
-      if (!(phase == ServicePhase::kReady && s.ready) && !ended(s.phase) && !timed_out)
+      if (!((phase == ServicePhase::kReady || phase == ServicePhase::kRunning) && s.ready) &&
+          !ended(s.phase) && !timed_out)
         return std::nullopt;
       rpc::Object o = status(w.slot);
       o["existing"] = w.existing;
       return o;
     }
-    case Waiter::kStop:
-      if (running(w.slot) && !timed_out) return std::nullopt;
+    case Waiter::kStop:  // the generation it stopped has ended
+      if (running(w.slot) && s.generation == w.generation && !timed_out) return std::nullopt;
       return status(w.slot);
     case Waiter::kRestart:
       if (phase == ServicePhase::kStopping && !timed_out) return std::nullopt;
@@ -879,6 +942,7 @@ int Services::next_wait_ms(int tick_ms) const {
       at(std::max<uint64_t>(run.next_probe_ns, 1));
   }
   for (const Waiter& w : waiters_) at(w.deadline_ns);
+  if (again_) return 0;
   if (!next) return tick_ms;
   const uint64_t now = monotonic_ns();
   if (next <= now) return 0;

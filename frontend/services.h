@@ -37,6 +37,7 @@
 #include "frontend/service_log.h"
 #include "shm/segment.h"
 #include "shm/service_table.h"
+#include "shm/session_table.h"
 
 namespace sp::frontend {
 
@@ -46,6 +47,7 @@ class Services {
            int spool_dir)
       : seg_(seg),
         table_(seg),
+        sessions_(seg),
         jobs_(seg.jobs()),
         queue_(queue),
         attached_(attached),
@@ -91,8 +93,9 @@ class Services {
     uint64_t deadline_ns = 0;  // 0: none
     rpc::ServiceUntil until = rpc::ServiceUntil::kReady;
     rpc::ServiceLogsParams logs;
-    bool existing = false;   // kStart: answers "existing"
-    uint64_t seen_head = 0;  // kLogs: the log's head when it last read nothing new
+    bool existing = false;    // kStart: answers "existing"
+    uint64_t seen_head = 0;   // kLogs: the log's head when it last read nothing new
+    uint32_t generation = 0;  // kStop: the generation it stopped
   };
 
   void start(rpc::ServiceStartParams& p, Reply r);
@@ -111,6 +114,11 @@ class Services {
   std::optional<SubmitError> start_generation(uint32_t i);
   // Tells the running generation to stop; `after` says what follows.
   void stop_generation(uint32_t i, shm::AfterStop after, const std::string& why);
+  // Sends the stop signal to the running generation unless it was sent.
+  void send_stop(uint32_t i, const std::string& why);
+  bool being_removed(uint32_t i) const;  // stopping, to go with its session
+  // Moving service i to session `session_id` would pass its bound.
+  std::optional<ServiceFault::Kind> session_change(uint32_t i, const std::string& session_id) const;
   // Output into the log; a generation that ended is settled. True if it ended.
   bool follow_job(uint32_t i);
   void generation_ended(uint32_t i, shm::JobState state, const shm::JobOutcome& outcome);
@@ -130,6 +138,7 @@ class Services {
 
   const shm::Segment& seg_;
   shm::ServiceTable table_;
+  shm::SessionTable sessions_;
   shm::JobTable jobs_;
   JobQueue& queue_;
   AttachedJobs& attached_;
@@ -142,6 +151,7 @@ class Services {
   // job table.
   std::vector<std::pair<uint32_t, uint32_t>> orphans_;  // (job slot, generation)
   bool draining_ = false;
+  bool again_ = false;  // something to settle on the next turn at once
 };
 
 }  // namespace sp::frontend

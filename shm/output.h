@@ -12,6 +12,7 @@
 #include <cstring>
 #include <span>
 #include <string_view>
+#include <utility>
 
 #include "shm/layout.h"
 
@@ -89,9 +90,16 @@ class OutputReader {
   // its doorbell).
   template <typename Fn>
   bool drain(Fn&& fn) {
-    const uint64_t start = slot_.out_tail.load(std::memory_order_relaxed);
+    return free_to(peek(std::forward<Fn>(fn)));
+  }
+  // drain() in two steps, for a reader that must keep the chunks somewhere
+  // before their space goes (a crash between the two reads them again):
+  // peek calls fn for each published chunk and returns the position after
+  // them; free_to frees up to it (true: ring the writer).
+  template <typename Fn>
+  uint64_t peek(Fn&& fn) const {
     const uint64_t head = slot_.out_head.load(std::memory_order_acquire);
-    uint64_t tail = start;
+    uint64_t tail = slot_.out_tail.load(std::memory_order_relaxed);
     while (tail != head) {
       uint64_t pos = tail % size_;
       ChunkHeader h;
@@ -103,7 +111,11 @@ class OutputReader {
       fn(h.stream, std::string_view(reinterpret_cast<const char*>(data_ + pos + sizeof h), h.len));
       tail += sizeof h + align8(h.len);
     }
-    if (tail == start) return false;  // nothing freed: leave a waiting writer's flag alone
+    return tail;
+  }
+  bool free_to(uint64_t tail) {
+    if (tail == slot_.out_tail.load(std::memory_order_relaxed))
+      return false;  // nothing freed: leave a waiting writer's flag alone
     slot_.out_tail.store(tail, std::memory_order_seq_cst);
     return slot_.out_writer_waiting.exchange(0, std::memory_order_seq_cst) != 0;
   }

@@ -29,7 +29,8 @@ void ServiceTable::recover() {
 
 std::variant<uint32_t, ServiceError> ServiceTable::create(std::string_view name,
                                                           std::string_view session_id,
-                                                          std::string_view spec) {
+                                                          std::string_view spec,
+                                                          uint64_t log_bytes) {
   if (spec.size() > caps_.service_spec_bytes) return ServiceError::kSpecTooLarge;
   if (!session_id.empty() && in_session(session_id) >= caps_.services_per_session)
     return ServiceError::kSessionFull;
@@ -45,6 +46,7 @@ std::variant<uint32_t, ServiceError> ServiceTable::create(std::string_view name,
     // noted one leaves a service the next one starts (not a job it adopts).
     s.phase = uint32_t(ServicePhase::kBackoff);
     s.created_unix_ms = unix_ms();
+    s.log_bytes = log_bytes;
     std::memcpy(specs_ + uint64_t(i) * caps_.service_spec_bytes, spec.data(), spec.size());
     s.spec_bytes = uint32_t(spec.size());
     s.state.store(uint32_t(ServiceSlotState::kLive), std::memory_order_release);

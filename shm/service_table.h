@@ -31,10 +31,11 @@ class ServiceTable {
   // Frees slots a dead frontend left half-written.
   void recover();
   // A new service `name` of session `session_id` ("" : the daemon's) with
-  // `spec`, every run field reset, generation 0 and its first generation
+  // `spec` and a log of `log_bytes`, every run field reset, generation 0
+  // and its first generation
   // due (phase kBackoff, next_start_ns 0); or why not.
   std::variant<uint32_t, ServiceError> create(std::string_view name, std::string_view session_id,
-                                              std::string_view spec);
+                                              std::string_view spec, uint64_t log_bytes);
   // Replaces service i's spec; false (nothing changed) if it does not fit.
   bool set_spec(uint32_t i, std::string_view spec);
   void release(uint32_t i);

@@ -47,6 +47,15 @@ class SpoolBudget {
   // Worker: the write failed; its bytes go back.
   void abort(WorkerSlot& w) { give_back(w.spool_reserved.exchange(0)); }
 
+  // Frontend: counts `bytes` for a service's log (its whole ring, at once);
+  // false, with nothing counted, when they do not fit.
+  bool take(uint64_t bytes) {
+    if (h_.spool_used.fetch_add(bytes, std::memory_order_relaxed) + bytes > limit()) {
+      give_back(bytes);
+      return false;
+    }
+    return true;
+  }
   // Anyone: returns `bytes`, never below 0 (an earlier crash can only have
   // over-counted).
   void give_back(uint64_t bytes) {

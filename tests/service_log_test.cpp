@@ -102,16 +102,17 @@ TEST_CASE("the service table finds, bounds and frees services", "[services][tabl
   caps.service_spec_bytes = 1024;
   test::TestSegment seg(caps);
   shm::ServiceTable t(*seg);
-  auto a = t.create("a", "sess", "{\"x\":1}");
+  auto a = t.create("a", "sess", "{\"x\":1}", 4096);
   REQUIRE(std::holds_alternative<uint32_t>(a));
   CHECK(t.spec(std::get<uint32_t>(a)) == "{\"x\":1}");
-  CHECK(std::holds_alternative<uint32_t>(t.create("b", "sess", "{}")));
-  CHECK(std::get<shm::ServiceError>(t.create("c", "sess", "{}")) ==
+  CHECK(std::holds_alternative<uint32_t>(t.create("b", "sess", "{}", 4096)));
+  CHECK(std::get<shm::ServiceError>(t.create("c", "sess", "{}", 4096)) ==
         shm::ServiceError::kSessionFull);
-  CHECK(std::get<shm::ServiceError>(t.create("c", "", std::string(1025, ' '))) ==
+  CHECK(std::get<shm::ServiceError>(t.create("c", "", std::string(1025, ' '), 4096)) ==
         shm::ServiceError::kSpecTooLarge);
-  CHECK(std::holds_alternative<uint32_t>(t.create("c", "", "{}")));
-  CHECK(std::get<shm::ServiceError>(t.create("d", "", "{}")) == shm::ServiceError::kTableFull);
+  CHECK(std::holds_alternative<uint32_t>(t.create("c", "", "{}", 4096)));
+  CHECK(std::get<shm::ServiceError>(t.create("d", "", "{}", 4096)) ==
+        shm::ServiceError::kTableFull);
   CHECK(t.find("b"));
   CHECK(t.in_session("sess") == 2);
   CHECK(t.all().size() == 3);

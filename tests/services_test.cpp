@@ -200,13 +200,13 @@ TEST_CASE("a service that never gets ready is killed and fails", "[daemon][servi
       {{"name", "deaf"},
        {"command", "exec sleep 600"},
        {"restart", {{"policy", "never"}}},
-       {"readiness", {{"tcp", {{"port", port}}}, {"period_ms", 50}, {"start_period_ms", 600}}},
+       {"readiness", {{"tcp", {{"port", port}}}, {"period_ms", 50}, {"start_period_ms", 2000}}},
        {"wait_ready", true}},
       60));
   // wait_ready answers once ready can no longer happen.
   CHECK(str(r, "state") == "failed");
   CHECK_FALSE(r.at("ready").as_bool());
-  CHECK_THAT(str(r, "error"), Contains("not ready within start_period_ms (600 ms)"));
+  CHECK_THAT(str(r, "error"), Contains("not ready within start_period_ms (2000 ms)"));
   CHECK(r.at("last_probe").as_object().at("ok").as_bool() == false);
   CHECK_THAT(std::string(r.at("last_probe").as_object().at("error").as_string()),
              Contains("refused"));
@@ -220,7 +220,7 @@ TEST_CASE("a service that never gets ready is killed and fails", "[daemon][servi
       {{"name", "deaf2"},
        {"command", "exec sleep 600"},
        {"restart", {{"backoff_ms", 50}, {"max_restarts", 1}}},
-       {"readiness", {{"tcp", {{"port", port}}}, {"period_ms", 50}, {"start_period_ms", 300}}}}));
+       {"readiness", {{"tcp", {{"port", port}}}, {"period_ms", 50}, {"start_period_ms", 1000}}}}));
   r = wait_for(c, "deaf2", "failed", 30);
   CHECK(r.at("reached").as_bool());
   CHECK(num(r, "generation") == 2);
@@ -294,11 +294,17 @@ TEST_CASE("always restarts after exit 0, never does not restart at all", "[daemo
 TEST_CASE("a stop wins over the policy, in a run and in a backoff", "[daemon][services]") {
   START_DAEMON(d, DaemonOptions{.flags = {"--workers", "1"}});
   Client c(d.socket());
-  result_of(c.call("service_start", {{"name", "keeper"},
+  // Without a probe a service is ready once started: wait_ready answers then.
+  json::object r = result_of(c.call("service_start",
+                                    {{"name", "keeper"},
                                      {"command", "exec sleep 600"},
-                                     {"restart", {{"policy", "always"}, {"backoff_ms", 10}}}}));
+                                     {"restart", {{"policy", "always"}, {"backoff_ms", 10}}},
+                                     {"wait_ready", 30}},
+                                    60));
+  CHECK(str(r, "state") == "running");
+  CHECK(r.at("ready").as_bool());
   REQUIRE(wait_until([&] { return status(c, "keeper").at("pid").is_int64(); }, 10));
-  json::object r = result_of(c.call("service_stop", {{"name", "keeper"}}));
+  r = result_of(c.call("service_stop", {{"name", "keeper"}}));
   CHECK(str(r, "state") == "stopped");
   // Nothing starts again (its backoff would have been 10 ms).
   CHECK_FALSE(wait_until([&] { return state(c, "keeper") != "stopped"; }, 0.5));
@@ -346,11 +352,12 @@ TEST_CASE("a service that ignores TERM is killed after its grace, whole group",
   CHECK(wait_until([&] { return !alive(grandchild); }, 5));
 
   // A stop signal of its own: INT, which it handles.
-  result_of(c.call("service_start",
-                   {{"name", "polite"},
-                    {"command", "trap 'echo got INT; exit 0' INT; while :; do sleep 0.05; done"},
-                    {"stop", {{"signal", "INT"}, {"grace_ms", 30000}}}}));
-  REQUIRE(wait_until([&] { return status(c, "polite").at("pid").is_int64(); }, 10));
+  result_of(c.call(
+      "service_start",
+      {{"name", "polite"},
+       {"command", "trap 'echo got INT; exit 0' INT; echo armed; while :; do sleep 0.05; done"},
+       {"stop", {{"signal", "INT"}, {"grace_ms", 30000}}}}));
+  REQUIRE(wait_until([&] { return count_of(read_log(c, "polite").text, "armed") == 1; }, 10));
   r = result_of(c.call("service_stop", {{"name", "polite"}}));
   CHECK(str(r, "state") == "stopped");
   CHECK_THAT(read_log(c, "polite").text, Contains("got INT"));
@@ -492,8 +499,10 @@ TEST_CASE("a generation queued by a frontend that died before noting it is kille
         return r && r->contains("result") && r->at("result").as_object().at("pid").is_int64();
       },
       20));
-  REQUIRE(wait_until([&] { return count_of(read_file(starts), "\n") == 2; }, 10));
+  // (The orphan may have been killed before it wrote its pid.)
+  REQUIRE(wait_until([&] { return numbers_in(starts).size() >= 1; }, 10));
   std::vector<double> pids = numbers_in(starts);
+  REQUIRE(pids.size() <= 2);
   const int64_t pid = num(status(c2, "once"), "pid");
   CHECK(int64_t(pids.back()) == pid);
   CHECK(num(status(c2, "once"), "generation") == 1);
@@ -534,7 +543,12 @@ TEST_CASE("session services, the bounds, and bad params", "[daemon][services]") 
       },
       10));
   CHECK(wait_until([&] { return !alive(pid); }, 5));
-  CHECK(result_of(c.call("service_list", json::object{})).at("services").as_array().size() == 1);
+  CHECK(wait_until(
+      [&] {
+        return result_of(c.call("service_list", json::object{})).at("services").as_array().size() ==
+               1;
+      },
+      10));
 
   for (const json::object& bad :
        {json::object{{"name", "-x"}, {"command", "true"}},
@@ -554,11 +568,12 @@ TEST_CASE("the daemon's SIGTERM stops services with their stop signal", "[daemon
   Client c(d.socket());
   TempDir dir;
   const std::string note = dir.path() + "/note";
-  result_of(c.call("service_start", {{"name", "graceful"},
-                                     {"command", "trap 'echo stopped by HUP > " + note +
-                                                     "; exit 0' HUP; while :; do sleep 0.05; done"},
-                                     {"stop", {{"signal", "HUP"}}}}));
-  REQUIRE(wait_until([&] { return status(c, "graceful").at("pid").is_int64(); }, 10));
+  result_of(c.call("service_start",
+                   {{"name", "graceful"},
+                    {"command", "trap 'echo stopped by HUP > " + note +
+                                    "; exit 0' HUP; echo armed; while :; do sleep 0.05; done"},
+                    {"stop", {{"signal", "HUP"}}}}));
+  REQUIRE(wait_until([&] { return count_of(read_log(c, "graceful").text, "armed") == 1; }, 10));
   stop_cleanly(d);
   CHECK(read_file(note) == "stopped by HUP\n");
 }

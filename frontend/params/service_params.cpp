@@ -156,8 +156,12 @@ std::optional<RpcError> read_readiness(Obj obj, ReadinessParams& r) {
   if (auto e = read_ms(o, "period_ms", r.period_ms, in)) return e;
   if (auto e = read_ms(o, "timeout_ms", r.timeout_ms, in)) return e;
   if (auto e = read_ms(o, "start_period_ms", r.start_period_ms, in)) return e;
-  r.period_ms = std::max<uint64_t>(r.period_ms, 10);
-  r.timeout_ms = std::max<uint64_t>(r.timeout_ms, 10);
+  if (r.period_ms < 50) return bad_params("\"period_ms\" in \"readiness\" must be at least 50");
+  if (r.timeout_ms < 10) return bad_params("\"timeout_ms\" in \"readiness\" must be at least 10");
+  if (r.start_period_ms <= r.initial_delay_ms)
+    return bad_params(
+        "\"start_period_ms\" in \"readiness\" must be longer than \"initial_delay_ms\": a "
+        "generation not ready within it is stopped");
   return std::nullopt;
 }
 
