@@ -696,6 +696,17 @@ std::string answer_as_uid(const std::string& socket, uid_t uid, const std::strin
   return out;
 }
 
+Client kill_frontend(TestDaemon& d, double timeout_s) {
+  const pid_t old_frontend = d.frontend_pid();
+  REQUIRE(old_frontend > 0);
+  REQUIRE(::kill(old_frontend, SIGKILL) == 0);
+  REQUIRE(wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != old_frontend; },
+                     timeout_s));
+  Client c = Client::connect_retry(d.socket(), timeout_s);
+  REQUIRE(c.connected());
+  return c;
+}
+
 void kill_ready_worker(TestDaemon& d, Client& c, int times) {
   pid_t last = 0;
   for (int kill_no = 0; kill_no < times; ++kill_no) {

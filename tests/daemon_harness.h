@@ -256,6 +256,10 @@ std::string answer_as_uid(const std::string& socket, uid_t uid, const std::strin
 // (health), then waits for the next one to start. Fails the test if one
 // does not come.
 void kill_ready_worker(TestDaemon& d, Client& c, int times);
+// SIGKILLs the frontend, waits (bounded by `timeout_s`) until the supervisor
+// started the next one, and returns a client connected to it. Fails the
+// test if no frontend comes.
+Client kill_frontend(TestDaemon& d, double timeout_s = 20);
 
 // Checks after the daemon exited: its socket file, spool directory and
 // /dev/shm entry are gone, and none of `former_children` nor any process carrying its shm name

@@ -481,12 +481,7 @@ TEST_CASE("detached jobs, their output and sessions survive a frontend crash",
                  {"job_id", "survivor"}});
   REQUIRE(wait_until([&] { return str(status(c, running), "state") == "running"; }, 10));
   std::string queued_later;
-  pid_t old_frontend = d.frontend_pid();
-  REQUIRE(old_frontend > 0);
-  ::kill(old_frontend, SIGKILL);
-  Client c2 = Client::connect_retry(d.socket(), 10);
-  REQUIRE(
-      wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != old_frontend; }, 10));
+  Client c2 = kill_frontend(d);
   json::object listed = result_of(c2.call("job_list", {}));
   CHECK(listed.at("jobs").as_array().size() == 2);
   std::string seq_out;

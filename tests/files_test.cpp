@@ -590,12 +590,7 @@ TEST_CASE("an archive being read survives a frontend crash", "[daemon][files][ar
   std::string packed = base64_decode(str(r, "data"));
   REQUIRE_FALSE(r.at("eof").as_bool());
 
-  const pid_t old_frontend = d.frontend_pid();
-  REQUIRE(old_frontend > 0);
-  ::kill(old_frontend, SIGKILL);
-  Client c2 = Client::connect_retry(d.socket(), 10);
-  REQUIRE(
-      wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != old_frontend; }, 10));
+  Client c2 = kill_frontend(d);
   for (int calls = 0;; ++calls) {
     REQUIRE(calls < 200);
     r = result_of(c2.call("archive_create",

@@ -368,11 +368,7 @@ TEST_CASE("a frontend killed while a shell is open: the shell goes on, readable 
     uint64_t cursor = 0;
     before = interact_until(c, "kept", cursor, "first-11\r\n", "echo first-$((5+6))\n").data;
   }
-  const pid_t old_frontend = d.frontend_pid();
-  REQUIRE(::kill(old_frontend, SIGKILL) == 0);
-  REQUIRE(
-      wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != old_frontend; }, 20));
-  Client c = Client::connect_retry(d.socket(), 20);
+  Client c = kill_frontend(d);
   REQUIRE(c.connected());
   json::object all;
   REQUIRE(wait_until(

@@ -437,12 +437,7 @@ TEST_CASE("services survive a frontend kill; a worker kill restarts them elsewhe
   REQUIRE(str(before, "state") == "ready");
   const int64_t pid = num(before, "pid");
 
-  const pid_t old_frontend = d.frontend_pid();
-  REQUIRE(old_frontend > 0);
-  ::kill(old_frontend, SIGKILL);
-  Client c2 = Client::connect_retry(d.socket(), 10);
-  REQUIRE(
-      wait_until([&] { return d.frontend_pid() != 0 && d.frontend_pid() != old_frontend; }, 10));
+  Client c2 = kill_frontend(d);
   json::object after = result_of(c2.call("service_status", {{"name", "steady"}}));
   CHECK(str(after, "state") == "ready");
   CHECK(num(after, "pid") == pid);
