@@ -250,74 +250,32 @@ rpc::Object Services::status(uint32_t i) const {
 }
 
 void Services::start(rpc::ServiceStartParams& p, Reply r) {
-  const std::string name = p.spec.name;
-  std::optional<uint32_t> found = table_.find(name);
+  std::optional<uint32_t> found = table_.find(p.spec.name);
   if (found && !runs_.count(*found)) found.reset();
-  bool existing = false;
+  const bool existing = found && !ended(table_.at(*found).phase);
   uint32_t i = 0;
-  if (found) {
+  if (existing) {  // the same service, asked again: retry-safe
     i = *found;
     shm::ServiceSlot& s = table_.at(i);
-    if (!ended(s.phase)) {
-      if (table_.spec(i) != p.spec_json) return fail(r, ServiceFault::kRuns, i);
-      if (being_removed(i))
-        return fail(r, ServiceFault::kWrongState, i,
-                    "service " + name + " is being removed: its session was destroyed");
-      existing = true;  // the same service, asked again: retry-safe
-      // Asked to run while a stop is under way: it starts again after it.
-      if (s.phase == uint32_t(ServicePhase::kStopping) &&
-          s.after_stop == uint32_t(AfterStop::kStop))
-        s.after_stop = uint32_t(AfterStop::kRestart);
-    } else {
-      if (auto fault = session_change(i, p.spec.exec.session_id)) return fail(r, *fault, i);
-      // It ended (stopped, exited or failed): it starts again, with this spec.
-      if (draining_ || !queue_.accepting())
-        return out_.fail(r, to_rpc(SubmitError{SubmitError::kShuttingDown, {}}));
-      if (!table_.set_spec(i, p.spec_json))
-        return fail(r, ServiceFault::kSpecTooLarge, i, std::to_string(p.spec_json.size()));
-      copy_note(s.session_id, sizeof s.session_id, p.spec.exec.session_id);
-      runs_.at(i).spec = std::move(p.spec);
-      s.failures_at = 0;
-      std::memset(s.failures, 0, sizeof s.failures);
-      set_error(i, "");
-      if (auto e = start_generation(i)) return out_.fail(r, to_rpc(*e));
-    }
+    if (table_.spec(i) != p.spec_json) return fail(r, ServiceFault::kRuns, i);
+    if (being_removed(i))
+      return fail(r, ServiceFault::kWrongState, i,
+                  "service " + p.spec.name + " is being removed: its session was destroyed");
+    // Asked to run while a stop is under way: it starts again after it.
+    if (s.phase == uint32_t(ServicePhase::kStopping) && s.after_stop == uint32_t(AfterStop::kStop))
+      s.after_stop = uint32_t(AfterStop::kRestart);
+  } else if (found) {  // it ended (stopped, exited or failed): it starts again, with this spec
+    i = *found;
+    if (shutting_down(r)) return;
+    if (auto fault = check_spec(i, p))
+      return fail(r, *fault, i, std::to_string(p.spec_json.size()));
+    use_spec(i, p);
+    if (auto e = start_generation(i)) return out_.fail(r, to_rpc(*e));
   } else {
-    if (draining_ || !queue_.accepting())
-      return out_.fail(r, to_rpc(SubmitError{SubmitError::kShuttingDown, {}}));
-    auto created = table_.create(name, p.spec.exec.session_id, p.spec_json, p.spec.log_bytes);
-    if (auto* e = std::get_if<shm::ServiceError>(&created)) {
-      ServiceFault::Kind kind = *e == shm::ServiceError::kSpecTooLarge ? ServiceFault::kSpecTooLarge
-                                : *e == shm::ServiceError::kTableFull  ? ServiceFault::kTableFull
-                                                                       : ServiceFault::kSessionFull;
-      return out_.fail(
-          r, to_rpc(ServiceFault{kind, name, std::to_string(p.spec_json.size()), {}}, table_));
-    }
+    if (shutting_down(r)) return;
+    auto created = create(p);
+    if (auto* e = std::get_if<rpc::RpcError>(&created)) return out_.fail(r, *e);
     i = std::get<uint32_t>(created);
-    shm::ServiceSlot& s = table_.at(i);
-    if (!seg_.spool_budget().take(s.log_bytes)) {
-      table_.release(i);
-      return out_.fail(
-          r, to_rpc(ServiceFault{ServiceFault::kNoSpool, name, std::to_string(s.log_bytes), {}},
-                    table_));
-    }
-    Run run;
-    run.created_unix_ms = s.created_unix_ms;
-    run.spec = std::move(p.spec);
-    auto log = open_service_log(spool_dir_, i, true);
-    if (!log) {
-      seg_.spool_budget().give_back(s.log_bytes);
-      table_.release(i);
-      return out_.fail(r, rpc::RpcError{rpc::Code::Internal, "cannot create the service's log: " +
-                                                                 log.error().message()});
-    }
-    run.log = std::move(*log);
-    runs_[i] = std::move(run);
-    if (auto e = start_generation(i)) {  // it never ran: it goes
-      forget(i);
-      return out_.fail(r, to_rpc(*e));
-    }
-    spdlog::info("service {} started", name);
   }
   Waiter w(Waiter::kStart, std::move(r));
   w.slot = i;
@@ -331,14 +289,78 @@ void Services::start(rpc::ServiceStartParams& p, Reply r) {
   park(std::move(w), *p.wait_ready_s < 0 ? std::nullopt : p.wait_ready_s);
 }
 
+std::variant<uint32_t, rpc::RpcError> Services::create(rpc::ServiceStartParams& p) {
+  const std::string name = p.spec.name;
+  auto created = table_.create(name, p.spec.exec.session_id, p.spec_json, p.spec.log_bytes);
+  if (auto* e = std::get_if<shm::ServiceError>(&created)) {
+    ServiceFault::Kind kind = *e == shm::ServiceError::kSpecTooLarge ? ServiceFault::kSpecTooLarge
+                              : *e == shm::ServiceError::kTableFull  ? ServiceFault::kTableFull
+                                                                     : ServiceFault::kSessionFull;
+    return to_rpc(ServiceFault{kind, name, std::to_string(p.spec_json.size()), {}}, table_);
+  }
+  const uint32_t i = std::get<uint32_t>(created);
+  shm::ServiceSlot& s = table_.at(i);
+  if (!seg_.spool_budget().take(s.log_bytes)) {
+    table_.release(i);
+    return to_rpc(ServiceFault{ServiceFault::kNoSpool, name, std::to_string(s.log_bytes), {}},
+                  table_);
+  }
+  auto log = open_service_log(spool_dir_, i, true);
+  if (!log) {
+    seg_.spool_budget().give_back(s.log_bytes);
+    table_.release(i);
+    return rpc::RpcError{rpc::Code::Internal,
+                         "cannot create the service's log: " + log.error().message()};
+  }
+  Run& run = runs_[i];
+  run.created_unix_ms = s.created_unix_ms;
+  run.spec = std::move(p.spec);
+  run.log = std::move(*log);
+  if (auto e = start_generation(i)) {  // it never ran: it goes
+    forget(i);
+    return to_rpc(*e);
+  }
+  spdlog::info("service {} started", name);
+  return i;
+}
+
+bool Services::shutting_down(Reply& r) {
+  if (!draining_ && queue_.accepting()) return false;
+  out_.fail(r, to_rpc(SubmitError{SubmitError::kShuttingDown, {}}));
+  return true;
+}
+
+std::optional<ServiceFault::Kind> Services::check_spec(uint32_t i,
+                                                       const rpc::ServiceStartParams& p) const {
+  const std::string& session_id = p.spec.exec.session_id;
+  if (!session_id.empty() && session_id != table_.at(i).session_id &&
+      table_.in_session(session_id) >= table_.per_session())
+    return ServiceFault::kSessionFull;
+  if (p.spec_json.size() > table_.spec_bytes()) return ServiceFault::kSpecTooLarge;
+  return std::nullopt;
+}
+
+void Services::use_spec(uint32_t i, rpc::ServiceStartParams& p) {
+  shm::ServiceSlot& s = table_.at(i);
+  table_.set_spec(i, p.spec_json);  // fits: check_spec
+  copy_note(s.session_id, sizeof s.session_id, p.spec.exec.session_id);
+  runs_.at(i).spec = std::move(p.spec);
+  count_afresh(i);
+}
+
+void Services::count_afresh(uint32_t i) {
+  shm::ServiceSlot& s = table_.at(i);
+  s.failures_at = 0;  // a start or restart by hand counts failures afresh
+  std::memset(s.failures, 0, sizeof s.failures);
+  set_error(i, "");
+}
+
 void Services::stop(std::string& name, Reply r) {
   auto i = find(name, r);
   if (!i) return;
   shm::ServiceSlot& s = table_.at(*i);
   if (running(*i)) {
-    if (s.phase != uint32_t(ServicePhase::kStopping) ||
-        s.after_stop != uint32_t(AfterStop::kRemove))
-      stop_generation(*i, AfterStop::kStop, "stopped by service_stop");
+    if (!being_removed(*i)) stop_generation(*i, AfterStop::kStop, "stopped by service_stop");
   } else if (s.phase == uint32_t(ServicePhase::kBackoff)) {
     s.phase = uint32_t(ServicePhase::kStopped);  // stop wins over the policy
     marker(*i, "stopped during its backoff");
@@ -352,27 +374,19 @@ void Services::stop(std::string& name, Reply r) {
 
 void Services::restart(rpc::ServiceRestartParams& p, Reply r) {
   auto i = find(p.name, r);
-  if (!i) return;
-  shm::ServiceSlot& s = table_.at(*i);
-  if (draining_ || !queue_.accepting())
-    return out_.fail(r, to_rpc(SubmitError{SubmitError::kShuttingDown, {}}));
+  if (!i || shutting_down(r)) return;
   if (being_removed(*i))
     return fail(r, ServiceFault::kWrongState, *i,
                 "service " + p.name + " is being removed: its session was destroyed");
   if (p.spec) {
-    if (auto fault = session_change(*i, p.spec->spec.exec.session_id)) return fail(r, *fault, *i);
-    if (p.spec->spec_json.size() > table_.spec_bytes())
-      return fail(r, ServiceFault::kSpecTooLarge, *i, std::to_string(p.spec->spec_json.size()));
+    if (auto fault = check_spec(*i, *p.spec))
+      return fail(r, *fault, *i, std::to_string(p.spec->spec_json.size()));
     // The running generation stops as its own spec says.
     if (running(*i)) stop_generation(*i, AfterStop::kRestart, "restarted by service_restart");
-    if (!table_.set_spec(*i, p.spec->spec_json))
-      return fail(r, ServiceFault::kSpecTooLarge, *i, std::to_string(p.spec->spec_json.size()));
-    copy_note(s.session_id, sizeof s.session_id, p.spec->spec.exec.session_id);
-    runs_.at(*i).spec = std::move(p.spec->spec);
+    use_spec(*i, *p.spec);
+  } else {
+    count_afresh(*i);
   }
-  s.failures_at = 0;  // a restart by hand starts the count afresh
-  std::memset(s.failures, 0, sizeof s.failures);
-  set_error(*i, "");
   if (running(*i)) {
     stop_generation(*i, AfterStop::kRestart, "restarted by service_restart");
   } else if (auto e = start_generation(*i)) {
@@ -380,7 +394,7 @@ void Services::restart(rpc::ServiceRestartParams& p, Reply r) {
   }
   Waiter w(Waiter::kRestart, std::move(r));
   w.slot = *i;
-  w.created_unix_ms = s.created_unix_ms;
+  w.created_unix_ms = table_.at(*i).created_unix_ms;
   park(std::move(w), std::nullopt);
 }
 
@@ -754,13 +768,6 @@ bool Services::being_removed(uint32_t i) const {
          s.after_stop == uint32_t(AfterStop::kRemove);
 }
 
-std::optional<ServiceFault::Kind> Services::session_change(uint32_t i,
-                                                           const std::string& session_id) const {
-  if (session_id.empty() || session_id == table_.at(i).session_id) return std::nullopt;
-  if (table_.in_session(session_id) >= table_.per_session()) return ServiceFault::kSessionFull;
-  return std::nullopt;
-}
-
 void Services::service() {
   again_ = false;
   const uint64_t now = monotonic_ns();
@@ -821,8 +828,8 @@ std::optional<std::variant<rpc::Object, rpc::RpcError>> Services::answer(Waiter&
   auto it = runs_.find(w.slot);
   if (it == runs_.end() || it->second.created_unix_ms != w.created_unix_ms) {
     if (w.kind == Waiter::kStop)  // stopped, and removed with its session
-      return rpc::Object{{"name", w.logs.name}, {"state", "stopped"}, {"removed", true}};
-    return to_rpc(ServiceFault{ServiceFault::kNoService, w.logs.name, {}, {}}, table_);
+      return rpc::Object{{"name", w.name}, {"state", "stopped"}, {"removed", true}};
+    return to_rpc(ServiceFault{ServiceFault::kNoService, w.name, {}, {}}, table_);
   }
   const shm::ServiceSlot& s = table_.at(w.slot);
   const auto phase = ServicePhase(s.phase);
@@ -887,7 +894,7 @@ void Services::park(Waiter w, std::optional<double> wait_s) {
   if (wait_s)
     w.deadline_ns =
         monotonic_ns() + uint64_t(std::ceil(std::min(*wait_s * 1e9, double(kMaxWaitNs))));
-  w.logs.name = table_.at(w.slot).name;  // for the answer if it goes meanwhile
+  w.name = table_.at(w.slot).name;  // for the answer if it goes meanwhile
   // It may be answerable at once (a stop of a service that had ended).
   if (auto a = answer(w, false)) {
     if (auto* e = std::get_if<rpc::RpcError>(&*a)) return out_.fail(w.reply, *e);
@@ -903,8 +910,7 @@ void Services::drain() {
     if (!runs_.count(i)) continue;
     shm::ServiceSlot& s = table_.at(i);
     if (running(i)) {
-      if (s.phase != uint32_t(ServicePhase::kStopping) ||
-          s.after_stop != uint32_t(AfterStop::kRemove))
+      if (!being_removed(i))
         stop_generation(i, AfterStop::kStop, "the daemon is shutting down: stopping it");
     } else if (s.phase == uint32_t(ServicePhase::kBackoff)) {
       s.phase = uint32_t(ServicePhase::kStopped);

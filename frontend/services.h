@@ -88,6 +88,7 @@ class Services {
     Waiter(Kind k, Reply r) : kind(k), reply(std::move(r)) {}
     Kind kind;
     Reply reply;
+    std::string name;  // for the answer if the service goes meanwhile
     uint32_t slot = 0;
     uint64_t created_unix_ms = 0;
     uint64_t deadline_ns = 0;  // 0: none
@@ -117,8 +118,16 @@ class Services {
   // Sends the stop signal to the running generation unless it was sent.
   void send_stop(uint32_t i, const std::string& why);
   bool being_removed(uint32_t i) const;  // stopping, to go with its session
-  // Moving service i to session `session_id` would pass its bound.
-  std::optional<ServiceFault::Kind> session_change(uint32_t i, const std::string& session_id) const;
+  // A new service, its log and its first generation; or the call's error.
+  std::variant<uint32_t, rpc::RpcError> create(rpc::ServiceStartParams& p);
+  // The daemon drains or stops: r is answered -32003 (true).
+  bool shutting_down(Reply& r);
+  // Why service i cannot take `p`'s spec (its session's bound, the spec's
+  // size), if it cannot.
+  std::optional<ServiceFault::Kind> check_spec(uint32_t i, const rpc::ServiceStartParams& p) const;
+  // Service i takes `p`'s spec (checked), and counts failures afresh.
+  void use_spec(uint32_t i, rpc::ServiceStartParams& p);
+  void count_afresh(uint32_t i);  // a start or restart by hand
   // Output into the log; a generation that ended is settled. True if it ended.
   bool follow_job(uint32_t i);
   void generation_ended(uint32_t i, shm::JobState state, const shm::JobOutcome& outcome);
