@@ -285,7 +285,8 @@ TEST_CASE("always restarts after exit 0, never does not restart at all", "[daemo
   CHECK(r.at("reached").as_bool());
   CHECK(num(r, "generation") == 1);
   CHECK(num(r.at("last_exit").as_object(), "exit_code") == 7);
-  CHECK(count_of(read_log(c, "again").text, "tick\n") >= 3);
+  // Generations 1 and 2 ended, so their output is in the log (the third's may not be yet).
+  CHECK(count_of(read_log(c, "again").text, "tick\n") >= 2);
   r = result_of(c.call("service_stop", {{"name", "again"}}));
   CHECK(str(r, "state") == "stopped");
   stop_cleanly(d);
