@@ -33,6 +33,13 @@ void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
                                       "invalid params: \"stdin_open\" is for execute_stream "
                                       "and job_submit: "
                                       "execute answers only when the job ended"});
+  if (!p.hosts.empty()) {
+    if (p.stdin_open)
+      return out_.fail(r,
+                       rpc::RpcError{rpc::Code::InvalidParams,
+                                     "invalid params: \"stdin_open\" does not go with \"hosts\""});
+    return fan_out_(p, std::move(r), stream);
+  }
   Pending* started = start(p, r, stream);
   if (started == nullptr) return;
   Pending& job = *started;
@@ -54,6 +61,16 @@ void AttachedJobs::run(rpc::ExecParams& p, Reply r, Done done) {
     // Its own bound, not execute's --max-output: the part sized it.
     if (p.max_output_bytes) job->cap = *p.max_output_bytes;
   }
+}
+
+std::optional<SubmitError> AttachedJobs::run_shared(rpc::ExecParams& p, const Reply& r, bool stream,
+                                                    Done done) {
+  auto slot = queue_.enqueue(p);
+  if (auto* e = std::get_if<SubmitError>(&slot)) return *e;
+  Pending& job = track(std::get<uint32_t>(slot), r, stream, p);
+  job.shared = true;
+  job.done = std::move(done);
+  return std::nullopt;
 }
 
 std::optional<SubmitError> AttachedJobs::run_internal(rpc::ExecParams& p, Done done) {
@@ -87,6 +104,7 @@ AttachedJobs::Pending& AttachedJobs::track(uint32_t i, Reply r, bool stream,
   uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
   job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
   job.kill_on_cap = p.kill_on_output_cap;
+  job.host = p.host;
   return job;
 }
 
@@ -191,8 +209,9 @@ void AttachedJobs::send_chunk(Pending& p, int stream, std::string_view bytes, bo
   std::string data;
   append_output_text(data, bytes, p.base64, p.carry[stream], final);
   if (data.empty()) return;
-  out_.partial(p.reply,
-               rpc::Object{{"type", stream ? "stderr" : "stdout"}, {"data", std::move(data)}});
+  rpc::Object chunk{{"type", stream ? "stderr" : "stdout"}, {"data", std::move(data)}};
+  if (!p.host.empty()) chunk["host"] = p.host;
+  out_.partial(p.reply, chunk);
   if (p.heartbeat_ns) p.next_beat_ns = monotonic_ns() + p.heartbeat_ns;  // it is not silent
 }
 
@@ -212,12 +231,17 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   buffered_ -= p.data[0].size() + p.data[1].size();
   // Nobody reads it (the client left, or a notification): not built. A
   // client that left with 100 jobs of 16 MiB must not cost seconds of JSON.
-  if (!wanted(p)) return out_.drop(p.reply);
+  if (!wanted(p)) return p.shared ? void() : out_.drop(p.reply);
   if (p.killed_for_output && w.state == JobState::kCancelled)
     outcome.failure = "killed: its output exceeded " + std::to_string(p.cap) + " bytes on a stream";
-  if (p.done)
-    return p.done(std::move(p.reply), Ended{std::move(p.data[0]), std::move(p.data[1]), w.state,
-                                            outcome.exit_code, std::move(outcome.failure)});
+  if (p.done) {
+    if (p.stream)
+      for (int i = 0; i < 2; ++i) send_chunk(p, i, {}, true);  // flush incomplete UTF-8
+    return p.done(std::move(p.reply),
+                  Ended{std::move(p.data[0]), std::move(p.data[1]), w.state, outcome.exit_code,
+                        std::move(outcome.failure), outcome.signal, p.truncated, duration_ms,
+                        p.job_id, outcome.error_code, outcome.error_phase});
+  }
   rpc::Object result;
   if (p.stream) {
     for (int i = 0; i < 2; ++i) send_chunk(p, i, {}, true);  // flush incomplete UTF-8
@@ -238,6 +262,10 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   result["status"] = state_name(w.state);
   result["error"] = outcome.failure.empty() ? rpc::Value(nullptr) : rpc::Value(outcome.failure);
   if (p.base64) result["encoding"] = "base64";
+  if (!p.host.empty()) {
+    result["host"] = p.host;
+    add_remote_error(result, outcome.error_code, outcome.error_phase);
+  }
   out_.answer(p.reply, result);
 }
 

@@ -46,9 +46,22 @@ class AttachedJobs {
     shm::JobState state = shm::JobState::kFree;
     int exit_code = 0;
     std::string failure;  // why it failed to start, was lost, ...
+    int signal = 0;
+    bool truncated = false;
+    uint64_t duration_ms = 0;
+    uint64_t job_id = 0;
+    uint8_t error_code = 0, error_phase = 0;  // a remote job's (common/remote_error.h)
   };
   using Done = std::function<void(Reply r, Ended e)>;
   void run(rpc::ExecParams& p, Reply r, Done done);
+  // One of several jobs answered together (a fan-out): its output streams
+  // as execute_stream's chunks (with "host") when `stream`, and `r` is
+  // never answered here (the caller answers it once); `done` gets the job's
+  // end. False (nothing started) with why, if it could not be queued.
+  std::optional<SubmitError> run_shared(rpc::ExecParams& p, const Reply& r, bool stream, Done done);
+  // Fan-out: execute and execute_stream with "hosts" go to `f`.
+  using FanOut = std::function<void(rpc::ExecParams& p, Reply r, bool stream)>;
+  void set_fan_out(FanOut f) { fan_out_ = std::move(f); }
   // A job the frontend itself waits for (a service's readiness probe): as
   // run(), with no client (`done` gets an empty Reply, and is called however
   // the job ends); why it could not be queued, if it could not.
@@ -91,6 +104,8 @@ class AttachedJobs {
     uint64_t next_beat_ns = 0;  // a heartbeat is due then (moved on by every chunk)
     Done done;                  // run(): gets the output instead of an answer
     bool internal = false;      // run_internal(): no client; `done` waits for it
+    bool shared = false;        // run_shared(): the reply is the caller's to answer
+    std::string host;           // a remote job's host
   };
 
   void execute(rpc::ExecParams& p, Reply r, bool stream);
@@ -118,6 +133,7 @@ class AttachedJobs {
   bool held_back_ = false;          // service() skipped a job for the budget
   uint64_t next_beat_ns_ = 0;       // the earliest heartbeat due (0: none); may be early
   uint64_t budget_holds_ = 0;       // times it did, since this frontend started (health)
+  FanOut fan_out_;
 };
 
 }  // namespace sp::frontend

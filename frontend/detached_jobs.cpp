@@ -93,9 +93,49 @@ void DetachedJobs::submit(rpc::JobSubmitParams& p, Reply r) {
                                       {"state", views_.state(i)},
                                       {"steps", std::move(steps)}});
   }
+  if (!p.exec.hosts.empty()) return submit_fan_out(p, std::move(r));
   auto id = start_job(p.exec, p.job_id);
   if (auto* e = std::get_if<SubmitError>(&id)) return out_.fail(r, to_rpc(*e));
   out_.answer(r, rpc::Object{{"job_id", std::get<std::string>(id)}, {"state", "queued"}});
+}
+
+// job_submit with "hosts": one detached job per host, as the steps of a
+// plan (a DAG without edges, each node named after its host), so that
+// max_parallel and fail_fast hold as for execute_parallel, and the plan's
+// id names them all: "<plan>/<host>" is each host's job.
+void DetachedJobs::submit_fan_out(rpc::JobSubmitParams& p, Reply r) {
+  if (p.exec.hosts.size() > shm::kMaxPlanSteps)
+    return out_.fail(r, to_rpc(SubmitError{SubmitError::kTooLarge,
+                                           "a detached fan-out takes at most " +
+                                               std::to_string(shm::kMaxPlanSteps) + " hosts"}));
+  if (p.exec.stdin_open)
+    return out_.fail(r, to_rpc(SubmitError{SubmitError::kAboveCeiling,
+                                           "\"stdin_open\" does not go with \"hosts\""}));
+  rpc::PlanParams plan;
+  plan.kind = shm::PlanKind::kDag;
+  plan.fail_fast = p.exec.fail_fast;
+  plan.max_parallel = std::min<uint32_t>(p.exec.max_parallel, shm::kMaxPlanSteps);
+  for (const std::string& host : p.exec.hosts) {
+    rpc::PlanStep step;
+    step.name = host;
+    step.exec = p.exec;
+    step.exec.hosts.clear();
+    step.exec.host = host;
+    plan.steps.push_back(std::move(step));
+  }
+  auto submitted = plans_.submit(plan, p.job_id, false);
+  if (auto* e = std::get_if<SubmitError>(&submitted)) return out_.fail(r, to_rpc(*e));
+  const uint32_t i = std::get<uint32_t>(submitted);
+  rpc::Array jobs, steps;
+  for (uint32_t s : records_.steps_of(i)) {
+    const std::string id = records_.at(s).id;
+    steps.push_back(id);
+    jobs.push_back(rpc::Object{{"host", id.substr(id.find('/') + 1)}, {"job_id", id}});
+  }
+  out_.answer(r, rpc::Object{{"job_id", records_.at(i).id},
+                             {"state", views_.state(i)},
+                             {"steps", std::move(steps)},
+                             {"jobs", std::move(jobs)}});
 }
 
 std::variant<std::string, SubmitError> DetachedJobs::start_job(rpc::ExecParams& p, std::string id) {

@@ -97,6 +97,7 @@ class DetachedJobs {
   using WaitParams = std::variant<rpc::JobWaitParams, rpc::JobOutputParams, Interact>;
 
   void submit(rpc::JobSubmitParams& p, Reply r);
+  void submit_fan_out(rpc::JobSubmitParams& p, Reply r);
   void list(rpc::JobListParams& p, Reply r);
   void status(std::string& id, Reply r);
   void forget(std::string& id, Reply r);

@@ -52,6 +52,9 @@ RpcError to_rpc(const SubmitError& e) {
     case SubmitError::kNoSession:
       return {Code::NotFound, "no session with session_id " + e.detail,
               rpc::Object{{"session_id", e.detail}}};
+    case SubmitError::kNoHost:
+      return {Code::NotFound, "no host named " + e.detail + " (host_add adds one)",
+              rpc::Object{{"host", e.detail}}};
     case SubmitError::kAboveCeiling:
       return rpc::detail::bad_params(e.detail);
     case SubmitError::kQueueFull:
@@ -61,6 +64,26 @@ RpcError to_rpc(const SubmitError& e) {
       return {Code::LimitExceeded, e.detail};
   }
   return internal_error("unknown submit error");
+}
+
+RpcError to_rpc(const HostFault& e) {
+  rpc::Object data{{"host", e.name}};
+  switch (e.kind) {
+    case HostFault::kNoHost:
+      return {Code::NotFound, "no host named " + e.name, std::move(data)};
+    case HostFault::kExists:
+      return {Code::WrongState, "a host named " + e.name + " exists; host_remove it first",
+              std::move(data)};
+    case HostFault::kTableFull:
+      return {Code::LimitExceeded, "every host slot is taken (--hosts)", std::move(data)};
+    case HostFault::kBusy:
+      data["running"] = std::stoull(e.detail);
+      return {
+          Code::WrongState,
+          "host " + e.name + " has " + e.detail + " jobs queued or running; force: true ends them",
+          std::move(data)};
+  }
+  return {Code::Internal, "unknown host error"};
 }
 
 RpcError to_rpc(const ServiceFault& e, const shm::ServiceTable& table) {

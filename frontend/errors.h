@@ -31,10 +31,24 @@ struct SubmitError {
     kQueueFull,     // no job slot or ring cell: detail says which
     kTooLarge,      // the spec or the plan does not fit: detail says why
     kRecordsFull,   // every job record holds an unfinished job
+    kNoHost,        // detail: the host name, which names no host (host_add)
   } kind;
   std::string detail;
 };
 rpc::RpcError to_rpc(const SubmitError& e);
+
+// What a host method could not do (Hosts). `name`: the host's.
+struct HostFault {
+  enum Kind {
+    kNoHost,     // no host of that name
+    kExists,     // host_add of a name taken
+    kTableFull,  // every host slot is taken (--hosts)
+    kBusy,       // host_remove without force while jobs run there: detail is their count
+  } kind;
+  std::string name;
+  std::string detail;
+};
+rpc::RpcError to_rpc(const HostFault& e);
 
 // What a service method could not do (Services). `name`: the service's.
 struct ServiceFault {

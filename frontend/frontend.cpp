@@ -21,6 +21,7 @@
 #include "frontend/detached_jobs.h"
 #include "frontend/env.h"
 #include "frontend/file_methods.h"
+#include "frontend/hosts.h"
 #include "frontend/job_queue.h"
 #include "frontend/job_views.h"
 #include "frontend/method_table.h"
@@ -95,7 +96,8 @@ class Frontend {
         stdin_methods_(records_, attached_, stdin_, views_, queue_, out_),
         reloads_(seg_, out_),
         files_(o_, attached_, detached_, out_),
-        services_(seg_, queue_, attached_, out_, spool_dir_ ? spool_dir_.get() : -1) {
+        services_(seg_, queue_, attached_, out_, spool_dir_ ? spool_dir_.get() : -1),
+        hosts_(seg_, queue_, attached_, out_) {
     queue_.set_stdin_feeds(&stdin_);
     stdin_methods_.add_methods(methods_);
     attached_.add_methods(methods_);
@@ -104,6 +106,7 @@ class Frontend {
     reloads_.add_methods(methods_);
     files_.add_methods(methods_);
     services_.add_methods(methods_);
+    hosts_.add_methods(methods_);
     methods_.add("health", [this](Reply r) { out_.answer(r, health()); });
     methods_.add("metrics", [this](Reply r) {
       out_.answer(r, rpc::Object{{"content_type", kMetricsContentType}, {"text", metrics()}});
@@ -160,6 +163,7 @@ class Frontend {
   Reloads reloads_;
   FileMethods files_;
   Services services_;
+  Hosts hosts_;
   std::optional<MetricsHttp> metrics_http_;  // --metrics-listen
   bool stopping_ = false;
 };
@@ -190,6 +194,7 @@ Status Frontend::init() {
   plans_.recover();
   detached_.recover();
   services_.recover();
+  hosts_.recover();
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
   if (auto r =
           sys("fcntl O_NONBLOCK", [&] { return ::fcntl(out_.listen_fd(), F_SETFL, O_NONBLOCK); });
@@ -306,22 +311,28 @@ rpc::Object Frontend::health() const {
   uint64_t now = monotonic_ns();
   rpc::Array workers;
   uint64_t max_concurrent = 0;
-  for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
+  auto describe = [&](uint32_t i, const char* state) {
     const shm::WorkerSlot& w = seg_.worker(i);
-    const shm::WorkerUse use = w.use.load();
-    if (use == shm::WorkerUse::kUnused) continue;
-    if (use == shm::WorkerUse::kServing) max_concurrent += w.jobs_at_once.load();
     uint64_t beat = w.heartbeat_ns.load();
-    workers.push_back(
-        rpc::Object{{"index", i},
-                    {"state", use == shm::WorkerUse::kServing ? "serving" : "retiring"},
-                    {"pid", w.pid.load()},
-                    {"running", w.running.load()},
-                    {"incarnation", w.incarnation.load()},
-                    {"ready", w.ready.load() == w.incarnation.load()},
-                    {"last_death", death_kind_name(w.last_death.load())},
-                    {"heartbeat_age_ms", beat && now > beat ? (now - beat) / 1'000'000 : 0}});
+    return rpc::Object{{"index", i},
+                       {"state", state},
+                       {"pid", w.pid.load()},
+                       {"running", w.running.load()},
+                       {"incarnation", w.incarnation.load()},
+                       {"ready", w.ready.load() == w.incarnation.load()},
+                       {"last_death", death_kind_name(w.last_death.load())},
+                       {"heartbeat_age_ms", beat && now > beat ? (now - beat) / 1'000'000 : 0}};
+  };
+  for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
+    const shm::WorkerUse use = seg_.worker(i).use.load();
+    if (use == shm::WorkerUse::kUnused || use == shm::WorkerUse::kRemote) continue;
+    if (use == shm::WorkerUse::kServing) max_concurrent += seg_.worker(i).jobs_at_once.load();
+    workers.push_back(describe(i, use == shm::WorkerUse::kServing ? "serving" : "retiring"));
   }
+  rpc::Object remote = describe(shm::kRemoteWorker, "serving");
+  remote["max_concurrent"] = seg_.worker(shm::kRemoteWorker).jobs_at_once.load();
+  remote["hosts"] = hosts_.count();
+  remote["host_capacity"] = caps.host_slots;
   const JobCounts job_counts = count_jobs(jobs);
   const shm::Counters& c = h.counters;
   rpc::Object counters{{"submitted", c.submitted.load()},
@@ -345,6 +356,7 @@ rpc::Object Frontend::health() const {
       {"status", h.draining.load() ? "draining" : "ok"},
       {"uptime_ms", unix_ms() - h.started_unix_ms.load()},
       {"workers", std::move(workers)},
+      {"remote_worker", std::move(remote)},
       {"frontend", rpc::Object{{"incarnation", h.frontend_incarnation.load()},
                                {"last_death", death_kind_name(h.frontend_last_death.load())}}},
       {"jobs", rpc::Object{{"queued", job_counts.queued},

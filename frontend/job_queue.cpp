@@ -13,9 +13,9 @@ JobQueue::JobQueue(const shm::RoleConfig& o, const Fds& fds, const shm::Segment&
                    EnvPairs base_env)
     : seg_(seg),
       jobs_(seg.jobs()),
-      ring_(seg.ring()),
       sessions_(seg),
       records_(seg),
+      hosts_(seg),
       submit_(&seg.header().submit_bell, fds.submit),
       specs_(o, std::move(base_env)) {
   for (uint32_t i = 0; i < shm::kWorkerSlots; ++i)
@@ -45,8 +45,18 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
     session = sessions_.env_of(p.session_id);
     if (!session) return SubmitError{SubmitError::kNoSession, p.session_id};
   }
-  auto spec = specs_.build(p, session ? &*session : nullptr);
+  std::optional<uint32_t> host;
+  if (!p.host.empty()) {
+    host = hosts_.find(p.host);
+    if (!host) return SubmitError{SubmitError::kNoHost, p.host};
+  }
+  auto spec = specs_.build(p, session ? &*session : nullptr, host.has_value());
   if (auto* e = std::get_if<SubmitError>(&spec)) return *e;
+  if (host) {
+    std::get<shm::SpecInput>(spec).host_slot = *host + 1;
+    std::get<shm::SpecInput>(spec).host_generation = hosts_.generation(*host);
+    std::get<shm::SpecInput>(spec).host_check = p.host_check;
+  }
 
   const bool input = p.stdin_data || p.stdin_open || p.pty;
   const uint64_t stdin_bytes = p.stdin_data ? p.stdin_data->size() : 0;
@@ -73,6 +83,7 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
   if (where.record)  // a detached job: the record names its slot before the job is queued
     records_.bind(*where.record, *slot, allocated.generation);
   if (where.service) jobs_.set_control(*slot, shm::kControlDetached | shm::kControlService);
+  if (host) jobs_.set_control(*slot, shm::kControlRemote);
   if (input)  // before it is queued: the worker then sees its stdin is a pipe
     stdin_->start(*slot, allocated.generation, p.stdin_data.value_or(std::string()), p.stdin_open,
                   p.pty.has_value());
@@ -84,7 +95,7 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
   jobs_.slot(*slot).queued_ns.store(monotonic_ns(), std::memory_order_relaxed);
   jobs_.transition(*slot, allocated, queued);  // release: the spec is visible to the claimer
   crash_point("mid_enqueue");
-  if (!ring_.push(*slot)) {
+  if (!publish(*slot)) {
     SubmitError full{SubmitError::kQueueFull, "the ring is full"};
     if (jobs_.transition(*slot, queued, {JobState::kFree, 0, 0, queued.generation + 1}))
       return full;
@@ -96,9 +107,18 @@ std::variant<uint32_t, SubmitError> JobQueue::enqueue(const rpc::ExecParams& p,
       return full;
     }
   }
-  submit_.ring();
   seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
   return *slot;
+}
+
+bool JobQueue::publish(uint32_t slot) {
+  const uint32_t control = jobs_.slot(slot).control.load(std::memory_order_acquire);
+  if (!seg_.ring_for(control).push(slot)) return false;
+  if (control & shm::kControlRemote)
+    worker_bells_[shm::kRemoteWorker].ring();
+  else
+    submit_.ring();
+  return true;
 }
 
 std::vector<std::string> JobQueue::session_secrets(const std::string& id) const {
@@ -109,13 +129,12 @@ bool JobQueue::promote(uint32_t slot, JobWord waiting) {
   JobWord queued = waiting.with_state(JobState::kQueued);
   jobs_.slot(slot).queued_ns.store(monotonic_ns(), std::memory_order_relaxed);
   if (!jobs_.transition(slot, waiting, queued)) return false;
-  if (!ring_.push(slot)) {
+  if (!publish(slot)) {
     // The ring is full: wait for the next turn (unless a stale cell let a
     // worker claim it meanwhile, which is as good).
     jobs_.transition(slot, queued, waiting);
     return false;
   }
-  submit_.ring();
   seg_.header().counters.submitted.fetch_add(1, std::memory_order_relaxed);
   return true;
 }

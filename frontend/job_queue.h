@@ -20,6 +20,7 @@
 #include "frontend/spec_builder.h"
 #include "frontend/stdin_feeds.h"
 #include "shm/doorbell.h"
+#include "shm/host_table.h"
 #include "shm/record_table.h"
 #include "shm/segment.h"
 #include "shm/session_table.h"
@@ -61,6 +62,11 @@ class JobQueue {
   // Wakes the worker that owns job `slot`'s word `w` (a cancel, room in its
   // output ring).
   void ring_owner(shm::JobWord w) const;
+  // Puts queued job `slot` on its ring (the remote worker's for a remote
+  // job) and wakes who takes it; false if the ring is full.
+  bool publish(uint32_t slot);
+  // Wakes the remote worker (a host was removed).
+  void ring_remote() const { worker_bells_[shm::kRemoteWorker].ring(); }
 
   uint64_t next_job_id() const;
   // The secrets of session `id` (none for "" or an unknown session).
@@ -77,9 +83,9 @@ class JobQueue {
  private:
   const shm::Segment& seg_;
   shm::JobTable jobs_;
-  shm::SubmitRing ring_;
   shm::SessionTable sessions_;
   shm::RecordTable records_;
+  shm::HostTable hosts_;
   shm::Doorbell submit_;
   std::vector<shm::Doorbell> worker_bells_;
   SpecBuilder specs_;

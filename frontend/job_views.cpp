@@ -67,6 +67,7 @@ rpc::Object JobViews::status(uint32_t rec) const {
     o["exit_code"] = out.exit_code;
     o["signal"] = signal_value(out.signal);
     o["error"] = out.failure.empty() ? rpc::Value(nullptr) : rpc::Value(out.failure);
+    if (out.error_code) add_remote_error(o, out.error_code, out.error_phase);
     o["pid"] = nullptr;
     o["started_at_ms"] = time_or_null(r.started_unix_ms);
     o["finished_at_ms"] = r.finished_unix_ms;

@@ -78,7 +78,8 @@ void role_families(Exposition& e, const shm::Segment& seg) {
   uint64_t states[kWorkerStates] = {};
   for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
     const shm::WorkerSlot& w = seg.worker(i);
-    if (w.use.load() != shm::WorkerUse::kUnused) ++states[worker_state(w)];
+    const shm::WorkerUse use = w.use.load();
+    if (use != shm::WorkerUse::kUnused && use != shm::WorkerUse::kRemote) ++states[worker_state(w)];
   }
   e.family("shell_pool_workers", T::kGauge,
            "Worker processes by state (busy: running jobs; down: waiting to be restarted; "

@@ -1,5 +1,6 @@
 #include "frontend/names.h"
 
+#include "common/remote_error.h"
 #include "common/signals.h"
 
 namespace sp::frontend {
@@ -77,6 +78,20 @@ rpc::Value signal_value(int sig) {
   if (!sig) return nullptr;
   std::string name = signal_name(sig);
   return name.empty() ? rpc::Value(sig) : rpc::Value(std::move(name));
+}
+
+rpc::Value remote_error_value(uint8_t code, uint8_t phase, const std::string& message) {
+  if (!code) return nullptr;
+  return rpc::Object{{"code", std::string(name_of(RemoteError(code)))},
+                     {"phase", std::string(name_of(RemotePhase(phase)))},
+                     {"message", message}};
+}
+
+void add_remote_error(rpc::Object& o, uint8_t code, uint8_t phase) {
+  o["error_code"] =
+      code ? rpc::Value(std::string(name_of(RemoteError(code)))) : rpc::Value(nullptr);
+  o["error_phase"] =
+      code ? rpc::Value(std::string(name_of(RemotePhase(phase)))) : rpc::Value(nullptr);
 }
 
 }  // namespace sp::frontend

@@ -3,6 +3,8 @@
 // used by the results and by the params that filter on them. Pure.
 #pragma once
 
+#include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "frontend/codec/value.h"
@@ -29,5 +31,12 @@ const char* death_kind_name(shm::DeathKind k);
 
 // null for 0, "SIGTERM" for a named signal, else its number.
 rpc::Value signal_value(int sig);
+
+// A remote job's error (common/remote_error.h) as {code, phase, message},
+// or null when it has none: fan-out entries carry it as "error".
+rpc::Value remote_error_value(uint8_t code, uint8_t phase, const std::string& message);
+// "error_code" and "error_phase" of a single remote job's result (names, or
+// null), beside its "error" message.
+void add_remote_error(rpc::Object& o, uint8_t code, uint8_t phase);
 
 }  // namespace sp::frontend

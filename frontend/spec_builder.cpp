@@ -49,11 +49,13 @@ std::optional<SubmitError> effective_limits(const shm::RoleConfig& o, const rpc:
 }  // namespace
 
 std::variant<shm::SpecInput, SubmitError> SpecBuilder::build(const rpc::ExecParams& p,
-                                                             const shm::SessionEnv* session) {
+                                                             const shm::SessionEnv* session,
+                                                             bool remote) {
   static const EnvPairs kNone;
   EnvPairs terminal;  // TERM for a PTY job; the session's and the request's env win
   if (p.pty) terminal.emplace_back("TERM", p.pty->term);
-  merge_env(env_strings_, base_env_, {&terminal, session ? &session->env : &kNone, &p.env});
+  merge_env(env_strings_, remote ? kNone : base_env_,
+            {&terminal, session ? &session->env : &kNone, &p.env});
   env_views_.assign(env_strings_.begin(), env_strings_.end());
 
   argv_views_.clear();
@@ -70,6 +72,16 @@ std::variant<shm::SpecInput, SubmitError> SpecBuilder::build(const rpc::ExecPara
 
   shm::SpecInput in{path, argv_views_, env_views_, p.working_dir, 0, 0, {}, 0, 0, {}};
   if (auto e = effective_limits(o_, p, in.limits, in.timeout_ms)) return *e;
+  if (remote) {
+    // Limits, cgroups and terminals are this machine's: a host gets none.
+    for (const auto& [name, field] : shm::kLimitNames)
+      if (p.limits.*field)
+        return SubmitError{SubmitError::kAboveCeiling,
+                           "\"limits\" do not apply to a job on a remote host"};
+    if (p.pty)
+      return SubmitError{SubmitError::kAboveCeiling, "\"pty\" is not available on a remote host"};
+    in.limits = {};
+  }
   in.kill_grace_ms =
       uint32_t(std::min<uint64_t>(p.kill_grace_ms.value_or(o_.kill_grace_ms), kMaxGraceMs));
   if (p.pty) {

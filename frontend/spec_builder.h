@@ -28,8 +28,11 @@ class SpecBuilder {
   // The spec of `p`, whose session gives `session` (null: no session).
   // It points into `p`, `session` and this builder: valid until the next
   // build. The secrets are the job's and the session's.
+  // A remote job (`remote`) gets no base environment: only the session's
+  // and the request's variables go to the host.
   std::variant<shm::SpecInput, SubmitError> build(const rpc::ExecParams& p,
-                                                  const shm::SessionEnv* session);
+                                                  const shm::SessionEnv* session,
+                                                  bool remote = false);
 
  private:
   const shm::RoleConfig& o_;

@@ -48,9 +48,9 @@ Status parse_limit(std::string_view name_value, Rlimits& out) {
 }
 
 uint64_t spec_size_bound(const SpecInput& in) {
-  // root pointer + struct (8 data words, 5 pointers) + texts + list pointer words.
+  // root pointer + struct (10 data words, 5 pointers) + texts + list pointer words.
   // (ptyRows and ptyCols share killGraceMs's word.)
-  uint64_t n = 8 + 13 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
+  uint64_t n = 8 + 15 * 8 + text_bytes(in.path) + text_bytes(in.cwd);
   for (auto a : in.argv) n += 8 + text_bytes(a);
   for (auto e : in.env) n += 8 + text_bytes(e);
   for (auto s : in.secrets) n += 8 + ((s.size() + 7) & ~uint64_t{7});
@@ -90,6 +90,9 @@ Result<uint32_t> encode_spec(std::span<unsigned char> arena, uint32_t prev_words
                     capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(in.secrets[i].data()),
                                         in.secrets[i].size()));
     }
+    spec.setHostSlot(in.host_slot);
+    spec.setHostGeneration(in.host_generation);
+    spec.setHostCheck(in.host_check);
     auto segments = message.getSegmentsForOutput();
     return static_cast<uint32_t>(segments[0].size());
   } catch (const kj::Exception& e) {
@@ -120,7 +123,11 @@ Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out)
     out.secrets.clear();
     for (auto s : spec.getSecrets())
       out.secrets.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
-    if (out.argv.size() < 2 || !*out.path) return Error{0, "job spec has no program"};
+    out.host_slot = spec.getHostSlot();
+    out.host_generation = spec.getHostGeneration();
+    out.host_check = spec.getHostCheck();
+    if ((out.argv.size() < 2 || !*out.path) && !out.host_check)
+      return Error{0, "job spec has no program"};
     return {};
   } catch (const kj::Exception& e) {
     return Error{0, std::string("malformed job spec: ") + e.getDescription().cStr()};
@@ -128,9 +135,9 @@ Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out)
 }
 
 uint32_t encode_result(std::span<unsigned char> buf, int32_t exit_code, int32_t signal,
-                       std::string_view failure) {
-  // root pointer + struct (1 data word, 1 pointer) + text.
-  uint64_t room = buf.size() - 8 - 16 - 8;
+                       std::string_view failure, uint8_t error_code, uint8_t error_phase) {
+  // root pointer + struct (2 data words, 1 pointer) + text.
+  uint64_t room = buf.size() - 8 - 24 - 8;
   if (failure.size() + 1 > room) failure = failure.substr(0, room - 1);
   std::memset(buf.data(), 0, buf.size());
   try {
@@ -139,6 +146,8 @@ uint32_t encode_result(std::span<unsigned char> buf, int32_t exit_code, int32_t 
     r.setExitCode(exit_code);
     r.setSignal(signal);
     r.setFailure(text(failure));
+    r.setErrorCode(error_code);
+    r.setErrorPhase(error_phase);
     return static_cast<uint32_t>(message.getSegmentsForOutput()[0].size());
   } catch (const kj::Exception&) {
     return 0;  // unreachable by the size check above; a 0-word result decodes as defaults
@@ -156,6 +165,8 @@ JobOutcome decode_result(std::span<const unsigned char> buf, uint32_t words) {
     out.exit_code = r.getExitCode();
     out.signal = r.getSignal();
     out.failure = r.getFailure().cStr();
+    out.error_code = r.getErrorCode();
+    out.error_phase = r.getErrorPhase();
   } catch (const kj::Exception& e) {
     out.failure = std::string("malformed job result: ") + e.getDescription().cStr();
   }

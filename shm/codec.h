@@ -30,6 +30,9 @@ struct SpecInput {
   Rlimits limits;
   uint16_t pty_rows = 0, pty_cols = 0;        // a PTY of this size; 0 rows: pipes
   std::span<const std::string_view> secrets;  // redacted from its output
+  uint32_t host_slot = 0;                     // a remote job: the host's slot + 1; 0: local
+  uint32_t host_generation = 0;
+  bool host_check = false;  // host_check: log in only
 };
 
 // Upper bound of the encoded size, in bytes.
@@ -53,6 +56,9 @@ struct DecodedSpec {
   Rlimits limits;
   uint16_t pty_rows = 0, pty_cols = 0;    // a PTY of this size; 0 rows: pipes
   std::vector<std::string_view> secrets;  // into the arena
+  uint32_t host_slot = 0;                 // as in SpecInput
+  uint32_t host_generation = 0;
+  bool host_check = false;
 };
 // Reuses `out`'s vectors. An error if the message is malformed.
 Status decode_spec(const unsigned char* arena, uint32_t words, DecodedSpec& out);
@@ -61,11 +67,13 @@ struct JobOutcome {
   int32_t exit_code = -1;
   int32_t signal = 0;
   std::string failure;
+  uint8_t error_code = 0;  // a remote job's RemoteError (common/remote_error.h); 0: none
+  uint8_t error_phase = 0;
 };
 // Builds the result into `buf` (zeroed first); a failure text too long for the
 // buffer is shortened. Returns the words used.
 uint32_t encode_result(std::span<unsigned char> buf, int32_t exit_code, int32_t signal,
-                       std::string_view failure);
+                       std::string_view failure, uint8_t error_code = 0, uint8_t error_phase = 0);
 JobOutcome decode_result(std::span<const unsigned char> buf, uint32_t words);
 
 }  // namespace sp::shm

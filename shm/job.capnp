@@ -29,10 +29,19 @@ struct JobSpec {
   # Byte strings replaced with "***" in the job's output before it is
   # stored anywhere (the job's own and its session's).
   secrets @14 :List(Data);
+  # A remote job: the host's slot + 1 in the host table (0: local) and its
+  # generation there. The command runs there through the remote worker.
+  hostSlot @15 :UInt32;
+  hostGeneration @16 :UInt32;
+  # host_check: connect and log in only; the job's stdout is what was seen.
+  hostCheck @17 :Bool;
 }
 
 struct JobResult {
   exitCode @0 :Int32;     # -1 when killed by a signal or never started
   signal @1 :Int32;       # terminating signal number, 0 if none
   failure @2 :Text;       # why the job failed to start, or was lost
+  # A remote job's error: its RemoteError and RemotePhase (common/remote_error.h); 0: none.
+  errorCode @3 :UInt8;
+  errorPhase @4 :UInt8;
 }

@@ -24,11 +24,14 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 16;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 17;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
-// (a live reload that changes --workers). Owner stamps (index + 1) fit a byte.
-inline constexpr uint32_t kWorkerSlots = 2 * kMaxWorkers;
+// (a live reload that changes --workers), and the remote worker's, the last
+// (it runs the jobs on remote hosts: remote/). Owner stamps (index + 1) fit
+// a byte.
+inline constexpr uint32_t kWorkerSlots = 2 * kMaxWorkers + 1;
+inline constexpr uint32_t kRemoteWorker = kWorkerSlots - 1;
 // Owner stamp of a queued job taken off the queue by the frontend or the
 // supervisor (to cancel it) rather than by a worker.
 inline constexpr uint8_t kOwnerController = 0xff;
@@ -49,6 +52,8 @@ struct Capacities {
   uint32_t service_slots = 64;              // supervised services at once, all sessions together
   uint32_t services_per_session = 16;       // of which one session may hold
   uint32_t service_spec_bytes = 16 * 1024;  // per-service spec (the JSON of its params)
+  uint32_t host_slots = 64;                 // remote hosts known at once
+  uint32_t remote_jobs = 256;               // jobs the remote worker runs at once, all hosts
 };
 
 // Resource limits of a job; 0: not set.
@@ -112,6 +117,10 @@ struct RoleConfig {
   int32_t log_level = 2;                  // spdlog::level::level_enum (2: info)
   // The frontend.
   char files_root[kConfigPathBytes] = {};  // --files-root, absolute and resolved
+  // The remote worker: the daemon's own known_hosts file (host keys it
+  // trusts and records), and one it only reads ("": none).
+  char known_hosts[kConfigPathBytes] = {};
+  char user_known_hosts[kConfigPathBytes] = {};
 };
 
 // Who a role is and why it was restarted: the rows and columns of
@@ -204,7 +213,8 @@ struct ReloadState {
 
 // What a worker slot is used for. A retiring worker takes no new jobs and
 // exits (recycled) once its jobs have ended; it is not restarted.
-enum class WorkerUse : uint32_t { kUnused = 0, kServing = 1, kRetiring = 2 };
+// The remote worker's slot (kRemoteWorker) is kRemote from the start.
+enum class WorkerUse : uint32_t { kUnused = 0, kServing = 1, kRetiring = 2, kRemote = 3 };
 
 struct alignas(64) Header {
   uint64_t magic;
@@ -232,6 +242,11 @@ struct alignas(64) Header {
   ReloadState reload;
   alignas(64) Metrics metrics;
   uint64_t services_off, service_specs_off;
+  // Remote jobs: their own submission ring (consumer: the remote worker,
+  // woken through its WorkerSlot's bell), and the host table.
+  uint64_t remote_ring_off, hosts_off;
+  alignas(64) std::atomic<uint64_t> remote_ring_head;
+  alignas(64) std::atomic<uint64_t> remote_ring_tail;
 };
 
 // A job record named from shared memory: its index + 1, so that the zero a
@@ -299,6 +314,9 @@ inline constexpr uint32_t kControlOrphan = 1u << 1;  // its client is gone: whoe
 inline constexpr uint32_t kControlDetached = 1u << 2;
 inline constexpr uint32_t kControlResize = 1u << 3;   // a PTY job's new size is in winsize
 inline constexpr uint32_t kControlService = 1u << 4;  // with kControlDetached: a service's job
+// A job on a remote host: it goes on the remote ring (also when requeued),
+// and its pgid field stays 0 (its process group is on the host).
+inline constexpr uint32_t kControlRemote = 1u << 5;
 inline constexpr uint32_t kCancelGraceDefault = UINT32_MAX;  // JobSlot::cancel_grace_ms unset
 
 // One job. `word` packs state | owner worker | owner incarnation | generation
@@ -481,6 +499,47 @@ struct alignas(64) ServiceSlot {
   char probe_error[kServiceNoteBytes];  // the last failed probe's reason
 };
 
+// A remote host (host_add, or the configuration file). Written by the
+// frontend (the supervisor at start, for hosts of the configuration file)
+// while kWriting; its settings are fixed while kLive. A job names a host by
+// (slot, generation): a host removed and added again is another host.
+// The pool's figures below `seq` are the remote worker's, under a sequence
+// lock (odd while it writes them); host_list reads them.
+inline constexpr uint32_t kHostNameBytes = 72;  // up to 64 bytes, NUL-terminated
+inline constexpr uint32_t kHostAddressBytes = 256;
+inline constexpr uint32_t kHostUserBytes = 64;
+inline constexpr uint32_t kHostPathBytes = 512;
+inline constexpr uint32_t kHostSecretBytes = 256;
+inline constexpr uint32_t kFingerprintBytes = 64;  // "SHA256:" + 43 base64 characters, NUL
+inline constexpr uint32_t kHostNoteBytes = 256;
+enum class HostSlotState : uint32_t { kFree = 0, kWriting = 1, kLive = 2 };
+enum class HostAuth : uint32_t { kKey = 0, kAgent = 1, kPassword = 2 };
+enum class HostKeyPolicy : uint32_t { kStrict = 0, kAcceptNew = 1, kPinned = 2, kInsecure = 3 };
+struct alignas(64) HostSlot {
+  std::atomic<uint32_t> state;  // HostSlotState
+  uint32_t generation;          // bumped by each add
+  uint64_t created_unix_ms;
+  uint32_t port, auth, policy;  // HostAuth, HostKeyPolicy
+  uint32_t connect_timeout_ms, keepalive_ms, max_connections, idle_timeout_ms;
+  uint32_t from_config;  // 1: from the configuration file
+  char name[kHostNameBytes];
+  char address[kHostAddressBytes];
+  char user[kHostUserBytes];
+  char key_file[kHostPathBytes];
+  char agent_socket[kHostPathBytes];    // "": SSH_AUTH_SOCK of the daemon
+  char secret[kHostSecretBytes];        // the key's passphrase or the password: never shown
+  char fingerprint[kFingerprintBytes];  // the pinned key's
+  // The remote worker's.
+  alignas(64) std::atomic<uint32_t> seq;
+  uint32_t seen_generation;  // the host generation these figures are of
+  uint32_t connections, busy, channel_cap, connecting;
+  uint64_t jobs_started;
+  uint64_t last_error_unix_ms;
+  char seen_fingerprint[kFingerprintBytes];  // the key the host showed last
+  char key_type[32];
+  char last_error[kHostNoteBytes];
+};
+
 // Output chunks: an 8-byte header, then `len` bytes, padded to 8.
 inline constexpr uint8_t kStreamStdout = 1;
 inline constexpr uint8_t kStreamStderr = 2;
@@ -502,7 +561,7 @@ template <typename T>
 inline constexpr bool kShmSafe = std::is_standard_layout_v<T>&& std::is_trivially_destructible_v<T>;
 static_assert(kShmSafe<Header> && kShmSafe<WorkerSlot> && kShmSafe<JobSlot> &&
               kShmSafe<SessionSlot> && kShmSafe<JobRecord> && kShmSafe<ServiceSlot> &&
-              kShmSafe<ChunkHeader> && kShmSafe<RoleConfig>);
+              kShmSafe<ChunkHeader> && kShmSafe<RoleConfig> && kShmSafe<HostSlot>);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 static_assert(std::atomic<int32_t>::is_always_lock_free);
@@ -511,28 +570,35 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 16, "update the pins below with the layout version");
-static_assert(sizeof(Capacities) == 64 && offsetof(Capacities, tick_ms) == 32 &&
+static_assert(kLayoutVersion == 17, "update the pins below with the layout version");
+static_assert(sizeof(Capacities) == 72 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40 &&
-              offsetof(Capacities, service_slots) == 48);
+              offsetof(Capacities, service_slots) == 48 && offsetof(Capacities, host_slots) == 60 &&
+              offsetof(Capacities, remote_jobs) == 64);
 static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
 static_assert(sizeof(Histogram) == 136 && sizeof(Metrics) == 288);
 static_assert(sizeof(BellWord) == 64);
-static_assert(sizeof(Header) == 12544 && offsetof(Header, caps) == 24 &&
-              offsetof(Header, config) == 88 && offsetof(Header, ring_cells) == 11272 &&
-              offsetof(Header, workers_off) == 11280 && offsetof(Header, outputs_off) == 11336 &&
-              offsetof(Header, inputs_off) == 11344 && offsetof(Header, spool_used) == 11352 &&
-              offsetof(Header, frontend_incarnation) == 11360 &&
-              offsetof(Header, draining) == 11364 && offsetof(Header, next_job_id) == 11368 &&
-              offsetof(Header, frontend_heartbeat_ns) == 11376 &&
-              offsetof(Header, started_unix_ms) == 11384 &&
-              offsetof(Header, frontend_ready) == 11392 &&
-              offsetof(Header, frontend_last_death) == 11396 &&
-              offsetof(Header, frontend_bell) == 11456 && offsetof(Header, submit_bell) == 11520 &&
-              offsetof(Header, ring_head) == 11584 && offsetof(Header, ring_tail) == 11648 &&
-              offsetof(Header, counters) == 11712 && offsetof(Header, reload) == 11880 &&
-              sizeof(ReloadState) == 320 && offsetof(Header, metrics) == 12224 &&
-              offsetof(Header, services_off) == 12512);
+static_assert(
+    sizeof(Header) == 20864 && offsetof(Header, caps) == 24 && offsetof(Header, config) == 96 &&
+    offsetof(Header, ring_cells) == 19472 && offsetof(Header, workers_off) == 19480 &&
+    offsetof(Header, outputs_off) == 19536 && offsetof(Header, inputs_off) == 19544 &&
+    offsetof(Header, spool_used) == 19552 && offsetof(Header, frontend_incarnation) == 19560 &&
+    offsetof(Header, draining) == 19564 && offsetof(Header, next_job_id) == 19568 &&
+    offsetof(Header, frontend_heartbeat_ns) == 19576 &&
+    offsetof(Header, started_unix_ms) == 19584 && offsetof(Header, frontend_ready) == 19592 &&
+    offsetof(Header, frontend_last_death) == 19596 && offsetof(Header, frontend_bell) == 19648 &&
+    offsetof(Header, submit_bell) == 19712 && offsetof(Header, ring_head) == 19776 &&
+    offsetof(Header, ring_tail) == 19840 && offsetof(Header, counters) == 19904 &&
+    offsetof(Header, reload) == 20072 && sizeof(ReloadState) == 320 &&
+    offsetof(Header, metrics) == 20416 && offsetof(Header, services_off) == 20704 &&
+    offsetof(Header, remote_ring_off) == 20720 && offsetof(Header, hosts_off) == 20728 &&
+    offsetof(Header, remote_ring_head) == 20736 && offsetof(Header, remote_ring_tail) == 20800);
+static_assert(sizeof(HostSlot) == 2240 && offsetof(HostSlot, port) == 16 &&
+              offsetof(HostSlot, name) == 48 && offsetof(HostSlot, address) == 120 &&
+              offsetof(HostSlot, secret) == 1464 && offsetof(HostSlot, fingerprint) == 1720 &&
+              offsetof(HostSlot, seq) == 1792 && offsetof(HostSlot, jobs_started) == 1816 &&
+              offsetof(HostSlot, seen_fingerprint) == 1832 &&
+              offsetof(HostSlot, last_error) == 1928);
 static_assert(sizeof(ServiceSlot) == 1600 && offsetof(ServiceSlot, phase) == 120 &&
               offsetof(ServiceSlot, job_slot) == 136 && offsetof(ServiceSlot, failures) == 224 &&
               offsetof(ServiceSlot, log_bytes) == 1032 && offsetof(ServiceSlot, error) == 1080);
@@ -569,13 +635,15 @@ static_assert(sizeof(JobRecord) == 768 && offsetof(JobRecord, final_state) == 4 
               offsetof(JobRecord, spool_end) == 704 && offsetof(JobRecord, out_bytes) == 712 &&
               offsetof(JobRecord, truncated) == 728);
 static_assert(sizeof(ChunkHeader) == 8);
-static_assert(sizeof(RoleConfig) == 11184 && offsetof(RoleConfig, isolation) == 36 &&
+static_assert(sizeof(RoleConfig) == 19376 && offsetof(RoleConfig, isolation) == 36 &&
               offsetof(RoleConfig, default_limits) == 40 &&
               offsetof(RoleConfig, output_budget) == 136 && offsetof(RoleConfig, retain_s) == 160 &&
               offsetof(RoleConfig, allow_uids) == 172 && offsetof(RoleConfig, env_pass) == 428 &&
               offsetof(RoleConfig, isolation_note) == 2476 &&
               offsetof(RoleConfig, spool_dir) == 2988 && offsetof(RoleConfig, log_level) == 7084 &&
-              offsetof(RoleConfig, files_root) == 7088);
+              offsetof(RoleConfig, files_root) == 7088 &&
+              offsetof(RoleConfig, known_hosts) == 11184 &&
+              offsetof(RoleConfig, user_known_hosts) == 15280);
 static_assert(sizeof(Rlimits) == 48);
 
 }  // namespace sp::shm

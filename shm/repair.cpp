@@ -10,10 +10,11 @@
 namespace sp::shm {
 
 bool publish_terminal(const Segment& seg, uint32_t slot, JobWord from, JobState state,
-                      int exit_code, int sig, std::string_view why) {
+                      int exit_code, int sig, std::string_view why, uint8_t error_code,
+                      uint8_t error_phase) {
   JobTable jobs = seg.jobs();
   JobSlot& s = jobs.slot(slot);
-  s.result_words = encode_result(s.result, exit_code, sig, why);
+  s.result_words = encode_result(s.result, exit_code, sig, why, error_code, error_phase);
   const uint64_t end = monotonic_ns();
   s.end_ns.store(end, std::memory_order_relaxed);
   s.pgid.store(0, std::memory_order_relaxed);
@@ -45,7 +46,6 @@ RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::
   RepairReport report;
   seg.spool_budget().repair_after_death(seg.worker(index));
   JobTable jobs = seg.jobs();
-  SubmitRing ring = seg.ring();
   const uint8_t owner = owner_stamp(index);
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     JobWord w = jobs.load(i);
@@ -53,7 +53,7 @@ RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::
     if (w.state == JobState::kClaimed) {
       JobWord queued{JobState::kQueued, 0, 0, w.generation};
       if (!jobs.transition(i, w, queued)) continue;
-      if (ring.push(i)) {
+      if (seg.ring_for(jobs.slot(i).control.load(std::memory_order_acquire)).push(i)) {
         ++report.requeued;
         seg.header().counters.requeued.fetch_add(1, std::memory_order_relaxed);
       } else if (finish_queued(seg, i, queued, JobState::kLost,
@@ -74,9 +74,9 @@ RepairReport repair_after_worker_death(const Segment& seg, uint32_t index, std::
 RepairReport repair_after_frontend_death(const Segment& seg) {
   RepairReport report;
   JobTable jobs = seg.jobs();
-  SubmitRing ring = seg.ring();
   std::vector<bool> in_cells(jobs.size());
-  ring.jobs_in_cells(in_cells);
+  seg.ring().jobs_in_cells(in_cells);
+  seg.remote_ring().jobs_in_cells(in_cells);
   for (uint32_t i = 0; i < jobs.size(); ++i) {
     JobWord w = jobs.load(i);
     // Detached jobs outlive their frontend: the next one settles them. A
@@ -88,7 +88,7 @@ RepairReport repair_after_frontend_death(const Segment& seg) {
           publish_terminal(seg, i, w, JobState::kCancelled, -1, 0, "cancelled before it started"))
         ++report.cancelled;
       if (w.state == JobState::kQueued && !in_cells[i]) {
-        if (ring.push(i)) {
+        if (seg.ring_for(jobs.slot(i).control.load(std::memory_order_acquire)).push(i)) {
           ++report.requeued;
         } else if (finish_queued(seg, i, w, JobState::kLost,
                                  "lost: its frontend died and the ring was full")) {

@@ -20,8 +20,10 @@ namespace sp::shm {
 // Writes the result, then CASes `from` -> `state` (keeping the owner stamp),
 // counts it, frees the slot if its client is gone. False if the slot was not
 // at `from` any more.
+// A remote job's error code and phase (common/remote_error.h) go with it.
 bool publish_terminal(const Segment& seg, uint32_t slot, JobWord from, JobState state,
-                      int exit_code, int sig, std::string_view why);
+                      int exit_code, int sig, std::string_view why, uint8_t error_code = 0,
+                      uint8_t error_phase = 0);
 
 // Ends a job that is still queued, for the frontend (cancel) or the
 // supervisor (shutdown): one CAS takes it off the queue (Queued -> Claimed by

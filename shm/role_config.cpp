@@ -43,6 +43,16 @@ Status set_files_root(RoleConfig& c, std::string_view path) {
   return {};
 }
 
+Status set_known_hosts(RoleConfig& c, std::string_view own, std::string_view user) {
+  if (own.size() >= sizeof c.known_hosts) return Error{ENAMETOOLONG, "--known-hosts"};
+  if (user.size() >= sizeof c.user_known_hosts) return Error{ENAMETOOLONG, "--user-known-hosts"};
+  std::memset(c.known_hosts, 0, sizeof c.known_hosts);
+  std::memcpy(c.known_hosts, own.data(), own.size());
+  std::memset(c.user_known_hosts, 0, sizeof c.user_known_hosts);
+  std::memcpy(c.user_known_hosts, user.data(), user.size());
+  return {};
+}
+
 void set_isolation(RoleConfig& c, Isolation isolation, std::string_view note) {
   c.isolation = isolation;
   std::memset(c.isolation_note, 0, sizeof c.isolation_note);

@@ -20,6 +20,8 @@ Status set_env_pass(RoleConfig& c, const std::vector<std::string>& names);
 Status set_allow_uids(RoleConfig& c, const std::vector<uint32_t>& uids);
 Status set_spool_dir(RoleConfig& c, std::string_view path);
 Status set_files_root(RoleConfig& c, std::string_view path);
+// The remote worker's known_hosts files: its own, and one it only reads ("": none).
+Status set_known_hosts(RoleConfig& c, std::string_view own, std::string_view user);
 // Cut to fit (a note for operators).
 void set_isolation(RoleConfig& c, Isolation isolation, std::string_view note);
 

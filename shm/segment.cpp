@@ -48,6 +48,10 @@ Offsets compute_offsets(const Capacities& caps) {
   at = up64(at + sizeof(ServiceSlot) * uint64_t(caps.service_slots));
   o.service_specs = at;
   at = up64(at + uint64_t(caps.service_spec_bytes) * caps.service_slots);
+  o.remote_ring = at;
+  at = up64(at + sizeof(uint64_t) * uint64_t(o.ring_cells));
+  o.hosts = at;
+  at = up64(at + sizeof(HostSlot) * uint64_t(caps.host_slots));
   o.total = at;
   return o;
 }
@@ -71,6 +75,8 @@ Status validate(const Capacities& c) {
     return bad("services per session must be 1..services");
   if (c.service_spec_bytes < 1024 || c.service_spec_bytes > (16u << 20))
     return bad("service spec bytes must be 1 KiB..16 MiB");
+  if (c.host_slots < 1 || c.host_slots > 4096) return bad("hosts must be 1..4096");
+  if (c.remote_jobs < 1 || c.remote_jobs > 65536) return bad("remote jobs must be 1..65536");
   if (c.workers < 1 || c.workers > kMaxWorkers) return bad("workers must be 1..64");
   if (c.tick_ms < 10 || c.tick_ms > 1000) return bad("tick must be 10..1000 ms");
   if (c.jobs_per_worker < 1 || c.jobs_per_worker > 65536)
@@ -124,11 +130,16 @@ Result<Segment> Segment::create(const std::string& name, const Capacities& caps)
     h->inputs_off = o.inputs;
     h->services_off = o.services;
     h->service_specs_off = o.service_specs;
+    h->remote_ring_off = o.remote_ring;
+    h->hosts_off = o.hosts;
     h->next_job_id.store(1);
     h->started_unix_ms.store(unix_ms());
     auto* cells = reinterpret_cast<std::atomic<uint64_t>*>(base + o.ring);
-    for (uint32_t i = 0; i < o.ring_cells; ++i)
+    auto* remote_cells = reinterpret_cast<std::atomic<uint64_t>*>(base + o.remote_ring);
+    for (uint32_t i = 0; i < o.ring_cells; ++i) {
       cells[i].store(SubmitRing::initial_cell(i), std::memory_order_relaxed);
+      remote_cells[i].store(SubmitRing::initial_cell(i), std::memory_order_relaxed);
+    }
     std::atomic_thread_fence(std::memory_order_release);
     return Segment(std::move(impl), base, o.total);
   } catch (const bip::interprocess_exception& e) {

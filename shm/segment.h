@@ -21,7 +21,7 @@ namespace sp::shm {
 struct Offsets {
   uint32_t ring_cells;
   uint64_t workers, jobs, ring, sessions, session_envs, records, specs, outputs, inputs, services,
-      service_specs, total;
+      service_specs, remote_ring, hosts, total;
 };
 Offsets compute_offsets(const Capacities& caps);
 
@@ -51,6 +51,17 @@ class Segment {
     Header& h = header();
     return {at<std::atomic<uint64_t>>(h.ring_off), h.ring_cells, &h.ring_head, &h.ring_tail};
   }
+  // Jobs on remote hosts (kControlRemote): the remote worker's ring.
+  SubmitRing remote_ring() const {
+    Header& h = header();
+    return {at<std::atomic<uint64_t>>(h.remote_ring_off), h.ring_cells, &h.remote_ring_head,
+            &h.remote_ring_tail};
+  }
+  // The ring a job with control flags `control` goes on.
+  SubmitRing ring_for(uint32_t control) const {
+    return control & kControlRemote ? remote_ring() : ring();
+  }
+  HostSlot& host(uint32_t i) const { return at<HostSlot>(header().hosts_off)[i]; }
   SessionSlot& session(uint32_t i) const { return at<SessionSlot>(header().sessions_off)[i]; }
   char* session_env(uint32_t i) const {
     return reinterpret_cast<char*>(base_ + header().session_envs_off +

@@ -26,9 +26,11 @@ struct Config {
   std::string log_level = "info";
   std::string log_format = "auto";                               // common/log.h
   isolation::CgroupMode cgroups = isolation::CgroupMode::kAuto;  // per-job cgroups
-  std::string spool_dir;       // where the instance's spool directory is made; "": the socket's
-  std::string metrics_listen;  // ADDRESS:PORT for GET /metrics; "": none
-  std::string files_root;      // --files-root; "": the daemon's working directory
+  std::string spool_dir;         // where the instance's spool directory is made; "": the socket's
+  std::string metrics_listen;    // ADDRESS:PORT for GET /metrics; "": none
+  std::string files_root;        // --files-root; "": the daemon's working directory
+  std::string known_hosts;       // --known-hosts; "": the default (flags.cpp)
+  std::string user_known_hosts;  // --user-known-hosts; "": ~/.ssh/known_hosts, "none": none
   // Lists the flags collect; the supervisor writes them into `role`, checking
   // their bounds (shm/role_config.h).
   std::vector<std::string> env_pass;

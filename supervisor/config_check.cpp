@@ -58,6 +58,25 @@ Result<std::string> files_root(const std::string& flag) {
   return std::string(real);
 }
 
+std::string home_file(const char* rel) {
+  const char* home = ::getenv("HOME");
+  return home && *home ? std::string(home) + "/" + rel : "";
+}
+
+std::string known_hosts_file(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* state = ::getenv("STATE_DIRECTORY"); state && *state) {
+    std::string dir(state);
+    return dir.substr(0, dir.find(':')) + "/known_hosts";  // the first of several
+  }
+  return home_file(".ssh/shell-pool_known_hosts");
+}
+
+std::string user_known_hosts_file(const std::string& flag) {
+  if (flag == "none") return "";
+  return flag.empty() ? home_file(".ssh/known_hosts") : flag;
+}
+
 }  // namespace
 
 Result<shm::RoleConfig> role_config(const Config& c) {
@@ -67,6 +86,10 @@ Result<shm::RoleConfig> role_config(const Config& c) {
   auto root = files_root(c.files_root);
   if (!root) return root.error();
   if (Status st = shm::set_files_root(r, *root); !st) return st.error();
+  if (Status st = shm::set_known_hosts(r, known_hosts_file(c.known_hosts),
+                                       user_known_hosts_file(c.user_known_hosts));
+      !st)
+    return st.error();
   return r;
 }
 
@@ -88,6 +111,10 @@ std::vector<std::string> restart_required(const Config& running, const Config& n
   differs(a.services_per_session != b.services_per_session, "--services-per-session");
   differs(a.service_spec_bytes != b.service_spec_bytes, "--service-spec-bytes");
   differs(a.spool_bytes != b.spool_bytes, "--spool-bytes");
+  differs(a.host_slots != b.host_slots, "--hosts");
+  differs(a.remote_jobs != b.remote_jobs, "--remote-jobs");
+  differs(running.known_hosts != next.known_hosts, "--known-hosts");
+  differs(running.user_known_hosts != next.user_known_hosts, "--user-known-hosts");
   differs(running.hang_timeout_s != next.hang_timeout_s, "--hang-timeout");
   differs(running.spool_dir != next.spool_dir, "--spool-dir");
   differs(running.cgroups != next.cgroups, "--cgroups");

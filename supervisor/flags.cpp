@@ -170,6 +170,24 @@ void add_file_flags(CLI::App& app, Config& cfg) {
                  "directory, where jobs without a working_dir run)");
 }
 
+// Remote hosts (the remote worker).
+void add_remote_flags(CLI::App& app, Config& cfg) {
+  app.add_option("--hosts", cfg.caps.host_slots, "Remote hosts known at once (host_add)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 4096u));
+  app.add_option("--remote-jobs", cfg.caps.remote_jobs,
+                 "Jobs running on remote hosts at once, all hosts together")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 65536u));
+  app.add_option("--known-hosts", cfg.known_hosts,
+                 "The daemon's own known_hosts file: host keys it trusts, and where accept-new "
+                 "records new ones (default: $STATE_DIRECTORY/known_hosts under systemd, else "
+                 "~/.ssh/shell-pool_known_hosts)");
+  app.add_option("--user-known-hosts", cfg.user_known_hosts,
+                 "A known_hosts file consulted too, never written (default: ~/.ssh/known_hosts "
+                 "of the daemon's user; \"none\": none)");
+}
+
 // Detached jobs: retention and the spool.
 void add_detached_flags(CLI::App& app, Config& cfg) {
   app.add_option("--retain-jobs", cfg.caps.job_records,
@@ -204,6 +222,7 @@ void add_daemon_flags(CLI::App& app, Config& cfg) {
   add_process_flags(app, cfg);
   add_limit_flags(app, cfg);
   add_file_flags(app, cfg);
+  add_remote_flags(app, cfg);
   add_detached_flags(app, cfg);
 }
 

@@ -9,6 +9,7 @@
 #include "common/roles.h"
 #include "files/helper.h"
 #include "frontend/frontend.h"
+#include "remote/remote.h"
 #include "services/probe.h"
 #include "supervisor/config.h"
 #include "supervisor/flags.h"
@@ -45,6 +46,8 @@ int main(int argc, char** argv) {
   worker->add_option("--bell-fd", wo.bell_fd)->required();
   worker->add_option("--frontend-fd", wo.frontend_fd)->required();
   worker->add_option("--cgroups", wo.cgroups);
+  bool ssh = false;
+  worker->add_flag("--ssh", ssh);  // the remote worker (remote/remote.h)
   worker->add_option("--log-level", role.log_level);
   worker->add_option("--log-format", role.log_format);
 
@@ -60,6 +63,10 @@ int main(int argc, char** argv) {
   const sp::LogFormat role_format =
       sp::parse_log_format(role.log_format).value_or(sp::LogFormat::kText);
 
+  if (*worker && ssh) {
+    sp::init_logging("remote worker", role.log_level, role_format);
+    return sp::remote::run(wo);
+  }
   if (*worker) {
     sp::init_logging("worker " + std::to_string(wo.index), role.log_level, role_format);
     return sp::worker::run(wo);

@@ -233,11 +233,15 @@ Status Supervisor::setup() {
   worker_efds_.resize(shm::kWorkerSlots);
   for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
     if (Status s = efd(worker_efds_[i]); !s) return s;
-    workers_.emplace_back("worker " + std::to_string(i), shm::RoleKind::kWorker, cfg_);
+    const bool remote = i == shm::kRemoteWorker;
+    workers_.emplace_back(remote ? "remote worker" : "worker " + std::to_string(i),
+                          shm::RoleKind::kWorker, cfg_);
     shm::WorkerSlot& slot = seg_->worker(i);
     workers_[i].bind(slot.incarnation, slot.ready, slot.last_death);
     workers_[i].use = &slot.use;
-    slot.use.store(i < cfg_.caps.workers ? shm::WorkerUse::kServing : shm::WorkerUse::kUnused);
+    slot.use.store(remote                  ? shm::WorkerUse::kRemote
+                   : i < cfg_.caps.workers ? shm::WorkerUse::kServing
+                                           : shm::WorkerUse::kUnused);
     // A worker's jobs without cgroups of their own share its cgroup, and
     // their OOM kills would count as its own: only with every job in its own
     // cgroup does a worker get one.
@@ -385,10 +389,12 @@ void Supervisor::start_worker(uint32_t i) {
   shm::WorkerSlot& rec = seg_->worker(i);
   rec.incarnation.fetch_add(1);
   rec.running.store(0);
-  rec.jobs_at_once.store(cfg_.caps.jobs_per_worker);
+  const bool remote = i == shm::kRemoteWorker;
+  rec.jobs_at_once.store(remote ? cfg_.caps.remote_jobs : cfg_.caps.jobs_per_worker);
   auto args = common_args();
   args.insert(args.begin(), {"worker", "--index", std::to_string(i)});
-  if (cfg_.recycle_after) {  // up to 10 % jitter, so workers do not recycle at once
+  if (remote) args.insert(args.begin() + 3, "--ssh");
+  if (cfg_.recycle_after && !remote) {  // up to 10 % jitter, so workers do not recycle at once
     uint64_t n = cfg_.recycle_after + uint64_t(std::rand()) % (cfg_.recycle_after / 10 + 1);
     args.insert(args.end(), {"--recycle-after", std::to_string(n)});
   }
@@ -748,6 +754,7 @@ int Supervisor::run() {
                cfg_.socket_path, cfg_.caps.workers, cfg_.caps.jobs_per_worker * cfg_.caps.workers,
                cfg_.caps.job_slots, shm_name_, seg_->size() >> 20);
   for (uint32_t i = 0; i < cfg_.caps.workers; ++i) start_worker(i);
+  start_worker(shm::kRemoteWorker);
   start_frontend();
 
   for (;;) {
@@ -799,7 +806,9 @@ int Supervisor::run() {
 // Every role's current incarnation finished its start.
 bool Supervisor::all_ready() const {
   auto ready = [](const Role& r) {
-    return r.slot_use() != shm::WorkerUse::kServing || (r.process.running() && r.reported_ready());
+    const shm::WorkerUse use = r.slot_use();
+    return (use != shm::WorkerUse::kServing && use != shm::WorkerUse::kRemote) ||
+           (r.process.running() && r.reported_ready());
   };
   return ready(frontend_) && std::all_of(workers_.begin(), workers_.end(), ready);
 }

@@ -264,10 +264,11 @@ void TestDaemon::start(const DaemonOptions& options) {
 
 bool TestDaemon::idle() const {
   // The supervisor starts every worker before the frontend.
-  pid_t frontend = frontend_pid();
+  pid_t frontend = frontend_pid(), remote = remote_worker_pid();
   std::vector<pid_t> roles = worker_pids();
-  if (!frontend || roles.size() != workers_) return false;
+  if (!frontend || !remote || roles.size() != workers_) return false;
   roles.push_back(frontend);
+  roles.push_back(remote);
   for (pid_t p : roles) {
     std::string wchan = read_file("/proc/" + std::to_string(p) + "/wchan");
     if (wchan != "do_epoll_wait") return false;
@@ -349,9 +350,13 @@ std::vector<std::string> argv_of(pid_t pid) {
 // The role argument the supervisor gives its children: `shell-poold worker
 // --index N ...` / `shell-poold frontend ...` (other argv words, such as
 // --worker-fds, may contain the names too).
+// The remote worker is `worker --index N --ssh ...`: role "remote" here,
+// not one of the "worker"s.
 bool has_role(pid_t pid, std::string_view role, std::string_view index = {}) {
   std::vector<std::string> argv = argv_of(pid);
-  if (argv.size() < 2 || argv[1] != role) return false;
+  const bool remote = argv.size() >= 5 && argv[1] == "worker" && argv[4] == "--ssh";
+  if (role == "remote") return remote;
+  if (argv.size() < 2 || argv[1] != role || remote) return false;
   if (index.empty()) return true;
   return argv.size() >= 4 && argv[2] == "--index" && argv[3] == index;
 }
@@ -368,6 +373,12 @@ std::vector<pid_t> TestDaemon::worker_pids() const {
 pid_t TestDaemon::worker_pid(unsigned index) const {
   for (pid_t p : children())
     if (has_role(p, "worker", std::to_string(index))) return p;
+  return 0;
+}
+
+pid_t TestDaemon::remote_worker_pid() const {
+  for (pid_t p : children())
+    if (has_role(p, "remote")) return p;
   return 0;
 }
 
@@ -657,6 +668,7 @@ json::object health(Client& c) {
 std::vector<pid_t> role_pids(const TestDaemon& d) {
   std::vector<pid_t> roles = d.worker_pids();
   roles.push_back(d.frontend_pid());
+  roles.push_back(d.remote_worker_pid());
   return roles;
 }
 

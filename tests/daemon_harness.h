@@ -137,7 +137,8 @@ class TestDaemon {
   // The frontend and all its workers are up and sleep in epoll_wait.
   bool idle() const;
   // Its children by role (argv[1] "worker" / "frontend"); 0 if none.
-  std::vector<pid_t> worker_pids() const;
+  std::vector<pid_t> worker_pids() const;  // the local workers
+  pid_t remote_worker_pid() const;         // `worker --ssh`; 0 if none
   pid_t worker_pid(unsigned index) const;
   pid_t frontend_pid() const;
 

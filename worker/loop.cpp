@@ -150,6 +150,8 @@ void Loop::dispatch(Tag t) {
     case Kind::kStderr:
     case Kind::kStdin:
       break;
+    case Kind::kSocket:  // the remote worker's
+      return;
   }
   if (t.entry >= entries_.size()) return;
   Entry& e = entries_[t.entry];

@@ -17,7 +17,17 @@
 
 namespace sp::worker {
 
-enum class Kind : uint8_t { kSubmit = 1, kBell, kSignal, kTimer, kPidfd, kStdout, kStderr, kStdin };
+enum class Kind : uint8_t {
+  kSubmit = 1,
+  kBell,
+  kSignal,
+  kTimer,
+  kPidfd,
+  kStdout,
+  kStderr,
+  kStdin,
+  kSocket,  // the remote worker's SSH connections (remote/loop.h)
+};
 
 // Packed into epoll_data as kind:8 | entry:24 | generation:32.
 struct Tag {
@@ -46,6 +56,11 @@ class Poller {
   Status watch(int fd, Tag tag, uint32_t events = EPOLLIN) {
     epoll_event ev{events, {.u64 = tag.pack()}};
     return sys("epoll_ctl ADD", [&] { return ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev); })
+        .status();
+  }
+  Status modify(int fd, Tag tag, uint32_t events) {
+    epoll_event ev{events, {.u64 = tag.pack()}};
+    return sys("epoll_ctl MOD", [&] { return ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, fd, &ev); })
         .status();
   }
   void unwatch(int fd) { ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr); }

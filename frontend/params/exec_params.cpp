@@ -6,6 +6,34 @@ namespace sp::rpc {
 
 using namespace detail;
 
+namespace {
+
+// "host", or "hosts" with "max_parallel" and "fail_fast" (fan-out).
+std::optional<RpcError> read_hosts(Obj obj, ExecParams& p) {
+  if (auto e = read_string(obj, "host", kOptional, p.host)) return e;
+  if (auto e = read_string_array(obj, "hosts", p.hosts)) return e;
+  if (field(obj, "hosts") && p.hosts.empty()) return bad_params("\"hosts\" must not be empty");
+  if (!p.host.empty() && !p.hosts.empty())
+    return bad_params("give \"host\" or \"hosts\", not both");
+  if (p.hosts.size() > kMaxFanOutHosts)
+    return bad_params("\"hosts\" takes at most " + std::to_string(kMaxFanOutHosts) + " names");
+  for (size_t i = 0; i < p.hosts.size(); ++i) {
+    if (p.hosts[i].empty()) return bad_params("\"hosts\" holds an empty name");
+    for (size_t j = 0; j < i; ++j)
+      if (p.hosts[j] == p.hosts[i])
+        return bad_params("\"hosts\" names " + quoted_key(p.hosts[i]) + " twice");
+  }
+  uint64_t max_parallel = 0;
+  if (auto e = read_bounded(obj, "max_parallel", kMaxFanOutHosts, max_parallel)) return e;
+  p.max_parallel = uint32_t(max_parallel);
+  if (auto e = read_bool(obj, "fail_fast", p.fail_fast)) return e;
+  if (p.hosts.empty() && (field(obj, "max_parallel") || field(obj, "fail_fast")) && !p.host.empty())
+    return bad_params("\"max_parallel\" and \"fail_fast\" go with \"hosts\"");
+  return std::nullopt;
+}
+
+}  // namespace
+
 Parsed<ExecParams> parse_exec_params(const Value& params) {
   ExecParams p;
   Obj obj;
@@ -30,6 +58,7 @@ Parsed<ExecParams> parse_exec_params(const Value& params) {
   if (auto e = read_byte_count(obj, "heartbeat_ms", heartbeat)) return *e;
   if (heartbeat && *heartbeat > 3'600'000) return bad_params("\"heartbeat_ms\" must be 0..3600000");
   p.heartbeat_ms = heartbeat.value_or(0);
+  if (auto e = read_hosts(obj, p)) return *e;
   return p;
 }
 

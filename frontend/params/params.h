@@ -14,6 +14,7 @@
 #include "common/env_pairs.h"
 #include "frontend/codec/rpc.h"
 #include "shm/codec.h"
+#include "shm/host_table.h"
 #include "shm/layout.h"
 #include "shm/spool.h"
 
@@ -57,7 +58,18 @@ struct ExecParams {
   // "heartbeat_ms" (execute_stream only; 0: off): a {"type": "heartbeat"}
   // chunk after this long without one or any output.
   uint64_t heartbeat_ms = 0;
+  // "host": the name of a remote host (host_add) the job runs on; "": here.
+  std::string host;
+  // "hosts": fan-out, the same job on each of these hosts (execute,
+  // execute_stream, job_submit), at most "max_parallel" at once (0: all),
+  // starting no more after a failure with "fail_fast".
+  std::vector<std::string> hosts;
+  uint32_t max_parallel = 0;
+  bool fail_fast = false;
+  // Not from the wire: host_check's job (log in to `host`, run nothing).
+  bool host_check = false;
 };
+inline constexpr size_t kMaxFanOutHosts = 4096;
 // Used by execute and execute_stream, job_submit and every plan step.
 Parsed<ExecParams> parse_exec_params(const Value& params);
 
@@ -130,6 +142,17 @@ struct JobOutputParams {
 };
 inline constexpr uint64_t kMaxOutputRead = 16u << 20;
 Parsed<JobOutputParams> parse_job_output_params(const Value& params);
+
+// Remote hosts (host_params.cpp). Names as services'.
+struct HostAddParams {
+  shm::HostConfig host;  // its secret (passphrase, password) never goes into a message
+};
+Parsed<HostAddParams> parse_host_add_params(const Value& params);
+struct HostNameParams {
+  std::string name;
+  bool force = false;  // host_remove: end its running jobs
+};
+Parsed<HostNameParams> parse_host_name_params(const Value& params);
 
 // Supervised services (service_params.cpp). Names are 1..64 bytes of
 // [A-Za-z0-9._-], starting with a letter or digit.

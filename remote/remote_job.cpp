@@ -1,0 +1,377 @@
+#include "remote/remote_job.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/signals.h"
+#include "shm/repair.h"
+
+namespace sp::remote {
+
+namespace {
+
+using shm::JobState;
+using shm::JobWord;
+
+constexpr uint64_t kMs = 1'000'000;
+// After SIGKILL, how long a channel may stay open (a process that left the
+// group holds its output) before the job ends without it.
+constexpr uint64_t kGiveUpNs = 5000 * kMs;
+constexpr size_t kMaxHead = 32;  // the pgid line
+
+std::string quote(std::string_view s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'')
+      q += "'\\''";
+    else
+      q += c;
+  }
+  return q + "'";
+}
+
+std::string remote_command(const shm::DecodedSpec& spec) {
+  std::string cmd = "echo $$; ";
+  if (spec.cwd) cmd += "cd " + quote(spec.cwd) + " || exit 127; ";
+  cmd += "exec ";
+  if (spec.env.size() > 1) {
+    cmd += "env --";
+    for (const char* e : spec.env)
+      if (e) cmd += " " + quote(e);
+    cmd += " ";
+  }
+  bool first = true;
+  for (const char* a : spec.argv) {
+    if (!a) break;
+    cmd += (first ? "" : " ") + quote(a);
+    first = false;
+  }
+  return cmd;
+}
+
+}  // namespace
+
+RemoteJob::RemoteJob(Env& env, uint32_t slot, const shm::DecodedSpec& spec)
+    : env_(&env), slot_(slot), word_(env.jobs.load(slot)), command_(remote_command(spec)) {
+  timeout_ms_ = spec.timeout_ms;
+  grace_ns_ = uint64_t(spec.kill_grace_ms ? spec.kill_grace_ms : env.default_grace_ms) * kMs;
+  has_stdin_ = env.jobs.slot(slot).in_state.load(std::memory_order_acquire) & shm::kInputOpen;
+}
+
+RemoteJob::~RemoteJob() {
+  drop_channel();
+}
+
+void RemoteJob::drop_channel() {
+  if (!channel_) return;
+  // Freeing sends the close if it was not sent; non-blocking, it never waits.
+  // What it could not send goes with the connection.
+  libssh2_channel_free(channel_);
+  channel_ = nullptr;
+  if (conn_) {
+    --conn_->channels;
+    if (!conn_->busy()) conn_->idle_since_ns = monotonic_ns();
+    conn_->sync_events();
+  }
+}
+
+void RemoteJob::assign(Connection& conn) {
+  conn_ = &conn;
+  conn.opening = true;
+  step_ = Step::kOpening;
+  conn.sync_events();
+}
+
+void RemoteJob::pump(uint64_t now) {
+  if (step_ == Step::kOpening) open_channel();
+  if (step_ == Step::kStarting) start_command(now);
+  if (step_ == Step::kRunning) {
+    feed_stdin();
+    for (int s : {0, 1}) read_stream(s);
+    if (step_ == Step::kRunning && !pending_[0].size() && !pending_[1].size() &&
+        libssh2_channel_eof(channel_))
+      step_ = Step::kClosing;
+  }
+  if (step_ == Step::kClosing) wait_closed();
+  if (conn_) conn_->sync_events();
+}
+
+void RemoteJob::open_channel() {
+  channel_ = libssh2_channel_open_session(conn_->session());
+  if (!channel_) {
+    int err = libssh2_session_last_errno(conn_->session());
+    if (err == LIBSSH2_ERROR_EAGAIN) return;
+    conn_->opening = false;
+    if (err == LIBSSH2_ERROR_CHANNEL_FAILURE) {  // the server said no (MaxSessions)
+      refused_ = true;
+      return;
+    }
+    conn_->fail("cannot open a channel");
+    return;  // the pool sees the connection dead and puts us back
+  }
+  conn_->opening = false;
+  ++conn_->channels;
+  if (cancelled_) return finish(JobState::kCancelled, -1, 0, "cancelled before it started");
+  step_ = Step::kStarting;
+  // Running before the command starts: if we die from here on, the job ends
+  // lost; it is never started twice.
+  JobWord running = word_.with_state(JobState::kRunning);
+  env_->jobs.transition(slot_, word_, running);
+  word_ = running;
+  const uint64_t now = monotonic_ns();
+  env_->jobs.slot(slot_).start_ns.store(now, std::memory_order_relaxed);
+  env_->seg.header().counters.started.fetch_add(1, std::memory_order_relaxed);
+  shm::JobSlot& s = env_->jobs.slot(slot_);
+  if (s.record)
+    sink_ = std::make_unique<worker::SpoolSink>(env_->seg, slot_, env_->rec, env_->spool_dir,
+                                                env_->scratch);
+  else
+    sink_ = std::make_unique<worker::RingSink>(env_->seg, slot_);
+  deadline_ns_ = timeout_ms_ ? now + timeout_ms_ * kMs : 0;
+}
+
+void RemoteJob::start_command(uint64_t) {
+  int rc = libssh2_channel_exec(channel_, command_.c_str());
+  if (rc == LIBSSH2_ERROR_EAGAIN) return;
+  if (rc) {
+    Failure f{RemoteError::kChannelOpenFailed, RemotePhase::kChannel,
+              "the host refused to start the command"};
+    if (rc != LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
+      conn_->fail("cannot start the command");
+      f = conn_->failure();
+    }
+    return finish(JobState::kFailed, -1, 0, f.message, f);
+  }
+  step_ = Step::kRunning;
+  if (!has_stdin_) {
+    if (libssh2_channel_send_eof(channel_) != LIBSSH2_ERROR_EAGAIN) eof_sent_ = true;
+  }
+}
+
+void RemoteJob::take(int s, size_t n) {
+  env_->seg.header().metrics.output_bytes[s].fetch_add(uint64_t(n), std::memory_order_relaxed);
+  worker::OutputSink::Taken taken = sink_->take(worker::Stream(s), n);
+  if (taken.published) env_->notify_frontend = true;
+  if (taken.stop_job && !cancelled_) {
+    output_killed_ = cancelled_ = true;
+    stop(SIGTERM, grace_ns_);
+  }
+}
+
+bool RemoteJob::flush_pending(int s) {
+  std::string& pending = pending_[s];
+  size_t at = 0;
+  while (at < pending.size()) {
+    std::span<char> room = sink_->room();
+    if (room.empty()) break;
+    const size_t n = std::min(room.size(), pending.size() - at);
+    std::memcpy(room.data(), pending.data() + at, n);
+    take(s, n);
+    at += n;
+  }
+  pending.erase(0, at);
+  paused_[s] = !pending.empty();
+  return pending.empty();
+}
+
+void RemoteJob::read_stream(int s) {
+  for (;;) {
+    if (!flush_pending(s)) return;  // the sink is full: read on after a bell
+    ssize_t n = libssh2_channel_read_ex(channel_, s, env_->scratch.data(), env_->scratch.size());
+    if (n == LIBSSH2_ERROR_EAGAIN || n == 0) return;
+    if (n < 0) return conn_->fail("cannot read the command's output");
+    std::string_view got(env_->scratch.data(), size_t(n));
+    if (s == 0 && !pgid_) {
+      // The first line is the group's id: ours, not the command's output.
+      head_.append(got);
+      size_t nl = head_.find('\n');
+      if (nl == std::string::npos && head_.size() < kMaxHead) continue;
+      std::from_chars(head_.data(), head_.data() + std::min(nl, head_.size()), pgid_);
+      if (pgid_ <= 0) pgid_ = -1;  // not a number: nothing to kill by group
+      got = nl == std::string::npos ? std::string_view() : std::string_view(head_).substr(nl + 1);
+      pending_[s].append(got);
+      head_.clear();
+      if (wanted_sig_ && pgid_ > 0) kill_sig_ = wanted_sig_;
+      continue;
+    }
+    pending_[s].append(got);
+  }
+}
+
+void RemoteJob::feed_stdin() {
+  if (eof_sent_) return;
+  if (!has_stdin_) {
+    if (libssh2_channel_send_eof(channel_) != LIBSSH2_ERROR_EAGAIN) eof_sent_ = true;
+    return;
+  }
+  shm::InputReader in = env_->seg.input_reader(slot_);
+  for (;;) {
+    if (conn_->backlogged()) return;  // the socket takes it first
+    std::span<const unsigned char> bytes = in.readable();
+    if (bytes.empty()) {
+      if (!in.at_eof()) return;
+      if (libssh2_channel_send_eof(channel_) == LIBSSH2_ERROR_EAGAIN) return;
+      eof_sent_ = true;
+      in.close();
+      env_->notify_frontend = true;
+      return;
+    }
+    ssize_t n = libssh2_channel_write_ex(channel_, 0, reinterpret_cast<const char*>(bytes.data()),
+                                         std::min<size_t>(bytes.size(), 32 * 1024));
+    if (n == LIBSSH2_ERROR_EAGAIN) return;  // the host's window is full
+    if (n < 0) {                            // the command stopped reading: no more is taken
+      eof_sent_ = true;
+      in.close();
+      env_->notify_frontend = true;
+      return;
+    }
+    if (in.consume(size_t(n))) env_->notify_frontend = true;
+  }
+}
+
+void RemoteJob::wait_closed() {
+  int rc = libssh2_channel_wait_closed(channel_);
+  if (rc == LIBSSH2_ERROR_EAGAIN) return;
+  if (rc) return conn_->fail("the channel broke");
+  int code = libssh2_channel_get_exit_status(channel_);
+  int sig = 0;
+  char* name = nullptr;
+  size_t name_len = 0;
+  libssh2_channel_get_exit_signal(channel_, &name, &name_len, nullptr, nullptr, nullptr, nullptr);
+  if (name) {
+    sig = signal_number(std::string_view(name, name_len)).value_or(SIGKILL);
+    code = -1;
+    libssh2_free(conn_->session(), name);
+  }
+  JobState state = cancelled_   ? JobState::kCancelled
+                   : timed_out_ ? JobState::kTimedOut
+                                : JobState::kExited;
+  std::string why = cancelled_ && env_->shutting_down ? "the daemon is shutting down" : "";
+  if (output_killed_ && !env_->shutting_down) why = sink_->stop_reason();
+  if (removed_) why = "cancelled: " + removed_.message;
+  finish(state, code, sig, why, removed_);
+}
+
+void RemoteJob::finish(JobState state, int code, int sig, const std::string& why,
+                       const Failure& f) {
+  drop_channel();
+  sink_.reset();
+  if (!shm::publish_terminal(env_->seg, slot_, word_, state, code, sig, why, uint8_t(f.code),
+                             uint8_t(f.phase)))
+    spdlog::error("job slot {} changed under its owner", slot_);
+  env_->notify_frontend = true;
+  step_ = Step::kDone;
+  deadline_ns_ = kill_at_ns_ = give_up_ns_ = 0;
+}
+
+bool RemoteJob::connection_died(const Failure& why) {
+  if (step_ == Step::kWaiting || step_ == Step::kOpening) {
+    channel_ = nullptr;  // freed with the session
+    conn_ = nullptr;
+    step_ = Step::kWaiting;
+    return true;
+  }
+  channel_ = nullptr;
+  conn_ = nullptr;
+  Failure f = why;
+  if (f.code != RemoteError::kKeepaliveTimeout) f.code = RemoteError::kConnectionLost;
+  f.phase = RemotePhase::kRun;
+  finish(JobState::kLost, -1, 0, "lost: " + f.message, f);
+  return false;
+}
+
+void RemoteJob::fail_unstarted(const Failure& why) {
+  if (cancelled_) return finish(JobState::kCancelled, -1, 0, "cancelled before it started");
+  finish(JobState::kFailed, -1, 0, why.message, why);
+}
+
+void RemoteJob::stop(int sig, uint64_t grace_ns) {
+  if (pgid_ > 0)
+    kill_sig_ = sig;
+  else
+    wanted_sig_ = sig;  // sent once the group is known
+  if (sig == SIGKILL) {
+    kill_at_ns_ = 0;
+    give_up_ns_ = monotonic_ns() + kGiveUpNs;
+    return;
+  }
+  uint64_t at = monotonic_ns() + grace_ns;
+  kill_at_ns_ = kill_at_ns_ ? std::min(kill_at_ns_, at) : at;
+}
+
+void RemoteJob::on_bell() {
+  if (done()) return;
+  if (uint64_t sigs = env_->jobs.take_signals(slot_))
+    for (int sig = 1; sig <= 64; ++sig)
+      if (sigs >> (sig - 1) & 1) {
+        if (pgid_ > 0) kill_sig_ = sig;  // one at a time: the last wins
+      }
+  if (!cancelled_) {
+    if (auto cancel = env_->jobs.cancel_requested(slot_)) {
+      cancelled_ = true;
+      if (step_ == Step::kWaiting)
+        return finish(JobState::kCancelled, -1, 0, "cancelled before it started");
+      if (step_ != Step::kOpening)
+        stop(cancel->signal ? cancel->signal : SIGTERM, cancel->grace_ms == shm::kCancelGraceDefault
+                                                            ? grace_ns_
+                                                            : uint64_t(cancel->grace_ms) * kMs);
+    }
+  }
+  for (int s : {0, 1})
+    if (paused_[s] && sink_ && sink_->resume()) paused_[s] = false;
+}
+
+void RemoteJob::on_timer(uint64_t now) {
+  if (deadline_ns_ && now >= deadline_ns_) {
+    deadline_ns_ = 0;
+    if (!cancelled_ && !kill_at_ns_) {
+      timed_out_ = true;
+      stop(SIGTERM, grace_ns_);
+    }
+  }
+  if (kill_at_ns_ && now >= kill_at_ns_) {
+    kill_at_ns_ = 0;
+    stop(SIGKILL, 0);
+  }
+  if (give_up_ns_ && now >= give_up_ns_) {
+    give_up_ns_ = 0;
+    JobState state = timed_out_ ? JobState::kTimedOut : JobState::kCancelled;
+    finish(state, -1, SIGKILL, "its channel stayed open after SIGKILL: left behind", removed_);
+  }
+}
+
+void RemoteJob::shutdown() {
+  if (done()) return;
+  cancelled_ = true;
+  if (step_ == Step::kWaiting || step_ == Step::kOpening) {
+    finish(JobState::kCancelled, -1, 0, "the daemon is shutting down");
+    return;
+  }
+  stop(SIGKILL, 0);
+}
+
+void RemoteJob::remove_host(const Failure& why) {
+  if (done()) return;
+  if (step_ == Step::kWaiting || step_ == Step::kOpening) {
+    cancelled_ = false;
+    return finish(JobState::kFailed, -1, 0, why.message, why);
+  }
+  removed_ = why;
+  removed_.phase = RemotePhase::kRun;
+  cancelled_ = true;
+  stop(SIGKILL, 0);
+}
+
+uint64_t RemoteJob::next_deadline() const {
+  uint64_t next = 0;
+  for (uint64_t t : {deadline_ns_, kill_at_ns_, give_up_ns_})
+    if (t && (!next || t < next)) next = t;
+  return next;
+}
+
+}  // namespace sp::remote
