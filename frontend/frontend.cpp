@@ -179,6 +179,7 @@ void Frontend::follow_config() {
   out_.set_limits(connection_limits(o_));
   records_.set_retention(uint64_t(o_.retain_s * 1000), o_.job_spool_bytes);
   views_.set_max_output(o_.max_output_bytes);
+  hosts_.apply_config(o_);
   spdlog::set_level(spdlog::level::level_enum(o_.log_level));
   spdlog::info("configuration generation {} in use", generation);
 }
@@ -195,6 +196,7 @@ Status Frontend::init() {
   detached_.recover();
   services_.recover();
   hosts_.recover();
+  hosts_.apply_config(o_);
   // accept4 must not block our loop (SOCK_NONBLOCK only applies to the new socket).
   if (auto r =
           sys("fcntl O_NONBLOCK", [&] { return ::fcntl(out_.listen_fd(), F_SETFL, O_NONBLOCK); });

@@ -1,6 +1,8 @@
 #include "frontend/hosts.h"
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "common/log.h"
@@ -8,6 +10,7 @@
 #include "common/text.h"
 #include "frontend/names.h"
 #include "shm/codec.h"
+#include "shm/role_config.h"
 
 namespace sp::frontend {
 
@@ -80,6 +83,72 @@ void Hosts::add_methods(MethodTable& methods) {
       MethodTable::Holds::kInflight);
   attached_.set_fan_out(
       [this](rpc::ExecParams& p, Reply r, bool stream) { fan_out(p, std::move(r), stream); });
+}
+
+namespace {
+
+bool same_settings(const shm::HostConfig& a, const shm::HostConfig& b) {
+  return a.name == b.name && a.address == b.address && a.user == b.user && a.port == b.port &&
+         a.auth == b.auth && a.key_file == b.key_file && a.agent_socket == b.agent_socket &&
+         a.secret == b.secret && a.policy == b.policy && a.fingerprint == b.fingerprint &&
+         a.connect_timeout_ms == b.connect_timeout_ms && a.keepalive_ms == b.keepalive_ms &&
+         a.idle_timeout_ms == b.idle_timeout_ms && a.max_connections == b.max_connections;
+}
+
+// A secret file's content, without the newline that ends it; nullopt if unreadable.
+std::optional<std::string> read_secret(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+void Hosts::apply_config(const shm::RoleConfig& o) {
+  std::vector<std::string> named;
+  for (const std::string& spec : shm::config_hosts(o)) {
+    auto parsed = rpc::parse_host_spec(spec);
+    if (auto* e = std::get_if<rpc::RpcError>(&parsed)) {  // checked by the supervisor already
+      spdlog::error("--host: {}", e->message);
+      continue;
+    }
+    shm::HostConfig& h = std::get<rpc::HostSpec>(parsed).add.host;
+    h.from_config = true;
+    named.push_back(h.name);
+    if (const std::string& file = std::get<rpc::HostSpec>(parsed).secret_file; !file.empty()) {
+      auto secret = read_secret(file);
+      if (!secret) {
+        spdlog::error("--host {}: cannot read its secret file {}", h.name, file);
+        continue;
+      }
+      h.secret = std::move(*secret);
+    }
+    if (auto i = table_.find(h.name)) {
+      shm::HostConfig now = table_.read(*i);
+      if (!now.from_config) {
+        spdlog::warn("--host {}: host_add added a host of that name, which stays", h.name);
+        continue;
+      }
+      if (same_settings(now, h)) continue;
+      table_.remove(*i);
+      queue_.ring_remote();
+      spdlog::info("host {} changed in the configuration: replaced", h.name);
+    }
+    if (std::holds_alternative<shm::HostError>(table_.add(h)))
+      spdlog::error("--host {}: every host slot is taken (--hosts)", h.name);
+    else
+      spdlog::info("host {} from the configuration: {}@{} port {}", h.name, h.user, h.address,
+                   h.port);
+  }
+  for (uint32_t i : table_.all()) {
+    shm::HostConfig h = table_.read(i);
+    if (!h.from_config || std::find(named.begin(), named.end(), h.name) != named.end()) continue;
+    table_.remove(i);
+    queue_.ring_remote();
+    spdlog::info("host {} is no longer in the configuration: removed", h.name);
+  }
 }
 
 void Hosts::add(rpc::HostAddParams& p, Reply r) {

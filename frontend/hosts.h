@@ -34,6 +34,10 @@ class Hosts {
   void add_methods(MethodTable& methods);
   // After a frontend restart: slots the last one left half-written.
   void recover() { table_.recover(); }
+  // The hosts of the configuration (--host), at start and after a reload:
+  // new ones are added, changed ones replaced, gone ones removed (their
+  // jobs end); hosts added by host_add are left alone.
+  void apply_config(const shm::RoleConfig& o);
   // execute / execute_stream with "hosts".
   void fan_out(rpc::ExecParams& p, Reply r, bool stream);
   size_t count() const { return table_.all().size(); }

@@ -13,6 +13,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/sys.h"
+#include "common/text.h"
 
 namespace sp::remote {
 
@@ -36,15 +37,21 @@ bool offers(const std::string& methods, std::string_view m) {
 bool looks_rsa(const std::string& key_file) {
   auto fd = new_fd("open", [&] { return ::open(key_file.c_str(), O_RDONLY | O_CLOEXEC); });
   if (!fd) return false;
-  char head[4096];
+  char head[8192];
   ssize_t n = sys_raw([&] { return ::read(fd->get(), head, sizeof head); });
   if (n <= 0) return false;
   std::string_view text(head, size_t(n));
   if (text.find("BEGIN RSA PRIVATE KEY") != std::string_view::npos) return true;
-  // The OpenSSH format names its key type in base64 ("ssh-rsa" encodes as
-  // "c3NoLXJzYQ" at this position of the header).
-  return text.find("AAAAB3NzaC1yc2E") != std::string_view::npos ||
-         text.find("c3NoLXJzYQ") != std::string_view::npos;
+  // The OpenSSH format holds the public key, and its type, in its base64 body.
+  std::string body;
+  for (size_t at = 0; at < text.size();) {
+    size_t nl = std::min(text.find('\n', at), text.size());
+    std::string_view line = text.substr(at, nl - at);
+    if (line.rfind("-----", 0) != 0) body.append(line);
+    at = nl + 1;
+  }
+  auto raw = decode_base64(body);
+  return raw && raw->find("ssh-rsa") != std::string::npos;
 }
 
 constexpr const char* kRsaHint =

@@ -61,6 +61,11 @@ RemoteJob::RemoteJob(Env& env, uint32_t slot, const shm::DecodedSpec& spec)
   timeout_ms_ = spec.timeout_ms;
   grace_ns_ = uint64_t(spec.kill_grace_ms ? spec.kill_grace_ms : env.default_grace_ms) * kMs;
   has_stdin_ = env.jobs.slot(slot).in_state.load(std::memory_order_acquire) & shm::kInputOpen;
+  if (!spec.secrets.empty()) {  // redacted before any byte reaches shm, as local output is
+    std::vector<std::string> secrets(spec.secrets.begin(), spec.secrets.end());
+    redactors_[0] = std::make_unique<Redactor>(secrets);
+    redactors_[1] = std::make_unique<Redactor>(*redactors_[0]);
+  }
 }
 
 RemoteJob::~RemoteJob() {
@@ -93,9 +98,11 @@ void RemoteJob::pump(uint64_t now) {
   if (step_ == Step::kRunning) {
     feed_stdin();
     for (int s : {0, 1}) read_stream(s);
-    if (step_ == Step::kRunning && !pending_[0].size() && !pending_[1].size() &&
-        libssh2_channel_eof(channel_))
-      step_ = Step::kClosing;
+    if (step_ == Step::kRunning && pending_[0].empty() && pending_[1].empty() &&
+        libssh2_channel_eof(channel_)) {
+      finish_redaction();
+      if (pending_[0].empty() && pending_[1].empty()) step_ = Step::kClosing;
+    }
   }
   if (step_ == Step::kClosing) wait_closed();
   if (conn_) conn_->sync_events();
@@ -194,12 +201,35 @@ void RemoteJob::read_stream(int s) {
       std::from_chars(head_.data(), head_.data() + std::min(nl, head_.size()), pgid_);
       if (pgid_ <= 0) pgid_ = -1;  // not a number: nothing to kill by group
       got = nl == std::string::npos ? std::string_view() : std::string_view(head_).substr(nl + 1);
-      pending_[s].append(got);
+      append(s, got);
       head_.clear();
       if (wanted_sig_ && pgid_ > 0) kill_sig_ = wanted_sig_;
       continue;
     }
-    pending_[s].append(got);
+    append(s, got);
+  }
+}
+
+void RemoteJob::append(int s, std::string_view bytes) {
+  std::string& out = pending_[s];
+  Redactor* r = redactors_[s].get();
+  if (!r) return void(out.append(bytes));
+  const size_t at = out.size();
+  out.resize(at + r->held() + bytes.size());
+  out.resize(at + r->feed(bytes, out.data() + at));
+}
+
+void RemoteJob::finish_redaction() {
+  if (redaction_done_) return;
+  redaction_done_ = true;
+  for (int s : {0, 1}) {
+    Redactor* r = redactors_[s].get();
+    if (!r || !r->held()) continue;
+    std::string& out = pending_[s];
+    const size_t at = out.size();
+    out.resize(at + r->held());
+    out.resize(at + r->finish(out.data() + at));
+    flush_pending(s);
   }
 }
 

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 
+#include "common/redactor.h"
 #include "remote/connection.h"
 #include "remote/failure.h"
 #include "shm/codec.h"
@@ -92,6 +93,10 @@ class RemoteJob {
   void start_command(uint64_t now);
   void read_stream(int s);
   bool flush_pending(int s);
+  // Output read from stream `s`, redacted on its way to pending_[s].
+  void append(int s, std::string_view bytes);
+  // The end of both streams: what the redactors held goes out (once).
+  void finish_redaction();
   void take(int s, size_t n);
   void feed_stdin();
   void wait_closed();
@@ -111,7 +116,9 @@ class RemoteJob {
   Connection* conn_ = nullptr;
   LIBSSH2_CHANNEL* channel_ = nullptr;
   std::unique_ptr<worker::OutputSink> sink_;
-  std::string pending_[2];  // read but not yet in the sink
+  std::string pending_[2];                  // read (and redacted) but not yet in the sink
+  std::unique_ptr<Redactor> redactors_[2];  // per stream, when the job has secrets
+  bool redaction_done_ = false;
   bool paused_[2] = {};
   bool eof_sent_ = false;
   bool refused_ = false;

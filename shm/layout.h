@@ -85,6 +85,7 @@ inline constexpr uint32_t kConfigPathBytes = 4096;  // PATH_MAX, with its NUL
 inline constexpr uint32_t kEnvPassBytes = 2048;     // --env-pass names, NUL after each
 inline constexpr uint32_t kMaxAllowUids = 64;       // --allow-uid entries
 inline constexpr uint32_t kNoteBytes = 512;
+inline constexpr uint32_t kConfigHostsBytes = 16384;  // --host specs, a newline after each
 
 // The daemon's configuration as its roles see it: written by the supervisor
 // into the header before it starts any role, and again at each live reload
@@ -121,6 +122,9 @@ struct RoleConfig {
   // trusts and records), and one it only reads ("": none).
   char known_hosts[kConfigPathBytes] = {};
   char user_known_hosts[kConfigPathBytes] = {};
+  // The frontend: the hosts of the configuration (--host), which it adds to
+  // the host table at start and after each reload (frontend/hosts.h).
+  char hosts[kConfigHostsBytes] = {};
 };
 
 // Who a role is and why it was restarted: the rows and columns of
@@ -579,20 +583,20 @@ static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
 static_assert(sizeof(Histogram) == 136 && sizeof(Metrics) == 288);
 static_assert(sizeof(BellWord) == 64);
 static_assert(
-    sizeof(Header) == 20864 && offsetof(Header, caps) == 24 && offsetof(Header, config) == 96 &&
-    offsetof(Header, ring_cells) == 19472 && offsetof(Header, workers_off) == 19480 &&
-    offsetof(Header, outputs_off) == 19536 && offsetof(Header, inputs_off) == 19544 &&
-    offsetof(Header, spool_used) == 19552 && offsetof(Header, frontend_incarnation) == 19560 &&
-    offsetof(Header, draining) == 19564 && offsetof(Header, next_job_id) == 19568 &&
-    offsetof(Header, frontend_heartbeat_ns) == 19576 &&
-    offsetof(Header, started_unix_ms) == 19584 && offsetof(Header, frontend_ready) == 19592 &&
-    offsetof(Header, frontend_last_death) == 19596 && offsetof(Header, frontend_bell) == 19648 &&
-    offsetof(Header, submit_bell) == 19712 && offsetof(Header, ring_head) == 19776 &&
-    offsetof(Header, ring_tail) == 19840 && offsetof(Header, counters) == 19904 &&
-    offsetof(Header, reload) == 20072 && sizeof(ReloadState) == 320 &&
-    offsetof(Header, metrics) == 20416 && offsetof(Header, services_off) == 20704 &&
-    offsetof(Header, remote_ring_off) == 20720 && offsetof(Header, hosts_off) == 20728 &&
-    offsetof(Header, remote_ring_head) == 20736 && offsetof(Header, remote_ring_tail) == 20800);
+    sizeof(Header) == 37248 && offsetof(Header, caps) == 24 && offsetof(Header, config) == 96 &&
+    offsetof(Header, ring_cells) == 35856 && offsetof(Header, workers_off) == 35864 &&
+    offsetof(Header, outputs_off) == 35920 && offsetof(Header, inputs_off) == 35928 &&
+    offsetof(Header, spool_used) == 35936 && offsetof(Header, frontend_incarnation) == 35944 &&
+    offsetof(Header, draining) == 35948 && offsetof(Header, next_job_id) == 35952 &&
+    offsetof(Header, frontend_heartbeat_ns) == 35960 &&
+    offsetof(Header, started_unix_ms) == 35968 && offsetof(Header, frontend_ready) == 35976 &&
+    offsetof(Header, frontend_last_death) == 35980 && offsetof(Header, frontend_bell) == 36032 &&
+    offsetof(Header, submit_bell) == 36096 && offsetof(Header, ring_head) == 36160 &&
+    offsetof(Header, ring_tail) == 36224 && offsetof(Header, counters) == 36288 &&
+    offsetof(Header, reload) == 36456 && sizeof(ReloadState) == 320 &&
+    offsetof(Header, metrics) == 36800 && offsetof(Header, services_off) == 37088 &&
+    offsetof(Header, remote_ring_off) == 37104 && offsetof(Header, hosts_off) == 37112 &&
+    offsetof(Header, remote_ring_head) == 37120 && offsetof(Header, remote_ring_tail) == 37184);
 static_assert(sizeof(HostSlot) == 2240 && offsetof(HostSlot, port) == 16 &&
               offsetof(HostSlot, name) == 48 && offsetof(HostSlot, address) == 120 &&
               offsetof(HostSlot, secret) == 1464 && offsetof(HostSlot, fingerprint) == 1720 &&
@@ -635,7 +639,7 @@ static_assert(sizeof(JobRecord) == 768 && offsetof(JobRecord, final_state) == 4 
               offsetof(JobRecord, spool_end) == 704 && offsetof(JobRecord, out_bytes) == 712 &&
               offsetof(JobRecord, truncated) == 728);
 static_assert(sizeof(ChunkHeader) == 8);
-static_assert(sizeof(RoleConfig) == 19376 && offsetof(RoleConfig, isolation) == 36 &&
+static_assert(sizeof(RoleConfig) == 35760 && offsetof(RoleConfig, isolation) == 36 &&
               offsetof(RoleConfig, default_limits) == 40 &&
               offsetof(RoleConfig, output_budget) == 136 && offsetof(RoleConfig, retain_s) == 160 &&
               offsetof(RoleConfig, allow_uids) == 172 && offsetof(RoleConfig, env_pass) == 428 &&
@@ -643,7 +647,8 @@ static_assert(sizeof(RoleConfig) == 19376 && offsetof(RoleConfig, isolation) == 
               offsetof(RoleConfig, spool_dir) == 2988 && offsetof(RoleConfig, log_level) == 7084 &&
               offsetof(RoleConfig, files_root) == 7088 &&
               offsetof(RoleConfig, known_hosts) == 11184 &&
-              offsetof(RoleConfig, user_known_hosts) == 15280);
+              offsetof(RoleConfig, user_known_hosts) == 15280 &&
+              offsetof(RoleConfig, hosts) == 19376);
 static_assert(sizeof(Rlimits) == 48);
 
 }  // namespace sp::shm

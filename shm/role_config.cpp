@@ -53,6 +53,32 @@ Status set_known_hosts(RoleConfig& c, std::string_view own, std::string_view use
   return {};
 }
 
+Status set_hosts(RoleConfig& c, const std::vector<std::string>& specs) {
+  std::string all;
+  for (const std::string& s : specs) {
+    if (s.find('\n') != std::string::npos || s.find('\0') != std::string::npos)
+      return Error{EINVAL, "a --host spec holds a newline"};
+    all += s + "\n";
+  }
+  if (all.size() >= sizeof c.hosts)
+    return Error{0, "--host specs take more than " + std::to_string(sizeof c.hosts - 1) + " bytes"};
+  std::memset(c.hosts, 0, sizeof c.hosts);
+  std::memcpy(c.hosts, all.data(), all.size());
+  return {};
+}
+
+std::vector<std::string> config_hosts(const RoleConfig& c) {
+  std::vector<std::string> out;
+  std::string_view all(c.hosts, ::strnlen(c.hosts, sizeof c.hosts));
+  for (size_t at = 0; at < all.size();) {
+    size_t nl = all.find('\n', at);
+    if (nl == std::string_view::npos) nl = all.size();
+    if (nl > at) out.emplace_back(all.substr(at, nl - at));
+    at = nl + 1;
+  }
+  return out;
+}
+
 void set_isolation(RoleConfig& c, Isolation isolation, std::string_view note) {
   c.isolation = isolation;
   std::memset(c.isolation_note, 0, sizeof c.isolation_note);

@@ -22,6 +22,10 @@ Status set_spool_dir(RoleConfig& c, std::string_view path);
 Status set_files_root(RoleConfig& c, std::string_view path);
 // The remote worker's known_hosts files: its own, and one it only reads ("": none).
 Status set_known_hosts(RoleConfig& c, std::string_view own, std::string_view user);
+// The --host specs, one per line; an error if they do not fit.
+Status set_hosts(RoleConfig& c, const std::vector<std::string>& specs);
+// They again, one each.
+std::vector<std::string> config_hosts(const RoleConfig& c);
 // Cut to fit (a note for operators).
 void set_isolation(RoleConfig& c, Isolation isolation, std::string_view note);
 

@@ -35,6 +35,7 @@ struct Config {
   // their bounds (shm/role_config.h).
   std::vector<std::string> env_pass;
   std::vector<uint32_t> allow_uids;
+  std::vector<std::string> hosts;  // --host specs (frontend/params/params.h, HostSpec)
   // The command line it came from (after argv[0]): a live reload parses it again.
   std::vector<std::string> args;
 

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "frontend/params/params.h"
 #include "shm/role_config.h"
 #include "supervisor/listener.h"
 
@@ -86,6 +87,10 @@ Result<shm::RoleConfig> role_config(const Config& c) {
   auto root = files_root(c.files_root);
   if (!root) return root.error();
   if (Status st = shm::set_files_root(r, *root); !st) return st.error();
+  for (const std::string& spec : c.hosts)
+    if (auto parsed = rpc::parse_host_spec(spec); auto* e = std::get_if<rpc::RpcError>(&parsed))
+      return Error{EINVAL, "--host: " + e->message.substr(e->message.find(": ") + 2)};
+  if (Status st = shm::set_hosts(r, c.hosts); !st) return st.error();
   if (Status st = shm::set_known_hosts(r, known_hosts_file(c.known_hosts),
                                        user_known_hosts_file(c.user_known_hosts));
       !st)

@@ -183,6 +183,13 @@ void add_remote_flags(CLI::App& app, Config& cfg) {
                  "The daemon's own known_hosts file: host keys it trusts, and where accept-new "
                  "records new ones (default: $STATE_DIRECTORY/known_hosts under systemd, else "
                  "~/.ssh/shell-pool_known_hosts)");
+  app.add_option("--host", cfg.hosts,
+                 "A remote host, as host_add would add it: \"NAME [USER@]ADDRESS[:PORT] "
+                 "[key_file=PATH [passphrase_file=PATH] | agent [agent_socket=PATH] | "
+                 "password_file=PATH] [host_key=strict|accept-new|pinned|insecure] "
+                 "[fingerprint=SHA256:...] [connect_timeout_ms=N] [keepalive_ms=N] "
+                 "[idle_timeout_ms=N] [max_connections=N]\"; repeatable; a reload applies "
+                 "changes. Secrets come from files, never from the flag");
   app.add_option("--user-known-hosts", cfg.user_known_hosts,
                  "A known_hosts file consulted too, never written (default: ~/.ssh/known_hosts "
                  "of the daemon's user; \"none\": none)");

@@ -565,3 +565,110 @@ TEST_CASE("host methods refuse bad params clearly", "[remote]") {
   CHECK(check.at("ok") == false);
   CHECK(str(check.at("error").as_object(), "code") == "key_load_failed");
 }
+
+TEST_CASE("RSA keys get a clear error with a hint, never a hang", "[remote]") {
+  TempDir dir;
+  SshKeyPair rsa = make_key(dir.path(), "rsa", "rsa");
+  SshKeyPair ed = make_key(dir.path(), "ed");
+  Sshd s({.address = "127.0.0.16"}, {rsa.public_line, ed.public_line});
+  Sshd rsa_host({.address = "127.0.0.17", .host_key_type = "rsa"}, {ed.public_line});
+  START_DAEMON(d, remote_flags(dir.path()));
+  Client c(d.socket());
+
+  // An RSA user key: libssh2 1.10 signs with ssh-rsa (SHA-1), which OpenSSH refuses.
+  result_of(c.call("host_add", host_params("rsauser", s, rsa)));
+  auto start = Clock::now();
+  json::object user = run_on(c, "rsauser", "true");
+  CHECK(str(user, "error_code") == "auth_failed");
+  CHECK_THAT(str(user, "error"), Contains("ed25519"));
+  CHECK_THAT(str(user, "error"), Contains("ssh-rsa"));
+
+  // A server with only an RSA host key: no host key algorithm in common.
+  result_of(c.call("host_add", host_params("rsahost", rsa_host, ed)));
+  json::object host = run_on(c, "rsahost", "true");
+  CHECK(str(host, "status") == "failed");
+  CHECK(str(host, "error_code") == "protocol_error");
+  CHECK_THAT(str(host, "error"), Contains("RSA host key"));
+  CHECK(seconds_since(start) < 10);
+}
+
+TEST_CASE(
+    "secrets are redacted from remote output, and a frontend or daemon stop kills remote jobs",
+    "[remote]") {
+  TempDir dir;
+  SshKeyPair key = make_key(dir.path(), "id");
+  Sshd s({.address = "127.0.0.18"}, {key.public_line});
+  START_DAEMON(d, remote_flags(dir.path()));
+  Client c(d.socket());
+  result_of(c.call("host_add", host_params("h", s, key)));
+  json::object r = run_on(c, "h", "echo the-token-12345 is here; echo the-token-12345 >&2",
+                          {{"secrets", json::array{"the-token-12345"}}});
+  CHECK(str(r, "stdout") == "*** is here\n");
+  CHECK(str(r, "stderr") == "***\n");
+
+  // The frontend dies under an attached remote job: the job is cancelled
+  // as on any disconnect, and its remote process goes.
+  const std::string gate = dir.path() + "/started";
+  Client watcher(d.socket());
+  json::value id = watcher.next_id();
+  watcher.send_line(Client::request(
+      id, "execute",
+      json::object{{"command", "touch " + gate + "; exec sleep 305"}, {"host", "h"}}));
+  REQUIRE(wait_until([&] { return file_exists(gate); }, 20));
+  Client again = kill_frontend(d);
+  CHECK(none_left("sleep 305"));
+
+  // The daemon's SIGTERM: a running remote job is killed there too.
+  const std::string gate2 = dir.path() + "/started2";
+  json::value id2 = again.next_id();
+  again.send_line(Client::request(
+      id2, "execute",
+      json::object{{"command", "touch " + gate2 + "; exec sleep 306"}, {"host", "h"}}));
+  REQUIRE(wait_until([&] { return file_exists(gate2); }, 20));
+  stop_cleanly(d);
+  CHECK(none_left("sleep 306"));
+}
+
+TEST_CASE("hosts from the configuration, applied again by a reload", "[remote]") {
+  TempDir dir;
+  SshKeyPair key = make_key(dir.path(), "id", "ed25519", "config-pass-phrase");
+  Sshd s({.address = "127.0.0.19"}, {key.public_line});
+  const std::string pass = dir.path() + "/passphrase";
+  std::ofstream(pass) << "config-pass-phrase\n";
+  const std::string config = dir.path() + "/shell-pool.toml";
+  auto write_config = [&](const std::vector<std::string>& names) {
+    std::ofstream out(config);
+    out << "host = [";
+    for (size_t i = 0; i < names.size(); ++i)
+      out << (i ? ", " : "") << "\"" << names[i] << " root@" << s.address() << ":" << s.port()
+          << " key_file=" << key.private_path << " passphrase_file=" << pass
+          << " host_key=accept-new keepalive_ms=2000\"";
+    out << "]\n";
+  };
+  write_config({"cfg1", "cfg2"});
+  START_DAEMON(d, remote_flags(dir.path(), {"--config", config}));
+  Client c(d.socket());
+  auto names = [&] {
+    std::vector<std::string> out;
+    json::object listed = result_of(c.call("host_list", json::object{}));
+    for (const auto& h : listed.at("hosts").as_array()) {
+      CHECK(h.as_object().at("from_config") == true);
+      CHECK(num(h.as_object(), "keepalive_ms") == 2000);
+      out.push_back(str(h.as_object(), "name"));
+    }
+    return out;
+  };
+  CHECK(names() == std::vector<std::string>{"cfg1", "cfg2"});
+  CHECK(str(run_on(c, "cfg1", "echo from config"), "stdout") == "from config\n");
+
+  write_config({"cfg2", "cfg3"});
+  result_of(c.call("reload", nullptr));
+  CHECK(names() == std::vector<std::string>{"cfg2", "cfg3"});
+  CHECK(str(run_on(c, "cfg3", "echo reloaded"), "stdout") == "reloaded\n");
+  CHECK_THAT(d.log(), !Contains("config-pass-phrase"));
+
+  // A bad host spec is refused at reload; the hosts in use stay.
+  std::ofstream(config) << "host = [\"bad spec-without-user-and-key\"]\n";
+  CHECK(num(error_of(c.call("reload", nullptr)), "code") == -32007);
+  CHECK(names() == std::vector<std::string>{"cfg2", "cfg3"});
+}

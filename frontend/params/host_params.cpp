@@ -1,5 +1,6 @@
 // Params of the host methods (host_add, host_remove, host_check).
 #include <algorithm>
+#include <charconv>
 
 #include "frontend/params/readers.h"
 
@@ -142,6 +143,88 @@ Parsed<HostAddParams> parse_host_add_params(const Value& params) {
   if (auto e = read_bounded(obj, "max_connections", 64, max_connections)) return *e;
   h.max_connections = uint32_t(max_connections);
   return p;
+}
+
+namespace {
+
+// "[USER@]ADDRESS[:PORT]", ADDRESS possibly "[v6]", into `p`.
+std::optional<RpcError> read_target(std::string_view t, Object& p) {
+  if (size_t at = t.find('@'); at != std::string_view::npos) {
+    p["user"] = std::string(t.substr(0, at));
+    t.remove_prefix(at + 1);
+  }
+  std::string_view port;
+  if (!t.empty() && t.front() == '[') {
+    size_t close = t.find(']');
+    if (close == std::string_view::npos) return bad_params("an unclosed '[' in the address");
+    if (close + 1 < t.size() && t[close + 1] == ':') port = t.substr(close + 2);
+    t = t.substr(1, close - 1);
+  } else if (size_t colon = t.rfind(':'); colon != std::string_view::npos && t.find(':') == colon) {
+    port = t.substr(colon + 1);
+    t = t.substr(0, colon);
+  }
+  p["address"] = std::string(t);
+  if (!port.empty()) {
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+    if (ec != std::errc() || end != port.data() + port.size())
+      return bad_params("the port must be a number");
+    p["port"] = n;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Parsed<HostSpec> parse_host_spec(std::string_view spec) {
+  std::vector<std::string_view> words;
+  for (size_t at = 0; at < spec.size();) {
+    size_t sp = std::min(spec.find(' ', at), spec.size());
+    if (sp > at) words.push_back(spec.substr(at, sp - at));
+    at = sp + 1;
+  }
+  if (words.size() < 2)
+    return bad_params("a host is \"NAME [USER@]ADDRESS[:PORT] [KEY=VALUE]...\"");
+  HostSpec out;
+  Object p{{"name", std::string(words[0])}};
+  if (auto e = read_target(words[1], p)) return *e;
+  Object auth, key;
+  auto number = [](std::string_view v) -> Value {
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || end != v.data() + v.size()) return Value(std::string(v));
+    return Value(n);
+  };
+  for (size_t i = 2; i < words.size(); ++i) {
+    std::string_view w = words[i];
+    size_t eq = w.find('=');
+    std::string k(w.substr(0, eq)), v(eq == std::string_view::npos ? "" : w.substr(eq + 1));
+    if (k == "agent" && eq == std::string_view::npos) {
+      auth["agent"] = true;
+    } else if (k == "key_file" || k == "agent_socket") {
+      auth[k] = v;
+    } else if (k == "passphrase_file" || k == "password_file") {
+      out.secret_file = v;
+      if (k == "password_file") auth["password"] = "";
+    } else if (k == "host_key") {
+      key["policy"] = v;
+    } else if (k == "fingerprint") {
+      key["fingerprint"] = v;
+    } else if (k == "user") {
+      p["user"] = v;
+    } else if (k == "port" || k == "connect_timeout_ms" || k == "keepalive_ms" ||
+               k == "idle_timeout_ms" || k == "max_connections") {
+      p[k] = number(v);
+    } else {
+      return bad_params("unknown " + quoted_key(k) + " in the host " + quoted_key(words[0]));
+    }
+  }
+  p["auth"] = std::move(auth);
+  if (!key.empty()) p["host_key"] = std::move(key);
+  auto parsed = parse_host_add_params(Value(std::move(p)));
+  if (auto* e = std::get_if<RpcError>(&parsed)) return within(*e, "host " + quoted_key(words[0]));
+  out.add = std::move(std::get<HostAddParams>(parsed));
+  return out;
 }
 
 Parsed<HostNameParams> parse_host_name_params(const Value& params) {

@@ -153,6 +153,16 @@ struct HostNameParams {
   bool force = false;  // host_remove: end its running jobs
 };
 Parsed<HostNameParams> parse_host_name_params(const Value& params);
+// A host of the configuration (--host): "NAME [USER@]ADDRESS[:PORT] [KEY=VALUE | agent]...",
+// KEY one of port, user, key_file, passphrase_file, password_file,
+// agent_socket, host_key, fingerprint, connect_timeout_ms, keepalive_ms,
+// idle_timeout_ms, max_connections. A secret comes from a file
+// (`secret_file`, read by whoever applies the spec), never from the spec.
+struct HostSpec {
+  HostAddParams add;
+  std::string secret_file;  // passphrase_file or password_file; "": none
+};
+Parsed<HostSpec> parse_host_spec(std::string_view spec);
 
 // Supervised services (service_params.cpp). Names are 1..64 bytes of
 // [A-Za-z0-9._-], starting with a letter or digit.
