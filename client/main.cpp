@@ -1,7 +1,8 @@
 // shell-pool: the command-line client of shell-poold. Streams a command's
 // output as it comes (byte-exact: it asks for base64) and exits with the
-// command's exit code; submits detached jobs and finds them again; manages
-// sessions and supervised services. Only wires flags to requests.
+// command's exit code, here or on remote hosts; submits detached jobs and
+// finds them again; manages sessions, supervised services and remote hosts.
+// Only wires flags to requests.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +13,7 @@
 
 #include "client/client.h"
 #include "client/files.h"
+#include "client/hosts.h"
 #include "client/interactive.h"
 #include "client/services.h"
 #include "common/paths.h"
@@ -98,6 +100,9 @@ struct Flags {
   std::vector<std::string> session_env;
   // service ... (services.h).
   ServiceFlags service;
+  // run, exec and submit on remote hosts; host ... (hosts.h).
+  TargetFlags target;
+  HostFlags host;
 };
 
 // The subcommands; after parsing, the one given is true.
@@ -107,6 +112,7 @@ struct Commands {
   CLI::App *reload, *health, *metrics, *shell;
   CLI::App *cp, *ls;
   ServiceCommands service;  // service ...
+  HostCommands host;        // host ...
 };
 
 constexpr const char* kAbout =
@@ -114,6 +120,8 @@ constexpr const char* kAbout =
     "Exit status of run, exec and wait: the command's own; 128+N if killed by signal N;\n"
     "124 timed out; 125 cancelled or lost; 127 could not start; 69 no daemon;\n"
     "75 wait --timeout ran out first. service wait: 0 reached, 1 not.\n"
+    "run and exec --hosts: 0 all succeeded, else the worst exit code of the hosts that ran it,\n"
+    "255 if only connections failed. host check: 0 ok, 1 not.\n"
     "reload: 0 applied, 1 refused (the old configuration stays).\n"
     "run and exec pass their stdin to the command when it is not a terminal (-n: never);\n"
     "-t runs it on a terminal (a PTY), in raw mode when stdin is one, like `docker exec -it`.";
@@ -136,11 +144,13 @@ void add_run_commands(CLI::App& app, Flags& f, Commands& c) {
       app.add_subcommand("exec", "run a program with arguments, no shell: exec -- CMD ARGS...");
   add_job_options(c.exec, f);
   add_stdin_options(c.exec, f);
+  add_target_options(c.exec, f.target);
   c.exec->add_option("command", f.command, "program and its arguments (after --)")->required();
   c.exec->positionals_at_end();  // exec --timeout 1 -- ls -l: everything after -- is the command
   c.run = app.add_subcommand("run", "run a shell line with /bin/sh -c: run 'CMD | ...'");
   add_job_options(c.run, f);
   add_stdin_options(c.run, f);
+  add_target_options(c.run, f.target);
   c.run->add_option("line", f.line, "shell command line")->required();
   c.shell = app.add_subcommand(
       "shell", "an interactive shell through the daemon, in this terminal (exit: its exit code)");
@@ -153,6 +163,7 @@ void add_submit_command(CLI::App& app, Flags& f, Commands& c) {
       "submit",
       "start a detached job and print its job id: submit 'shell line', or submit -- PROG ARGS...");
   add_job_options(c.submit, f);
+  add_target_options(c.submit, f.target);
   c.submit->add_option(
       "--id", f.job_id,
       "your own job id (letters, digits, . _ : -): submitting it again is a no-op");
@@ -216,6 +227,7 @@ Commands add_flags(CLI::App& app, Flags& f) {
   add_job_manage_commands(app, f, c);
   add_session_commands(app, f, c);
   c.service = add_service_commands(app, f.service);
+  c.host = add_host_commands(app, f.host);
   c.cp = app.add_subcommand("cp",
                             "copy a file to or from the daemon's files root: cp LOCAL :REMOTE, "
                             "cp :REMOTE LOCAL (- is stdin or stdout)");
@@ -255,8 +267,13 @@ json::object pty_params() {
 }
 
 // With our stdin, or on a terminal: a detached job we attach to; else
-// execute_stream.
+// execute_stream. On several hosts: their lines, prefixed, and a summary.
 int run_or_attach(Client& client, const Flags& f, json::object p) {
+  if (add_target_params(p, f.target)) {
+    // One terminal and one stdin cannot be shared among hosts.
+    if (f.tty) die(kUsage, "-t does not go with --hosts");
+    return run_fan_out(client, std::move(p));
+  }
   const bool pass_stdin = !f.no_stdin && !::isatty(0);
   if (!f.tty && !pass_stdin) return run_job(client, std::move(p));
   p["stdin_open"] = true;
@@ -300,8 +317,13 @@ int submit_job(Client& client, const Flags& f) {
     add_program(p, f.command);
   }
   if (!f.job_id.empty()) p["job_id"] = f.job_id;
-  std::cout << json::value_to<std::string>(client.call("job_submit", std::move(p)).at("job_id"))
-            << "\n";
+  const bool fan_out = add_target_params(p, f.target);
+  json::object r = client.call("job_submit", std::move(p));
+  // Several hosts: the plan's id and each host's job id.
+  if (fan_out)
+    std::cout << json::serialize(r) << "\n";
+  else
+    std::cout << json::value_to<std::string>(r.at("job_id")) << "\n";
   return 0;
 }
 
@@ -438,6 +460,7 @@ int run_command(Client& client, const Flags& f, const Commands& c) {
   if (*c.jobs) return list_jobs(client, f);
   if (*c.forget) return forget_job(client, f);
   if (*c.service.all) return run_service_command(client, f.service, c.service);
+  if (*c.host.all) return run_host_command(client, f.host, c.host);
   if (*c.create) return create_session(client, f);
   if (*c.list) return list_sessions(client);
   if (*c.destroy) return destroy_session(client, f);
