@@ -23,6 +23,11 @@ constexpr uint64_t kMs = 1'000'000;
 // group holds its output) before the job ends without it.
 constexpr uint64_t kGiveUpNs = 5000 * kMs;
 constexpr size_t kMaxHead = 32;  // the pgid line
+// A channel's receive window: what libssh2 may hold of a job's output that
+// its sink has no room for (it stops the host from sending more). Bounds the
+// remote worker's memory at about --remote-jobs times this; libssh2's own
+// default is 2 MiB.
+constexpr unsigned kWindowBytes = 256 * 1024;
 
 std::string quote(std::string_view s) {
   std::string q = "'";
@@ -109,7 +114,8 @@ void RemoteJob::pump(uint64_t now) {
 }
 
 void RemoteJob::open_channel() {
-  channel_ = libssh2_channel_open_session(conn_->session());
+  channel_ = libssh2_channel_open_ex(conn_->session(), "session", sizeof "session" - 1,
+                                     kWindowBytes, LIBSSH2_CHANNEL_PACKET_DEFAULT, nullptr, 0);
   if (!channel_) {
     int err = libssh2_session_last_errno(conn_->session());
     if (err == LIBSSH2_ERROR_EAGAIN) return;
