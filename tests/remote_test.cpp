@@ -7,7 +7,10 @@
 // speaks; a killed and a stopped sshd; 20 MB on both streams; stdin through
 // a rekey; a MaxSessions 2 server under 6 jobs; connection reuse from the
 // sshd log; host_remove; the remote worker's death.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
@@ -671,4 +674,81 @@ TEST_CASE("hosts from the configuration, applied again by a reload", "[remote]")
   std::ofstream(config) << "host = [\"bad spec-without-user-and-key\"]\n";
   CHECK(num(error_of(c.call("reload", nullptr)), "code") == -32007);
   CHECK(names() == std::vector<std::string>{"cfg2", "cfg3"});
+}
+
+TEST_CASE("more errors: connect timeout, no agent, no sessions; signals; idle connections; plans",
+          "[remote]") {
+  TempDir dir;
+  SshKeyPair key = make_key(dir.path(), "id");
+  Sshd s({.address = "127.0.0.22"}, {key.public_line});
+  Sshd none({.address = "127.0.0.23", .max_sessions = 0}, {key.public_line});
+  START_DAEMON(d, remote_flags(dir.path()));
+  Client c(d.socket());
+
+  // A listener whose backlog is full drops new SYNs: the connect hangs.
+  sp::UniqueFd full(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(0x7f000018);  // 127.0.0.24
+  REQUIRE(::bind(full.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(full.get(), 0) == 0);
+  socklen_t len = sizeof a;
+  REQUIRE(::getsockname(full.get(), reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  std::vector<sp::UniqueFd> fillers;
+  for (int i = 0; i < 4; ++i) {
+    fillers.emplace_back(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    ::connect(fillers.back().get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+  }
+  json::object t{{"name", "blackhole"},
+                 {"address", "127.0.0.24"},
+                 {"port", ntohs(a.sin_port)},
+                 {"user", "root"},
+                 {"auth", {{"key_file", key.private_path}}},
+                 {"connect_timeout_ms", 500}};
+  result_of(c.call("host_add", t));
+  json::object timed = run_on(c, "blackhole", "true");
+  CHECK(str(timed, "error_code") == "connect_timeout");
+  CHECK(str(timed, "error_phase") == "connect");
+
+  // An agent socket nobody listens on.
+  json::object ag = host_params("noagent", s, key);
+  ag["auth"] = {{"agent_socket", dir.path() + "/no-agent.sock"}};
+  result_of(c.call("host_add", ag));
+  CHECK(str(run_on(c, "noagent", "true"), "error_code") == "agent_unavailable");
+
+  // MaxSessions 0: the server opens no channel at all.
+  result_of(c.call("host_add", host_params("nosessions", none, key)));
+  json::object refused = run_on(c, "nosessions", "true");
+  CHECK(str(refused, "status") == "failed");
+  CHECK(str(refused, "error_code") == "channel_open_failed");
+  CHECK(str(refused, "error_phase") == "channel");
+
+  // A command killed by a signal on the host: signal, not exit_code.
+  json::object p = host_params("h", s, key);
+  p["idle_timeout_ms"] = 1000;
+  result_of(c.call("host_add", p));
+  json::object killed = run_on(c, "h", "kill -USR1 $$");
+  CHECK(killed.at("signal") == "SIGUSR1");
+  CHECK(num(killed, "exit_code") == -1);
+
+  // A plan's steps on the host.
+  json::object chain = result_of(
+      c.call("execute_chain",
+             json::object{
+                 {"commands", json::array{json::object{{"command", "echo one"}, {"host", "h"}},
+                                          json::object{{"command", "echo two"}, {"host", "h"}}}}}));
+  CHECK_THAT(json::serialize(chain), Contains("one\\n"));
+  CHECK_THAT(json::serialize(chain), Contains("two\\n"));
+
+  // Idle for idle_timeout_ms: the connection closes; the next job opens another.
+  CHECK(wait_until(
+      [&] {
+        json::object listed = result_of(c.call("host_list", json::object{}));
+        for (const auto& h : listed.at("hosts").as_array())
+          if (str(h.as_object(), "name") == "h") return num(h.as_object(), "connections") == 0;
+        return false;
+      },
+      10, 0.1));
+  CHECK(str(run_on(c, "h", "echo again"), "stdout") == "again\n");
+  CHECK(s.count_in_log("Accepted publickey") == 2);
 }
