@@ -1,5 +1,7 @@
 #include "client/hosts.h"
 
+#include "client/flags.h"
+
 #include <fcntl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -29,26 +31,6 @@ constexpr size_t kMaxSecretBytes = 64 * 1024;
 // A partial line longer than this is printed as a line of its own: a host
 // whose output never ends a line must not hold our memory without bound.
 constexpr size_t kMaxPartialLine = 1 << 20;
-
-// A whole number of 0 or more, in decimal (CLI11 by itself takes "-1" as
-// 2^64-1 for an unsigned option).
-CLI::Validator whole_number() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        uint64_t n = 0;
-        const char* end = text.data() + text.size();
-        if (auto [at, ec] = std::from_chars(text.data(), end, n); ec != std::errc() || at != end)
-          return "expected a whole number of 0 or more, got: " + text;
-        text = std::to_string(n);
-        return "";
-      },
-      "COUNT");
-}
-
-void add_count(CLI::App* sub, const std::string& flag, std::optional<uint64_t>& value,
-               const std::string& help, const std::string& group) {
-  sub->add_option(flag, value, help)->transform(whole_number())->group(group);
-}
 
 std::string text_of(const json::object& o, const char* key) {
   const json::value* v = o.if_contains(key);

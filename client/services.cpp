@@ -1,5 +1,7 @@
 #include "client/services.h"
 
+#include "client/flags.h"
+
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <cstdio>
@@ -15,26 +17,6 @@ constexpr int kNotReached = 1;
 constexpr int kFollowWait = 30;
 // Bytes of output one service_logs read asks for at most.
 constexpr uint64_t kLogChunk = 1 << 20;
-
-// A whole number of 0 or more, in decimal, as the flag's value (CLI11 by
-// itself takes "-1" and a number too big as 2^64-1, and "010" as 8).
-CLI::Validator count_check() {
-  return CLI::Validator(
-      [](std::string& text) -> std::string {
-        uint64_t n = 0;
-        const char* end = text.data() + text.size();
-        if (auto [at, ec] = std::from_chars(text.data(), end, n); ec != std::errc() || at != end)
-          return "expected a whole number of 0 or more, got: " + text;
-        text = std::to_string(n);
-        return "";
-      },
-      "COUNT");
-}
-
-void add_count(CLI::App* sub, const std::string& flag, std::optional<uint64_t>& value,
-               const std::string& help, const std::string& group) {
-  sub->add_option(flag, value, help)->transform(count_check())->group(group);
-}
 
 // The command and how it runs: the options that are not about supervision.
 void add_command_options(CLI::App* start, ServiceFlags& f) {
@@ -116,7 +98,7 @@ void add_read_commands(CLI::App* service, ServiceFlags& f, ServiceCommands& c) {
   c.logs->add_option("name", f.name, "the service's name")->required();
   c.logs->add_flag("-f,--follow", f.follow, "keep printing new output until the service ends");
   c.logs->add_option("--tail", f.tail, "start with the last BYTES bytes only")
-      ->transform(count_check());
+      ->transform(whole_number());
   c.logs->add_option("--stream", f.stream, "stdout, stderr or both (default)")
       ->check(CLI::IsMember({"stdout", "stderr", "both"}));
 }

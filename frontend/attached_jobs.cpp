@@ -43,12 +43,7 @@ void AttachedJobs::execute(rpc::ExecParams& p, Reply r, bool stream) {
   Pending* started = start(p, r, stream);
   if (started == nullptr) return;
   Pending& job = *started;
-  if (stream && p.heartbeat_ms) {
-    job.heartbeat_ns = p.heartbeat_ms * 1'000'000;
-    job.started_ns = monotonic_ns();
-    job.next_beat_ns = job.started_ns + job.heartbeat_ns;
-    if (!next_beat_ns_ || job.next_beat_ns < next_beat_ns_) next_beat_ns_ = job.next_beat_ns;
-  }
+  if (stream) arm_heartbeat(job, p.heartbeat_ms);
   // Its stdin is written by job_id: the client learns it first.
   if (stream && p.stdin_open)
     out_.partial(job.reply,
@@ -70,7 +65,16 @@ std::optional<SubmitError> AttachedJobs::run_shared(rpc::ExecParams& p, const Re
   Pending& job = track(std::get<uint32_t>(slot), r, stream, p);
   job.shared = true;
   job.done = std::move(done);
+  if (stream) arm_heartbeat(job, p.heartbeat_ms);
   return std::nullopt;
+}
+
+void AttachedJobs::arm_heartbeat(Pending& job, uint64_t ms) {
+  if (!ms) return;
+  job.heartbeat_ns = ms * 1'000'000;
+  job.started_ns = monotonic_ns();
+  job.next_beat_ns = job.started_ns + job.heartbeat_ns;
+  if (!next_beat_ns_ || job.next_beat_ns < next_beat_ns_) next_beat_ns_ = job.next_beat_ns;
 }
 
 std::optional<SubmitError> AttachedJobs::run_internal(rpc::ExecParams& p, Done done) {
@@ -167,9 +171,11 @@ bool AttachedJobs::service(Pending& p) {
     if (p.heartbeat_ns) {
       const uint64_t now = monotonic_ns();
       if (now >= p.next_beat_ns) {  // (nobody to tell: only the next one is set)
-        if (out_.wanted(p.reply))
-          out_.partial(p.reply, rpc::Object{{"type", "heartbeat"},
-                                            {"elapsed_ms", (now - p.started_ns) / 1'000'000}});
+        if (out_.wanted(p.reply)) {
+          rpc::Object beat{{"type", "heartbeat"}, {"elapsed_ms", (now - p.started_ns) / 1'000'000}};
+          if (!p.host.empty()) beat["host"] = p.host;
+          out_.partial(p.reply, beat);
+        }
         p.next_beat_ns = now + p.heartbeat_ns;
       }
       if (!next_beat_ns_ || p.next_beat_ns < next_beat_ns_) next_beat_ns_ = p.next_beat_ns;

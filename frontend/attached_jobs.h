@@ -112,6 +112,8 @@ class AttachedJobs {
   // Queues the job and keeps it as pending, or answers `r` with why not.
   Pending* start(rpc::ExecParams& p, Reply& r, bool stream);
   Pending& track(uint32_t slot, Reply r, bool stream, const rpc::ExecParams& p);
+  // execute_stream's "heartbeat_ms" (0: none) for `job`.
+  void arm_heartbeat(Pending& job, uint64_t ms);
   bool wanted(const Pending& p) const { return p.internal || out_.wanted(p.reply); }
   bool service(Pending& p);  // true: answered, drop it
   void on_output(Pending& p, uint8_t stream, std::string_view bytes);

@@ -82,16 +82,17 @@ rpc::Value signal_value(int sig) {
 
 rpc::Value remote_error_value(uint8_t code, uint8_t phase, const std::string& message) {
   if (!code) return nullptr;
-  return rpc::Object{{"code", std::string(name_of(RemoteError(code)))},
-                     {"phase", std::string(name_of(RemotePhase(phase)))},
-                     {"message", message}};
+  return rpc::Object{
+      {"code", std::string(name_of(RemoteError(code)))},
+      {"phase", phase ? rpc::Value(std::string(name_of(RemotePhase(phase)))) : rpc::Value(nullptr)},
+      {"message", message}};
 }
 
 void add_remote_error(rpc::Object& o, uint8_t code, uint8_t phase) {
   o["error_code"] =
       code ? rpc::Value(std::string(name_of(RemoteError(code)))) : rpc::Value(nullptr);
   o["error_phase"] =
-      code ? rpc::Value(std::string(name_of(RemotePhase(phase)))) : rpc::Value(nullptr);
+      code && phase ? rpc::Value(std::string(name_of(RemotePhase(phase)))) : rpc::Value(nullptr);
 }
 
 }  // namespace sp::frontend

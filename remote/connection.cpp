@@ -80,35 +80,39 @@ void Connection::start_connect(uint64_t now) {
   login_deadline_ns_ = now + uint64_t(host_.connect_timeout_ms) * kMs;
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
+  hints.ai_flags = AI_NUMERICSERV | AI_NUMERICHOST;  // never a lookup here: the Resolver's
   addrinfo* res = nullptr;
   const std::string port = std::to_string(host_.port);
-  // A name is resolved here, blocking this loop for the lookup; addresses
-  // (the common case for pools) are not looked up at all.
-  hints.ai_flags |= AI_NUMERICHOST;
   int rc = ::getaddrinfo(host_.address.c_str(), port.c_str(), &hints, &res);
-  if (rc == EAI_NONAME) {
-    hints.ai_flags &= ~AI_NUMERICHOST;
-    rc = ::getaddrinfo(host_.address.c_str(), port.c_str(), &hints, &res);
-  }
-  if (rc != 0 || !res) {
-    if (res) ::freeaddrinfo(res);
-    return kill({RemoteError::kDnsFailed, RemotePhase::kDns,
-                 "cannot resolve " + host_.address + ": " + ::gai_strerror(rc)});
-  }
-  auto sock = new_fd("socket", [&] {
-    return ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  });
-  if (!sock) {
+  if (rc == 0 && res) {
+    connect_to(res->ai_addr, res->ai_addrlen, now);
     ::freeaddrinfo(res);
-    return kill({RemoteError::kConnectRefused, RemotePhase::kConnect, sock.error().message()});
+    return;
   }
+  if (res) ::freeaddrinfo(res);
+  phase_ = Phase::kResolving;  // a name: the pool asks the Resolver, resolved() goes on
+}
+
+void Connection::resolved(const sockaddr* addr, socklen_t len, const std::string& error,
+                          uint64_t now) {
+  if (phase_ != Phase::kResolving) return;
+  if (!len) return kill({RemoteError::kDnsFailed, RemotePhase::kDns, error});
+  phase_ = Phase::kConnecting;
+  connect_to(addr, len, now);
+}
+
+void Connection::connect_to(const sockaddr* addr, socklen_t len, uint64_t now) {
+  const std::string port = std::to_string(host_.port);
+  auto sock = new_fd("socket", [&] {
+    return ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  });
+  if (!sock)
+    return kill({RemoteError::kConnectRefused, RemotePhase::kConnect, sock.error().message()});
   fd_ = std::move(*sock);
   int one = 1;
   ::setsockopt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  auto r = sys_raw([&] { return ::connect(fd_.get(), res->ai_addr, res->ai_addrlen); });
+  auto r = sys_raw([&] { return ::connect(fd_.get(), addr, len); });
   const int err = r < 0 ? int(-r) : 0;  // sys_raw gives -errno
-  ::freeaddrinfo(res);
   if (r < 0 && err != EINPROGRESS)
     return kill({RemoteError::kConnectRefused, RemotePhase::kConnect,
                  "cannot connect to " + host_.address + " port " + port + ": " + strerror(err)});
@@ -221,6 +225,8 @@ void Connection::sync_events() {
 
 RemotePhase Connection::current_phase() const {
   switch (phase_) {
+    case Phase::kResolving:
+      return RemotePhase::kDns;
     case Phase::kConnecting:
       return RemotePhase::kConnect;
     case Phase::kHandshake:
@@ -427,6 +433,10 @@ void Connection::on_timer(uint64_t now) {
   if (dead()) return;
   if (!ready()) {
     if (now < login_deadline_ns_) return;
+    if (phase_ == Phase::kResolving)
+      return kill({RemoteError::kDnsFailed, RemotePhase::kDns,
+                   "no address for " + host_.address + " within " +
+                       std::to_string(host_.connect_timeout_ms) + " ms"});
     if (phase_ == Phase::kConnecting)
       return kill({RemoteError::kConnectTimeout, RemotePhase::kConnect,
                    "no TCP connection to " + host_.address + " port " + std::to_string(host_.port) +

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <libssh2.h>
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <string>
@@ -30,10 +31,11 @@ namespace sp::remote {
 
 class Connection {
  public:
-  enum class Phase { kConnecting, kHandshake, kAuth, kReady, kDead };
+  enum class Phase { kResolving, kConnecting, kHandshake, kAuth, kReady, kDead };
 
-  // Starts connecting to `host` (numeric or resolved address); watched in
-  // `poller` with `tag`. A failure to even start leaves it dead.
+  // Starts connecting to `host`, watched in `poller` with `tag`; a host
+  // given by name waits in kResolving for resolved(). A failure to even
+  // start leaves it dead.
   Connection(const shm::HostConfig& host, const HostKeys& keys, worker::Poller& poller,
              worker::Tag tag, uint64_t now);
   ~Connection();
@@ -47,6 +49,9 @@ class Connection {
   void on_timer(uint64_t now);
   uint64_t next_deadline() const;
 
+  // The Resolver's answer for its name: `len` 0 is a failure (`error`).
+  void resolved(const sockaddr* addr, socklen_t len, const std::string& error, uint64_t now);
+  bool resolving() const { return phase_ == Phase::kResolving; }
   // Ends it (a host removed, an idle connection, a failure of its own).
   void kill(Failure why);
   // A libssh2 call of a channel user failed for the session: ends it with
@@ -88,6 +93,7 @@ class Connection {
   void flush();
 
   void start_connect(uint64_t now);
+  void connect_to(const sockaddr* addr, socklen_t len, uint64_t now);
   void finish_connect(uint64_t now);
   void handshake(uint64_t now);
   void authenticate(uint64_t now);

@@ -2,7 +2,8 @@
 // (strict, accept-new, pinned, insecure), the daemon's own known_hosts file
 // (read, and appended to under accept-new) and the daemon user's, which is
 // only read. libssh2 reads the files (hashed names included); the lines we
-// add are plain "[address]:port type base64", as OpenSSH writes them.
+// add are plain "[address]:port type base64" (the bare address on port
+// 22), as OpenSSH writes them.
 //
 // Used from the remote worker's single thread, once per new connection;
 // holds only the two paths.

@@ -63,6 +63,9 @@ Status RemoteLoop::init() {
     env_.spool_dir = spool_dir_.get();
   }
   keys_ = std::make_unique<HostKeys>(config.known_hosts, config.user_known_hosts);
+  if (Status s = resolver_.start(); !s) return s;
+  env_.resolver = &resolver_;
+  if (Status s = poller_.watch(resolver_.fd(), {worker::Kind::kResolver}); !s) return s;
   for (auto [fd, k] :
        {std::pair{o_.bell_fd, worker::Kind::kBell}, {signal_fd_.get(), worker::Kind::kSignal}})
     if (Status s = poller_.watch(fd, {k}); !s) return s;
@@ -134,7 +137,8 @@ void RemoteLoop::forget_removed_hosts() {
       spdlog::info("host in slot {} was removed: its jobs end", pool.slot());
       pool.remove_host();
     }
-    if ((pool.removing() && pool.drained()) || pool.empty())
+    // A live host's pool stays (bounded by --hosts): its figures go on.
+    if (pool.removing() && pool.drained())
       it = pools_.erase(it);
     else
       ++it;
@@ -144,6 +148,13 @@ void RemoteLoop::forget_removed_hosts() {
 void RemoteLoop::on_bell() {
   bell_.acknowledge();
   for (auto& [id, pool] : pools_) pool->on_bell();
+}
+
+void RemoteLoop::on_resolved() {
+  const uint64_t now = monotonic_ns();
+  for (const Resolver::Answer& a : resolver_.take())
+    if (auto it = pools_.find(uint32_t(a.token >> 32)); it != pools_.end())
+      it->second->on_resolved(uint32_t(a.token), a, now);
 }
 
 void RemoteLoop::begin_shutdown() {
@@ -181,6 +192,7 @@ int RemoteLoop::run() {
     for (auto& [id, pool] : pools_) pool->on_timer(now);
     for (auto& [id, pool] : pools_) pool->turn(now);
     forget_removed_hosts();
+    rec_.running.store(active(), std::memory_order_relaxed);
     if (env_.notify_frontend) {
       env_.notify_frontend = false;
       frontend_.ring();
@@ -203,6 +215,8 @@ int RemoteLoop::run() {
         drain_signalfd(signal_fd_.get());
         begin_shutdown();
         stop_by = monotonic_ns() + 3000 * kMs;
+      } else if (t.kind == worker::Kind::kResolver) {
+        on_resolved();
       } else if (t.kind == worker::Kind::kSocket) {
         if (auto it = pools_.find(t.entry); it != pools_.end())
           it->second->on_socket(t.generation, events[i].events, monotonic_ns());

@@ -44,6 +44,7 @@ class RemoteLoop {
   void end_unstarted(uint32_t slot, shm::JobState state, const Failure& f);
   void forget_removed_hosts();
   void on_bell();
+  void on_resolved();
   void begin_shutdown();
   uint32_t active() const;
   void follow_log_level();
@@ -61,6 +62,7 @@ class RemoteLoop {
   std::vector<char> scratch_ = std::vector<char>(64 * 1024);
   Env env_;
   std::unique_ptr<HostKeys> keys_;
+  Resolver resolver_;
   std::map<uint32_t, std::unique_ptr<HostPool>> pools_;  // by pool id (a socket Tag's entry)
   uint32_t next_pool_id_ = 1;
   shm::DecodedSpec spec_;

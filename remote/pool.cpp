@@ -52,12 +52,19 @@ HostPool::Conn& HostPool::open_connection(uint64_t now, bool for_check) {
   uint32_t id = next_conn_id_++;
   auto c = std::make_unique<Connection>(cfg_, keys_, poller_,
                                         worker::Tag{worker::Kind::kSocket, id_, id}, now);
+  if (c->resolving())
+    env_.resolver->ask(uint64_t(id_) << 32 | id, cfg_.address, uint16_t(cfg_.port));
   conns_.push_back({id, std::move(c), cap_, for_check});
   return conns_.back();
 }
 
 void HostPool::on_socket(uint32_t conn_id, uint32_t events, uint64_t now) {
   if (Conn* c = find(conn_id)) c->c->on_event(events, now);
+}
+
+void HostPool::on_resolved(uint32_t conn_id, const Resolver::Answer& a, uint64_t now) {
+  if (Conn* c = find(conn_id))
+    c->c->resolved(reinterpret_cast<const sockaddr*>(&a.addr), a.len, a.error, now);
 }
 
 // A ready connection with room for one more channel, the fullest first (so
@@ -165,7 +172,7 @@ void HostPool::turn(uint64_t now) {
   finish_checks();  // before a dead check connection is reaped with its failure
   reap_connections(now);
   for (auto& j : jobs_) {
-    if (int sig = j->take_kill()) kills_.push_back({j->remote_pgid(), sig});
+    while (int sig = j->take_kill()) kills_.push_back({j->remote_pgid(), sig});
   }
   schedule(now);
   pump_kills();
@@ -193,7 +200,7 @@ void HostPool::turn(uint64_t now) {
     } else if (!started && j->step() != RemoteJob::Step::kOpening) {
       ++jobs_started_;
     }
-    if (int sig = j->take_kill()) kills_.push_back({j->remote_pgid(), sig});
+    while (int sig = j->take_kill()) kills_.push_back({j->remote_pgid(), sig});
   }
   std::erase_if(jobs_, [](const auto& j) { return j->done(); });
   // What the pumps freed may let waiting jobs and kills go.
@@ -207,13 +214,11 @@ void HostPool::turn(uint64_t now) {
 void HostPool::connection_died(Conn& dead) {
   const Failure& why = dead.c->failure();
   const bool before_ready = dead.c->login_ns() == 0;
-  if (!dead.for_check && before_ready) {
+  // Closed by us (idle, a check done) is no failure.
+  if (!dead.for_check && why) {
     last_failure_ = why;
     last_failure_ms_ = unix_ms();
-  } else if (!dead.for_check) {
-    last_failure_ = why;
-    last_failure_ms_ = unix_ms();
-    spdlog::warn("host {}: connection lost: {}", cfg_.name, why.message);
+    if (!before_ready) spdlog::warn("host {}: connection lost: {}", cfg_.name, why.message);
   }
   for (Kill& k : kills_)
     if (k.conn == dead.c.get()) {

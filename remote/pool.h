@@ -38,6 +38,8 @@ class HostPool {
   void add_check(uint32_t slot);
 
   void on_socket(uint32_t conn_id, uint32_t events, uint64_t now);
+  // The Resolver's answer for connection `conn_id` (its token's low half).
+  void on_resolved(uint32_t conn_id, const Resolver::Answer& a, uint64_t now);
   // Everything that may move without an event: schedules waiting jobs and
   // kills, pumps, drops what ended; publishes the figures. After each batch.
   void turn(uint64_t now);
@@ -53,9 +55,6 @@ class HostPool {
 
   uint64_t next_deadline() const;
   uint32_t jobs() const { return uint32_t(jobs_.size() + checks_.size()); }
-  bool empty() const {
-    return jobs_.empty() && checks_.empty() && conns_.empty() && kills_.empty();
-  }
   uint32_t generation() const { return cfg_.generation; }
   uint32_t slot() const { return slot_; }
 

@@ -9,7 +9,7 @@
 
 namespace sp::remote {
 
-// Runs until SIGTERM/SIGINT; its running jobs are killed on their hosts and
+// Runs until SIGTERM/SIGINT/SIGHUP; its running jobs are killed on their hosts and
 // end cancelled. The process exit code.
 int run(const worker::Options& options);
 

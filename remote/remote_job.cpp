@@ -177,19 +177,8 @@ void RemoteJob::take(int s, size_t n) {
 }
 
 bool RemoteJob::flush_pending(int s) {
-  std::string& pending = pending_[s];
-  size_t at = 0;
-  while (at < pending.size()) {
-    std::span<char> room = sink_->room();
-    if (room.empty()) break;
-    const size_t n = std::min(room.size(), pending.size() - at);
-    std::memcpy(room.data(), pending.data() + at, n);
-    take(s, n);
-    at += n;
-  }
-  pending.erase(0, at);
-  paused_[s] = !pending.empty();
-  return pending.empty();
+  paused_[s] = !worker::drain_into(*sink_, pending_[s], [&](size_t n) { take(s, n); });
+  return !paused_[s];
 }
 
 void RemoteJob::read_stream(int s) {
@@ -209,7 +198,6 @@ void RemoteJob::read_stream(int s) {
       got = nl == std::string::npos ? std::string_view() : std::string_view(head_).substr(nl + 1);
       append(s, got);
       head_.clear();
-      if (wanted_sig_ && pgid_ > 0) kill_sig_ = wanted_sig_;
       continue;
     }
     append(s, got);
@@ -326,11 +314,21 @@ void RemoteJob::fail_unstarted(const Failure& why) {
   finish(JobState::kFailed, -1, 0, why.message, why);
 }
 
+void RemoteJob::send(int sig) {
+  // Each signal once while it waits: the list is bounded by the signals there are.
+  if (std::find(signals_.begin(), signals_.end(), sig) == signals_.end()) signals_.push_back(sig);
+}
+
+int RemoteJob::take_kill() {
+  if (pgid_ < 0) signals_.clear();  // no group to send them to
+  if (pgid_ <= 0 || signals_.empty()) return 0;
+  const int sig = signals_.front();
+  signals_.erase(signals_.begin());
+  return sig;
+}
+
 void RemoteJob::stop(int sig, uint64_t grace_ns) {
-  if (pgid_ > 0)
-    kill_sig_ = sig;
-  else
-    wanted_sig_ = sig;  // sent once the group is known
+  send(sig);
   if (sig == SIGKILL) {
     kill_at_ns_ = 0;
     give_up_ns_ = monotonic_ns() + kGiveUpNs;
@@ -344,9 +342,7 @@ void RemoteJob::on_bell() {
   if (done()) return;
   if (uint64_t sigs = env_->jobs.take_signals(slot_))
     for (int sig = 1; sig <= 64; ++sig)
-      if (sigs >> (sig - 1) & 1) {
-        if (pgid_ > 0) kill_sig_ = sig;  // one at a time: the last wins
-      }
+      if (sigs >> (sig - 1) & 1) send(sig);
   if (!cancelled_) {
     if (auto cancel = env_->jobs.cancel_requested(slot_)) {
       cancelled_ = true;

@@ -7,10 +7,10 @@
 //   running   output into its sink, stdin from its input ring
 //   closing   the host sent EOF: waiting for the channel's close and exit status
 //
-// The command runs as `echo $$; cd DIR && exec env -- K=V... ARGV`, so the
+// The command runs as `echo $$; cd DIR || exit 127; exec env -- K=V... ARGV`, so the
 // first line of its stdout is its process group on the host (sshd starts
 // each session's command in a new session): timeouts and cancels kill that
-// group over another channel (RemotePool::kill), since libssh2 1.10 has no
+// group over another channel (HostPool's kills), since libssh2 1.10 has no
 // channel signals and closing a channel does not stop a command.
 //
 // Driven by its host's pool (pool.h) from the remote worker's single thread;
@@ -22,10 +22,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/redactor.h"
 #include "remote/connection.h"
 #include "remote/failure.h"
+#include "remote/resolver.h"
 #include "shm/codec.h"
 #include "shm/job_table.h"
 #include "shm/segment.h"
@@ -40,7 +42,8 @@ struct Env {
   shm::WorkerSlot& rec;
   int spool_dir = -1;
   uint32_t default_grace_ms = 0;
-  std::span<char> scratch;  // channels are read into it
+  std::span<char> scratch;       // channels are read into it
+  Resolver* resolver = nullptr;  // host names are looked up there
   bool notify_frontend = false;
   bool shutting_down = false;
 };
@@ -71,8 +74,9 @@ class RemoteJob {
   // failed with `why`; a running one is killed and ends cancelled with it.
   void remove_host(const Failure& why);
 
-  // The signal to send to its process group on the host, once (0: none).
-  int take_kill() { return std::exchange(kill_sig_, 0); }
+  // The next signal to send to its process group on the host (0: none now):
+  // those asked for before the group was known wait for it, in order.
+  int take_kill();
   int32_t remote_pgid() const { return pgid_; }
   uint64_t next_deadline() const;
   Step step() const { return step_; }
@@ -103,6 +107,7 @@ class RemoteJob {
   void finish(shm::JobState state, int code, int sig, const std::string& why,
               const Failure& f = {});
   void stop(int sig, uint64_t grace_ns);
+  void send(int sig);
   void drop_channel();
 
   Env* env_;
@@ -122,10 +127,9 @@ class RemoteJob {
   bool paused_[2] = {};
   bool eof_sent_ = false;
   bool refused_ = false;
-  std::string head_;  // stdout before the pgid line ended
-  int32_t pgid_ = 0;  // on the host; 0: not known yet
-  int kill_sig_ = 0;  // to send once the pgid is known
-  int wanted_sig_ = 0;
+  std::string head_;          // stdout before the pgid line ended
+  int32_t pgid_ = 0;          // on the host; 0: not known yet
+  std::vector<int> signals_;  // to send to its group, once it is known
   bool cancelled_ = false, timed_out_ = false, output_killed_ = false;
   Failure removed_;  // why it was cancelled, when its host was removed
   uint64_t deadline_ns_ = 0, kill_at_ns_ = 0, give_up_ns_ = 0;

@@ -1,6 +1,6 @@
 // HostTable: the verbs on the shm table of remote hosts (HostSlot). The
-// frontend adds and removes hosts from its single thread (the supervisor
-// adds the configuration file's before any role starts); a slot is Writing
+// frontend adds and removes hosts from its single thread (host_add, and
+// the configuration's --host hosts); a slot is Writing
 // while it is filled and Live once published, so a writer killed mid-way
 // leaves a Writing slot that recover() frees. The remote worker reads a live
 // host's settings and publishes its pool's figures (PoolFigures) under the

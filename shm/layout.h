@@ -8,10 +8,10 @@
 // output.h, doorbell.h); this file only fixes the bytes. See docs/shm-layout.md.
 //
 // Region order after the header (all 64-byte aligned, sizes from Capacities):
-//   WorkerSlot[max_workers] | JobSlot[job_slots] | ring cells[ring_cells] |
+//   WorkerSlot[kWorkerSlots] | JobSlot[job_slots] | ring cells[ring_cells] |
 //   SessionSlot[session_slots] | session env blobs | JobRecord[job_records] |
 //   spec arenas | output buffers | input buffers | ServiceSlot[service_slots] |
-//   service spec blobs
+//   service spec blobs | remote ring cells[ring_cells] | HostSlot[host_slots]
 #pragma once
 
 #include <atomic>
@@ -503,8 +503,8 @@ struct alignas(64) ServiceSlot {
   char probe_error[kServiceNoteBytes];  // the last failed probe's reason
 };
 
-// A remote host (host_add, or the configuration file). Written by the
-// frontend (the supervisor at start, for hosts of the configuration file)
+// A remote host (host_add, or the configuration's --host, which the
+// frontend applies at start and after each reload). Written by the frontend
 // while kWriting; its settings are fixed while kLive. A job names a host by
 // (slot, generation): a host removed and added again is another host.
 // The pool's figures below `seq` are the remote worker's, under a sequence

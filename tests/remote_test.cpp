@@ -710,6 +710,21 @@ TEST_CASE("more errors: connect timeout, no agent, no sessions; signals; idle co
   CHECK(str(timed, "error_code") == "connect_timeout");
   CHECK(str(timed, "error_phase") == "connect");
 
+  // A name: looked up off the remote worker's loop. One that does not
+  // resolve (in time) is dns_failed.
+  Sshd local({.address = "127.0.0.1"}, {key.public_line});
+  json::object named = host_params("byname", local, key);
+  named["address"] = "localhost";
+  result_of(c.call("host_add", named));
+  CHECK(str(run_on(c, "byname", "echo named"), "stdout") == "named\n");
+  json::object nowhere = host_params("nowhere", s, key);
+  nowhere["address"] = "no-such-host.invalid";
+  nowhere["connect_timeout_ms"] = 1000;
+  result_of(c.call("host_add", nowhere));
+  json::object unresolved = run_on(c, "nowhere", "true");
+  CHECK(str(unresolved, "error_code") == "dns_failed");
+  CHECK(str(unresolved, "error_phase") == "dns");
+
   // An agent socket nobody listens on.
   json::object ag = host_params("noagent", s, key);
   ag["auth"] = {{"agent_socket", dir.path() + "/no-agent.sock"}};

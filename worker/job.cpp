@@ -119,18 +119,7 @@ void Job::take(Stream s, size_t n) {
 }
 
 bool Job::flush_redacted(Stream s) {
-  std::string& pending = redacted_[s];
-  size_t at = 0;
-  while (at < pending.size()) {
-    std::span<char> room = sink_->room();  // empty: it waits for the frontend to drain
-    if (room.empty()) break;
-    const size_t n = std::min(room.size(), pending.size() - at);
-    std::memcpy(room.data(), pending.data() + at, n);
-    take(s, n);
-    at += n;
-  }
-  pending.erase(0, at);
-  return pending.empty();
+  return drain_into(*sink_, redacted_[s], [&](size_t n) { take(s, n); });
 }
 
 // The one pipe-reading loop, for either sink. With secrets the pipe is read

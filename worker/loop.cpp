@@ -151,6 +151,7 @@ void Loop::dispatch(Tag t) {
     case Kind::kStdin:
       break;
     case Kind::kSocket:  // the remote worker's
+    case Kind::kResolver:
       return;
   }
   if (t.entry >= entries_.size()) return;

@@ -26,7 +26,8 @@ enum class Kind : uint8_t {
   kStdout,
   kStderr,
   kStdin,
-  kSocket,  // the remote worker's SSH connections (remote/loop.h)
+  kSocket,    // the remote worker's SSH connections (remote/loop.h)
+  kResolver,  // the remote worker's lookups (remote/resolver.h)
 };
 
 // Packed into epoll_data as kind:8 | entry:24 | generation:32.

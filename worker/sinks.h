@@ -9,7 +9,9 @@
 // scratch buffer): they must outlive it. A SpoolSink owns its spool file's fd.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 
@@ -47,6 +49,24 @@ class OutputSink {
   // Why the job was stopped after take() said stop_job.
   virtual std::string stop_reason() const { return {}; }
 };
+
+// Moves `pending` into `sink` as far as it has room, calling `take(n)` for
+// each piece written into the sink's room() (the job's own bookkeeping and
+// the sink's take). True when all of it went.
+template <typename Take>
+bool drain_into(OutputSink& sink, std::string& pending, Take&& take) {
+  size_t at = 0;
+  while (at < pending.size()) {
+    std::span<char> room = sink.room();  // empty: it waits for its reader
+    if (room.empty()) break;
+    const size_t n = std::min(room.size(), pending.size() - at);
+    std::memcpy(room.data(), pending.data() + at, n);
+    take(n);
+    at += n;
+  }
+  pending.erase(0, at);
+  return pending.empty();
+}
 
 // Into the job's shm output ring (shm/output.h): never drops a byte; when
 // the ring is full it marks itself waiting, for the frontend to ring the

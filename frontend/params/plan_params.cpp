@@ -27,6 +27,10 @@ std::optional<RpcError> read_step(const Value& spec, const std::string& where, P
     return bad_params(where +
                       ": \"stdin_open\" is for job_submit and execute_stream, not plan "
                       "steps (a step may have \"stdin\")");
+  if (!out.exec.hosts.empty())
+    return bad_params(where +
+                      ": a step runs on one host (\"host\"); \"hosts\" is for execute, "
+                      "execute_stream and job_submit");
   return std::nullopt;
 }
 

@@ -193,6 +193,9 @@ Parsed<ServiceSpec> read_spec(const Value& params) {
   s.exec = std::move(std::get<ExecParams>(exec));
   if (s.exec.stdin_data || s.exec.stdin_open || s.exec.pty)
     return bad_params("a service takes no \"stdin\", \"stdin_open\" or \"pty\"");
+  // Its probes and stop run here: a service on a remote host is not one yet.
+  if (!s.exec.host.empty() || !s.exec.hosts.empty())
+    return bad_params("a service runs on this machine: it takes no \"host\" or \"hosts\"");
   if (auto e = read_restart(obj, s.restart)) return *e;
   if (auto e = read_readiness(obj, s.readiness)) return *e;
   Obj stop;
