@@ -130,6 +130,7 @@ class Frontend {
   void client_drained(uint64_t conn) {
     detached_.service();  // its parked waits whose answers were held
     attached_.client_drained(conn);
+    hosts_.service();
   }
   rpc::Object health() const;
   std::string metrics() const {
@@ -223,6 +224,7 @@ void Frontend::service_all() {
   stdin_.service();
   detached_.service();
   attached_.service_all();
+  hosts_.service();
   services_.service();
   reloads_.service();
 }

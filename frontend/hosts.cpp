@@ -123,6 +123,11 @@ void Hosts::apply_config(const shm::RoleConfig& o) {
         spdlog::error("--host {}: cannot read its secret file {}", h.name, file);
         continue;
       }
+      if (secret->size() >= shm::kHostSecretBytes || secret->find('\0') != std::string::npos) {
+        spdlog::error("--host {}: its secret file {} holds more than {} bytes or a NUL", h.name,
+                      file, shm::kHostSecretBytes - 1);
+        continue;
+      }
       h.secret = std::move(*secret);
     }
     if (auto i = table_.find(h.name)) {
@@ -287,8 +292,17 @@ void Hosts::fan_out(rpc::ExecParams& p, Reply r, bool stream) {
   launch(call);
 }
 
+void Hosts::service() {
+  // Launching may end more jobs at once (a queue-full refusal): take the list first.
+  while (!to_launch_.empty()) {
+    auto calls = std::exchange(to_launch_, {});
+    for (const auto& call : calls) launch(call);
+  }
+}
+
 void Hosts::launch(const std::shared_ptr<FanOutCall>& call) {
   FanOutCall& c = *call;
+  if (!out_.wanted(c.reply)) c.stopped = true;  // its client left: start nothing more
   const size_t bound = c.params.max_parallel ? c.params.max_parallel : c.hosts.size();
   while (!c.stopped && c.next < c.hosts.size() && c.running < bound) {
     const size_t i = c.next++;
@@ -299,7 +313,7 @@ void Hosts::launch(const std::shared_ptr<FanOutCall>& call) {
         attached_.run_shared(one, c.reply, c.stream, [this, call, i](Reply, AttachedJobs::Ended e) {
           --call->running;
           settle(*call, i, std::move(e));
-          launch(call);
+          to_launch_.push_back(call);
         });
     if (queued) {
       --c.running;

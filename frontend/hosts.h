@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "frontend/attached_jobs.h"
 #include "frontend/connections.h"
@@ -40,6 +41,10 @@ class Hosts {
   void apply_config(const shm::RoleConfig& o);
   // execute / execute_stream with "hosts".
   void fan_out(rpc::ExecParams& p, Reply r, bool stream);
+  // Starts the next hosts of the fan-outs whose jobs ended: after
+  // AttachedJobs' pass, never inside it (a job started there could take the
+  // slot being finished, and would change the map it iterates).
+  void service();
   size_t count() const { return table_.all().size(); }
 
  private:
@@ -56,6 +61,7 @@ class Hosts {
   void settle(FanOutCall& call, size_t i, AttachedJobs::Ended e);
 
   const shm::Segment& seg_;
+  std::vector<std::shared_ptr<FanOutCall>> to_launch_;  // ended a job since the last service()
   shm::HostTable table_;
   JobQueue& queue_;
   AttachedJobs& attached_;

@@ -67,6 +67,8 @@ Connection::Connection(const shm::HostConfig& host, const HostKeys& keys, worker
 }
 
 Connection::~Connection() {
+  ending_ = true;  // every free below completes at once
+  for (LIBSSH2_CHANNEL* ch : closing_) libssh2_channel_free(ch);
   if (agent_) {
     libssh2_agent_disconnect(agent_);
     libssh2_agent_free(agent_);
@@ -152,6 +154,7 @@ ssize_t Connection::send_cb(libssh2_socket_t fd, const void* buf, size_t len, in
   auto* c = static_cast<Connection*>(*abstract);
   if (fd != c->fd_.get())
     return sys_raw([&] { return ::send(fd, buf, len, flags | MSG_NOSIGNAL); });
+  if (c->ending_) return -EPIPE;
   return c->on_send(buf, len);
 }
 
@@ -159,6 +162,7 @@ ssize_t Connection::recv_cb(libssh2_socket_t fd, void* buf, size_t len, int flag
                             void** abstract) {
   auto* c = static_cast<Connection*>(*abstract);
   if (fd != c->fd_.get()) return sys_raw([&] { return ::recv(fd, buf, len, flags); });
+  if (c->ending_) return 0;
   return c->on_recv(buf, len);
 }
 
@@ -172,6 +176,10 @@ ssize_t Connection::on_send(const void* buf, size_t len) {
     if (sent == len) return ssize_t(len);
     out_.append(static_cast<const char*>(buf) + sent, len - sent);
     return ssize_t(len);
+  }
+  if (out_at_ >= kBacklogBytes) {  // what was sent goes, so a steady stream stays bounded
+    out_.erase(0, out_at_);
+    out_at_ = 0;
   }
   out_.append(static_cast<const char*>(buf), len);
   return ssize_t(len);
@@ -263,6 +271,16 @@ Failure Connection::lib_failure(RemoteError code, const std::string& what) const
         " (no key exchange or host key algorithm in common; libssh2 1.10 has no rsa-sha2, so "
         "a server with only an RSA host key cannot be used)";
   return {code, current_phase(), text};
+}
+
+void Connection::free_channel(LIBSSH2_CHANNEL* channel) {
+  if (libssh2_channel_free(channel) == LIBSSH2_ERROR_EAGAIN) closing_.push_back(channel);
+}
+
+void Connection::retry_frees() {
+  std::erase_if(closing_, [](LIBSSH2_CHANNEL* ch) {
+    return libssh2_channel_free(ch) != LIBSSH2_ERROR_EAGAIN;
+  });
 }
 
 void Connection::fail(const std::string& what) {

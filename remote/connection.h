@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/unique_fd.h"
 #include "remote/failure.h"
@@ -63,6 +64,10 @@ class Connection {
   bool dead() const { return phase_ == Phase::kDead; }
   const Failure& failure() const { return failure_; }
   LIBSSH2_SESSION* session() const { return session_; }
+  // Frees `channel` (a close handshake libssh2 may not finish at once:
+  // then it is retried by retry_frees()).
+  void free_channel(LIBSSH2_CHANNEL* channel);
+  void retry_frees();
   // Too much output waits for the socket: hold bulk writes.
   bool backlogged() const { return out_.size() - out_at_ >= kBacklogBytes; }
   // Re-arms the socket's events after libssh2 calls (it may have buffered output).
@@ -122,6 +127,8 @@ class Connection {
   size_t out_at_ = 0;
   uint32_t watched_ = 0;  // the events registered with the poller
   bool peer_closed_ = false;
+  bool ending_ = false;  // being destroyed: the socket reads as closed, so libssh2 gives up
+  std::vector<LIBSSH2_CHANNEL*> closing_;  // freed, waiting for the host's close
   int recv_errno_ = 0;
   uint64_t started_ns_ = 0, login_deadline_ns_ = 0, login_ns_ = 0;
   uint64_t last_inbound_ns_ = 0, next_keepalive_ns_ = 0;

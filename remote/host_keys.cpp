@@ -1,6 +1,9 @@
 #include "remote/host_keys.h"
 
 #include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <memory>
 
@@ -63,21 +66,25 @@ HostKey host_key_of(LIBSSH2_SESSION* session) {
 }
 
 HostKeys::Found HostKeys::look_up(LIBSSH2_SESSION* session, const std::string& file,
-                                  const shm::HostConfig& h, const HostKey& key) const {
-  if (file.empty()) return Found::kNone;
+                                  const shm::HostConfig& h, const HostKey& key,
+                                  bool any_type) const {
+  if (file.empty() || (::access(file.c_str(), F_OK) != 0 && errno == ENOENT))
+    return Found::kNone;  // a missing file knows no host
   std::unique_ptr<LIBSSH2_KNOWNHOSTS, decltype(&libssh2_knownhost_free)> kh(
       libssh2_knownhost_init(session), &libssh2_knownhost_free);
-  if (!kh) return Found::kNone;
-  // A missing file knows no host; a line libssh2 cannot parse ends its
-  // reading there (what came before still counts).
-  if (libssh2_knownhost_readfile(kh.get(), file.c_str(), LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0)
-    return Found::kNone;
+  // A line libssh2 cannot parse ends its reading there: what the rest holds
+  // for this host is unknown.
+  if (!kh || libssh2_knownhost_readfile(kh.get(), file.c_str(), LIBSSH2_KNOWNHOST_FILE_OPENSSH) < 0)
+    return Found::kUnreadable;
   libssh2_knownhost* entry = nullptr;
-  int r = libssh2_knownhost_checkp(
-      kh.get(), h.address.c_str(), int(h.port), key.blob.data(), key.blob.size(),
-      LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | key.known_type_bits, &entry);
+  int r = libssh2_knownhost_checkp(kh.get(), h.address.c_str(), int(h.port), key.blob.data(),
+                                   key.blob.size(),
+                                   LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW |
+                                       (any_type ? 0 : key.known_type_bits),
+                                   &entry);
   if (r == LIBSSH2_KNOWNHOST_CHECK_MATCH) return Found::kMatch;
   if (r == LIBSSH2_KNOWNHOST_CHECK_MISMATCH) return Found::kMismatch;
+  if (r == LIBSSH2_KNOWNHOST_CHECK_FAILURE) return Found::kUnreadable;
   return Found::kNone;
 }
 
@@ -122,6 +129,17 @@ Failure HostKeys::check(LIBSSH2_SESSION* session, const shm::HostConfig& h,
   Found own = look_up(session, own_, h, key);
   Found user = own == Found::kNone ? look_up(session, user_, h, key) : own;
   if (own == Found::kMatch || user == Found::kMatch) return {};
+  for (const auto& [found, file] : {std::pair{own, own_}, {user, user_}})
+    if (found == Found::kUnreadable)
+      return {RemoteError::kHostkeyUnknown, RemotePhase::kHostkey,
+              "host key of " + where + " cannot be checked: libssh2 cannot read all of " + file +
+                  " (a line it does not understand)"};
+  // Before trusting a new key: the host known by a key of another type is a
+  // changed key, not a new one.
+  if (own == Found::kNone && user == Found::kNone && h.policy == P::kAcceptNew) {
+    own = look_up(session, own_, h, key, true);
+    user = look_up(session, user_, h, key, true);
+  }
   if (own == Found::kMismatch || user == Found::kMismatch)
     return {RemoteError::kHostkeyMismatch, RemotePhase::kHostkey,
             "host key of " + where + " changed: it is now " + key.type + " " + key.fingerprint +

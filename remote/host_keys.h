@@ -38,9 +38,13 @@ class HostKeys {
   Failure check(LIBSSH2_SESSION* session, const shm::HostConfig& h, const HostKey& key) const;
 
  private:
-  enum class Found { kMatch, kMismatch, kNone };
+  // kUnreadable: the file exists but libssh2 could not read all of it, so
+  // what it holds for the host is unknown (the check fails closed).
+  enum class Found { kMatch, kMismatch, kNone, kUnreadable };
+  // `any_type`: an entry of any key type for the host counts (its key then
+  // mismatches ours unless it is ours).
   Found look_up(LIBSSH2_SESSION* session, const std::string& file, const shm::HostConfig& h,
-                const HostKey& key) const;
+                const HostKey& key, bool any_type = false) const;
   Failure record(const shm::HostConfig& h, const HostKey& key) const;
 
   std::string own_, user_;

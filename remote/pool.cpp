@@ -28,9 +28,9 @@ HostPool::HostPool(Env& env, const HostKeys& keys, worker::Poller& poller, uint3
 HostPool::~HostPool() {
   jobs_.clear();  // channels before their sessions
   for (Kill& k : kills_)
-    if (k.channel) libssh2_channel_free(k.channel);
+    if (k.channel && k.conn) k.conn->free_channel(k.channel);
   kills_.clear();
-  conns_.clear();
+  conns_.clear();  // each finishes its frees as it goes
 }
 
 void HostPool::add(std::unique_ptr<RemoteJob> job) {
@@ -136,7 +136,11 @@ void HostPool::step_kill(Kill& k) {
     k.step = 2;
   }
   if (k.step == 2) {
-    std::string cmd = "kill -s " + signal_name(k.sig).substr(3) + " -- -" + std::to_string(k.pgid);
+    // By name where it has one (numbers differ between systems); else its number.
+    const std::string name = signal_name(k.sig);
+    const std::string which =
+        name.size() > 3 ? "-s " + name.substr(3) : "-" + std::to_string(k.sig);
+    std::string cmd = "kill " + which + " -- -" + std::to_string(k.pgid);
     int rc = libssh2_channel_exec(k.channel, cmd.c_str());
     if (rc == LIBSSH2_ERROR_EAGAIN) return;
     k.step = rc ? 4 : 3;
@@ -156,21 +160,21 @@ void HostPool::step_kill(Kill& k) {
 void HostPool::pump_kills() {
   for (Kill& k : kills_)
     if (k.step >= 1 && k.step <= 3 && !k.conn->dead()) step_kill(k);
-  while (!kills_.empty() && kills_.front().step == 4) {
-    Kill& k = kills_.front();
-    if (k.channel) {
-      libssh2_channel_free(k.channel);
-      --k.conn->channels;
-      if (!k.conn->busy()) k.conn->idle_since_ns = monotonic_ns();
-      k.conn->sync_events();
-    }
-    kills_.pop_front();
+  for (Kill& k : kills_) {
+    if (k.step != 4 || !k.channel) continue;
+    k.conn->free_channel(k.channel);
+    k.channel = nullptr;
+    --k.conn->channels;
+    if (!k.conn->busy()) k.conn->idle_since_ns = monotonic_ns();
+    k.conn->sync_events();
   }
+  std::erase_if(kills_, [](const Kill& k) { return k.step == 4; });
 }
 
 void HostPool::turn(uint64_t now) {
   finish_checks();  // before a dead check connection is reaped with its failure
   reap_connections(now);
+  for (Conn& c : conns_) c.c->retry_frees();
   for (auto& j : jobs_) {
     while (int sig = j->take_kill()) kills_.push_back({j->remote_pgid(), sig});
   }

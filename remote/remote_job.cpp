@@ -42,14 +42,11 @@ std::string quote(std::string_view s) {
 
 std::string remote_command(const shm::DecodedSpec& spec) {
   std::string cmd = "echo $$; ";
-  if (spec.cwd) cmd += "cd " + quote(spec.cwd) + " || exit 127; ";
-  cmd += "exec ";
-  if (spec.env.size() > 1) {
-    cmd += "env --";
-    for (const char* e : spec.env)
-      if (e) cmd += " " + quote(e);
-    cmd += " ";
-  }
+  if (spec.cwd) cmd += "cd -- " + quote(spec.cwd) + " || exit 127; ";
+  cmd += "exec env --";
+  for (const char* e : spec.env)
+    if (e) cmd += " " + quote(e);
+  cmd += " ";
   bool first = true;
   for (const char* a : spec.argv) {
     if (!a) break;
@@ -81,7 +78,12 @@ void RemoteJob::drop_channel() {
   if (!channel_) return;
   // Freeing sends the close if it was not sent; non-blocking, it never waits.
   // What it could not send goes with the connection.
-  libssh2_channel_free(channel_);
+  // Freeing sends the close if it was not sent, and waits for the host's:
+  // the connection finishes it (or its end does).
+  if (conn_)
+    conn_->free_channel(channel_);
+  else
+    libssh2_channel_free(channel_);
   channel_ = nullptr;
   if (conn_) {
     --conn_->channels;
@@ -103,6 +105,13 @@ void RemoteJob::pump(uint64_t now) {
   if (step_ == Step::kRunning) {
     feed_stdin();
     for (int s : {0, 1}) read_stream(s);
+    // Neither stream reads (their sinks are full): the socket must still be
+    // read (other channels' data, keepalive replies), or its readiness would
+    // spin the loop. wait_eof reads the transport and leaves our window shut.
+    if (step_ == Step::kRunning && paused_[0] && paused_[1]) {
+      int rc = libssh2_channel_wait_eof(channel_);
+      if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) return conn_->fail("cannot read the connection");
+    }
     if (step_ == Step::kRunning && pending_[0].empty() && pending_[1].empty() &&
         libssh2_channel_eof(channel_)) {
       finish_redaction();
@@ -129,6 +138,7 @@ void RemoteJob::open_channel() {
   }
   conn_->opening = false;
   ++conn_->channels;
+  if (removed_) return finish(JobState::kFailed, -1, 0, removed_.message, removed_);
   if (cancelled_) return finish(JobState::kCancelled, -1, 0, "cancelled before it started");
   step_ = Step::kStarting;
   // Running before the command starts: if we die from here on, the job ends
@@ -194,7 +204,9 @@ void RemoteJob::read_stream(int s) {
       size_t nl = head_.find('\n');
       if (nl == std::string::npos && head_.size() < kMaxHead) continue;
       std::from_chars(head_.data(), head_.data() + std::min(nl, head_.size()), pgid_);
-      if (pgid_ <= 0) pgid_ = -1;  // not a number: nothing to kill by group
+      // Not a group's number (a shell that printed something first): no kills
+      // by group; 1 would be every process of the user.
+      if (pgid_ <= 1) pgid_ = -1;
       got = nl == std::string::npos ? std::string_view() : std::string_view(head_).substr(nl + 1);
       append(s, got);
       head_.clear();
@@ -283,6 +295,7 @@ void RemoteJob::wait_closed() {
 
 void RemoteJob::finish(JobState state, int code, int sig, const std::string& why,
                        const Failure& f) {
+  if (done()) return;  // published once
   drop_channel();
   sink_.reset();
   if (!shm::publish_terminal(env_->seg, slot_, word_, state, code, sig, why, uint8_t(f.code),
@@ -294,10 +307,15 @@ void RemoteJob::finish(JobState state, int code, int sig, const std::string& why
 }
 
 bool RemoteJob::connection_died(const Failure& why) {
+  if (done()) return false;
   if (step_ == Step::kWaiting || step_ == Step::kOpening) {
     channel_ = nullptr;  // freed with the session
     conn_ = nullptr;
     step_ = Step::kWaiting;
+    if (cancelled_) {  // asked while it opened: it ends now, not at its next chance
+      finish(JobState::kCancelled, -1, 0, "cancelled before it started");
+      return false;
+    }
     return true;
   }
   channel_ = nullptr;
@@ -387,11 +405,21 @@ void RemoteJob::shutdown() {
   stop(SIGKILL, 0);
 }
 
+void RemoteJob::requeue() {
+  refused_ = false;
+  conn_ = nullptr;
+  step_ = Step::kWaiting;
+  if (removed_) return finish(JobState::kFailed, -1, 0, removed_.message, removed_);
+  if (cancelled_) finish(JobState::kCancelled, -1, 0, "cancelled before it started");
+}
+
 void RemoteJob::remove_host(const Failure& why) {
   if (done()) return;
-  if (step_ == Step::kWaiting || step_ == Step::kOpening) {
-    cancelled_ = false;
-    return finish(JobState::kFailed, -1, 0, why.message, why);
+  if (step_ == Step::kWaiting) return finish(JobState::kFailed, -1, 0, why.message, why);
+  if (step_ == Step::kOpening) {  // libssh2 finishes the open first; then it ends
+    cancelled_ = true;
+    removed_ = why;
+    return;
   }
   removed_ = why;
   removed_.phase = RemotePhase::kRun;

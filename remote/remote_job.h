@@ -85,11 +85,7 @@ class RemoteJob {
   // The channel open failed with the server's refusal (MaxSessions): the
   // pool learns a lower cap and puts it back.
   bool refused() const { return refused_; }
-  void requeue() {
-    refused_ = false;
-    conn_ = nullptr;
-    step_ = Step::kWaiting;
-  }
+  void requeue();         // back to waiting, or its end if it was cancelled meanwhile
   uint32_t attempts = 0;  // connections that failed before it got one
 
  private:

@@ -26,7 +26,8 @@ HostTable::HostTable(const Segment& seg) : slots_(&seg.host(0)), count_(seg.caps
 void HostTable::recover() {
   for (uint32_t i = 0; i < count_; ++i) {
     uint32_t writing = uint32_t(HostSlotState::kWriting);
-    slots_[i].state.compare_exchange_strong(writing, uint32_t(HostSlotState::kFree));
+    if (slots_[i].state.compare_exchange_strong(writing, uint32_t(HostSlotState::kFree)))
+      std::memset(slots_[i].secret, 0, sizeof slots_[i].secret);
   }
 }
 

@@ -392,10 +392,14 @@ TEST_CASE("timeout and cancel kill the remote process group and free the channel
         return str(o, "data").find("started") != std::string::npos;
       },
       20, 0.05));
+  // A signal without a name (a real-time one) goes by number; USR1 by name.
+  const pid_t remote = d.remote_worker_pid();
+  result_of(c.call("job_signal", json::object{{"job_id", job}, {"signal", 40}}));
   result_of(c.call("job_cancel", json::object{{"job_id", job}}));
   json::object w = result_of(c.call("job_wait", json::object{{"job_id", job}, {"timeout", 20}}));
   CHECK(str(w, "state") == "cancelled");
   CHECK(none_left("sleep 302"));
+  CHECK(d.remote_worker_pid() == remote);
 
   // The freed channels serve the next jobs on the same connection.
   CHECK(str(run_on(c, "h", "echo again"), "stdout") == "again\n");
