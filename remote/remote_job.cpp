@@ -43,10 +43,14 @@ std::string quote(std::string_view s) {
 std::string remote_command(const shm::DecodedSpec& spec) {
   std::string cmd = "echo $$; ";
   if (spec.cwd) cmd += "cd -- " + quote(spec.cwd) + " || exit 127; ";
-  cmd += "exec env --";
-  for (const char* e : spec.env)
-    if (e) cmd += " " + quote(e);
-  cmd += " ";
+  cmd += "exec ";
+  // env(1) only when there are variables: it is one more exec per job.
+  if (spec.env.size() > 1) {
+    cmd += "env --";
+    for (const char* e : spec.env)
+      if (e) cmd += " " + quote(e);
+    cmd += " ";
+  }
   bool first = true;
   for (const char* a : spec.argv) {
     if (!a) break;

@@ -7,7 +7,7 @@
 //   running   output into its sink, stdin from its input ring
 //   closing   the host sent EOF: waiting for the channel's close and exit status
 //
-// The command runs as `echo $$; cd DIR || exit 127; exec env -- K=V... ARGV`, so the
+// The command runs as `echo $$; cd -- DIR || exit 127; exec [env -- K=V...] ARGV`, so the
 // first line of its stdout is its process group on the host (sshd starts
 // each session's command in a new session): timeouts and cancels kill that
 // group over another channel (HostPool's kills), since libssh2 1.10 has no
