@@ -231,7 +231,12 @@ void HostPool::connection_died(Conn& dead) {
       k.step = 4;
     }
   for (auto& j : jobs_)
-    if (j->connection() == dead.c.get()) j->connection_died(why);
+    // A job whose channel was opening goes back to waiting: once. A host
+    // that drops every connection before a channel opens ends it failed.
+    if (j->connection() == dead.c.get() && j->connection_died(why) && ++j->attempts >= 2)
+      j->fail_unstarted(why ? why
+                            : Failure{RemoteError::kConnectionLost, RemotePhase::kChannel,
+                                      "the connection closed before a channel opened"});
   // A login that failed: the jobs still waiting get one more connection,
   // unless one is ready anyway; then they end with its failure.
   if (before_ready && !dead.for_check) {
@@ -266,7 +271,8 @@ void HostPool::finish_checks() {
     if (c->c->ready()) {
       const Connection& k = *c->c;
       std::string banner = k.banner();
-      std::erase_if(banner, [](char x) { return x == '\r' || x == '\n'; });
+      // The host's words: printable ASCII only (an answer is UTF-8 JSON).
+      std::erase_if(banner, [](char x) { return x < 0x20 || x > 0x7e; });
       std::string out = "fingerprint " + k.host_key().fingerprint + "\nkey_type " +
                         k.host_key().type + "\nbanner " + banner + "\nauth_methods " +
                         k.auth_methods() + "\nlatency_us " + std::to_string(k.login_ns() / 1000) +

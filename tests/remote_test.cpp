@@ -376,15 +376,15 @@ TEST_CASE("timeout and cancel kill the remote process group and free the channel
   result_of(c.call("host_add", host_params("h", s, key)));
 
   // The command and a child of its own, both gone after the timeout.
-  json::object t = run_on(c, "h", "sleep 300 & sleep 301 # sp-timeout-marker; wait",
+  json::object t = run_on(c, "h", "sleep 4300 & sleep 4301 # sp-timeout-marker; wait",
                           {{"timeout", 1}, {"kill_grace_ms", 500}});
   CHECK(str(t, "status") == "timed_out");
   CHECK(t.at("timed_out") == true);
-  CHECK(none_left("sleep 30"));
+  CHECK(none_left("sleep 430"));
 
   // A detached job, cancelled.
   json::object sub = result_of(c.call(
-      "job_submit", json::object{{"command", "echo started; exec sleep 302"}, {"host", "h"}}));
+      "job_submit", json::object{{"command", "echo started; exec sleep 4302"}, {"host", "h"}}));
   const std::string job = str(sub, "job_id");
   REQUIRE(wait_until(
       [&] {
@@ -398,7 +398,7 @@ TEST_CASE("timeout and cancel kill the remote process group and free the channel
   result_of(c.call("job_cancel", json::object{{"job_id", job}}));
   json::object w = result_of(c.call("job_wait", json::object{{"job_id", job}, {"timeout", 20}}));
   CHECK(str(w, "state") == "cancelled");
-  CHECK(none_left("sleep 302"));
+  CHECK(none_left("sleep 4302"));
   CHECK(d.remote_worker_pid() == remote);
 
   // The freed channels serve the next jobs on the same connection.
@@ -494,7 +494,7 @@ TEST_CASE(
   json::value id = c.next_id();
   c.send_line(Client::request(
       id, "execute",
-      json::object{{"command", "touch " + gate + "; exec sleep 303"}, {"host", "h"}}));
+      json::object{{"command", "touch " + gate + "; exec sleep 4303"}, {"host", "h"}}));
   REQUIRE(wait_until([&] { return file_exists(gate); }, 20));
   json::object busy = c.call("host_remove", json::object{{"name", "h"}});
   CHECK(num(error_of(busy), "code") == -32005);
@@ -504,7 +504,7 @@ TEST_CASE(
   auto ended = c.read_json(20);
   REQUIRE(ended);
   CHECK(str(result_of(ended->as_object()), "error_code") == "host_removed");
-  CHECK(none_left("sleep 303"));
+  CHECK(none_left("sleep 4303"));
   CHECK(result_of(c.call("host_list", json::object{})).at("hosts").as_array().empty());
 
   // The remote worker killed under a running job: it ends lost, the worker
@@ -514,7 +514,7 @@ TEST_CASE(
   json::value id2 = c.next_id();
   c.send_line(Client::request(
       id2, "execute",
-      json::object{{"command", "touch " + gate2 + "; exec sleep 304"}, {"host", "h"}}));
+      json::object{{"command", "touch " + gate2 + "; exec sleep 4304"}, {"host", "h"}}));
   REQUIRE(wait_until([&] { return file_exists(gate2); }, 20));
   const std::vector<pid_t> workers = d.worker_pids();
   pid_t remote = d.remote_worker_pid();
@@ -620,20 +620,20 @@ TEST_CASE(
   json::value id = watcher.next_id();
   watcher.send_line(Client::request(
       id, "execute",
-      json::object{{"command", "touch " + gate + "; exec sleep 305"}, {"host", "h"}}));
+      json::object{{"command", "touch " + gate + "; exec sleep 4305"}, {"host", "h"}}));
   REQUIRE(wait_until([&] { return file_exists(gate); }, 20));
   Client again = kill_frontend(d);
-  CHECK(none_left("sleep 305"));
+  CHECK(none_left("sleep 4305"));
 
   // The daemon's SIGTERM: a running remote job is killed there too.
   const std::string gate2 = dir.path() + "/started2";
   json::value id2 = again.next_id();
   again.send_line(Client::request(
       id2, "execute",
-      json::object{{"command", "touch " + gate2 + "; exec sleep 306"}, {"host", "h"}}));
+      json::object{{"command", "touch " + gate2 + "; exec sleep 4306"}, {"host", "h"}}));
   REQUIRE(wait_until([&] { return file_exists(gate2); }, 20));
   stop_cleanly(d);
-  CHECK(none_left("sleep 306"));
+  CHECK(none_left("sleep 4306"));
 }
 
 TEST_CASE("hosts from the configuration, applied again by a reload", "[remote]") {
