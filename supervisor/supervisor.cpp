@@ -121,6 +121,7 @@ class Supervisor {
 
  private:
   Status setup();
+  Status make_roles();
   void start_frontend();
   void start_worker(uint32_t i);
   void start(Role& role, std::vector<std::string> args, std::vector<int> fds);
@@ -178,6 +179,41 @@ class Supervisor {
   int exit_code_ = 0;
 };
 
+// The doorbells, and the roles bound to their words in the segment.
+Status Supervisor::make_roles() {
+  auto efd = [](UniqueFd& out) -> Status {
+    auto fd = new_fd("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
+    if (!fd) return fd.error();
+    out = std::move(*fd);
+    return {};
+  };
+  if (Status s = efd(submit_efd_); !s) return s;
+  if (Status s = efd(frontend_efd_); !s) return s;
+  // Every slot gets its doorbell now: the frontend inherits them all, so a
+  // reload that starts workers in other slots needs no new frontend.
+  worker_efds_.resize(shm::kWorkerSlots);
+  for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
+    if (Status s = efd(worker_efds_[i]); !s) return s;
+    const bool remote = i == shm::kRemoteWorker;
+    workers_.emplace_back(remote ? "remote worker" : "worker " + std::to_string(i),
+                          shm::RoleKind::kWorker, cfg_);
+    shm::WorkerSlot& slot = seg_->worker(i);
+    workers_[i].bind(slot.incarnation, slot.ready, slot.last_death);
+    workers_[i].use = &slot.use;
+    slot.use.store(remote                  ? shm::WorkerUse::kRemote
+                   : i < cfg_.caps.workers ? shm::WorkerUse::kServing
+                                           : shm::WorkerUse::kUnused);
+    // A worker's jobs without cgroups of their own share its cgroup, and
+    // their OOM kills would count as its own: only with every job in its own
+    // cgroup does a worker get one.
+    if (cgroups_.every_job()) workers_[i].cgroup = "worker-" + std::to_string(i);
+  }
+  frontend_.cgroup = "frontend";
+  shm::Header& h = seg_->header();
+  frontend_.bind(h.frontend_incarnation, h.frontend_ready, h.frontend_last_death);
+  return {};
+}
+
 Status Supervisor::setup() {
   const shm::RoleConfig& role = cfg_.role;
   if (!activated_) switch (probe_socket(cfg_.socket_path)) {
@@ -220,36 +256,7 @@ Status Supervisor::setup() {
       return Error{ENOTSUP, "memory_bytes limits need per-job cgroups: " + cgroups_.why_not()};
   }
 
-  auto efd = [](UniqueFd& out) -> Status {
-    auto fd = new_fd("eventfd", [] { return ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); });
-    if (!fd) return fd.error();
-    out = std::move(*fd);
-    return {};
-  };
-  if (Status s = efd(submit_efd_); !s) return s;
-  if (Status s = efd(frontend_efd_); !s) return s;
-  // Every slot gets its doorbell now: the frontend inherits them all, so a
-  // reload that starts workers in other slots needs no new frontend.
-  worker_efds_.resize(shm::kWorkerSlots);
-  for (uint32_t i = 0; i < shm::kWorkerSlots; ++i) {
-    if (Status s = efd(worker_efds_[i]); !s) return s;
-    const bool remote = i == shm::kRemoteWorker;
-    workers_.emplace_back(remote ? "remote worker" : "worker " + std::to_string(i),
-                          shm::RoleKind::kWorker, cfg_);
-    shm::WorkerSlot& slot = seg_->worker(i);
-    workers_[i].bind(slot.incarnation, slot.ready, slot.last_death);
-    workers_[i].use = &slot.use;
-    slot.use.store(remote                  ? shm::WorkerUse::kRemote
-                   : i < cfg_.caps.workers ? shm::WorkerUse::kServing
-                                           : shm::WorkerUse::kUnused);
-    // A worker's jobs without cgroups of their own share its cgroup, and
-    // their OOM kills would count as its own: only with every job in its own
-    // cgroup does a worker get one.
-    if (cgroups_.every_job()) workers_[i].cgroup = "worker-" + std::to_string(i);
-  }
-  frontend_.cgroup = "frontend";
-  shm::Header& h = seg_->header();
-  frontend_.bind(h.frontend_incarnation, h.frontend_ready, h.frontend_last_death);
+  if (Status st = make_roles(); !st) return st;
   if (Status st = write_role_config(); !st) return st;
   // Connections and job pipes are fds: use the whole hard limit (inherited by the roles).
   rlimit nofile{};
