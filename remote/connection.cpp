@@ -69,10 +69,7 @@ Connection::Connection(const shm::HostConfig& host, const HostKeys& keys, worker
 Connection::~Connection() {
   ending_ = true;  // every free below completes at once
   for (LIBSSH2_CHANNEL* ch : closing_) libssh2_channel_free(ch);
-  if (agent_) {
-    libssh2_agent_disconnect(agent_);
-    libssh2_agent_free(agent_);
-  }
+  if (agent_ && agent_watched_) poller_.unwatch(agent_->fd());
   if (session_) libssh2_session_free(session_);  // non-blocking: sends what it can, never waits
   if (fd_ && watched_) poller_.unwatch(fd_.get());
 }
@@ -147,21 +144,15 @@ void Connection::finish_connect(uint64_t now) {
   handshake(now);
 }
 
-// libssh2 also talks to the SSH agent through these callbacks: only the
-// connection's own socket is ours to buffer.
-ssize_t Connection::send_cb(libssh2_socket_t fd, const void* buf, size_t len, int flags,
-                            void** abstract) {
+// The session's only socket: the SSH agent is ours (agent.h), not libssh2's.
+ssize_t Connection::send_cb(libssh2_socket_t, const void* buf, size_t len, int, void** abstract) {
   auto* c = static_cast<Connection*>(*abstract);
-  if (fd != c->fd_.get())
-    return sys_raw([&] { return ::send(fd, buf, len, flags | MSG_NOSIGNAL); });
   if (c->ending_) return -EPIPE;
   return c->on_send(buf, len);
 }
 
-ssize_t Connection::recv_cb(libssh2_socket_t fd, void* buf, size_t len, int flags,
-                            void** abstract) {
+ssize_t Connection::recv_cb(libssh2_socket_t, void* buf, size_t len, int, void** abstract) {
   auto* c = static_cast<Connection*>(*abstract);
-  if (fd != c->fd_.get()) return sys_raw([&] { return ::recv(fd, buf, len, flags); });
   if (c->ending_) return 0;
   return c->on_recv(buf, len);
 }
@@ -253,6 +244,7 @@ void Connection::kill(Failure why) {
   failure_ = std::move(why);
   phase_ = Phase::kDead;
   sync_events();
+  watch_agent();
 }
 
 Failure Connection::lib_failure(RemoteError code, const std::string& what) const {
@@ -304,6 +296,11 @@ void Connection::on_event(uint32_t events, uint64_t now) {
   sync_events();
 }
 
+void Connection::on_agent_event(uint64_t now) {
+  if (phase_ == Phase::kAuth) authenticate(now);
+  sync_events();
+}
+
 void Connection::handshake(uint64_t now) {
   if (key_.blob.empty()) {
     int rc = libssh2_session_handshake(session_, libssh2_socket_t(fd_.get()));
@@ -347,6 +344,7 @@ void Connection::authenticate(uint64_t now) {
     if (!done || dead()) return;
   }
   phase_ = Phase::kReady;
+  watch_agent();  // done with it
   login_ns_ = now - started_ns_;
   idle_since_ns = now;
   const uint32_t every_s = std::max<uint32_t>(1, host_.keepalive_ms / 1000);
@@ -384,53 +382,129 @@ bool Connection::auth_key() {
   return false;
 }
 
-bool Connection::auth_agent() {
-  if (!offers(methods_, "publickey")) {
-    kill(auth_failure("publickey (agent)"));
-    return false;
+std::string Connection::agent_path() const {
+  if (!host_.agent_socket.empty()) return host_.agent_socket;
+  const char* env = ::getenv("SSH_AUTH_SOCK");
+  return env ? env : "";
+}
+
+// The agent's socket is watched while a request is under way; closed when
+// the login is done or failed.
+void Connection::watch_agent() {
+  if (!agent_) return;
+  const bool busy = phase_ == Phase::kAuth && agent_->state() == Agent::State::kBusy;
+  const uint32_t want = !busy ? 0u : agent_->wants_write() ? uint32_t(EPOLLOUT) : uint32_t(EPOLLIN);
+  const worker::Tag tag{tag_.kind, tag_.entry, tag_.generation | kAgentEvent};
+  if (want != agent_watched_) {
+    if (!agent_watched_)
+      (void)poller_.watch(agent_->fd(), tag, want);
+    else if (!want)
+      poller_.unwatch(agent_->fd());
+    else
+      (void)poller_.modify(agent_->fd(), tag, want);
+    agent_watched_ = want;
   }
+  if (phase_ != Phase::kAuth) {
+    if (agent_watched_) poller_.unwatch(agent_->fd());
+    agent_.reset();
+    agent_watched_ = 0;
+  }
+}
+
+// Asks the agent for its keys, once: true when they are there.
+bool Connection::list_agent_keys() {
+  const std::string path = agent_path();
   if (!agent_) {
-    agent_ = libssh2_agent_init(session_);
-    if (!agent_) {
-      kill({RemoteError::kAgentUnavailable, RemotePhase::kAuth, "cannot use an SSH agent"});
-      return false;
-    }
-    std::string path = host_.agent_socket;
-    if (path.empty())
-      if (const char* env = ::getenv("SSH_AUTH_SOCK")) path = env;
     if (path.empty()) {
       kill({RemoteError::kAgentUnavailable, RemotePhase::kAuth,
             "no agent socket: give auth.agent_socket, or start the daemon with SSH_AUTH_SOCK"});
       return false;
     }
-    libssh2_agent_set_identity_path(agent_, path.c_str());
-    // The agent is a local socket: these two calls block, briefly.
-    const bool connected = libssh2_agent_connect(agent_) == 0;
-    if (!connected || libssh2_agent_list_identities(agent_) != 0) {
-      char* msg = nullptr;
-      int len = 0;
-      libssh2_session_last_error(session_, &msg, &len, 0);
+    agent_ = std::make_unique<Agent>();
+    if (std::string err = agent_->connect(path); !err.empty()) {
       kill({RemoteError::kAgentUnavailable, RemotePhase::kAuth,
-            std::string(connected ? "cannot list the keys of the SSH agent at "
-                                  : "cannot reach the SSH agent at ") +
-                path + (msg && len > 0 ? ": " + std::string(msg, size_t(len)) : "")});
+            "cannot reach the SSH agent at " + path + ": " + err});
       return false;
     }
-    if (libssh2_agent_get_identity(agent_, &identity_, nullptr) != 0) {
-      kill(auth_failure("publickey (the agent at " + path + " holds no key)"));
-      return false;
-    }
+    agent_->ask_keys();
   }
+  Agent::State st = agent_->pump();
+  watch_agent();
+  if (st == Agent::State::kBusy) return false;
+  auto keys = agent_->keys();
+  if (!keys) {
+    kill({RemoteError::kAgentUnavailable, RemotePhase::kAuth,
+          "cannot list the keys of the SSH agent at " + path + ": " + agent_->error()});
+    return false;
+  }
+  if (keys->empty()) {
+    kill(auth_failure("publickey (the agent at " + path + " holds no key)"));
+    return false;
+  }
+  agent_keys_ = std::move(*keys);
+  agent_listed_ = true;
+  agent_->reset();
+  return true;
+}
+
+bool Connection::auth_agent() {
+  if (!offers(methods_, "publickey")) {
+    kill(auth_failure("publickey (agent)"));
+    return false;
+  }
+  if (!agent_listed_ && !list_agent_keys()) return false;
   for (;;) {
-    int rc = libssh2_agent_userauth(agent_, host_.user.c_str(), identity_);
+    const std::string& blob = agent_keys_[agent_key_].blob;
+    int rc = libssh2_userauth_publickey(session_, host_.user.c_str(),
+                                        reinterpret_cast<const unsigned char*>(blob.data()),
+                                        blob.size(), &sign_cb, &self_);
+    watch_agent();
     if (rc == 0) return true;
     if (rc == LIBSSH2_ERROR_EAGAIN) return false;
-    libssh2_agent_publickey* prev = identity_;
-    if (libssh2_agent_get_identity(agent_, &identity_, prev) != 0) {
+    if (agent_->state() == Agent::State::kFailed) {
+      kill({RemoteError::kAgentUnavailable, RemotePhase::kAuth,
+            "the SSH agent at " + agent_path() + " did not sign: " + agent_->error()});
+      return false;
+    }
+    if (rc != LIBSSH2_ERROR_AUTHENTICATION_FAILED && rc != LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED) {
+      kill(lib_failure(RemoteError::kConnectionLost, "the connection broke while logging in"));
+      return false;
+    }
+    agent_->reset();
+    if (++agent_key_ == agent_keys_.size()) {
       kill(auth_failure("publickey with every key of the agent"));
       return false;
     }
   }
+}
+
+int Connection::sign_cb(LIBSSH2_SESSION*, unsigned char** sig, size_t* sig_len,
+                        const unsigned char* data, size_t data_len, void** abstract) {
+  auto* c = static_cast<Connection*>(*abstract);
+  return c->agent_sign(sig, sig_len,
+                       std::string_view(reinterpret_cast<const char*>(data), data_len));
+}
+
+// libssh2 calls it again with the same data after each EAGAIN.
+int Connection::agent_sign(unsigned char** sig, size_t* sig_len, std::string_view data) {
+  if (agent_->state() == Agent::State::kIdle)
+    agent_->ask_signature(agent_keys_[agent_key_].blob, data);
+  Agent::State st = agent_->pump();
+  watch_agent();
+  if (st == Agent::State::kBusy) return LIBSSH2_ERROR_EAGAIN;
+  auto bytes = agent_->signature();
+  if (!bytes) {
+    // A refusal is this key's failure; the next key may do.
+    if (st == Agent::State::kDone) agent_->reset();
+    return -1;
+  }
+  // libssh2 frees it with its allocator: the default one, malloc's.
+  *sig = static_cast<unsigned char*>(::malloc(bytes->size()));
+  if (!*sig) return -1;
+  std::memcpy(*sig, bytes->data(), bytes->size());
+  *sig_len = bytes->size();
+  agent_->reset();
+  return 0;
 }
 
 bool Connection::auth_password() {
@@ -454,6 +528,10 @@ void Connection::on_timer(uint64_t now) {
     if (phase_ == Phase::kResolving)
       return kill({RemoteError::kDnsFailed, RemotePhase::kDns,
                    "no address for " + host_.address + " within " +
+                       std::to_string(host_.connect_timeout_ms) + " ms"});
+    if (agent_ && agent_->state() == Agent::State::kBusy)
+      return kill({RemoteError::kAgentUnavailable, RemotePhase::kAuth,
+                   "the SSH agent at " + agent_path() + " did not answer within " +
                        std::to_string(host_.connect_timeout_ms) + " ms"});
     if (phase_ == Phase::kConnecting)
       return kill({RemoteError::kConnectTimeout, RemotePhase::kConnect,

@@ -19,16 +19,25 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/unique_fd.h"
+#include "remote/agent.h"
 #include "remote/failure.h"
 #include "remote/host_keys.h"
 #include "shm/host_table.h"
 #include "worker/poller.h"
 
 namespace sp::remote {
+
+// A libssh2 error of one channel (the server refused or closed it): the
+// connection goes on. Any other error of a channel call is the session's.
+inline bool channel_error(int rc) {
+  return (rc <= LIBSSH2_ERROR_CHANNEL_OUTOFORDER && rc >= LIBSSH2_ERROR_CHANNEL_EOF_SENT) ||
+         rc == LIBSSH2_ERROR_CHANNEL_WINDOW_FULL;
+}
 
 class Connection {
  public:
@@ -46,6 +55,10 @@ class Connection {
   // After a socket event or a deadline: flushes, then moves the login on as
   // far as it goes. Ready connections are driven by their channels' users.
   void on_event(uint32_t events, uint64_t now);
+  // The SSH agent's socket (watched with the tag's generation | kAgentEvent)
+  // is ready: the login goes on.
+  void on_agent_event(uint64_t now);
+  static constexpr uint32_t kAgentEvent = 1u << 31;
   // Keepalives and the login deadline; dead if one passed.
   void on_timer(uint64_t now);
   uint64_t next_deadline() const;
@@ -104,6 +117,13 @@ class Connection {
   void authenticate(uint64_t now);
   bool auth_key();
   bool auth_agent();
+  bool list_agent_keys();
+  // libssh2's signing callback: the agent signs, while libssh2 gets EAGAIN.
+  static int sign_cb(LIBSSH2_SESSION* session, unsigned char** sig, size_t* sig_len,
+                     const unsigned char* data, size_t data_len, void** abstract);
+  int agent_sign(unsigned char** sig, size_t* sig_len, std::string_view data);
+  void watch_agent();
+  std::string agent_path() const;
   bool auth_password();
   // The libssh2 error of a failed call, as a failure of `code` in the current phase.
   Failure lib_failure(RemoteError code, const std::string& what) const;
@@ -116,8 +136,12 @@ class Connection {
   worker::Tag tag_;
   UniqueFd fd_;
   LIBSSH2_SESSION* session_ = nullptr;
-  LIBSSH2_AGENT* agent_ = nullptr;
-  libssh2_agent_publickey* identity_ = nullptr;  // the agent key being tried
+  std::unique_ptr<Agent> agent_;  // while logging in with the agent
+  std::vector<Agent::Key> agent_keys_;
+  size_t agent_key_ = 0;  // the one being tried
+  bool agent_listed_ = false;
+  uint32_t agent_watched_ = 0;
+  void* self_ = this;  // libssh2's abstract for sign_cb
   Phase phase_ = Phase::kConnecting;
   Failure failure_;
   HostKey key_;

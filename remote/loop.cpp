@@ -19,6 +19,9 @@ namespace sp::remote {
 
 namespace {
 constexpr uint64_t kMs = 1'000'000;
+// How long a stop waits for the kills of remote groups: below the
+// supervisor's 5 s before it kills its children.
+constexpr uint64_t kStopBudgetNs = 4000 * kMs;
 }  // namespace
 
 RemoteLoop::RemoteLoop(const worker::Options& o, shm::Segment seg)
@@ -72,6 +75,11 @@ Status RemoteLoop::init() {
   return {};
 }
 
+bool RemoteLoop::killing() const {
+  return std::any_of(pools_.begin(), pools_.end(),
+                     [](const auto& p) { return p.second->killing(); });
+}
+
 uint32_t RemoteLoop::active() const {
   uint32_t n = 0;
   for (const auto& [id, pool] : pools_) n += pool->jobs();
@@ -103,6 +111,12 @@ void RemoteLoop::start(uint32_t slot) {
   if (s.record && (!s.record.within(seg_.caps().job_records) || env_.spool_dir < 0))
     return end_unstarted(slot, shm::JobState::kFailed,
                          {RemoteError::kNone, RemotePhase::kNone, "detached job without a spool"});
+  // The slot read may be a new host's already, if this one was removed since.
+  shm::HostConfig cfg = hosts_.read(host);
+  if (cfg.generation != spec_.host_generation)
+    return end_unstarted(slot, shm::JobState::kFailed,
+                         {RemoteError::kHostRemoved, RemotePhase::kNone,
+                          "the host was removed before the job started"});
   HostPool* pool = nullptr;
   for (auto& [id, p] : pools_)
     if (p->slot() == host && p->generation() == spec_.host_generation && !p->removing())
@@ -110,8 +124,8 @@ void RemoteLoop::start(uint32_t slot) {
   if (!pool) {
     const uint32_t id = next_pool_id_++ & 0xffffff;  // a Tag's entry: 24 bits
     pool = pools_
-               .emplace(id, std::make_unique<HostPool>(env_, *keys_, poller_, id, host,
-                                                       hosts_.read(host)))
+               .emplace(id,
+                        std::make_unique<HostPool>(env_, *keys_, poller_, id, host, std::move(cfg)))
                .first->second.get();
   }
   if (spec_.host_check)
@@ -198,7 +212,7 @@ int RemoteLoop::run() {
       frontend_.ring();
     }
     // Kills of remote groups need their channels: a stop waits for them, a while.
-    if (env_.shutting_down && (active() == 0 || (stop_by && now >= stop_by))) break;
+    if (env_.shutting_down && ((active() == 0 && !killing()) || (stop_by && now >= stop_by))) break;
     rec_.heartbeat_ns.store(now, std::memory_order_relaxed);
     follow_log_level();
     auto n = poller_.wait(events, wait_ms(now));
@@ -214,7 +228,7 @@ int RemoteLoop::run() {
       } else if (t.kind == worker::Kind::kSignal) {
         drain_signalfd(signal_fd_.get());
         begin_shutdown();
-        stop_by = monotonic_ns() + 3000 * kMs;
+        stop_by = monotonic_ns() + kStopBudgetNs;
       } else if (t.kind == worker::Kind::kResolver) {
         on_resolved();
       } else if (t.kind == worker::Kind::kSocket) {

@@ -47,6 +47,7 @@ class RemoteLoop {
   void on_resolved();
   void begin_shutdown();
   uint32_t active() const;
+  bool killing() const;  // kills of remote groups still wait to be sent
   void follow_log_level();
   int wait_ms(uint64_t now) const;
 

@@ -38,7 +38,7 @@ void HostPool::add(std::unique_ptr<RemoteJob> job) {
 }
 
 void HostPool::add_check(uint32_t slot) {
-  Conn& c = open_connection(monotonic_ns(), true);
+  Conn& c = open_connection(monotonic_ns(), Use::kCheck);
   checks_.push_back({slot, env_.jobs.load(slot), c.id});
 }
 
@@ -48,18 +48,22 @@ HostPool::Conn* HostPool::find(uint32_t id) {
   return nullptr;
 }
 
-HostPool::Conn& HostPool::open_connection(uint64_t now, bool for_check) {
+HostPool::Conn& HostPool::open_connection(uint64_t now, Use use) {
   uint32_t id = next_conn_id_++;
   auto c = std::make_unique<Connection>(cfg_, keys_, poller_,
                                         worker::Tag{worker::Kind::kSocket, id_, id}, now);
   if (c->resolving())
     env_.resolver->ask(uint64_t(id_) << 32 | id, cfg_.address, uint16_t(cfg_.port));
-  conns_.push_back({id, std::move(c), cap_, for_check});
+  conns_.push_back({id, std::move(c), cap_, use});
   return conns_.back();
 }
 
 void HostPool::on_socket(uint32_t conn_id, uint32_t events, uint64_t now) {
-  if (Conn* c = find(conn_id)) c->c->on_event(events, now);
+  if (conn_id & Connection::kAgentEvent) {
+    if (Conn* c = find(conn_id & ~Connection::kAgentEvent)) c->c->on_agent_event(now);
+  } else if (Conn* c = find(conn_id)) {
+    c->c->on_event(events, now);
+  }
 }
 
 void HostPool::on_resolved(uint32_t conn_id, const Resolver::Answer& a, uint64_t now) {
@@ -67,33 +71,25 @@ void HostPool::on_resolved(uint32_t conn_id, const Resolver::Answer& a, uint64_t
     c->c->resolved(reinterpret_cast<const sockaddr*>(&a.addr), a.len, a.error, now);
 }
 
-// A ready connection with room for one more channel, the fullest first (so
-// idle ones age out).
-HostPool::Conn* HostPool::free_connection() {
+// A ready connection for `use` with room for one more channel, the fullest
+// first (so idle ones age out).
+HostPool::Conn* HostPool::free_connection(Use use) {
   Conn* best = nullptr;
   for (Conn& c : conns_) {
-    if (c.for_check || !c.c->ready() || c.c->opening || c.c->channels >= c.cap) continue;
+    if (c.use != use || !c.c->ready() || c.c->opening || c.c->channels >= c.cap) continue;
     if (!best || c.c->channels > best->c->channels) best = &c;
   }
   return best;
 }
 
 void HostPool::schedule(uint64_t now) {
-  uint32_t waiting = uint32_t(kills_.size());
+  schedule_kills(now);
+  uint32_t waiting = 0;
   for (auto& j : jobs_)
     if (j->step() == RemoteJob::Step::kWaiting) ++waiting;
-  for (Kill& k : kills_) {
-    if (k.step != 0) continue;
-    Conn* c = free_connection();
-    if (!c) break;
-    k.conn = c->c.get();
-    k.conn->opening = true;
-    k.step = 1;
-    --waiting;
-  }
   for (auto& j : jobs_) {
     if (j->step() != RemoteJob::Step::kWaiting) continue;
-    Conn* c = free_connection();
+    Conn* c = free_connection(Use::kJobs);
     if (!c) break;
     j->assign(*c->c);
     --waiting;
@@ -102,7 +98,7 @@ void HostPool::schedule(uint64_t now) {
   // are: within the host's bound and the handshake bound.
   uint32_t room = 0, connecting = 0, total = 0;
   for (const Conn& c : conns_) {
-    if (c.for_check || c.c->dead()) continue;
+    if (c.use != Use::kJobs || c.c->dead()) continue;
     ++total;
     if (!c.c->ready()) {
       ++connecting;
@@ -113,11 +109,85 @@ void HostPool::schedule(uint64_t now) {
   }
   while (!removing_ && waiting > room && total < cfg_.max_connections &&
          connecting < kMaxHandshakes) {
-    open_connection(now, false);
+    open_connection(now, Use::kJobs);
     ++connecting;
     ++total;
     room += cap_;
   }
+}
+
+// Kills go first: on a job connection with room, else on the kill
+// connection, opened when one is needed.
+void HostPool::schedule_kills(uint64_t now) {
+  bool waiting = false;
+  for (Kill& k : kills_) {
+    if (k.step != 0) continue;
+    Conn* c = free_connection(Use::kJobs);
+    if (!c) c = free_connection(Use::kKills);
+    if (!c) {
+      waiting = true;
+      break;
+    }
+    k.conn = c->c.get();
+    k.conn->opening = true;
+    k.step = 1;
+  }
+  if (!waiting) return;
+  for (const Conn& c : conns_) {
+    if (c.use == Use::kKills && !c.c->dead()) return;  // logging in, or its channels free up
+    // Room once its channel open under way (one at a time) is done.
+    if (c.use == Use::kJobs && c.c->ready() && c.c->channels + 1 < c.cap) return;
+  }
+  open_connection(now, Use::kKills);
+}
+
+void HostPool::queue_kill(int32_t pgid, int sig) {
+  for (const Kill& k : kills_)
+    if (k.step == 0 && k.pgid == pgid && k.sig == sig) return;
+  if (kills_.size() >= kMaxKills) {
+    spdlog::warn("host {}: {} kills wait already: signal {} to process group {} is dropped",
+                 cfg_.name, kMaxKills, sig, pgid);
+    return;
+  }
+  kills_.push_back({pgid, sig});
+}
+
+void HostPool::take_kills(RemoteJob& job) {
+  while (int sig = job.take_kill()) queue_kill(job.remote_pgid(), sig);
+}
+
+bool HostPool::retry_kill(Kill& k, const std::string& why) {
+  k.conn = nullptr;
+  k.channel = nullptr;
+  if (++k.tries >= kMaxKillTries) {
+    spdlog::warn("host {}: signal {} to process group {} not sent after {} tries: {}", cfg_.name,
+                 k.sig, k.pgid, k.tries, why);
+    k.step = 4;
+    return false;
+  }
+  k.step = 0;
+  return true;
+}
+
+void HostPool::release(Kill& k) {
+  if (!k.channel) return;
+  k.conn->free_channel(k.channel);
+  k.channel = nullptr;
+  --k.conn->channels;
+  if (!k.conn->busy()) k.conn->idle_since_ns = monotonic_ns();
+  k.conn->sync_events();
+}
+
+// The host refused channel `c->channels + 1` of connection `c`: it holds
+// that many from now on (at least one), and so do new connections.
+void HostPool::refused_on(Connection* c) {
+  for (Conn& k : conns_)
+    if (k.c.get() == c) {
+      k.cap = std::max<uint32_t>(1, c->channels);
+      cap_ = std::min(cap_, k.cap);
+      spdlog::info("host {}: it refused channel {} of a connection: {} per connection from now on",
+                   cfg_.name, c->channels + 1, k.cap);
+    }
 }
 
 void HostPool::step_kill(Kill& k) {
@@ -125,10 +195,14 @@ void HostPool::step_kill(Kill& k) {
   if (k.step == 1) {
     k.channel = libssh2_channel_open_session(s);
     if (!k.channel) {
-      if (libssh2_session_last_errno(s) == LIBSSH2_ERROR_EAGAIN) return;
+      const int err = libssh2_session_last_errno(s);
+      if (err == LIBSSH2_ERROR_EAGAIN) return;
       k.conn->opening = false;
-      spdlog::warn("host {}: cannot open a channel to signal process group {}", cfg_.name, k.pgid);
-      k.step = 4;
+      if (err == LIBSSH2_ERROR_CHANNEL_FAILURE) refused_on(k.conn);
+      if (channel_error(err))
+        retry_kill(k, "the host did not open a channel");
+      else
+        k.conn->fail("cannot open a channel");  // connection_died tries it again
       return;
     }
     k.conn->opening = false;
@@ -141,9 +215,18 @@ void HostPool::step_kill(Kill& k) {
     const std::string which =
         name.size() > 3 ? "-s " + name.substr(3) : "-" + std::to_string(k.sig);
     std::string cmd = "kill " + which + " -- -" + std::to_string(k.pgid);
-    int rc = libssh2_channel_exec(k.channel, cmd.c_str());
+    const int rc = libssh2_channel_exec(k.channel, cmd.c_str());
     if (rc == LIBSSH2_ERROR_EAGAIN) return;
-    k.step = rc ? 4 : 3;
+    if (rc && !channel_error(rc)) return k.conn->fail("cannot start kill");
+    if (rc) {
+      release(k);
+      retry_kill(k, "the host did not start kill");
+      return;
+    }
+    k.step = 3;
+    const uint64_t now = monotonic_ns();
+    for (auto& j : jobs_)
+      if (j->remote_pgid() == k.pgid) j->kill_sent(k.sig, now);
   }
   if (k.step == 3) {
     char sink[256];
@@ -160,14 +243,8 @@ void HostPool::step_kill(Kill& k) {
 void HostPool::pump_kills() {
   for (Kill& k : kills_)
     if (k.step >= 1 && k.step <= 3 && !k.conn->dead()) step_kill(k);
-  for (Kill& k : kills_) {
-    if (k.step != 4 || !k.channel) continue;
-    k.conn->free_channel(k.channel);
-    k.channel = nullptr;
-    --k.conn->channels;
-    if (!k.conn->busy()) k.conn->idle_since_ns = monotonic_ns();
-    k.conn->sync_events();
-  }
+  for (Kill& k : kills_)
+    if (k.step == 4) release(k);
   std::erase_if(kills_, [](const Kill& k) { return k.step == 4; });
 }
 
@@ -175,9 +252,7 @@ void HostPool::turn(uint64_t now) {
   finish_checks();  // before a dead check connection is reaped with its failure
   reap_connections(now);
   for (Conn& c : conns_) c.c->retry_frees();
-  for (auto& j : jobs_) {
-    while (int sig = j->take_kill()) kills_.push_back({j->remote_pgid(), sig});
-  }
+  for (auto& j : jobs_) take_kills(*j);
   schedule(now);
   pump_kills();
   for (auto& j : jobs_) {
@@ -187,14 +262,7 @@ void HostPool::turn(uint64_t now) {
     j->pump(now);
     if (j->refused()) {
       Connection* c = j->connection();
-      for (Conn& k : conns_)
-        if (k.c.get() == c) {
-          k.cap = std::max<uint32_t>(1, c->channels);
-          cap_ = std::min(cap_, k.cap);
-          spdlog::info(
-              "host {}: it refused channel {} of a connection: {} per connection from now on",
-              cfg_.name, c->channels + 1, k.cap);
-        }
+      refused_on(c);
       if (c->channels == 0) {
         j->fail_unstarted({RemoteError::kChannelOpenFailed, RemotePhase::kChannel,
                            "the host refused to open a channel"});
@@ -204,7 +272,7 @@ void HostPool::turn(uint64_t now) {
     } else if (!started && j->step() != RemoteJob::Step::kOpening) {
       ++jobs_started_;
     }
-    while (int sig = j->take_kill()) kills_.push_back({j->remote_pgid(), sig});
+    take_kills(*j);
   }
   std::erase_if(jobs_, [](const auto& j) { return j->done(); });
   // What the pumps freed may let waiting jobs and kills go.
@@ -219,29 +287,41 @@ void HostPool::connection_died(Conn& dead) {
   const Failure& why = dead.c->failure();
   const bool before_ready = dead.c->login_ns() == 0;
   // Closed by us (idle, a check done) is no failure.
-  if (!dead.for_check && why) {
+  if (dead.use != Use::kCheck && why) {
     last_failure_ = why;
     last_failure_ms_ = unix_ms();
     if (!before_ready) spdlog::warn("host {}: connection lost: {}", cfg_.name, why.message);
   }
-  for (Kill& k : kills_)
+  const std::string what = why ? why.message : "the connection closed";
+  // A kill sent is done; one not sent yet is tried again (its channel went
+  // with the session). A kill connection that never logged in costs every
+  // waiting kill a try.
+  for (Kill& k : kills_) {
     if (k.conn == dead.c.get()) {
       k.channel = nullptr;
-      k.conn = nullptr;
-      k.step = 4;
+      if (k.step == 3)
+        k.step = 4;
+      else
+        retry_kill(k, what);
+    } else if (k.step == 0 && before_ready && dead.use == Use::kKills) {
+      retry_kill(k, what);
     }
-  for (auto& j : jobs_)
+  }
+  for (auto& j : jobs_) {
     // A job whose channel was opening goes back to waiting: once. A host
     // that drops every connection before a channel opens ends it failed.
+    // A started one ends lost, and its group is killed.
     if (j->connection() == dead.c.get() && j->connection_died(why) && ++j->attempts >= 2)
       j->fail_unstarted(why ? why
                             : Failure{RemoteError::kConnectionLost, RemotePhase::kChannel,
                                       "the connection closed before a channel opened"});
+    take_kills(*j);
+  }
   // A login that failed: the jobs still waiting get one more connection,
   // unless one is ready anyway; then they end with its failure.
-  if (before_ready && !dead.for_check) {
+  if (before_ready && dead.use == Use::kJobs) {
     bool others = std::any_of(conns_.begin(), conns_.end(), [&](const Conn& c) {
-      return &c != &dead && !c.for_check && !c.c->dead();
+      return &c != &dead && c.use == Use::kJobs && !c.c->dead();
     });
     for (auto& j : jobs_) {
       if (j->step() != RemoteJob::Step::kWaiting || others) continue;
@@ -252,13 +332,12 @@ void HostPool::connection_died(Conn& dead) {
 
 void HostPool::reap_connections(uint64_t now) {
   for (Conn& c : conns_) {
-    if (!c.c->dead() && c.c->ready() && !c.c->busy() && !c.for_check &&
+    if (!c.c->dead() && c.c->ready() && !c.c->busy() && c.use != Use::kCheck &&
         now - c.c->idle_since_ns >= uint64_t(cfg_.idle_timeout_ms) * kMs)
       c.c->kill({RemoteError::kNone, RemotePhase::kNone, "idle"});
     if (c.c->dead()) connection_died(c);
   }
-  for (Kill& k : kills_)
-    if (!k.conn && k.step == 4) k.channel = nullptr;
+  std::erase_if(kills_, [](const Kill& k) { return k.step == 4; });
   std::erase_if(jobs_, [](const auto& j) { return j->done(); });
   std::erase_if(conns_, [](const Conn& c) { return c.c->dead(); });
 }
@@ -323,7 +402,7 @@ uint64_t HostPool::next_deadline() const {
   };
   for (const Conn& c : conns_) {
     take(c.c->next_deadline());
-    if (c.c->ready() && !c.c->busy() && !c.for_check)
+    if (c.c->ready() && !c.c->busy() && c.use != Use::kCheck)
       take(c.c->idle_since_ns + uint64_t(cfg_.idle_timeout_ms) * kMs);
   }
   for (const auto& j : jobs_) take(j->next_deadline());
@@ -353,6 +432,7 @@ void HostPool::shutdown() {
 }
 
 void HostPool::publish() {
+  if (removing_) return;  // its slot may be another host's already
   shm::PoolFigures f;
   f.generation = cfg_.generation;
   for (const Conn& c : conns_) {

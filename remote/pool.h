@@ -8,7 +8,13 @@
 // for the jobs waiting for it; a command is never sent twice.
 //
 // Also runs host_check jobs (a fresh connection, reported and closed) and
-// the kills of remote process groups (a channel running `kill`).
+// the kills of remote process groups (a channel running `kill`). A kill
+// takes a channel of a job connection with room, or else of the pool's kill
+// connection: one more connection, beyond max_connections, that carries
+// only kills, so a host whose every channel runs a job can still be
+// signalled. Kills wait in a queue of at most kMaxKills (a signal already
+// waiting for the same group is not queued twice; beyond the bound a kill
+// is dropped, logged); one that fails is tried again, kMaxKillTries in all.
 //
 // Used from the remote worker's single thread; owned by its loop. Its
 // sockets are watched with Tag{kSocket, pool id, connection id}.
@@ -51,6 +57,7 @@ class HostPool {
   void remove_host();
   bool removing() const { return removing_; }
   bool drained() const { return jobs_.empty() && checks_.empty() && kills_.empty(); }
+  bool killing() const { return !kills_.empty(); }
   void shutdown();
 
   uint64_t next_deadline() const;
@@ -60,13 +67,16 @@ class HostPool {
 
   static constexpr uint32_t kDefaultChannelCap = 8;  // below OpenSSH's MaxSessions 10
   static constexpr uint32_t kMaxHandshakes = 2;
+  static constexpr size_t kMaxKills = 1024;
+  static constexpr uint32_t kMaxKillTries = 3;
 
  private:
+  enum class Use { kJobs, kCheck, kKills };
   struct Conn {
     uint32_t id;
     std::unique_ptr<Connection> c;
     uint32_t cap;
-    bool for_check = false;
+    Use use = Use::kJobs;
   };
   struct Check {
     uint32_t slot;
@@ -78,15 +88,23 @@ class HostPool {
     int sig;
     Connection* conn = nullptr;
     LIBSSH2_CHANNEL* channel = nullptr;
-    int step = 0;  // 0 waiting, 1 opening, 2 starting, 3 closing
+    int step = 0;  // 0 waiting, 1 opening, 2 starting, 3 sent (closing), 4 done
+    uint32_t tries = 0;
   };
 
   Conn* find(uint32_t id);
-  Conn* free_connection();
-  Conn& open_connection(uint64_t now, bool for_check);
+  Conn* free_connection(Use use);
+  Conn& open_connection(uint64_t now, Use use);
   void schedule(uint64_t now);
+  void schedule_kills(uint64_t now);
+  void queue_kill(int32_t pgid, int sig);
+  void take_kills(RemoteJob& job);
+  // Back to waiting after a failed try; dropped after the last (false).
+  bool retry_kill(Kill& k, const std::string& why);
   void pump_kills();
   void step_kill(Kill& k);
+  void refused_on(Connection* c);
+  void release(Kill& k);  // frees its channel
   void finish_checks();
   void reap_connections(uint64_t now);
   void connection_died(Conn& dead);

@@ -114,7 +114,7 @@ void RemoteJob::pump(uint64_t now) {
     // spin the loop. wait_eof reads the transport and leaves our window shut.
     if (step_ == Step::kRunning && paused_[0] && paused_[1]) {
       int rc = libssh2_channel_wait_eof(channel_);
-      if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) return conn_->fail("cannot read the connection");
+      if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) return broke(rc, "cannot read the connection");
     }
     if (step_ == Step::kRunning && pending_[0].empty() && pending_[1].empty() &&
         libssh2_channel_eof(channel_)) {
@@ -137,6 +137,9 @@ void RemoteJob::open_channel() {
       refused_ = true;
       return;
     }
+    if (channel_error(err))
+      return fail_unstarted({RemoteError::kChannelOpenFailed, RemotePhase::kChannel,
+                             "the host did not open a channel"});
     conn_->fail("cannot open a channel");
     return;  // the pool sees the connection dead and puts us back
   }
@@ -165,15 +168,14 @@ void RemoteJob::open_channel() {
 void RemoteJob::start_command(uint64_t) {
   int rc = libssh2_channel_exec(channel_, command_.c_str());
   if (rc == LIBSSH2_ERROR_EAGAIN) return;
-  if (rc) {
+  // Refused: the command did not start. Any other error came after the
+  // request left: it may run, so the job is lost, never failed (or retried).
+  if (rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
     Failure f{RemoteError::kChannelOpenFailed, RemotePhase::kChannel,
               "the host refused to start the command"};
-    if (rc != LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED) {
-      conn_->fail("cannot start the command");
-      f = conn_->failure();
-    }
     return finish(JobState::kFailed, -1, 0, f.message, f);
   }
+  if (rc) return broke(rc, "cannot start the command");
   step_ = Step::kRunning;
   if (!has_stdin_) {
     if (libssh2_channel_send_eof(channel_) != LIBSSH2_ERROR_EAGAIN) eof_sent_ = true;
@@ -200,7 +202,7 @@ void RemoteJob::read_stream(int s) {
     if (!flush_pending(s)) return;  // the sink is full: read on after a bell
     ssize_t n = libssh2_channel_read_ex(channel_, s, env_->scratch.data(), env_->scratch.size());
     if (n == LIBSSH2_ERROR_EAGAIN || n == 0) return;
-    if (n < 0) return conn_->fail("cannot read the command's output");
+    if (n < 0) return broke(int(n), "cannot read the command's output");
     std::string_view got(env_->scratch.data(), size_t(n));
     if (s == 0 && !pgid_) {
       // The first line is the group's id: ours, not the command's output.
@@ -277,7 +279,7 @@ void RemoteJob::feed_stdin() {
 void RemoteJob::wait_closed() {
   int rc = libssh2_channel_wait_closed(channel_);
   if (rc == LIBSSH2_ERROR_EAGAIN) return;
-  if (rc) return conn_->fail("the channel broke");
+  if (rc) return broke(rc, "the channel broke");
   int code = libssh2_channel_get_exit_status(channel_);
   int sig = 0;
   char* name = nullptr;
@@ -310,6 +312,17 @@ void RemoteJob::finish(JobState state, int code, int sig, const std::string& why
   deadline_ns_ = kill_at_ns_ = give_up_ns_ = 0;
 }
 
+void RemoteJob::broke(int rc, const std::string& what) {
+  if (!channel_error(rc)) return conn_->fail(what);
+  char* msg = nullptr;
+  int len = 0;
+  libssh2_session_last_error(conn_->session(), &msg, &len, 0);
+  Failure f{RemoteError::kConnectionLost, RemotePhase::kRun,
+            what + (msg && len > 0 ? ": " + std::string(msg, size_t(len)) : "")};
+  if (pgid_ > 1) send(SIGKILL);  // nothing reads it any more: it must not run on
+  finish(JobState::kLost, -1, 0, "lost: " + f.message, f);
+}
+
 bool RemoteJob::connection_died(const Failure& why) {
   if (done()) return false;
   if (step_ == Step::kWaiting || step_ == Step::kOpening) {
@@ -324,6 +337,7 @@ bool RemoteJob::connection_died(const Failure& why) {
   }
   channel_ = nullptr;
   conn_ = nullptr;
+  if (pgid_ > 1) send(SIGKILL);  // it may run on, unread: the pool kills it over another connection
   Failure f = why;
   if (f.code != RemoteError::kKeepaliveTimeout) f.code = RemoteError::kConnectionLost;
   f.phase = RemotePhase::kRun;
@@ -347,6 +361,10 @@ int RemoteJob::take_kill() {
   const int sig = signals_.front();
   signals_.erase(signals_.begin());
   return sig;
+}
+
+void RemoteJob::kill_sent(int sig, uint64_t now) {
+  if (sig == SIGKILL && give_up_ns_) give_up_ns_ = std::max(give_up_ns_, now + kGiveUpNs);
 }
 
 void RemoteJob::stop(int sig, uint64_t grace_ns) {

@@ -62,7 +62,8 @@ class RemoteJob {
   // Moves it on after its connection's events, a bell or a timer.
   void pump(uint64_t now);
   // Its connection died: a job not started goes back to waiting (true); a
-  // started one ends lost with `why`.
+  // started one ends lost with `why`, and its group is to be killed
+  // (take_kill) over another connection: nothing reads it any more.
   bool connection_died(const Failure& why);
   // Ends a job that never started: failed with `why` (cancelled if asked).
   void fail_unstarted(const Failure& why);
@@ -77,6 +78,9 @@ class RemoteJob {
   // The next signal to send to its process group on the host (0: none now):
   // those asked for before the group was known wait for it, in order.
   int take_kill();
+  // The pool sent `sig` to its group: the wait for the channel after SIGKILL
+  // counts from here.
+  void kill_sent(int sig, uint64_t now);
   int32_t remote_pgid() const { return pgid_; }
   uint64_t next_deadline() const;
   Step step() const { return step_; }
@@ -103,6 +107,10 @@ class RemoteJob {
   void finish(shm::JobState state, int code, int sig, const std::string& why,
               const Failure& f = {});
   void stop(int sig, uint64_t grace_ns);
+  // A libssh2 call on its channel failed with `rc`: the channel's own error
+  // ends the job lost; any other ends the connection, and the pool ends the
+  // job with it.
+  void broke(int rc, const std::string& what);
   void send(int sig);
   void drop_channel();
 

@@ -1,6 +1,7 @@
 #include "shm/host_table.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "common/clock.h"
@@ -38,6 +39,9 @@ std::variant<uint32_t, HostError> HostTable::add(const HostConfig& c) {
     uint32_t expected = uint32_t(HostSlotState::kFree);
     if (!s.state.compare_exchange_strong(expected, uint32_t(HostSlotState::kWriting))) continue;
     s.generation += 1;
+    // The new generation before the new settings: a reader that copied
+    // half-written settings sees it changed (read() copies it last).
+    std::atomic_thread_fence(std::memory_order_release);
     s.created_unix_ms = unix_ms();
     s.port = c.port;
     s.auth = uint32_t(c.auth);
@@ -107,6 +111,7 @@ HostConfig HostTable::read(uint32_t i) const {
   c.max_connections = s.max_connections;
   c.idle_timeout_ms = s.idle_timeout_ms;
   c.from_config = s.from_config != 0;
+  std::atomic_thread_fence(std::memory_order_acquire);
   c.generation = s.generation;
   return c;
 }

@@ -6,13 +6,16 @@
 // jobs); fan-out with a refused port; a host that accepts TCP and never
 // speaks; a killed and a stopped sshd; 20 MB on both streams; stdin through
 // a rekey; a MaxSessions 2 server under 6 jobs; connection reuse from the
-// sshd log; host_remove; the remote worker's death.
+// sshd log; host_remove; the remote worker's death; kills on a full host and
+// after a lost connection; an agent that never answers.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -770,4 +773,98 @@ TEST_CASE("more errors: connect timeout, no agent, no sessions; signals; idle co
       10, 0.1));
   CHECK(str(run_on(c, "h", "echo again"), "stdout") == "again\n");
   CHECK(s.count_in_log("Accepted publickey") == 2);
+}
+
+TEST_CASE("kills get through a host whose channels are all taken, and after a lost connection",
+          "[remote]") {
+  TempDir dir;
+  SshKeyPair key = make_key(dir.path(), "id");
+  Sshd narrow({.address = "127.0.0.25", .max_sessions = 2}, {key.public_line});
+  Sshd s({.address = "127.0.0.26"}, {key.public_line});
+  START_DAEMON(d, remote_flags(dir.path()));
+  Client c(d.socket());
+  auto submit = [&](const std::string& host, const std::string& line) {
+    std::string job = str(
+        result_of(c.call("job_submit", json::object{{"command", line}, {"host", host}})), "job_id");
+    REQUIRE(wait_until(
+        [&] {
+          json::object o = result_of(c.call("job_output", json::object{{"job_id", job}}));
+          return str(o, "data").find("started") != std::string::npos;
+        },
+        20, 0.05));
+    return job;
+  };
+  auto wait_job = [&](const std::string& job) {
+    return result_of(c.call("job_wait", json::object{{"job_id", job}, {"timeout", 20}}));
+  };
+
+  // Every channel the host allows runs a job: the cancels' kills go over a
+  // connection of their own, not after the jobs' give-up.
+  json::object p = host_params("narrow", narrow, key);
+  p["max_connections"] = 1;
+  result_of(c.call("host_add", p));
+  const std::string a = submit("narrow", "echo started; exec sleep 4310");
+  const std::string b = submit("narrow", "echo started; exec sleep 4311");
+  for (const std::string& job : {a, b})
+    result_of(c.call("job_cancel", json::object{{"job_id", job}, {"grace_ms", 0}}));
+  for (const std::string& job : {a, b}) {
+    json::object w = wait_job(job);
+    CHECK(str(w, "state") == "cancelled");
+    CHECK_THAT(json::serialize(w), !Contains("left behind"));
+  }
+  CHECK(none_left("sleep 431"));
+  CHECK(narrow.count_in_log("Accepted publickey") == 2);  // the jobs' connection, the kills'
+
+  // A connection lost under a running command: the job is lost, and its
+  // process, which nothing reads any more, is killed over a new connection.
+  result_of(c.call("host_add", host_params("h", s, key)));
+  const std::string lost = submit("h", "echo started; exec sleep 4312");
+  std::vector<pid_t> sleeping = pids_matching("sleep 4312");
+  REQUIRE(sleeping.size() == 1);
+  std::ifstream stat("/proc/" + std::to_string(sleeping[0]) + "/stat");
+  std::string field;
+  for (int i = 0; i < 4 && stat >> field; ++i) {
+  }
+  const pid_t session = pid_t(std::stol(field));  // its sshd, which holds the connection
+  REQUIRE(::kill(session, SIGKILL) == 0);
+  json::object w = wait_job(lost);
+  CHECK(str(w, "state") == "lost");
+  CHECK(none_left("sleep 4312"));
+}
+
+TEST_CASE("an agent that never answers holds up no other host", "[remote]") {
+  TempDir dir;
+  SshKeyPair key = make_key(dir.path(), "id");
+  Sshd s({.address = "127.0.0.27"}, {key.public_line});
+  START_DAEMON(d, remote_flags(dir.path()));
+  Client c(d.socket());
+  result_of(c.call("host_add", host_params("h", s, key)));
+  // It takes the connection and never answers: that login waits (to
+  // connect_timeout_ms), while another host's job runs meanwhile.
+  const std::string agent_path = dir.path() + "/hung-agent.sock";
+  sp::UniqueFd hung(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un au{};
+  au.sun_family = AF_UNIX;
+  std::snprintf(au.sun_path, sizeof au.sun_path, "%s", agent_path.c_str());
+  REQUIRE(::bind(hung.get(), reinterpret_cast<sockaddr*>(&au), sizeof au) == 0);
+  REQUIRE(::listen(hung.get(), 4) == 0);
+  json::object ag = host_params("hungagent", s, key);
+  ag["auth"] = {{"agent_socket", agent_path}};
+  ag["connect_timeout_ms"] = 3000;
+  result_of(c.call("host_add", ag));
+  json::value waiting = c.next_id();
+  c.send_line(Client::request(waiting, "execute",
+                              json::object{{"command", "echo never"}, {"host", "hungagent"}}));
+  json::value other = c.next_id();
+  c.send_line(Client::request(other, "execute",
+                              json::object{{"command", "echo meanwhile"}, {"host", "h"}}));
+  auto first = c.read_json(20);
+  REQUIRE(first);
+  CHECK(first->as_object().at("id") == other);
+  CHECK(str(result_of(first->as_object()), "stdout") == "meanwhile\n");
+  auto second = c.read_json(20);
+  REQUIRE(second);
+  json::object r = result_of(second->as_object());
+  CHECK(str(r, "error_code") == "agent_unavailable");
+  CHECK_THAT(str(r, "error"), Contains("did not answer"));
 }
