@@ -11,8 +11,78 @@
 
 #include "common/signals.h"
 #include "common/text.h"
+#include "frontend/codec/msgpack_codec.h"
 
 namespace sp::cli {
+
+namespace {
+
+// A JSON value as MessagePack: a string that is not UTF-8 goes as bin (the
+// daemon takes either as the same bytes), other strings as str.
+rpc::Value to_value(const json::value& j) {
+  switch (j.kind()) {
+    case json::kind::null:
+      return nullptr;
+    case json::kind::bool_:
+      return j.get_bool();
+    case json::kind::int64:
+      return j.get_int64();
+    case json::kind::uint64:
+      return j.get_uint64();
+    case json::kind::double_:
+      return j.get_double();
+    case json::kind::string: {
+      std::string_view s = j.get_string();
+      if (valid_utf8(s)) return s;
+      return rpc::Bytes{std::string(s)};
+    }
+    case json::kind::array: {
+      rpc::Array a;
+      for (const json::value& e : j.get_array()) a.push_back(to_value(e));
+      return a;
+    }
+    case json::kind::object: {
+      rpc::Object o;
+      for (const auto& [k, v] : j.get_object()) o.emplace_back(std::string(k), to_value(v));
+      return o;
+    }
+  }
+  return nullptr;
+}
+
+// And back: bin becomes a string holding its bytes.
+json::value to_json(const rpc::Value& v) {
+  switch (v.kind()) {
+    case rpc::Value::Kind::kNull:
+      return nullptr;
+    case rpc::Value::Kind::kBool:
+      return v.get_bool();
+    case rpc::Value::Kind::kInt64:
+      return v.get_int64();
+    case rpc::Value::Kind::kUint64:  // as JSON parsers give it: int64 where it fits
+      if (v.get_uint64() <= uint64_t(INT64_MAX)) return int64_t(v.get_uint64());
+      return v.get_uint64();
+    case rpc::Value::Kind::kDouble:
+      return v.get_double();
+    case rpc::Value::Kind::kString:
+      return json::string(v.get_string());
+    case rpc::Value::Kind::kBytes:
+      return json::string(v.get_bytes());
+    case rpc::Value::Kind::kArray: {
+      json::array a;
+      for (const rpc::Value& e : v.get_array()) a.push_back(to_json(e));
+      return a;
+    }
+    case rpc::Value::Kind::kObject: {
+      json::object o;
+      for (const auto& [k, e] : v.get_object()) o[k] = to_json(e);
+      return o;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
 
 void die(int code, const std::string& message) {
   std::fprintf(stderr, "shell-pool: %s\n", message.c_str());
@@ -38,10 +108,9 @@ bool Client::connect() {
   return false;
 }
 
-bool Client::send_line(const std::string& method, json::object params, int64_t id) {
-  json::object req{
-      {"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", std::move(params)}};
-  std::string line = json::serialize(req) + "\n";
+bool Client::send_request(const std::string& method, json::object params, int64_t id) {
+  std::string line;
+  rpc::append_msgpack(line, rpc::Array{0u, uint64_t(id), method, rpc::Array{to_value(params)}});
   for (size_t off = 0; off < line.size();) {
     ssize_t n = ::send(fd_.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
@@ -52,13 +121,13 @@ bool Client::send_line(const std::string& method, json::object params, int64_t i
 }
 
 void Client::send(const std::string& method, json::object params) {
-  if (!send_line(method, std::move(params)))
+  if (!send_request(method, std::move(params)))
     die(kNoDaemon, std::string("lost the connection: ") + std::strerror(errno));
 }
 
 int64_t Client::send_async(const std::string& method, json::object params) {
   const int64_t id = next_id_++;
-  if (!send_line(method, std::move(params), id))
+  if (!send_request(method, std::move(params), id))
     die(kNoDaemon, std::string("lost the connection: ") + std::strerror(errno));
   return id;
 }
@@ -75,14 +144,29 @@ bool Client::receive() {
 }
 
 std::optional<json::object> Client::take_message() {
-  size_t nl = buf_.find('\n');
-  if (nl == std::string::npos) return std::nullopt;
-  std::string line = buf_.substr(0, nl);
-  buf_.erase(0, nl + 1);
-  boost::system::error_code ec;
-  json::value v = json::parse(line, ec);
-  if (ec || !v.is_object()) die(kProtocol, "unreadable answer from the daemon: " + line);
-  return std::move(v.as_object());
+  rpc::FrameScan f = rpc::scan_frame(buf_);
+  if (f.status == rpc::FrameScan::kNeedMore) return std::nullopt;
+  std::string why = f.why;
+  std::optional<rpc::Value> v;
+  if (f.status == rpc::FrameScan::kComplete)
+    v = rpc::parse_msgpack(std::string_view(buf_).substr(0, f.size), &why);
+  buf_.erase(0, f.size);
+  if (!v || !v->is_array()) die(kProtocol, "unreadable answer from the daemon: " + why);
+  const rpc::Array& a = v->get_array();
+  // [1, id, error, result], or a stream's chunk [2, "stream", [id, chunk]].
+  if (a.size() == 4 && a[0] == rpc::Value(1)) {
+    json::object m{{"id", to_json(a[1])}};
+    if (!a[2].is_null())
+      m["error"] = to_json(a[2]);
+    else
+      m["result"] = to_json(a[3]);
+    return m;
+  }
+  if (a.size() == 3 && a[0] == rpc::Value(2) && a[1] == rpc::Value("stream") && a[2].is_array() &&
+      a[2].get_array().size() == 2)
+    return json::object{{"id", to_json(a[2].get_array()[0])},
+                        {"result", to_json(a[2].get_array()[1])}};
+  die(kProtocol, "an answer from the daemon that is not MessagePack-RPC");
 }
 
 std::optional<json::object> Client::read_message() {
@@ -135,7 +219,7 @@ json::object Client::next() {
 
 json::object Client::call_resending(const std::string& method, const json::object& params) {
   for (int lost = 0;; ++lost) {
-    if (send_line(method, params))
+    if (send_request(method, params))
       if (auto r = read_answer()) return std::move(*r);
     // The supervisor keeps the listening socket while it restarts the
     // frontend, so connecting again works at once unless the daemon is gone.
@@ -173,10 +257,9 @@ void write_all(int fd, std::string_view data) {
   }
 }
 
-std::string from_base64(const json::value& data) {
-  auto bytes = sp::decode_base64(data.as_string());
-  if (!bytes) die(kProtocol, "the daemon sent output that is not base64");
-  return *bytes;
+std::string bytes_of(const json::value& data) {
+  if (!data.is_string()) die(kProtocol, "the daemon sent output that is not bytes");
+  return std::string(data.get_string());
 }
 
 int exit_code_of(const json::object& r) {

@@ -1,6 +1,10 @@
-// The shell-pool CLI's connection to shell-poold: one JSON-RPC request at a
-// time on a Unix socket, and the CLI's own exit codes. Failures end the
-// process with a message on stderr (this is a command-line tool).
+// The shell-pool CLI's connection to shell-poold: MessagePack-RPC on a Unix
+// socket (output comes as bytes, exact), one request at a time (or a few,
+// send_async), and the CLI's own exit codes. The CLI's code works on JSON
+// objects: a request's strings that are not UTF-8 (bytes from a file or a
+// terminal) go as bin, and an answer's bin values become strings holding
+// those bytes. Failures end the process with a message on stderr (this is
+// a command-line tool).
 #pragma once
 
 #include <boost/json.hpp>
@@ -58,12 +62,13 @@ class Client {
   int fd() const { return fd_.get(); }
   // Reads once from the socket; false when the connection was lost.
   bool receive();
-  // The next whole message received ({id, result} or {id, error}), if any.
+  // The next whole message received ({id, result} or {id, error}), if any;
+  // a stream's chunk (a notification) comes as {id, result} of its call.
   std::optional<json::object> take_message();
 
  private:
   bool connect();  // errno says why not
-  bool send_line(const std::string& method, json::object params, int64_t id = 1);
+  bool send_request(const std::string& method, json::object params, int64_t id = 1);
   std::optional<json::object> read_message();  // ours (id 1); nullopt: the connection was lost
   std::optional<json::object> read_answer();   // its result; an error ends the process
 
@@ -81,8 +86,8 @@ void add_program(json::object& p, const std::vector<std::string>& command);
 
 // Writes all of `data` to fd (our stdout/stderr); exits if it is gone.
 void write_all(int fd, std::string_view data);
-// Decodes base64 output from the daemon; exits on bad input.
-std::string from_base64(const json::value& data);
+// Output from the daemon (bin: the bytes, as a string).
+std::string bytes_of(const json::value& data);
 // The exit code that stands for a job's result (exit, exit record or status):
 // its exit code, 128+N for signal N, or the CLI's codes for the end states.
 int exit_code_of(const json::object& result);

@@ -16,8 +16,8 @@ namespace sp::cli {
 
 namespace {
 
-// Raw bytes per file_write: their base64 and the request stay well inside
-// the daemon's default request line (1 MiB).
+// Bytes per file_write: the request stays well inside the daemon's default
+// request line (1 MiB).
 constexpr size_t kWriteChunk = 512 * 1024;
 constexpr uint64_t kReadChunk = 4u << 20;
 
@@ -47,9 +47,7 @@ std::string read_some(int fd, size_t max, const std::string& name) {
 }
 
 json::object write_params(const std::string& path, const std::string& bytes) {
-  std::string data;
-  append_base64(data, bytes);
-  return {{"path", path}, {"data", std::move(data)}, {"encoding", "base64"}};
+  return {{"path", path}, {"data", bytes}};
 }
 
 // The remote destination for source `from`: `to` itself, or inside it when
@@ -101,9 +99,8 @@ int download(Client& client, const std::string& from, std::string to) {
   if (!stdout_out && (to.back() == '/' || (::stat(to.c_str(), &st) == 0 && S_ISDIR(st.st_mode))))
     to += (to.back() == '/' ? "" : "/") + base_name(from);
   // The first part before anything is created here: it may not be there.
-  json::object r = client.call(
-      "file_read",
-      {{"path", from}, {"offset", 0}, {"max_bytes", kReadChunk}, {"encoding", "base64"}});
+  json::object r =
+      client.call("file_read", {{"path", from}, {"offset", 0}, {"max_bytes", kReadChunk}});
   // Into a new temporary file beside it (mkstemp: never one that is there,
   // nor through a symlink someone planted), renamed at the end: an
   // interrupted copy leaves the old file.
@@ -116,9 +113,7 @@ int download(Client& client, const std::string& from, std::string to) {
     if (offset > 0) {
       std::string error;
       auto next = client.try_call(
-          "file_read",
-          {{"path", from}, {"offset", offset}, {"max_bytes", kReadChunk}, {"encoding", "base64"}},
-          &error);
+          "file_read", {{"path", from}, {"offset", offset}, {"max_bytes", kReadChunk}}, &error);
       if (!next) {
         if (!stdout_out) ::unlink(temp.c_str());
         die(kCannotRun,
@@ -126,7 +121,7 @@ int download(Client& client, const std::string& from, std::string to) {
       }
       r = std::move(*next);
     }
-    write_all(out.get(), from_base64(r.at("data")));
+    write_all(out.get(), bytes_of(r.at("data")));
     offset += uint64_t(r.at("bytes").to_number<int64_t>());
     if (r.at("eof").as_bool()) break;
   }

@@ -516,14 +516,13 @@ bool add_target_params(json::object& p, const TargetFlags& t) {
 }
 
 int run_fan_out(Client& client, json::object params) {
-  params["output_encoding"] = "base64";
   client.send("execute_stream", std::move(params));
   PrefixedLines lines;
   for (;;) {
     json::object r = client.next();
     const std::string type = text_of(r, "type");
     if (type == "stdout" || type == "stderr") {
-      lines.add(text_of(r, "host"), type == "stdout" ? 1 : 2, from_base64(r.at("data")));
+      lines.add(text_of(r, "host"), type == "stdout" ? 1 : 2, bytes_of(r.at("data")));
     } else if (type == "exit") {
       lines.finish();
       return report_fan_out(r);

@@ -103,20 +103,14 @@ class Attachment {
 
  private:
   void ask_output() {
-    output_req_ = client_.send_async("job_output", {{"job_id", id_},
-                                                    {"cursor", cursor_},
-                                                    {"max_bytes", 1 << 20},
-                                                    {"output_encoding", "base64"},
-                                                    {"wait", 30}});
+    output_req_ = client_.send_async(
+        "job_output", {{"job_id", id_}, {"cursor", cursor_}, {"max_bytes", 1 << 20}, {"wait", 30}});
   }
 
   void write_stdin(std::string bytes) {
     writing_ = std::move(bytes);
-    std::string data;
-    append_base64(data, writing_);
-    write_req_ = client_.send_async(
-        "job_stdin_write",
-        {{"job_id", id_}, {"data", std::move(data)}, {"encoding", "base64"}, {"offset", sent_}});
+    write_req_ = client_.send_async("job_stdin_write",
+                                    {{"job_id", id_}, {"data", writing_}, {"offset", sent_}});
   }
 
   void on_stdin() {
@@ -170,7 +164,7 @@ class Attachment {
     const json::object& r = m.at("result").as_object();
     for (const json::value& chunk : r.at("chunks").as_array()) {
       const json::object& c = chunk.as_object();
-      write_all(c.at("stream") == "stderr" ? 2 : 1, from_base64(c.at("data")));
+      write_all(c.at("stream") == "stderr" ? 2 : 1, bytes_of(c.at("data")));
     }
     cursor_ = uint64_t(r.at("next_cursor").to_number<int64_t>());
     ended_ = r.at("eof").as_bool();

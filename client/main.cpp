@@ -1,5 +1,5 @@
 // shell-pool: the command-line client of shell-poold. Streams a command's
-// output as it comes (byte-exact: it asks for base64) and exits with the
+// output as it comes (byte-exact: MessagePack-RPC carries it as bytes) and exits with the
 // command's exit code, here or on remote hosts; submits detached jobs and
 // finds them again; manages sessions, supervised services and remote hosts.
 // Only wires flags to requests.
@@ -23,13 +23,12 @@ using namespace sp::cli;
 namespace {
 
 int run_job(Client& client, json::object params) {
-  params["output_encoding"] = "base64";
   client.send("execute_stream", std::move(params));
   for (;;) {
     json::object r = client.next();
     std::string type = json::value_to<std::string>(r.at("type"));
     if (type == "stdout" || type == "stderr") {
-      write_all(type == "stdout" ? 1 : 2, from_base64(r.at("data")));
+      write_all(type == "stdout" ? 1 : 2, bytes_of(r.at("data")));
       continue;
     }
     return exit_code_of(r);
@@ -42,20 +41,17 @@ std::string print_logs(Client& client, const std::string& id, const std::string&
                        bool follow) {
   uint64_t cursor = 0;
   for (;;) {
-    json::object params{{"job_id", id},
-                        {"stream", stream},
-                        {"cursor", cursor},
-                        {"max_bytes", 1 << 20},
-                        {"output_encoding", "base64"}};
+    json::object params{
+        {"job_id", id}, {"stream", stream}, {"cursor", cursor}, {"max_bytes", 1 << 20}};
     if (follow) params["wait"] = 30;
     json::object r = client.call_resending("job_output", params);
     if (stream == "both") {
       for (const json::value& chunk : r.at("chunks").as_array()) {
         const json::object& c = chunk.as_object();
-        write_all(c.at("stream") == "stderr" ? 2 : 1, from_base64(c.at("data")));
+        write_all(c.at("stream") == "stderr" ? 2 : 1, bytes_of(c.at("data")));
       }
     } else {
-      write_all(stream == "stderr" ? 2 : 1, from_base64(r.at("data")));
+      write_all(stream == "stderr" ? 2 : 1, bytes_of(r.at("data")));
     }
     cursor = uint64_t(r.at("next_cursor").to_number<int64_t>());
     if (r.at("eof").as_bool() || (!follow && r.at("data").as_string().empty()))
@@ -335,8 +331,8 @@ int show_status(Client& client, const Flags& f) {
 // A plan's result: each step's output, and a line for each step that failed.
 int print_plan(const json::object& r, const json::value& results) {
   auto print_step = [](const json::object& step) {
-    write_all(1, from_base64(step.at("stdout")));
-    write_all(2, from_base64(step.at("stderr")));
+    write_all(1, bytes_of(step.at("stdout")));
+    write_all(2, bytes_of(step.at("stderr")));
     std::string ended(step.at("state").as_string());
     if (ended != "exited" || step.at("exit_code") != 0)
       std::fprintf(stderr, "shell-pool: step %s: %s\n",
@@ -351,8 +347,8 @@ int print_plan(const json::object& r, const json::value& results) {
 
 // A finished job's result: its output, and whether some was dropped.
 int print_result(const json::object& r, const std::string& id) {
-  write_all(1, from_base64(r.at("stdout")));
-  write_all(2, from_base64(r.at("stderr")));
+  write_all(1, bytes_of(r.at("stdout")));
+  write_all(2, bytes_of(r.at("stderr")));
   if (r.at("truncated").as_bool())
     std::fprintf(stderr,
                  "shell-pool: output truncated; `shell-pool logs %s` has all that "
@@ -362,7 +358,7 @@ int print_result(const json::object& r, const std::string& id) {
 }
 
 int wait_job(Client& client, const Flags& f) {
-  json::object p{{"job_id", f.id}, {"output_encoding", "base64"}};
+  json::object p{{"job_id", f.id}};
   if (f.wait_timeout >= 0) p["timeout"] = f.wait_timeout;
   json::object r = client.call_resending("job_wait", p);
   if (r.at("finished_at_ms").is_null()) {  // the wait ran out first

@@ -193,7 +193,7 @@ int wait_service(Client& client, const ServiceFlags& f) {
 // a read finds nothing new, with it until the service has ended and all
 // its output was read.
 int print_service_logs(Client& client, const ServiceFlags& f) {
-  json::object p{{"name", f.name}, {"max_bytes", kLogChunk}, {"output_encoding", "base64"}};
+  json::object p{{"name", f.name}, {"max_bytes", kLogChunk}};
   if (f.tail) p["tail_bytes"] = *f.tail;
   if (!f.stream.empty()) p["stream"] = f.stream;
   if (f.follow) p["wait"] = kFollowWait;
@@ -204,7 +204,7 @@ int print_service_logs(Client& client, const ServiceFlags& f) {
       std::fprintf(stderr,
                    "shell-pool: %lld bytes of the log were overwritten before they were read\n",
                    static_cast<long long>(lost));
-    const std::string data = from_base64(r.at("data"));
+    const std::string data = bytes_of(r.at("data"));
     write_all(1, data);
     if (r.at("eof").as_bool() || (!f.follow && data.empty())) return 0;
     // Later reads go on from where this one ended, not from a new tail.

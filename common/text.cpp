@@ -179,13 +179,24 @@ std::optional<std::string> decode_base64(std::string_view in) {
   return out;
 }
 
-void append_output_text(std::string& out, std::string_view bytes, bool base64, std::string& carry,
-                        bool final) {
-  if (base64) {
+bool valid_utf8(std::string_view s) {
+  for (unsigned char c : s)
+    if (c >= 0x80) {  // only then is the sanitizer's copy needed
+      std::string out, carry;
+      append_utf8_sanitized(out, s, carry, true);
+      return out == s;
+    }
+  return true;
+}
+
+void append_output_text(std::string& out, std::string_view bytes, OutputEncoding e,
+                        std::string& carry, bool final) {
+  if (e == OutputEncoding::kBase64)
     append_base64(out, bytes);
-  } else {
+  else if (e == OutputEncoding::kBytes)
+    out.append(bytes);
+  else
     append_utf8_sanitized(out, bytes, carry, final);
-  }
 }
 
 }  // namespace sp

@@ -104,7 +104,7 @@ AttachedJobs::Pending& AttachedJobs::track(uint32_t i, Reply r, bool stream,
   job.job_id = jobs_.slot(i).job_id;
   job.reply = std::move(r);
   job.stream = stream;
-  job.base64 = p.base64;
+  job.encoding = p.encoding;
   uint64_t cap = stream ? UINT64_MAX : o_.max_output_bytes;
   job.cap = p.max_output_bytes ? std::min(*p.max_output_bytes, cap) : cap;
   job.kill_on_cap = p.kill_on_output_cap;
@@ -213,9 +213,10 @@ void AttachedJobs::on_output(Pending& p, uint8_t stream, std::string_view bytes)
 void AttachedJobs::send_chunk(Pending& p, int stream, std::string_view bytes, bool final) {
   if (!out_.wanted(p.reply)) return;
   std::string data;
-  append_output_text(data, bytes, p.base64, p.carry[stream], final);
+  append_output_text(data, bytes, p.encoding, p.carry[stream], final);
   if (data.empty()) return;
-  rpc::Object chunk{{"type", stream ? "stderr" : "stdout"}, {"data", std::move(data)}};
+  rpc::Object chunk{{"type", stream ? "stderr" : "stdout"},
+                    {"data", output_value(std::move(data), p.encoding)}};
   if (!p.host.empty()) chunk["host"] = p.host;
   out_.partial(p.reply, chunk);
   if (p.heartbeat_ns) p.next_beat_ns = monotonic_ns() + p.heartbeat_ns;  // it is not silent
@@ -255,8 +256,8 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   } else {
     for (int i = 0; i < 2; ++i) {
       std::string text;
-      append_output_text(text, p.data[i], p.base64, p.carry[i], true);
-      result[i ? "stderr" : "stdout"] = std::move(text);
+      append_output_text(text, p.data[i], p.encoding, p.carry[i], true);
+      result[i ? "stderr" : "stdout"] = output_value(std::move(text), p.encoding);
     }
   }
   result["exit_code"] = outcome.exit_code;
@@ -267,7 +268,7 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
   result["job_id"] = std::to_string(p.job_id);
   result["status"] = state_name(w.state);
   result["error"] = outcome.failure.empty() ? rpc::Value(nullptr) : rpc::Value(outcome.failure);
-  if (p.base64) result["encoding"] = "base64";
+  add_encoding(result, p.encoding);
   if (!p.host.empty()) {
     result["host"] = p.host;
     add_remote_error(result, outcome.error_code, outcome.error_phase);

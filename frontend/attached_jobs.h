@@ -91,7 +91,7 @@ class AttachedJobs {
     uint64_t job_id = 0;
     Reply reply;
     bool stream = false;
-    bool base64 = false;
+    OutputEncoding encoding = OutputEncoding::kUtf8;
     uint64_t cap = 0;  // bytes kept per stream
     uint64_t seen[2] = {};
     bool truncated = false;

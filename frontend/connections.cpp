@@ -15,7 +15,8 @@ namespace sp::frontend {
 struct Connections::Conn {
   uint64_t id = 0;
   UniqueFd fd;
-  uid_t uid = 0;  // the peer's (SO_PEERCRED at accept)
+  uid_t uid = 0;                      // the peer's (SO_PEERCRED at accept)
+  const rpc::Codec* codec = nullptr;  // its dialect, from its first byte; until then JSON-RPC's
   // Bytes read and not yet handled, from in_off: whole request lines that
   // wait while the connection is at its bounds (see takes_requests), then an
   // incomplete one. At most one read (64 KiB) plus one line.
@@ -33,12 +34,10 @@ struct Connections::Conn {
   bool done() const { return read_closed && !unanswered && !backlog() && !lines_waiting(); }
 };
 
-Connections::Connections(Limits limits, int epoll_fd, UniqueFd listen_fd, const rpc::Codec& codec,
-                         Handlers handlers)
+Connections::Connections(Limits limits, int epoll_fd, UniqueFd listen_fd, Handlers handlers)
     : limits_(std::move(limits)),
       epoll_(epoll_fd),
       listen_(std::move(listen_fd)),
-      codec_(codec),
       handlers_(std::move(handlers)) {}
 
 Connections::~Connections() = default;
@@ -99,8 +98,8 @@ void Connections::accept_all() {
       continue;
     }
     if (conns_.size() >= limits_.max_connections) {
-      std::string text = codec_.error(nullptr, to_rpc(TransportError::kTooManyConnections,
-                                                      limits_.max_connections)) +
+      std::string text = json_.error(nullptr, to_rpc(TransportError::kTooManyConnections,
+                                                     limits_.max_connections)) +
                          "\n";
       [[maybe_unused]] ssize_t w = ::send(fd, text.data(), text.size(), MSG_NOSIGNAL);
       continue;
@@ -157,7 +156,7 @@ void Connections::read_from(Conn& c) {
     ssize_t n = ::recv(c.fd.get(), buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
       c.in.append(buf, size_t(n));
-      handle_lines(c);
+      handle_input(c);
       if (!takes_requests(c)) break;
       if (size_t(n) < sizeof buf) break;
       continue;
@@ -170,13 +169,24 @@ void Connections::read_from(Conn& c) {
     }
     // EOF: the client shut its write side. Answer what is in flight, then close.
     c.read_closed = true;
-    handle_lines(c);
+    handle_input(c);
   }
   if (c.done()) {
     close(c.id);
     return;
   }
   update_events(c);
+}
+
+void Connections::handle_input(Conn& c) {
+  if (!c.codec && c.lines_waiting())
+    c.codec = rpc::starts_msgpack(uint8_t(c.in[c.in_off]))
+                  ? static_cast<const rpc::Codec*>(&msgpack_)
+                  : &json_;
+  if (c.codec == &msgpack_)
+    handle_frames(c);
+  else
+    handle_lines(c);
 }
 
 // Lines past the connection's bounds wait in c.in, and reading stops, until
@@ -189,7 +199,7 @@ void Connections::handle_lines(Conn& c) {
     if (nl == std::string_view::npos && !c.read_closed) {  // the line's end is still to come
       if (!c.skipping && rest.size() > limits_.max_line_bytes) {
         send(c.id,
-             codec_.error(nullptr, to_rpc(TransportError::kLineTooLong, limits_.max_line_bytes)));
+             json_.error(nullptr, to_rpc(TransportError::kLineTooLong, limits_.max_line_bytes)));
         c.skipping = true;
       }
       if (c.skipping) c.in_off = c.in.size();
@@ -200,7 +210,7 @@ void Connections::handle_lines(Conn& c) {
       c.skipping = false;  // the end of the over-long line
     else if (len > limits_.max_line_bytes)
       send(c.id,
-           codec_.error(nullptr, to_rpc(TransportError::kLineTooLong, limits_.max_line_bytes)));
+           json_.error(nullptr, to_rpc(TransportError::kLineTooLong, limits_.max_line_bytes)));
     else
       handle_line(c, rest.substr(0, len));
     c.in_off += std::min(len + 1, rest.size());
@@ -214,10 +224,48 @@ void Connections::handle_lines(Conn& c) {
   }
 }
 
+// MessagePack frames, as lines above: those past the bounds wait in c.in.
+void Connections::handle_frames(Conn& c) {
+  while (c.lines_waiting() && takes_requests(c)) {
+    std::string_view rest = std::string_view(c.in).substr(c.in_off);
+    rpc::FrameScan f = rpc::scan_frame(rest);
+    if (f.status == rpc::FrameScan::kInvalid)
+      return give_up(c, {rpc::Code::ParseError, "parse error: " + f.why});
+    if (f.status == rpc::FrameScan::kNeedMore || f.size > limits_.max_line_bytes) {
+      if (f.size > limits_.max_line_bytes || rest.size() > limits_.max_line_bytes)
+        return give_up(c, to_rpc(TransportError::kLineTooLong, limits_.max_line_bytes));
+      if (c.read_closed)
+        return give_up(c, {rpc::Code::ParseError, "parse error: the last message is cut short"});
+      break;
+    }
+    handle_line(c, rest.substr(0, f.size));
+    c.in_off += f.size;
+  }
+  if (!c.lines_waiting()) {
+    c.in.clear();
+    c.in_off = 0;
+  } else if (c.in_off > 0) {
+    c.in.erase(0, c.in_off);
+    c.in_off = 0;
+  }
+}
+
+void Connections::give_up(Conn& c, const rpc::RpcError& err) {
+  send(c.id, c.codec->error(nullptr, err));
+  c.in.clear();
+  c.in_off = 0;
+  c.read_closed = true;  // nothing more is read; it closes once answered (Conn::done)
+}
+
+const rpc::Codec& Connections::codec_of(uint64_t conn_id) const {
+  const Conn* c = conn(conn_id);
+  return c && c->codec ? *c->codec : json_;
+}
+
 void Connections::handle_line(Conn& c, std::string_view line) {
-  rpc::Line parsed = codec_.decode(line);
+  rpc::Line parsed = c.codec->decode(line);
   if (parsed.error) {
-    send(c.id, codec_.error(nullptr, *parsed.error));
+    send(c.id, c.codec->error(nullptr, *parsed.error));
     return;
   }
   std::shared_ptr<Batch> batch;
@@ -227,8 +275,9 @@ void Connections::handle_line(Conn& c, std::string_view line) {
     batch->remaining = parsed.calls.size();
   }
   const uint64_t id = c.id;
+  const bool bytes = c.codec->carries_bytes();  // `c` may be gone after a dispatch
   for (rpc::Call& call : parsed.calls) {
-    Reply r{id, std::move(call.id), call.notification, batch};
+    Reply r{id, std::move(call.id), call.notification, bytes, batch};
     // The dispatcher may answer at once, which may close the connection.
     if (Conn* live = conn(id)) ++live->unanswered;
     if (batch_full(r))  // not run: the batch could not carry its answer
@@ -245,11 +294,11 @@ bool Connections::wanted(const Reply& r) const {
 }
 
 void Connections::answer(Reply& r, const rpc::Value& result) {
-  finish(r, wanted(r) ? codec_.result(r.id, result) : std::string());
+  finish(r, wanted(r) ? codec_of(r.conn_id).result(r.id, result) : std::string());
 }
 
 void Connections::fail(Reply& r, const rpc::RpcError& err) {
-  finish(r, wanted(r) ? codec_.error(r.id, err) : std::string());
+  finish(r, wanted(r) ? codec_of(r.conn_id).error(r.id, err) : std::string());
 }
 
 void Connections::drop(Reply& r) {
@@ -257,7 +306,7 @@ void Connections::drop(Reply& r) {
 }
 
 void Connections::partial(const Reply& r, const rpc::Value& result) {
-  if (wanted(r)) send(r.conn_id, codec_.result(r.id, result));
+  if (wanted(r)) send(r.conn_id, codec_of(r.conn_id).chunk(r.id, result));
 }
 
 void Connections::finish(Reply& r, std::string text) {
@@ -275,7 +324,7 @@ void Connections::finish(Reply& r, std::string text) {
     }
     if (--b.remaining == 0) {
       unsent_ -= b.held_bytes;
-      if (!b.answers.empty()) send(b.conn_id, codec_.batch(b.answers));
+      if (!b.answers.empty()) send(b.conn_id, codec_of(b.conn_id).batch(b.answers));
     }
     r.batch.reset();
   } else if (c && !text.empty()) {
@@ -287,13 +336,14 @@ void Connections::finish(Reply& r, std::string text) {
 void Connections::send(uint64_t conn_id, std::string text) {
   Conn* c = conn(conn_id);
   if (!c) return;
-  unsent_ += text.size() + 1;
+  const std::string_view end = c->codec ? c->codec->terminator() : "\n";
+  unsent_ += text.size() + end.size();
   if (c->out.empty()) {
     c->out = std::move(text);
   } else {
     c->out += text;
   }
-  c->out += '\n';
+  c->out += end;
   dirty_.push_back(conn_id);
 }
 
@@ -331,7 +381,7 @@ void Connections::flush(Conn& c) {
     c.out_off = 0;
   }
   const uint64_t id = c.id;
-  if (c.lines_waiting()) handle_lines(c);  // lines that waited for room
+  if (c.lines_waiting()) handle_input(c);  // requests that waited for room
   Conn* live = conn(id);
   if (!live) return;
   if (live->done()) {

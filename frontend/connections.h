@@ -1,14 +1,18 @@
 // Connections: the frontend's transport. Accepts clients on the listening
-// socket (checking their uid), cuts what they send into frames (lines),
-// decodes each with the connection's codec and hands every call to the
-// dispatcher with the Reply that answers it; encodes answers and writes
-// them, holding what a client has not read yet.
+// socket (checking their uid), picks each one's dialect by its first byte
+// (a MessagePack array: MessagePack-RPC; anything else: JSON-RPC), cuts
+// what it sends into frames (lines, or MessagePack objects), decodes each
+// with its codec and hands every call to the dispatcher with the Reply that
+// answers it; encodes answers and writes them, holding what a client has
+// not read yet.
 //
 // Bounds (docs/protocol.md): a connection's unsent answers
 // (kMaxBacklogBytes) and its unanswered requests (--max-inflight) stop its
 // reading until they drop, so one read cannot start more work than that; a
-// batch's answers are held to kMaxBacklogBytes; lines to --max-line;
-// connections to --max-connections.
+// batch's answers are held to kMaxBacklogBytes; lines and MessagePack
+// frames to --max-line; connections to --max-connections. MessagePack has
+// no line ends to find the next frame by: after a frame that cannot be
+// read, or one too long, the connection is answered and closed.
 //
 // Used from the frontend's single thread. Owns the client sockets and the
 // listening fd it was given (the supervisor keeps its own copy).
@@ -27,6 +31,8 @@
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "frontend/codec/json_codec.h"
+#include "frontend/codec/msgpack_codec.h"
 #include "frontend/codec/rpc.h"
 
 namespace sp::frontend {
@@ -48,6 +54,7 @@ struct Reply {
   uint64_t conn_id = 0;  // 0: the client is gone
   rpc::Value id;
   bool silent = false;  // a notification
+  bool bytes = false;   // the dialect carries bytes: output goes as rpc::Bytes
   std::shared_ptr<Batch> batch;
 };
 
@@ -67,8 +74,7 @@ class Connections {
 
   // `epoll_fd`: the loop's; connections are registered with their id as tag
   // (ids from kFirstConnId on). `listen_fd`: owned from now on.
-  Connections(Limits limits, int epoll_fd, UniqueFd listen_fd, const rpc::Codec& codec,
-              Handlers handlers);
+  Connections(Limits limits, int epoll_fd, UniqueFd listen_fd, Handlers handlers);
   ~Connections();
   static constexpr uint64_t kListenTag = 1;     // the listening socket's epoll tag
   static constexpr uint64_t kFirstConnId = 16;  // tags below are the loop's own
@@ -125,8 +131,14 @@ class Connections {
   bool allowed(uid_t uid) const;
   bool takes_requests(const Conn& c) const;
   void read_from(Conn& c);
+  void handle_input(Conn& c);  // by the connection's dialect:
   void handle_lines(Conn& c);
+  void handle_frames(Conn& c);
   void handle_line(Conn& c, std::string_view line);
+  // A MessagePack stream that cannot go on: `err` is answered, the rest of
+  // the input dropped, and the connection closes once its answers are out.
+  void give_up(Conn& c, const rpc::RpcError& err);
+  const rpc::Codec& codec_of(uint64_t conn_id) const;
   void send(uint64_t conn_id, std::string text);
   void finish(Reply& r, std::string text);  // the answer (maybe empty: none) to r
   void flush(Conn& c);
@@ -137,7 +149,8 @@ class Connections {
   Limits limits_;
   int epoll_;
   UniqueFd listen_;
-  const rpc::Codec& codec_;
+  const rpc::JsonCodec json_;
+  const rpc::MsgpackCodec msgpack_;
   Handlers handlers_;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
   std::vector<uint64_t> dirty_;  // connections with answers to write

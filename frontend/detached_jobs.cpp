@@ -225,6 +225,7 @@ std::variant<rpc::Object, rpc::RpcError> DetachedJobs::shaped(uint32_t rec, rpc:
   if (eof && eof->is_bool() && eof->get_bool() && code &&
       !(code->is_int64() && code->get_int64() == 0)) {
     rpc::JobOutputParams err;
+    err.encoding = OutputEncoding::kUtf8;  // an error message's text
     err.job_id = records_.at(rec).id;
     err.stream = shm::SpoolView::kStderr;
     err.max_bytes = 4096;
@@ -253,7 +254,7 @@ void DetachedJobs::run_plan(rpc::PlanParams& p, Reply r) {
   auto plan = plans_.submit(p, "", true);
   if (auto* e = std::get_if<SubmitError>(&plan)) return out_.fail(r, to_rpc(*e));
   rpc::JobWaitParams wait;
-  wait.base64 = p.base64;
+  wait.encoding = p.encoding;
   wait.max_output_bytes = p.max_output_bytes;
   park(r, std::get<uint32_t>(plan), std::nullopt, std::move(wait), true);
 }

@@ -156,8 +156,9 @@ void FileMethods::answer(const rpc::FileParams& p, Reply r, AttachedJobs::Ended 
   std::string_view data = std::string_view(e.out).substr(eol + 1);
   const uint64_t offset = p.offset.value_or(0);
   std::string text;
-  if (p.base64) {
-    append_base64(text, data);
+  if (p.encoding != OutputEncoding::kUtf8) {
+    std::string carry;  // not used by these two
+    append_output_text(text, data, p.encoding, carry, true);
   } else {
     size_t tail = 0;
     const bool valid = utf8_text(data, tail);
@@ -184,9 +185,11 @@ void FileMethods::answer(const rpc::FileParams& p, Reply r, AttachedJobs::Ended 
     }
     text.assign(data);
   }
-  result["data"] = std::move(text);
+  result["data"] = output_value(std::move(text), p.encoding);
   result["offset"] = offset;
-  result["encoding"] = p.base64 ? "base64" : "utf8";
+  result["encoding"] = p.encoding == OutputEncoding::kBase64  ? "base64"
+                       : p.encoding == OutputEncoding::kBytes ? "binary"
+                                                              : "utf8";
   out_.answer(r, result);
 }
 
@@ -194,7 +197,7 @@ void FileMethods::archive_create(rpc::ArchiveCreateParams& p, Reply r) {
   rpc::JobOutputParams read;
   read.stream = shm::SpoolView::kStdout;
   read.max_bytes = p.max_bytes;
-  read.base64 = true;
+  read.encoding = OutputEncoding::kBase64;
   read.wait_s = p.wait_s;
   if (p.archive_id.empty()) {
     rpc::ExecParams e = helper("pack", p.path, kPackTimeoutS);

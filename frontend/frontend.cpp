@@ -81,7 +81,7 @@ class Frontend {
         records_(seg_, spool_dir_ ? spool_dir_.get() : -1, uint64_t(o_.retain_s * 1000),
                  o_.job_spool_bytes),
         queue_(o_, fds, seg_, base_env(environ, shm::env_pass(o_))),
-        out_(connection_limits(o_), epoll_.get(), UniqueFd(fds.listen), codec_,
+        out_(connection_limits(o_), epoll_.get(), UniqueFd(fds.listen),
              {[this](rpc::Call& call, Reply r) { methods_.dispatch(call, std::move(r)); },
               [this](uint64_t conn) { client_gone(conn); },
               [this](uint64_t conn) { client_drained(conn); }}),
@@ -151,7 +151,6 @@ class Frontend {
   shm::SessionTable sessions_;
   JobRecords records_;
   JobQueue queue_;
-  rpc::JsonCodec codec_;
   Connections out_;
   StdinFeeds stdin_;
   MethodTable methods_;

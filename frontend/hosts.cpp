@@ -369,12 +369,13 @@ void Hosts::settle(FanOutCall& c, size_t i, AttachedJobs::Ended e) {
   o["signal"] = signal_value(e.signal);
   if (!c.stream) {
     std::string carry, text;
-    append_output_text(text, e.out, c.params.base64, carry, true);
-    o["stdout"] = std::move(text);
+    append_output_text(text, e.out, c.params.encoding, carry, true);
+    o["stdout"] = output_value(std::move(text), c.params.encoding);
     carry.clear();
     text.clear();
-    append_output_text(text, e.err, c.params.base64, carry, true);
-    o["stderr"] = std::move(text);
+    append_output_text(text, e.err, c.params.encoding, carry, true);
+    o["stderr"] = output_value(std::move(text), c.params.encoding);
+    add_encoding(o, c.params.encoding);
   }
   o["truncated"] = e.truncated;
   o["duration_ms"] = e.duration_ms;

@@ -119,7 +119,7 @@ std::optional<std::variant<rpc::Object, JobError>> DetachedJobs::interact_answer
   read.job_id = in.p.job_id;
   read.cursor = in.p.cursor;
   read.max_bytes = in.p.max_bytes;
-  read.base64 = in.p.base64;
+  read.encoding = in.p.encoding;
   bool ready = true;
   auto out = views_.output(w.record, read, ready);
   if (auto* e = std::get_if<JobError>(&out)) return *e;
@@ -128,10 +128,11 @@ std::optional<std::variant<rpc::Object, JobError>> DetachedJobs::interact_answer
   const uint64_t quiet_at = in.quiet_since_ns + in.p.idle_ms * 1'000'000;
   const char* reason = o["eof"] == rpc::Value(true) ? "exited"
                        // UTF-8 text may stop up to 3 bytes short (a character held back)
-                       : got + (in.p.base64 ? 0 : 3) >= in.p.max_bytes ? "max_bytes"
-                       : now >= quiet_at                               ? "idle"
-                       : now >= in.end_ns                              ? "timeout"
-                                                                       : nullptr;
+                       : got + (in.p.encoding == OutputEncoding::kUtf8 ? 3 : 0) >= in.p.max_bytes
+                           ? "max_bytes"
+                       : now >= quiet_at  ? "idle"
+                       : now >= in.end_ns ? "timeout"
+                                          : nullptr;
   if (!reason) {
     w.deadline_ns = std::min(quiet_at, in.end_ns);
     return std::nullopt;

@@ -17,11 +17,12 @@ rpc::Value time_or_null(uint64_t unix_ms) {
   return unix_ms ? rpc::Value(unix_ms) : rpc::Value(nullptr);
 }
 
-// Text for the answer: base64, or UTF-8 with invalid bytes replaced. With
-// `hold`, an incomplete sequence at the end is left out; returns its length.
-size_t encode_text(std::string& out, std::string_view bytes, bool base64, bool hold) {
+// Text for the answer: base64, bytes, or UTF-8 with invalid bytes
+// replaced. With `hold`, an incomplete sequence at the end is left out;
+// returns its length.
+size_t encode_text(std::string& out, std::string_view bytes, OutputEncoding e, bool hold) {
   std::string carry;
-  append_output_text(out, bytes, base64, carry, !hold);
+  append_output_text(out, bytes, e, carry, !hold);
   return carry.size();
 }
 
@@ -123,14 +124,14 @@ rpc::Object JobViews::result(uint32_t rec, const rpc::JobWaitParams& p) const {
     }
     truncated |= total > bytes.size();
     std::string text;
-    encode_text(text, bytes, p.base64, false);
-    o[i ? "stderr" : "stdout"] = std::move(text);
+    encode_text(text, bytes, p.encoding, false);
+    o[i ? "stderr" : "stdout"] = output_value(std::move(text), p.encoding);
   }
   const std::string job_state = state(rec);
   o["status"] = job_state;
   o["timed_out"] = job_state == "timed_out";
   o["truncated"] = truncated;
-  if (p.base64) o["encoding"] = "base64";
+  add_encoding(o, p.encoding);
   return o;
 }
 
@@ -163,7 +164,8 @@ std::variant<rpc::Object, JobError> JobViews::output(uint32_t rec, const rpc::Jo
     if (seq != r.seq) seq = r.seq, pos = {};
     hint = &pos;
     // UTF-8 text must be able to take one whole character (4 bytes).
-    uint64_t max = p.base64 ? p.max_bytes : std::max<uint64_t>(p.max_bytes, 4);
+    const bool text = p.encoding != OutputEncoding::kBase64 && p.encoding != OutputEncoding::kBytes;
+    uint64_t max = text ? std::max<uint64_t>(p.max_bytes, 4) : p.max_bytes;
     auto read = shm::read_spool(fd->get(), end, view, p.cursor, max, pos);
     if (!read)
       return JobError{
@@ -186,32 +188,34 @@ std::variant<rpc::Object, JobError> JobViews::output(uint32_t rec, const rpc::Jo
     bool last = k + 1 == got.chunks.size();
     std::string text;
     // Hold back an incomplete character at the end: the rest is still to come.
-    size_t held = encode_text(text, chunk.data, p.base64, last && !eof);
+    size_t held = encode_text(text, chunk.data, p.encoding, last && !eof);
     next -= held;
     data += text;
     if (both)
-      chunks.push_back(rpc::Object{
-          {"stream", chunk.stream == shm::kStreamStderr ? "stderr" : "stdout"}, {"data", text}});
+      chunks.push_back(
+          rpc::Object{{"stream", chunk.stream == shm::kStreamStderr ? "stderr" : "stdout"},
+                      {"data", output_value(std::move(text), p.encoding)}});
   }
-  if (p.base64 && got.chunks.size() > 1) {  // one encoding of all: padding only at its end
+  if (p.encoding == OutputEncoding::kBase64 &&
+      got.chunks.size() > 1) {  // one encoding of all: padding only at its end
     std::string raw;
     for (const auto& chunk : got.chunks) raw += chunk.data;
     data.clear();
-    encode_text(data, raw, true, false);
+    encode_text(data, raw, OutputEncoding::kBase64, false);
   }
   // The next read starts at `next`: keep the resume point only if it is not
   // past it (after a held-back character it may be).
   if (hint && got.resume.at[size_t(view)] <= next) *hint = got.resume;
   ready = next != p.cursor || eof;
   o["job_id"] = r.id;
-  o["data"] = std::move(data);
+  o["data"] = output_value(std::move(data), p.encoding);
   if (both) o["chunks"] = std::move(chunks);
   o["cursor"] = p.cursor;
   o["next_cursor"] = next;
   o["eof"] = eof;
   o["truncated"] = r.truncated.load() != 0;
   o["state"] = state(rec);
-  if (p.base64) o["encoding"] = "base64";
+  add_encoding(o, p.encoding);
   return o;
 }
 

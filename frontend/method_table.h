@@ -2,7 +2,8 @@
 // adds its methods (jobs, plans, sessions, admin); the transport hands every
 // call to dispatch(), which finds the method, reads its typed params (a
 // -32602 answers the call when they are wrong) and runs its handler with
-// the Reply to answer, now or later. A handler never sees a wire format.
+// the Reply to answer, now or later. A handler never sees a wire format;
+// params with an output `encoding` the call left unset get its dialect's.
 //
 // Used from the frontend's single thread; handlers must outlive the table.
 #pragma once
@@ -43,7 +44,13 @@ class MethodTable {
       if (auto* e = std::get_if<rpc::RpcError>(&parsed)) return out_->fail(reply, *e);
       if (holds == Holds::kInflight && out_->over_inflight(reply))
         return out_->fail(reply, out_->inflight_error());
-      handle(std::get<Params>(parsed), std::move(reply));
+      Params& p = std::get<Params>(parsed);
+      // Output the call did not give an encoding for goes as its dialect
+      // carries it: bytes on MessagePack-RPC, UTF-8 text on JSON-RPC.
+      if constexpr (requires(Params & q) { q.encoding; })
+        if (p.encoding == OutputEncoding::kUnset)
+          p.encoding = reply.bytes ? OutputEncoding::kBytes : OutputEncoding::kUtf8;
+      handle(p, std::move(reply));
     };
   }
   // A method without params (they are ignored).

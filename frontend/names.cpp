@@ -95,4 +95,14 @@ void add_remote_error(rpc::Object& o, uint8_t code, uint8_t phase) {
       code && phase ? rpc::Value(std::string(name_of(RemotePhase(phase)))) : rpc::Value(nullptr);
 }
 
+rpc::Value output_value(std::string text, OutputEncoding e) {
+  if (e == OutputEncoding::kBytes) return rpc::Bytes{std::move(text)};
+  return text;
+}
+
+void add_encoding(rpc::Object& o, OutputEncoding e) {
+  if (e == OutputEncoding::kBase64) o["encoding"] = "base64";
+  if (e == OutputEncoding::kBytes) o["encoding"] = "binary";
+}
+
 }  // namespace sp::frontend

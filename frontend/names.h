@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/text.h"
 #include "frontend/codec/value.h"
 #include "shm/layout.h"
 
@@ -38,5 +39,11 @@ rpc::Value remote_error_value(uint8_t code, uint8_t phase, const std::string& me
 // "error_code" and "error_phase" of a single remote job's result (names, or
 // null), beside its "error" message.
 void add_remote_error(rpc::Object& o, uint8_t code, uint8_t phase);
+
+// Output as append_output_text made it, as an answer's value: rpc::Bytes
+// for OutputEncoding::kBytes, else a string.
+rpc::Value output_value(std::string text, OutputEncoding e);
+// "encoding": "base64" or "binary" when the output is not UTF-8 text.
+void add_encoding(rpc::Object& o, OutputEncoding e);
 
 }  // namespace sp::frontend

@@ -450,12 +450,16 @@ std::variant<rpc::Object, rpc::RpcError> Services::read_logs(uint32_t i,
   run.hint = rd->resume;
   const bool over = ended(s.phase) && rd->at_end;
   std::string data, carry;
-  append_output_text(data, rd->data, p.base64, carry, over);
+  append_output_text(data, rd->data, p.encoding, carry, over);
   const uint64_t next = rd->next_cursor - carry.size();  // an incomplete character: read again
   got_data = !data.empty();
-  rpc::Object o{{"name", s.name}, {"data", std::move(data)},      {"next_cursor", next},
-                {"eof", over},    {"lost_bytes", rd->lost_bytes}, {"state", phase_name(s.phase)}};
-  if (p.base64) o["encoding"] = "base64";
+  rpc::Object o{{"name", s.name},
+                {"data", output_value(std::move(data), p.encoding)},
+                {"next_cursor", next},
+                {"eof", over},
+                {"lost_bytes", rd->lost_bytes},
+                {"state", phase_name(s.phase)}};
+  add_encoding(o, p.encoding);
   return o;
 }
 

@@ -26,7 +26,7 @@ constexpr sp::frontend::Fds kFrontendFds{sp::roles::kListen, sp::roles::kFronten
 int main(int argc, char** argv) {
   CLI::App app{
       "shell-poold: a crash-isolated daemon that runs shell commands for clients on a Unix "
-      "socket (JSON-RPC 2.0, one message per line).\n"
+      "socket (JSON-RPC 2.0, one message per line, or MessagePack-RPC).\n"
       "Runs in the foreground and logs to stderr; SIGTERM/SIGINT drains running jobs and stops; "
       "SIGHUP reloads the configuration (the flags and --config FILE) without a restart.",
       "shell-poold"};

@@ -1,6 +1,7 @@
 #include "tests/daemon_harness.h"
 
 #include "common/text.h"
+#include "frontend/codec/msgpack_codec.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -453,14 +454,15 @@ bool Client::send_line(std::string_view line, double timeout_s) {
   return send_raw(text, timeout_s);
 }
 
-std::optional<std::string> Client::read_line(double timeout_s) {
+template <typename Take>
+std::optional<std::string> Client::read_until(double timeout_s, Take take) {
   auto deadline = deadline_after(timeout_s);
   for (;;) {
-    size_t nl = buf_.find('\n');
-    if (nl != std::string::npos) {
-      std::string line = buf_.substr(0, nl);
-      buf_.erase(0, nl + 1);
-      return line;
+    // take: {length of the unit, bytes it spans} once buf_ holds a whole one.
+    if (std::optional<std::pair<size_t, size_t>> unit = take(std::string_view(buf_))) {
+      std::string got = buf_.substr(0, unit->first);
+      buf_.erase(0, unit->second);
+      return got;
     }
     if (!fd_ || eof_) return std::nullopt;
     pollfd p{fd_.get(), POLLIN, 0};
@@ -475,6 +477,30 @@ std::optional<std::string> Client::read_line(double timeout_s) {
       eof_ = true;
     }
   }
+}
+
+std::optional<std::string> Client::read_line(double timeout_s) {
+  return read_until(timeout_s, [](std::string_view b) -> std::optional<std::pair<size_t, size_t>> {
+    size_t nl = b.find('\n');
+    if (nl == std::string_view::npos) return std::nullopt;
+    return std::pair{nl, nl + 1};
+  });
+}
+
+std::optional<std::string> Client::read_frame(double timeout_s) {
+  bool bad = false;
+  auto frame =
+      read_until(timeout_s, [&](std::string_view b) -> std::optional<std::pair<size_t, size_t>> {
+        sp::rpc::FrameScan s = sp::rpc::scan_frame(b);
+        if (s.status == sp::rpc::FrameScan::kInvalid) bad = true;
+        if (s.status != sp::rpc::FrameScan::kComplete) {
+          if (bad) return std::pair{size_t(0), b.size()};
+          return std::nullopt;
+        }
+        return std::pair{s.size, s.size};
+      });
+  if (bad) return std::nullopt;
+  return frame;
 }
 
 std::optional<json::value> Client::read_json(double timeout_s) {

@@ -180,6 +180,9 @@ class Client {
   bool send_raw(std::string_view bytes, double timeout_s = 10);
   // The next line without its '\n'; nullopt on timeout or EOF (see eof()).
   std::optional<std::string> read_line(double timeout_s = 30);
+  // The next MessagePack object (a MessagePack-RPC frame), whole; nullopt
+  // on timeout, EOF or bytes that are not MessagePack.
+  std::optional<std::string> read_frame(double timeout_s = 30);
   // The next line parsed as JSON; nullopt on timeout, EOF or a parse error
   // (then last_line() holds the text).
   std::optional<json::value> read_json(double timeout_s = 30);
@@ -198,6 +201,9 @@ class Client {
 
  private:
   Client() = default;
+  // Reads until `take` finds a whole unit in buf_ (its length), or timeout/EOF.
+  template <typename Take>
+  std::optional<std::string> read_until(double timeout_s, Take take);
   UniqueFd fd_;
   int connect_errno_ = 0;
   bool eof_ = false;

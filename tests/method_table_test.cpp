@@ -37,10 +37,9 @@ TEST_CASE("calls reach their handler with typed params; unknown methods and bad 
   REQUIRE(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
   REQUIRE(::listen(listener.get(), 4) == 0);
 
-  rpc::JsonCodec codec;
   MethodTable* table = nullptr;
   UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
-  Connections out({}, ep.get(), std::move(listener), codec,
+  Connections out({}, ep.get(), std::move(listener),
                   {[&](rpc::Call& c, Reply r) { table->dispatch(c, std::move(r)); },
                    [](uint64_t) {}, [](uint64_t) {}});
   REQUIRE(out.start());

@@ -281,7 +281,7 @@ TEST_CASE("execute params: valid values of every field") {
   CHECK(p.working_dir == "/tmp");
   CHECK(p.session_id == "s1");
   CHECK(p.env == sp::EnvPairs{{"A", "1"}, {"B", ""}});
-  CHECK(p.base64);
+  CHECK(p.encoding == sp::OutputEncoding::kBase64);
   CHECK(p.max_output_bytes == 1024u);
 }
 
@@ -293,7 +293,7 @@ TEST_CASE("execute params: defaults") {
   CHECK(d.working_dir.empty());
   CHECK(d.session_id.empty());
   CHECK(d.env.empty());
-  CHECK_FALSE(d.base64);
+  CHECK(d.encoding == sp::OutputEncoding::kUnset);
   CHECK_FALSE(d.max_output_bytes);
   CHECK_FALSE(value_of(exec(R"({"command":"ls","args":["-l"]})")).shell);
   CHECK(value_of(exec(R"({"command":"ls","args":["-l"],"shell":true})")).shell);
@@ -306,7 +306,8 @@ TEST_CASE("execute params: defaults") {
   CHECK(value_of(exec(R"({"command":"x","timeout":1e300})")).timeout_s == 1e300);
   CHECK(value_of(exec(R"({"command":"x","max_output_bytes":0})")).max_output_bytes == 0u);
   CHECK(value_of(exec(R"({"command":"x","max_output_bytes":1e6})")).max_output_bytes == 1000000u);
-  CHECK_FALSE(value_of(exec(R"({"command":"x","output_encoding":"utf8"})")).base64);
+  CHECK(value_of(exec(R"({"command":"x","output_encoding":"utf8"})")).encoding ==
+        sp::OutputEncoding::kUtf8);
 }
 
 TEST_CASE("execute params: every invalid field is a -32602 naming it") {

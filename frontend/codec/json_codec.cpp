@@ -8,6 +8,8 @@
 
 #include <boost/json/basic_parser_impl.hpp>
 
+#include "common/text.h"
+
 namespace sp::rpc {
 
 namespace {
@@ -309,6 +311,11 @@ void append_value(std::string& out, const Value& v) {
       return;
     case Value::Kind::kString:
       append_string(out, v.get_string());
+      return;
+    case Value::Kind::kBytes:  // JSON has no bytes: base64 text
+      out.push_back('"');
+      append_base64(out, v.get_bytes());
+      out.push_back('"');
       return;
     case Value::Kind::kArray: {
       out.push_back('[');

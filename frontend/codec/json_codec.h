@@ -46,6 +46,7 @@ class JsonCodec final : public Codec {
   std::string batch(const std::vector<std::string>& members) const override {
     return batch_text(members);
   }
+  std::string_view terminator() const override { return "\n"; }
 };
 
 }  // namespace sp::rpc

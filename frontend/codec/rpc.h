@@ -50,8 +50,9 @@ inline RpcError queue_full_error(uint64_t retry_after_ms,
 // One request of a frame: a call to run, or an error to answer.
 struct Call {
   // The "id" member is absent and the request is valid: never answered, not
-  // even with an error. Always false when `error` is set (an invalid request
-  // is answered with id null even if it had no id).
+  // even with an error. JSON-RPC: always false when `error` is set (an
+  // invalid request is answered with id null even if it had no id);
+  // MessagePack-RPC: a notification ([2, ...]) is never answered at all.
   bool notification = false;
   Value id;                       // echoed back; null when absent or invalid
   std::string method;             // empty when `error` is set
@@ -79,6 +80,16 @@ class Codec {
   // The answers of a batch as one frame; "" when there are none (a batch of
   // notifications only gets no answer at all).
   virtual std::string batch(const std::vector<std::string>& members) const = 0;
+  // One chunk of a streaming call (execute_stream), before its answer:
+  // JSON-RPC sends a result with the call's id, MessagePack-RPC a "stream"
+  // notification naming it.
+  virtual std::string chunk(const Value& id, const Value& v) const { return result(id, v); }
+  // What follows each frame on the wire: a newline for JSON-RPC's lines,
+  // nothing for MessagePack (its frames end themselves).
+  virtual std::string_view terminator() const = 0;
+  // The dialect carries bytes (MessagePack's bin): output comes as Bytes
+  // unless the call asked for an encoding.
+  virtual bool carries_bytes() const { return false; }
 };
 
 }  // namespace sp::rpc

@@ -5,7 +5,9 @@
 // change.
 //
 // Kinds follow what both JSON and MessagePack can carry: null, bool, signed
-// and unsigned 64-bit integers, doubles, UTF-8 strings, arrays and objects.
+// and unsigned 64-bit integers, doubles, UTF-8 strings, arrays and objects;
+// and bytes (MessagePack's bin: command output, stdin and file data, exact),
+// which JSON writes as base64 text.
 // An Object keeps its members in order and keeps duplicate keys (a DAG's
 // node names are keys, and a name given twice must be refused, not dropped);
 // lookups find the last member of a name, as JSON parsers commonly do.
@@ -33,6 +35,13 @@ inline constexpr size_t kMaxDepth = 64;
 
 using Array = std::vector<Value>;
 
+// Bytes that are not text: a Value of their own, so a codec that can carry
+// them (MessagePack's bin) does, exactly.
+struct Bytes {
+  std::string data;
+  bool operator==(const Bytes&) const = default;
+};
+
 class Object {
  public:
   using Member = std::pair<std::string, Value>;
@@ -59,7 +68,17 @@ class Object {
 
 class Value {
  public:
-  enum class Kind : uint8_t { kNull, kBool, kInt64, kUint64, kDouble, kString, kArray, kObject };
+  enum class Kind : uint8_t {
+    kNull,
+    kBool,
+    kInt64,
+    kUint64,
+    kDouble,
+    kString,
+    kArray,
+    kObject,
+    kBytes
+  };
 
   Value() = default;
   Value(std::nullptr_t) {}  // NOLINT: implicit by design, as JSON's null
@@ -79,6 +98,7 @@ class Value {
   Value(std::string_view s) : v_(std::string(s)) {}  // NOLINT
   Value(Array a) : v_(std::move(a)) {}               // NOLINT
   Value(Object o) : v_(std::move(o)) {}              // NOLINT
+  Value(Bytes b) : v_(std::move(b)) {}               // NOLINT
 
   Kind kind() const { return Kind(v_.index()); }
   bool is_null() const { return kind() == Kind::kNull; }
@@ -90,6 +110,7 @@ class Value {
   bool is_string() const { return kind() == Kind::kString; }
   bool is_array() const { return kind() == Kind::kArray; }
   bool is_object() const { return kind() == Kind::kObject; }
+  bool is_bytes() const { return kind() == Kind::kBytes; }
 
   // Unchecked: the kind must match.
   bool get_bool() const { return std::get<bool>(v_); }
@@ -102,11 +123,13 @@ class Value {
   Array& get_array() { return std::get<Array>(v_); }
   const Object& get_object() const { return std::get<Object>(v_); }
   Object& get_object() { return std::get<Object>(v_); }
+  const std::string& get_bytes() const { return std::get<Bytes>(v_).data; }
 
   bool operator==(const Value&) const;
 
  private:
-  std::variant<std::monostate, bool, int64_t, uint64_t, double, std::string, Array, Object> v_;
+  std::variant<std::monostate, bool, int64_t, uint64_t, double, std::string, Array, Object, Bytes>
+      v_;
 };
 
 inline size_t Object::size() const {

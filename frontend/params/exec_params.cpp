@@ -46,7 +46,7 @@ Parsed<ExecParams> parse_exec_params(const Value& params) {
   if (auto e = read_string(obj, "working_dir", kOptional, p.working_dir)) return *e;
   if (auto e = read_string(obj, "session_id", kOptional, p.session_id)) return *e;
   if (auto e = read_env(obj, "env", p.env)) return *e;
-  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.encoding)) return *e;
   if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
   if (auto e = read_byte_count(obj, "kill_grace_ms", p.kill_grace_ms)) return *e;
   if (auto e = read_limits(obj, p.limits)) return *e;

@@ -42,11 +42,11 @@ Parsed<FileParams> parse_file_params(FileOp op, const Value& params) {
     case FileOp::kRead:
       if (auto e = read_byte_count(obj, "offset", p.offset)) return *e;
       if (auto e = read_bounded(obj, "max_bytes", kMaxFileRead, p.max_bytes)) return *e;
-      if (auto e = read_encoding(obj, "encoding", p.base64)) return *e;
+      if (auto e = read_encoding(obj, "encoding", p.encoding)) return *e;
       break;
     case FileOp::kWrite: {
       std::optional<std::string> data;
-      if (auto e = read_bytes(obj, "data", "encoding", data, p.base64)) return *e;
+      if (auto e = read_bytes(obj, "data", "encoding", data, p.encoding)) return *e;
       if (!data) return bad_params("\"data\" is required (\"\" writes an empty file)");
       p.data = std::move(*data);
       if (auto e = read_byte_count(obj, "offset", p.offset)) return *e;
@@ -70,7 +70,7 @@ Parsed<FileParams> parse_file_params(FileOp op, const Value& params) {
       break;
     case FileOp::kExtract: {
       std::optional<std::string> data;
-      if (auto e = read_bytes(obj, "data", "encoding", data, p.base64)) return *e;
+      if (auto e = read_bytes(obj, "data", "encoding", data, p.encoding)) return *e;
       if (auto e = read_string(obj, "source", kNonEmpty, p.source)) return *e;
       if (p.source.find('\0') != std::string::npos)
         return bad_params("\"source\" holds a NUL byte");

@@ -83,7 +83,7 @@ Parsed<JobWaitParams> parse_job_wait_params(const Value& params) {
   if (auto e = read_job_id(obj, true, p.job_id)) return *e;
   if (auto e = read_seconds(obj, "timeout", false, p.timeout_s)) return *e;
   if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
-  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.encoding)) return *e;
   return p;
 }
 
@@ -97,7 +97,7 @@ Parsed<JobOutputParams> parse_job_output_params(const Value& params) {
   if (auto e = read_byte_count(obj, "cursor", n)) return *e;
   p.cursor = n.value_or(0);
   if (auto e = read_bounded(obj, "max_bytes", kMaxOutputRead, p.max_bytes)) return *e;
-  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.encoding)) return *e;
   if (auto e = read_seconds(obj, "wait", false, p.wait_s)) return *e;
   return p;
 }
@@ -141,9 +141,9 @@ Parsed<StdinWriteParams> parse_stdin_write_params(const Value& params) {
   Obj obj;
   if (auto e = params_object(params, obj)) return *e;
   if (auto e = read_job_id(obj, true, p.job_id)) return *e;
-  bool base64 = false;
+  OutputEncoding enc = OutputEncoding::kUnset;
   std::optional<std::string> data;
-  if (auto e = read_bytes(obj, "data", "encoding", data, base64)) return *e;
+  if (auto e = read_bytes(obj, "data", "encoding", data, enc)) return *e;
   p.data = std::move(data).value_or(std::string());
   if (auto e = read_byte_count(obj, "offset", p.offset)) return *e;
   if (auto e = read_bool(obj, "eof", p.eof)) return *e;
@@ -180,9 +180,9 @@ Parsed<JobInteractParams> parse_job_interact_params(const Value& params) {
   if (auto e = params_object(params, obj)) return *e;
   if (auto e = read_job_id(obj, true, p.job_id)) return *e;
   std::optional<std::string> input;
-  if (auto e = read_bytes(obj, "input", "encoding", input, p.base64)) return *e;
+  if (auto e = read_bytes(obj, "input", "encoding", input, p.encoding)) return *e;
   p.input = std::move(input).value_or(std::string());
-  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.encoding)) return *e;
   std::optional<uint64_t> n;
   if (auto e = read_byte_count(obj, "cursor", n)) return *e;
   if (!n)

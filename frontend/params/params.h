@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/env_pairs.h"
+#include "common/text.h"
 #include "frontend/codec/rpc.h"
 #include "shm/codec.h"
 #include "shm/host_table.h"
@@ -40,7 +41,8 @@ struct ExecParams {
   std::string working_dir;          // "working_dir": "" = daemon default
   std::string session_id;           // "session_id": "" = no session
   EnvPairs env;                     // "env": object string->string, in request order
-  bool base64 = false;              // "output_encoding": "utf8" (default) | "base64"
+  OutputEncoding encoding =
+      OutputEncoding::kUnset;                // "output_encoding": "utf8" (default) | "base64"
   std::optional<uint64_t> max_output_bytes;  // "max_output_bytes": integer >= 0, per stream
   bool kill_on_output_cap = false;           // "output_policy": "truncate" (default) | "kill"
   std::optional<uint64_t> kill_grace_ms;     // "kill_grace_ms": TERM -> KILL on timeout/cancel
@@ -107,8 +109,8 @@ struct PlanParams {
   bool fail_fast = false;       // dag, parallel: "fail_fast": after a failure, start no more steps
   uint32_t max_parallel = 0;    // parallel, dag: "max_parallel" >= 1; 0: no bound
   // How the attached methods answer each step's output (as execute's).
-  bool base64 = false;                       // "output_encoding"
-  std::optional<uint64_t> max_output_bytes;  // "max_output_bytes", per step and stream
+  OutputEncoding encoding = OutputEncoding::kUnset;  // "output_encoding"
+  std::optional<uint64_t> max_output_bytes;          // "max_output_bytes", per step and stream
 };
 // Checks the steps, and for a DAG that every dependency names a node, no
 // name is given twice and there is no cycle (-32602 naming the culprit).
@@ -128,16 +130,16 @@ struct JobWaitParams {
   std::string job_id;
   std::optional<double> timeout_s;           // "timeout": seconds >= 0; absent = until it ends
   std::optional<uint64_t> max_output_bytes;  // per stream, as execute
-  bool base64 = false;                       // "output_encoding"
+  OutputEncoding encoding = OutputEncoding::kUnset;  // "output_encoding"
 };
 Parsed<JobWaitParams> parse_job_wait_params(const Value& params);
 
 struct JobOutputParams {
   std::string job_id;
-  shm::SpoolView stream = shm::SpoolView::kBoth;  // "stream": "stdout" | "stderr" | "both"
-  uint64_t cursor = 0;                            // "cursor": byte offset into that stream
-  uint64_t max_bytes = 64 * 1024;                 // "max_bytes": 1..kMaxOutputRead
-  bool base64 = false;                            // "output_encoding"
+  shm::SpoolView stream = shm::SpoolView::kBoth;     // "stream": "stdout" | "stderr" | "both"
+  uint64_t cursor = 0;                               // "cursor": byte offset into that stream
+  uint64_t max_bytes = 64 * 1024;                    // "max_bytes": 1..kMaxOutputRead
+  OutputEncoding encoding = OutputEncoding::kUnset;  // "output_encoding"
   std::optional<double> wait_s;  // "wait": seconds to wait for data when there is none yet
 };
 inline constexpr uint64_t kMaxOutputRead = 16u << 20;
@@ -231,7 +233,7 @@ struct ServiceLogsParams {
   uint64_t max_bytes = 64 * 1024;      // 1..kMaxOutputRead
   std::optional<double> wait_s;
   shm::SpoolView stream = shm::SpoolView::kBoth;
-  bool base64 = false;
+  OutputEncoding encoding = OutputEncoding::kUnset;
 };
 Parsed<ServiceLogsParams> parse_service_logs_params(const Value& params);
 
@@ -281,7 +283,8 @@ struct JobInteractParams {
   uint64_t idle_ms = 300;  // "idle_ms": quiet this long after the last output
   uint64_t wait_ms = 30'000;
   uint64_t max_bytes = 64 * 1024;
-  bool base64 = false;  // "encoding" ("output_encoding" overrides it for the output)
+  OutputEncoding encoding =
+      OutputEncoding::kUnset;  // "encoding" ("output_encoding" overrides it for the output)
 };
 inline constexpr uint64_t kMaxInteractWaitMs = 3'600'000;
 Parsed<JobInteractParams> parse_job_interact_params(const Value& params);
@@ -310,8 +313,9 @@ struct FileParams {
   std::string path;  // "path": required, non-empty, no NUL, at most 4095 bytes
   // read: "offset" (default 0); write: "offset" writes in place there.
   std::optional<uint64_t> offset;
-  uint64_t max_bytes = kDefaultFileRead;       // read: "max_bytes", 1..kMaxFileRead
-  bool base64 = false;                         // "encoding": read: the answer's; write: "data"'s
+  uint64_t max_bytes = kDefaultFileRead;  // read: "max_bytes", 1..kMaxFileRead
+  OutputEncoding encoding =
+      OutputEncoding::kUnset;                  // "encoding": read: the answer's; write: "data"'s
   std::string data;                            // write: "data" (required), decoded
   bool append = false;                         // write: "append" (not with "offset")
   bool mkdirs = false;                         // write: "mkdirs"

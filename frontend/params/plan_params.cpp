@@ -141,7 +141,7 @@ Parsed<PlanParams> parse_plan_params(shm::PlanKind kind, const Value& params) {
     if (auto e = read_bool(obj, "fail_fast", p.fail_fast)) return *e;
     if (auto e = read_max_parallel(obj, p.max_parallel)) return *e;
   }
-  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.encoding)) return *e;
   if (auto e = read_byte_count(obj, "max_output_bytes", p.max_output_bytes)) return *e;
   return p;
 }

@@ -194,17 +194,17 @@ std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::opti
   return std::nullopt;
 }
 
-std::optional<RpcError> read_encoding(Obj obj, std::string_view key, bool& base64) {
+std::optional<RpcError> read_encoding(Obj obj, std::string_view key, OutputEncoding& e) {
   const Value* v = field(obj, key);
   if (v == nullptr) return std::nullopt;
   if (v->is_string()) {
     const std::string& s = v->get_string();
     if (s == "utf8" || s == "utf-8") {
-      base64 = false;
+      e = OutputEncoding::kUtf8;
       return std::nullopt;
     }
     if (s == "base64") {
-      base64 = true;
+      e = OutputEncoding::kBase64;
       return std::nullopt;
     }
   }
@@ -275,12 +275,16 @@ std::optional<RpcError> read_pty(Obj obj, std::optional<PtyParams>& out) {
 }
 
 std::optional<RpcError> read_bytes(Obj obj, std::string_view key, std::string_view encoding_key,
-                                   std::optional<std::string>& out, bool& base64) {
-  if (auto e = read_encoding(obj, encoding_key, base64)) return e;
+                                   std::optional<std::string>& out, OutputEncoding& enc) {
+  if (auto e = read_encoding(obj, encoding_key, enc)) return e;
   const Value* v = field(obj, key);
   if (v == nullptr) return std::nullopt;
-  if (!v->is_string()) return bad_params(quoted(key) + " must be a string");
-  if (!base64) {
+  if (v->is_bytes()) {
+    out = v->get_bytes();
+    return std::nullopt;
+  }
+  if (!v->is_string()) return bad_params(quoted(key) + " must be a string, or bytes");
+  if (enc != OutputEncoding::kBase64) {
     out = v->get_string();
     return std::nullopt;
   }
@@ -293,8 +297,8 @@ std::optional<RpcError> read_bytes(Obj obj, std::string_view key, std::string_vi
 
 std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open) {
   if (auto e = read_bool(obj, "stdin_open", open)) return e;
-  bool base64 = false;
-  return read_bytes(obj, "stdin", "stdin_encoding", data, base64);
+  OutputEncoding enc = OutputEncoding::kUnset;
+  return read_bytes(obj, "stdin", "stdin_encoding", data, enc);
 }
 
 bool id_chars(std::string_view s) {

@@ -42,7 +42,8 @@ std::optional<RpcError> read_seconds(Obj obj, std::string_view key, bool positiv
 // `within`: where the field is, for the message (e.g. " in \"limits\"").
 std::optional<RpcError> read_byte_count(Obj obj, std::string_view key, std::optional<uint64_t>& out,
                                         std::string_view where = "");
-std::optional<RpcError> read_encoding(Obj obj, std::string_view key, bool& base64);
+// "utf8" or "base64"; absent: `e` stays as it is.
+std::optional<RpcError> read_encoding(Obj obj, std::string_view key, OutputEncoding& e);
 std::optional<RpcError> read_limits(Obj obj, shm::Rlimits& out);
 std::optional<RpcError> read_output_policy(Obj obj, bool& kill);
 // A terminal size: "rows" / "cols", integers 1..65535 (in `where`).
@@ -50,11 +51,11 @@ std::optional<RpcError> read_term_size(Obj obj, std::string_view key, uint16_t& 
                                        std::string_view where = "");
 // "pty": true, or {"rows", "cols", "term"}.
 std::optional<RpcError> read_pty(Obj obj, std::optional<PtyParams>& out);
-// Bytes (NUL included) given as a string at `key`, in the encoding
-// `encoding_key` names ("utf8", the default, or "base64": decoded);
-// `base64` says which. Absent: `out` stays as it is.
+// Bytes (NUL included) at `key`: bytes as they are (MessagePack's bin), or
+// a string in the encoding `encoding_key` names ("utf8", the default, or
+// "base64": decoded), which `e` gets. Absent: `out` stays as it is.
 std::optional<RpcError> read_bytes(Obj obj, std::string_view key, std::string_view encoding_key,
-                                   std::optional<std::string>& out, bool& base64);
+                                   std::optional<std::string>& out, OutputEncoding& e);
 // "stdin" (a string; with "stdin_encoding": "base64", decoded) and "stdin_open".
 std::optional<RpcError> read_stdin(Obj obj, std::optional<std::string>& data, bool& open);
 

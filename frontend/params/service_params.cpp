@@ -301,7 +301,7 @@ Parsed<ServiceLogsParams> parse_service_logs_params(const Value& params) {
   if (auto e = read_bounded(obj, "max_bytes", kMaxOutputRead, p.max_bytes)) return *e;
   if (auto e = read_seconds(obj, "wait", false, p.wait_s)) return *e;
   if (auto e = read_stream_view(obj, p.stream)) return *e;
-  if (auto e = read_encoding(obj, "output_encoding", p.base64)) return *e;
+  if (auto e = read_encoding(obj, "output_encoding", p.encoding)) return *e;
   return p;
 }
 
