@@ -30,6 +30,16 @@ struct Connections::Conn {
   uint32_t unanswered = 0;   // calls handed to the dispatcher and not answered yet
   size_t backlog() const { return out.size() - out_off; }
   bool lines_waiting() const { return in_off < in.size(); }
+  // Drops what was handled from `in`.
+  void compact() {
+    if (!lines_waiting()) {
+      in.clear();
+      in_off = 0;
+    } else if (in_off > 0) {
+      in.erase(0, in_off);
+      in_off = 0;
+    }
+  }
   // The client shut its side and has everything: time to close.
   bool done() const { return read_closed && !unanswered && !backlog() && !lines_waiting(); }
 };
@@ -215,13 +225,7 @@ void Connections::handle_lines(Conn& c) {
       handle_line(c, rest.substr(0, len));
     c.in_off += std::min(len + 1, rest.size());
   }
-  if (!c.lines_waiting()) {
-    c.in.clear();
-    c.in_off = 0;
-  } else if (c.in_off > 0) {
-    c.in.erase(0, c.in_off);
-    c.in_off = 0;
-  }
+  c.compact();
 }
 
 // MessagePack frames, as lines above: those past the bounds wait in c.in.
@@ -241,13 +245,7 @@ void Connections::handle_frames(Conn& c) {
     handle_line(c, rest.substr(0, f.size));
     c.in_off += f.size;
   }
-  if (!c.lines_waiting()) {
-    c.in.clear();
-    c.in_off = 0;
-  } else if (c.in_off > 0) {
-    c.in.erase(0, c.in_off);
-    c.in_off = 0;
-  }
+  c.compact();
 }
 
 void Connections::give_up(Conn& c, const rpc::RpcError& err) {
