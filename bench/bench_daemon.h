@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/sys.h"
@@ -204,16 +205,28 @@ class Conn {
 
   // The next line without its '\n'; valid until the next call.
   sp::Result<std::string_view> read_line() {
+    size_t scanned = 0;
+    return read_unit([&](std::string_view b) -> std::optional<std::pair<size_t, size_t>> {
+      const size_t nl = b.find('\n', scanned);
+      scanned = b.size();
+      if (nl == std::string_view::npos) return std::nullopt;
+      return std::pair{nl, nl + 1};
+    });
+  }
+
+  // The next unit `end_of` finds in what was read: it returns the unit's
+  // length and the bytes it spans, or nullopt while it is incomplete (a
+  // MessagePack frame: bench/e2e.cpp). Valid until the next call.
+  template <typename EndOf>
+  sp::Result<std::string_view> read_unit(EndOf end_of) {
     buf_.erase(0, consumed_);
     consumed_ = 0;
-    size_t scanned = 0;
     for (;;) {
-      if (const size_t nl = buf_.find('\n', scanned); nl != std::string::npos) {
-        consumed_ = nl + 1;
-        return std::string_view(buf_).substr(0, nl);
+      if (auto unit = end_of(std::string_view(buf_))) {
+        consumed_ = unit->second;
+        return std::string_view(buf_).substr(0, unit->first);
       }
-      scanned = buf_.size();
-      if (buf_.size() > kMaxLine) return sp::Error{0, "response line over 64 MiB"};
+      if (buf_.size() > kMaxLine) return sp::Error{0, "response over 64 MiB"};
       char chunk[16384];
       auto n = sp::sys("recv", [&] { return ::recv(fd_.get(), chunk, sizeof chunk, 0); });
       if (!n && n.error().code == EAGAIN) return sp::Error{0, "no response within the timeout"};

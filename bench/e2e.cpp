@@ -5,6 +5,7 @@
 //   (b) daemon:   the real shell-poold on a private socket in a fresh temp dir, C clients
 //                 (default 8), each a closed loop of `execute /bin/true` on its own connection.
 //   (c) daemon:   the same with 1 client, so latency has no queueing in it.
+// (b) and (c) speak JSON-RPC, or MessagePack-RPC with --msgpack.
 // Each row gives jobs/s and p50/p99 latency per job in µs (a: spawn to reaped; b, c: request
 // sent to whole response line read). `ratio b/a` is the daemon's throughput as a fraction of
 // the raw loop (1.00 = the daemon costs nothing); `added p50` (b - a) includes queueing when
@@ -44,6 +45,7 @@
 #include "bench/bench_daemon.h"
 #include "common/sys.h"
 #include "common/unique_fd.h"
+#include "frontend/codec/msgpack_codec.h"
 
 extern char** environ;
 
@@ -63,6 +65,7 @@ struct Options {
   std::vector<std::string> daemon_args;
   std::string json_file;
   bool detached = false;  // (b), (c): job_submit + job_wait instead of execute
+  bool msgpack = false;   // (b), (c): MessagePack-RPC instead of JSON-RPC
 };
 
 // Bounds on waiting for the daemon, in seconds.
@@ -166,6 +169,30 @@ Outcome check_response(std::string_view line, uint64_t id, const char** why) {
   return Outcome::kOk;
 }
 
+// As check_response, for a MessagePack-RPC answer [1, msgid, error, result].
+Outcome check_frame(std::string_view frame, uint64_t id, const char** why) {
+  using sp::rpc::Value;
+  auto v = sp::rpc::parse_msgpack(frame);
+  if (!v || !v->is_array() || v->get_array().size() != 4)
+    return *why = "not a MessagePack-RPC response", Outcome::kError;
+  const sp::rpc::Array& a = v->get_array();
+  if (a[1] != Value(int64_t(id))) return *why = "msgid does not match the request", Outcome::kError;
+  if (!a[2].is_null()) {
+    const Value* code = a[2].is_object() ? a[2].get_object().if_contains("code") : nullptr;
+    if (code && *code == Value(-32000)) return Outcome::kRejected;
+    return *why = "error response", Outcome::kError;
+  }
+  const Value* exit_code = a[3].is_object() ? a[3].get_object().if_contains("exit_code") : nullptr;
+  if (!exit_code || *exit_code != Value(0)) return *why = "exit_code != 0", Outcome::kError;
+  return Outcome::kOk;
+}
+
+std::optional<std::pair<size_t, size_t>> frame_end(std::string_view b) {
+  sp::rpc::FrameScan s = sp::rpc::scan_frame(b);
+  if (s.status == sp::rpc::FrameScan::kNeedMore) return std::nullopt;
+  return std::pair{s.size, s.size};  // a bad frame: empty, which check_frame refuses
+}
+
 struct ClientResult {
   std::vector<uint64_t> lat_ns;
   uint64_t errors = 0;
@@ -194,7 +221,14 @@ void client_loop(const std::string& socket, const Options& opt, std::barrier<>& 
   auto one = [&](bool measured) {
     char req[512];
     int n = 0;
-    if (opt.detached) {  // both lines at once: the submit is answered first, then the wait
+    std::string frame;
+    if (opt.msgpack) {
+      using sp::rpc::Array, sp::rpc::Object;
+      sp::rpc::append_msgpack(
+          frame,
+          Array{0, int64_t(++id), "execute",
+                Array{Object{{"command", "/bin/true"}, {"args", Array{}}, {"shell", false}}}});
+    } else if (opt.detached) {  // both lines at once: the submit is answered first, then the wait
       const auto job = static_cast<unsigned long long>(job_seq.fetch_add(1));
       n = snprintf(
           req, sizeof req,
@@ -212,20 +246,20 @@ void client_loop(const std::string& socket, const Options& opt, std::barrier<>& 
                    static_cast<unsigned long long>(++id));
     }
     const uint64_t t0 = now_ns();
-    if (auto st = conn->send_all(std::string_view(req, static_cast<size_t>(n))); !st) {
-      return fail(st.error().message()), false;
-    }
+    const std::string_view sending =
+        opt.msgpack ? std::string_view(frame) : std::string_view(req, static_cast<size_t>(n));
+    if (auto st = conn->send_all(sending); !st) return fail(st.error().message()), false;
     if (opt.detached) {
       auto submitted = conn->read_line();
       if (!submitted) return fail(submitted.error().message()), false;
       if (submitted->find("\"result\"") == std::string_view::npos)
         return fail("job_submit: " + std::string(submitted->substr(0, 300))), false;
     }
-    auto line = conn->read_line();
+    auto line = opt.msgpack ? conn->read_unit(frame_end) : conn->read_line();
     if (!line) return fail(line.error().message()), false;
     const uint64_t t1 = now_ns();
     const char* why = nullptr;
-    switch (check_response(*line, id, &why)) {
+    switch (opt.msgpack ? check_frame(*line, id, &why) : check_response(*line, id, &why)) {
       case Outcome::kOk:
         if (measured) out.lat_ns.push_back(t1 - t0);
         break;
@@ -235,7 +269,7 @@ void client_loop(const std::string& socket, const Options& opt, std::barrier<>& 
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
         break;
       case Outcome::kError:
-        fail(std::string(why) + ": " + std::string(line->substr(0, 300)));
+        fail(std::string(why) + (opt.msgpack ? "" : ": " + std::string(line->substr(0, 300))));
         break;
     }
     return true;
@@ -411,6 +445,8 @@ int main(int argc, char** argv) {
   app.add_flag("--detached", opt.detached,
                "(b), (c): each job is a job_submit and a job_wait (sent together) instead of an "
                "execute");
+  app.add_flag("--msgpack", opt.msgpack, "(b), (c): speak MessagePack-RPC instead of JSON-RPC")
+      ->excludes("--detached");
   CLI11_PARSE(app, argc, argv);
   setvbuf(stdout, nullptr, _IOLBF, 0);
 
@@ -421,8 +457,9 @@ int main(int argc, char** argv) {
                                : "--daemon is not an executable file");
     return 2;
   }
-  printf("daemon %s, %.1f s or %llu spawns per phase, %d clients in (b)\n\n", exe.c_str(),
-         opt.seconds, static_cast<unsigned long long>(opt.count), opt.clients);
+  printf("daemon %s, %.1f s or %llu spawns per phase, %d clients in (b), %s\n\n", exe.c_str(),
+         opt.seconds, static_cast<unsigned long long>(opt.count), opt.clients,
+         opt.msgpack ? "MessagePack-RPC" : "JSON-RPC");
   std::vector<Run> runs;
   for (int k = 1; k <= opt.repeat; ++k) {
     Run run;
