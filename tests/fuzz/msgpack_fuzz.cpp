@@ -64,8 +64,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         require_frame(codec.error(call.id, *call.error));
         continue;
       }
+      // A result as deep as the request (params echoed), and a stream chunk
+      // (the daemon's own, shallow: [2, "stream", [msgid, {...}]]).
       require_frame(codec.result(call.id, call.params));
-      require_frame(codec.chunk(call.id, call.params));
+      require_frame(codec.chunk(call.id, Object{{"data", Bytes{call.method}}}));
     }
   } else if (s.status == FrameScan::kInvalid && s.why.empty()) {
     std::abort();
