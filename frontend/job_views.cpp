@@ -26,6 +26,32 @@ size_t encode_text(std::string& out, std::string_view bytes, OutputEncoding e, b
   return carry.size();
 }
 
+// A spool read as an answer's "data" (and each chunk, when `both`):
+// returns the bytes held back, an incomplete character at the end whose
+// rest is still to come (none once `eof`).
+uint64_t encode_chunks(const shm::SpoolRead& got, OutputEncoding e, bool eof, bool both,
+                       std::string& data, rpc::Array& chunks) {
+  uint64_t held = 0;
+  for (size_t k = 0; k < got.chunks.size(); ++k) {
+    const auto& chunk = got.chunks[k];
+    const bool last = k + 1 == got.chunks.size();
+    std::string text;
+    held += encode_text(text, chunk.data, e, last && !eof);
+    data += text;
+    if (both)
+      chunks.push_back(
+          rpc::Object{{"stream", chunk.stream == shm::kStreamStderr ? "stderr" : "stdout"},
+                      {"data", output_value(std::move(text), e)}});
+  }
+  if (e == OutputEncoding::kBase64 && got.chunks.size() > 1) {  // padding only at the end
+    std::string raw;
+    for (const auto& chunk : got.chunks) raw += chunk.data;
+    data.clear();
+    encode_text(data, raw, OutputEncoding::kBase64, false);
+  }
+  return held;
+}
+
 }  // namespace
 
 const char* JobViews::state(uint32_t rec) const {
@@ -182,27 +208,7 @@ std::variant<rpc::Object, JobError> JobViews::output(uint32_t rec, const rpc::Jo
   rpc::Object o;
   rpc::Array chunks;
   std::string data;
-  uint64_t next = got.next_cursor;
-  for (size_t k = 0; k < got.chunks.size(); ++k) {
-    const auto& chunk = got.chunks[k];
-    bool last = k + 1 == got.chunks.size();
-    std::string text;
-    // Hold back an incomplete character at the end: the rest is still to come.
-    size_t held = encode_text(text, chunk.data, p.encoding, last && !eof);
-    next -= held;
-    data += text;
-    if (both)
-      chunks.push_back(
-          rpc::Object{{"stream", chunk.stream == shm::kStreamStderr ? "stderr" : "stdout"},
-                      {"data", output_value(std::move(text), p.encoding)}});
-  }
-  if (p.encoding == OutputEncoding::kBase64 &&
-      got.chunks.size() > 1) {  // one encoding of all: padding only at its end
-    std::string raw;
-    for (const auto& chunk : got.chunks) raw += chunk.data;
-    data.clear();
-    encode_text(data, raw, OutputEncoding::kBase64, false);
-  }
+  const uint64_t next = got.next_cursor - encode_chunks(got, p.encoding, eof, both, data, chunks);
   // The next read starts at `next`: keep the resume point only if it is not
   // past it (after a held-back character it may be).
   if (hint && got.resume.at[size_t(view)] <= next) *hint = got.resume;
