@@ -347,9 +347,9 @@ void Connection::authenticate(uint64_t now) {
   watch_agent();  // done with it
   login_ns_ = now - started_ns_;
   idle_since_ns = now;
-  const uint32_t every_s = std::max<uint32_t>(1, host_.keepalive_ms / 1000);
-  libssh2_keepalive_config(session_, 1, every_s);  // want a reply: our sign of life
-  next_keepalive_ns_ = now + uint64_t(host_.keepalive_ms) * kMs;
+  // want a reply: our sign of life
+  libssh2_keepalive_config(session_, 1, unsigned(keepalive_every_ns() / (1000 * kMs)));
+  next_keepalive_ns_ = now + keepalive_every_ns();
   spdlog::debug("host {}: connected in {} ms", host_.name, login_ns_ / kMs);
 }
 
@@ -544,14 +544,14 @@ void Connection::on_timer(uint64_t now) {
                                                            : "the server stopped answering") +
                      ")"});
   }
-  const uint64_t every = uint64_t(host_.keepalive_ms) * kMs;
+  const uint64_t every = keepalive_every_ns();
   if (!busy()) {  // nothing reads it: the clock starts when it is used again
     last_inbound_ns_ = now;
     next_keepalive_ns_ = now + every;
     return;
   }
   // Three keepalives without any answer: the peer hangs (its TCP may still ACK).
-  if (now - last_inbound_ns_ > 3 * every)
+  if (now >= silent_limit_ns())
     return kill({RemoteError::kKeepaliveTimeout, RemotePhase::kRun,
                  "no answer from " + host_.address + " for " +
                      std::to_string((now - last_inbound_ns_) / kMs) + " ms (3 keepalives)"});
@@ -567,8 +567,20 @@ uint64_t Connection::next_deadline() const {
   if (dead()) return 0;
   if (!ready()) return login_deadline_ns_;
   if (!busy()) return 0;
-  return std::min(next_keepalive_ns_,
-                  last_inbound_ns_ + 3 * uint64_t(host_.keepalive_ms) * kMs + 1);
+  return std::min(next_keepalive_ns_, silent_limit_ns());
+}
+
+// libssh2 counts keepalive intervals in whole seconds of the wall clock, and
+// makes 1 second 2: keepalive_ms rounded up to that.
+uint64_t Connection::keepalive_every_ns() const {
+  const uint64_t s = std::max<uint64_t>(2, (uint64_t(host_.keepalive_ms) + 999) / 1000);
+  return s * 1000 * kMs;
+}
+
+// Three intervals without a byte from the host, and a second more for
+// libssh2's whole-second clock.
+uint64_t Connection::silent_limit_ns() const {
+  return last_inbound_ns_ + 3 * keepalive_every_ns() + 1000 * kMs;
 }
 
 }  // namespace sp::remote

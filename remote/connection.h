@@ -62,6 +62,7 @@ class Connection {
   // Keepalives and the login deadline; dead if one passed.
   void on_timer(uint64_t now);
   uint64_t next_deadline() const;
+  uint64_t keepalive_every_ns() const;
 
   // The Resolver's answer for its name: `len` 0 is a failure (`error`).
   void resolved(const sockaddr* addr, socklen_t len, const std::string& error, uint64_t now);
@@ -86,6 +87,10 @@ class Connection {
   // Re-arms the socket's events after libssh2 calls (it may have buffered output).
   void sync_events();
 
+  const std::string& host_name() const { return host_.name; }
+  // The bound of every step up to a logged-in connection, and of each
+  // channel step after it (open, the command's start, the close).
+  uint64_t step_timeout_ns() const { return uint64_t(host_.connect_timeout_ms) * 1'000'000; }
   const HostKey& host_key() const { return key_; }
   const std::string& banner() const { return banner_; }
   const std::string& auth_methods() const { return methods_; }
@@ -156,6 +161,7 @@ class Connection {
   int recv_errno_ = 0;
   uint64_t started_ns_ = 0, login_deadline_ns_ = 0, login_ns_ = 0;
   uint64_t last_inbound_ns_ = 0, next_keepalive_ns_ = 0;
+  uint64_t silent_limit_ns() const;  // keepalive_timeout when nothing came by then
 };
 
 }  // namespace sp::remote

@@ -279,7 +279,7 @@ void HostPool::turn(uint64_t now) {
   schedule(now);
   pump_kills();
   for (auto& j : jobs_)
-    if (j->step() == RemoteJob::Step::kOpening) j->pump(now);
+    if (j->step() == RemoteJob::Step::kOpening && !j->connection()->dead()) j->pump(now);
   publish();
 }
 

@@ -80,8 +80,6 @@ RemoteJob::~RemoteJob() {
 
 void RemoteJob::drop_channel() {
   if (!channel_) return;
-  // Freeing sends the close if it was not sent; non-blocking, it never waits.
-  // What it could not send goes with the connection.
   // Freeing sends the close if it was not sent, and waits for the host's:
   // the connection finishes it (or its end does).
   if (conn_)
@@ -100,6 +98,7 @@ void RemoteJob::assign(Connection& conn) {
   conn_ = &conn;
   conn.opening = true;
   step_ = Step::kOpening;
+  step_by_ns_ = monotonic_ns() + conn.step_timeout_ns();
   conn.sync_events();
 }
 
@@ -119,7 +118,10 @@ void RemoteJob::pump(uint64_t now) {
     if (step_ == Step::kRunning && pending_[0].empty() && pending_[1].empty() &&
         libssh2_channel_eof(channel_)) {
       finish_redaction();
-      if (pending_[0].empty() && pending_[1].empty()) step_ = Step::kClosing;
+      if (pending_[0].empty() && pending_[1].empty()) {
+        step_ = Step::kClosing;
+        step_by_ns_ = now + conn_->step_timeout_ns();
+      }
     }
   }
   if (step_ == Step::kClosing) wait_closed();
@@ -148,6 +150,7 @@ void RemoteJob::open_channel() {
   if (removed_) return finish(JobState::kFailed, -1, 0, removed_.message, removed_);
   if (cancelled_) return finish(JobState::kCancelled, -1, 0, "cancelled before it started");
   step_ = Step::kStarting;
+  spdlog::debug("host {}: job slot {}: channel open", conn_->host_name(), slot_);
   // Running before the command starts: if we die from here on, the job ends
   // lost; it is never started twice.
   JobWord running = word_.with_state(JobState::kRunning);
@@ -163,6 +166,7 @@ void RemoteJob::open_channel() {
   else
     sink_ = std::make_unique<worker::RingSink>(env_->seg, slot_);
   deadline_ns_ = timeout_ms_ ? now + timeout_ms_ * kMs : 0;
+  step_by_ns_ = now + conn_->step_timeout_ns();
 }
 
 void RemoteJob::start_command(uint64_t) {
@@ -177,6 +181,8 @@ void RemoteJob::start_command(uint64_t) {
   }
   if (rc) return broke(rc, "cannot start the command");
   step_ = Step::kRunning;
+  step_by_ns_ = 0;
+  spdlog::debug("host {}: job slot {}: command started", conn_->host_name(), slot_);
   if (!has_stdin_) {
     if (libssh2_channel_send_eof(channel_) != LIBSSH2_ERROR_EAGAIN) eof_sent_ = true;
   }
@@ -302,6 +308,7 @@ void RemoteJob::wait_closed() {
 void RemoteJob::finish(JobState state, int code, int sig, const std::string& why,
                        const Failure& f) {
   if (done()) return;  // published once
+  if (step_ == Step::kOpening && conn_) conn_->opening = false;
   drop_channel();
   sink_.reset();
   if (!shm::publish_terminal(env_->seg, slot_, word_, state, code, sig, why, uint8_t(f.code),
@@ -309,7 +316,7 @@ void RemoteJob::finish(JobState state, int code, int sig, const std::string& why
     spdlog::error("job slot {} changed under its owner", slot_);
   env_->notify_frontend = true;
   step_ = Step::kDone;
-  deadline_ns_ = kill_at_ns_ = give_up_ns_ = 0;
+  deadline_ns_ = kill_at_ns_ = give_up_ns_ = step_by_ns_ = 0;
 }
 
 void RemoteJob::broke(int rc, const std::string& what) {
@@ -328,6 +335,8 @@ bool RemoteJob::connection_died(const Failure& why) {
   if (step_ == Step::kWaiting || step_ == Step::kOpening) {
     channel_ = nullptr;  // freed with the session
     conn_ = nullptr;
+    refused_ = false;
+    step_by_ns_ = 0;
     step_ = Step::kWaiting;
     if (cancelled_) {  // asked while it opened: it ends now, not at its next chance
       finish(JobState::kCancelled, -1, 0, "cancelled before it started");
@@ -399,6 +408,11 @@ void RemoteJob::on_bell() {
 }
 
 void RemoteJob::on_timer(uint64_t now) {
+  if (step_by_ns_ && now >= step_by_ns_) {
+    step_by_ns_ = 0;
+    stalled();
+    if (done()) return;
+  }
   if (deadline_ns_ && now >= deadline_ns_) {
     deadline_ns_ = 0;
     if (!cancelled_ && !kill_at_ns_) {
@@ -415,6 +429,28 @@ void RemoteJob::on_timer(uint64_t now) {
     JobState state = timed_out_ ? JobState::kTimedOut : JobState::kCancelled;
     finish(state, -1, SIGKILL, "its channel stayed open after SIGKILL: left behind", removed_);
   }
+}
+
+// The host did not answer a channel step within connect_timeout_ms (the
+// connection itself answers keepalives: a hung sshd session, say).
+void RemoteJob::stalled() {
+  const std::string within = " within " + std::to_string(conn_->step_timeout_ns() / kMs) + " ms";
+  if (step_ == Step::kOpening) {
+    // libssh2 opens one channel at a time per session: the connection goes,
+    // and the pool tries the job once more on another.
+    spdlog::warn("host {}: job slot {}: no answer to a channel open{}", conn_->host_name(), slot_,
+                 within);
+    return conn_->kill({RemoteError::kChannelOpenFailed, RemotePhase::kChannel,
+                        "the host did not open a channel" + within});
+  }
+  // The command may run: the job is lost, never started again.
+  const char* what = step_ == Step::kStarting ? "the host did not answer the command's start"
+                                              : "the host did not close the channel after the "
+                                                "command's output ended";
+  spdlog::warn("host {}: job slot {}: {}{}", conn_->host_name(), slot_, what, within);
+  Failure f{RemoteError::kConnectionLost, RemotePhase::kRun, what + within};
+  if (pgid_ > 1) send(SIGKILL);
+  finish(JobState::kLost, -1, 0, "lost: " + f.message, f);
 }
 
 void RemoteJob::shutdown() {
@@ -451,7 +487,7 @@ void RemoteJob::remove_host(const Failure& why) {
 
 uint64_t RemoteJob::next_deadline() const {
   uint64_t next = 0;
-  for (uint64_t t : {deadline_ns_, kill_at_ns_, give_up_ns_})
+  for (uint64_t t : {deadline_ns_, kill_at_ns_, give_up_ns_, step_by_ns_})
     if (t && (!next || t < next)) next = t;
   return next;
 }

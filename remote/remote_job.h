@@ -111,6 +111,7 @@ class RemoteJob {
   // ends the job lost; any other ends the connection, and the pool ends the
   // job with it.
   void broke(int rc, const std::string& what);
+  void stalled();
   void send(int sig);
   void drop_channel();
 
@@ -137,6 +138,7 @@ class RemoteJob {
   bool cancelled_ = false, timed_out_ = false, output_killed_ = false;
   Failure removed_;  // why it was cancelled, when its host was removed
   uint64_t deadline_ns_ = 0, kill_at_ns_ = 0, give_up_ns_ = 0;
+  uint64_t step_by_ns_ = 0;  // the host's answer to a channel step is due (0: none due)
 };
 
 }  // namespace sp::remote

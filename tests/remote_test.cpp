@@ -29,10 +29,11 @@ using Catch::Contains;
 namespace {
 
 // The daemon's flags for these tests: its own known_hosts in `dir`, and no
-// user's file (root's ~/.ssh/known_hosts is not the test's).
+// user's file (root's ~/.ssh/known_hosts is not the test's). Debug logs: a
+// failure shows each job's steps on the host.
 std::vector<std::string> remote_flags(const std::string& dir, std::vector<std::string> more = {}) {
-  std::vector<std::string> f{"--workers",          "1",   "--known-hosts", dir + "/known_hosts",
-                             "--user-known-hosts", "none"};
+  std::vector<std::string> f{"--workers",          "1",    "--known-hosts", dir + "/known_hosts",
+                             "--user-known-hosts", "none", "--log-level",   "debug"};
   f.insert(f.end(), more.begin(), more.end());
   return f;
 }
