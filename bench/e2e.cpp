@@ -6,6 +6,9 @@
 //                 (default 8), each a closed loop of `execute /bin/true` on its own connection.
 //   (c) daemon:   the same with 1 client, so latency has no queueing in it.
 // (b) and (c) speak JSON-RPC, or MessagePack-RPC with --msgpack.
+// Yardsticks in the same run (bench/baselines.h): `seq N | xargs -P<cores> /bin/true`
+// (ratio b/xargs) and the floor of one job, a Unix-socket plus an eventfd round trip
+// between processes (added p50 per job over floor).
 // Each row gives jobs/s and p50/p99 latency per job in µs (a: spawn to reaped; b, c: request
 // sent to whole response line read). `ratio b/a` is the daemon's throughput as a fraction of
 // the raw loop (1.00 = the daemon costs nothing); `added p50` (b - a) includes queueing when
@@ -42,6 +45,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 
+#include "bench/baselines.h"
 #include "bench/bench_daemon.h"
 #include "common/sys.h"
 #include "common/unique_fd.h"
@@ -313,16 +317,32 @@ struct Run {
   PhaseStats a, b, c;
   double ratio_b = 0, ratio_c = 0;  // jobs/s of b (c) over a
   double added_b = 0, added_c = 0;  // p50 of b (c) minus p50 of a, µs
-  bool ok = true;                   // no job errors, daemon stopped on SIGTERM
-  std::string diagnostics;          // what went wrong, for stderr after the table
+  // The yardsticks beside (a): xargs -P<cores>, and the floor's two round trips.
+  double xargs_jobs_s = 0, socket_rtt_us = 0, eventfd_rtt_us = 0;
+  double ratio_b_xargs = 0;  // jobs/s of b over xargs
+  double added_c_floor = 0;  // added p50 per job over the floor (one of each round trip)
+  bool ok = true;            // no job errors, daemon stopped on SIGTERM
+  std::string diagnostics;   // what went wrong, for stderr after the table
 
   void derive() {
     ratio_b = a.jobs_per_s > 0 ? b.jobs_per_s / a.jobs_per_s : 0;
     ratio_c = a.jobs_per_s > 0 ? c.jobs_per_s / a.jobs_per_s : 0;
     added_b = b.p50_us - a.p50_us;
     added_c = c.p50_us - a.p50_us;
+    ratio_b_xargs = xargs_jobs_s > 0 ? b.jobs_per_s / xargs_jobs_s : 0;
+    const double floor_us = socket_rtt_us + eventfd_rtt_us;
+    added_c_floor = floor_us > 0 ? added_c / floor_us : 0;
   }
 };
+
+// Beside (a), before the daemon starts: xargs over as many jobs as (a) ran
+// (at least 500), and 20,000 of each round trip.
+void run_yardsticks(Run& run) {
+  run.xargs_jobs_s =
+      xargs_jobs_per_s(std::max<uint64_t>(run.a.jobs, 500), std::thread::hardware_concurrency());
+  run.socket_rtt_us = unix_socket_round_trip(20000).p50_us;
+  run.eventfd_rtt_us = eventfd_round_trip(20000).p50_us;
+}
 
 // Phases (b) and (c) against a fresh daemon; error only when nothing could be measured.
 sp::Status run_daemon_phases(const Options& opt, const std::string& exe, Run& run) {
@@ -371,7 +391,14 @@ void print_run(const char* title, const Run& r, int clients) {
   printf("ratio b/a = %.2f   (daemon jobs/s over raw jobs/s; 1.00 = no overhead)\n", r.ratio_b);
   printf("ratio c/a = %.2f   (1 client)\n", r.ratio_c);
   printf("added p50 = %.0f µs   (b - a; includes queueing of %d clients)\n", r.added_b, clients);
-  printf("added p50 per job = %.0f µs   (c - a; 1 client, no queueing)\n\n", r.added_c);
+  printf("added p50 per job = %.0f µs   (c - a; 1 client, no queueing; p99 of c: %.0f µs)\n",
+         r.added_c, r.c.p99_us);
+  printf("xargs -P%u: %.1f jobs/s   ratio b/xargs = %.2f   (the shell one-liner; goal >= 1.1)\n",
+         std::thread::hardware_concurrency(), r.xargs_jobs_s, r.ratio_b_xargs);
+  printf(
+      "floor = %.1f µs (Unix-socket round trip %.1f + eventfd round trip %.1f, p50)   "
+      "added p50 per job / floor = %.2f   (goal <= 1.2)\n\n",
+      r.socket_rtt_us + r.eventfd_rtt_us, r.socket_rtt_us, r.eventfd_rtt_us, r.added_c_floor);
 }
 
 // Medians field by field over the runs (ratios: median of each run's own ratio); errors and
@@ -394,7 +421,9 @@ Run median_run(const std::vector<Run>& runs) {
     for (const Run& r : runs) (m.*ph).errors += (r.*ph).errors;
     for (const Run& r : runs) (m.*ph).rejected += (r.*ph).rejected;
   }
-  for (double Run::*f : {&Run::ratio_b, &Run::ratio_c, &Run::added_b, &Run::added_c}) {
+  for (double Run::*f :
+       {&Run::ratio_b, &Run::ratio_c, &Run::added_b, &Run::added_c, &Run::xargs_jobs_s,
+        &Run::socket_rtt_us, &Run::eventfd_rtt_us, &Run::ratio_b_xargs, &Run::added_c_floor}) {
     m.*f = med([&](const Run& r) { return r.*f; });
   }
   m.ok = std::all_of(runs.begin(), runs.end(), [](const Run& r) { return r.ok; });
@@ -415,6 +444,11 @@ json::object to_json(const Run& r) {
           {"ratio_c_a", r.ratio_c},
           {"added_p50_us", r.added_b},
           {"added_p50_per_job_us", r.added_c},
+          {"xargs_jobs_per_s", r.xargs_jobs_s},
+          {"ratio_b_xargs", r.ratio_b_xargs},
+          {"socket_round_trip_us", r.socket_rtt_us},
+          {"eventfd_round_trip_us", r.eventfd_rtt_us},
+          {"added_p50_per_job_over_floor", r.added_c_floor},
           {"ok", r.ok}};
 }
 
@@ -464,6 +498,7 @@ int main(int argc, char** argv) {
   for (int k = 1; k <= opt.repeat; ++k) {
     Run run;
     run.a = run_baseline(opt);
+    run_yardsticks(run);
     if (auto st = run_daemon_phases(opt, exe, run); !st) {
       fprintf(stderr, "e2e: %s\n", st.error().message().c_str());
       return 1;
