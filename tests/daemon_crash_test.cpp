@@ -310,8 +310,9 @@ TEST_CASE("a worker killed again and again after it was ready is restarted howev
   CHECK(str(execute(c, sh("echo still serving")), "stdout") == "still serving\n");
   // The supervisor counts a death when it reaps it; the last kill's may be
   // counted a moment after the test sees the new worker (as in
-  // unprivileged_test), so wait (bounded) for it.
-  CHECK(wait_until(
+  // unprivileged_test), so wait (bounded) for it. REQUIRE: a failure prints
+  // the daemon's log, which names each death and restart.
+  REQUIRE(wait_until(
       [&] { return num(health(c).at("counters").as_object(), "worker_restarts") == kKills; }, 10));
   json::object h = health(c);
   const json::object& counters = h.at("counters").as_object();
