@@ -118,10 +118,9 @@ void RemoteJob::pump(uint64_t now) {
     if (step_ == Step::kRunning && pending_[0].empty() && pending_[1].empty() &&
         libssh2_channel_eof(channel_)) {
       finish_redaction();
-      if (pending_[0].empty() && pending_[1].empty()) {
-        step_ = Step::kClosing;
-        step_by_ns_ = now + conn_->step_timeout_ns();
-      }
+      // The close waits for the command's exit, which may come long after
+      // its output ended (`exec >/dev/null 2>&1; ...`): no step deadline.
+      if (pending_[0].empty() && pending_[1].empty()) step_ = Step::kClosing;
     }
   }
   if (step_ == Step::kClosing) wait_closed();
@@ -444,9 +443,7 @@ void RemoteJob::stalled() {
                         "the host did not open a channel" + within});
   }
   // The command may run: the job is lost, never started again.
-  const char* what = step_ == Step::kStarting ? "the host did not answer the command's start"
-                                              : "the host did not close the channel after the "
-                                                "command's output ended";
+  const char* what = "the host did not answer the command's start";
   spdlog::warn("host {}: job slot {}: {}{}", conn_->host_name(), slot_, what, within);
   Failure f{RemoteError::kConnectionLost, RemotePhase::kRun, what + within};
   if (pgid_ > 1) send(SIGKILL);

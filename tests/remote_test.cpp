@@ -125,6 +125,17 @@ TEST_CASE("a key login runs jobs with the fields of local ones and reuses its co
   CHECK_THAT(str(check, "banner"), Contains("OpenSSH"));
   CHECK(check.at("auth_methods").as_array() == json::array{"publickey"});
   CHECK(check.at("latency_ms").as_double() > 0);
+
+  // A command that closes its output and runs on past connect_timeout_ms:
+  // the close waits for its exit, which is no stalled step.
+  json::object quick = host_params("web1-quick", s, key);
+  quick["connect_timeout_ms"] = 300;
+  REQUIRE(c.call("host_add", quick).contains("result"));
+  json::object quiet =
+      run_on(c, "web1-quick", "exec >/dev/null 2>&1 </dev/null; sleep 1.4322; exit 4");
+  CHECK(str(quiet, "status") == "exited");
+  CHECK(num(quiet, "exit_code") == 4);
+  REQUIRE(c.call("host_remove", json::object{{"name", "web1-quick"}}).contains("result"));
 }
 
 TEST_CASE("agent and password logins work, and no secret reaches an answer or the log",
