@@ -88,11 +88,11 @@ inline RoundTrip eventfd_round_trip(int rounds) {
   const UniqueFd to_child(::eventfd(0, EFD_CLOEXEC)), to_parent(::eventfd(0, EFD_CLOEXEC));
   if (to_child.get() < 0 || to_parent.get() < 0) return {};
   uint64_t v = 1;
-  auto ring_and_wait = [&](int ring, int wait) {
-    uint64_t one = 1;
-    return ::write(ring, &one, sizeof one) == sizeof one && ::read(wait, &v, sizeof v) == sizeof v;
+  auto ask = [&] {
+    const uint64_t one = 1;
+    return ::write(to_child.get(), &one, sizeof one) == sizeof one &&
+           ::read(to_parent.get(), &v, sizeof v) == sizeof v;
   };
-  auto ask = [&] { return ring_and_wait(to_child.get(), to_parent.get()); };
   auto answer = [&] {
     return ::read(to_child.get(), &v, sizeof v) == sizeof v &&
            ::write(to_parent.get(), &v, sizeof v) == sizeof v;

@@ -315,9 +315,7 @@ TEST_CASE("a worker killed again and again after it was ready is restarted howev
   REQUIRE(wait_until(
       [&] { return num(health(c).at("counters").as_object(), "worker_restarts") == kKills; }, 10));
   json::object h = health(c);
-  const json::object& counters = h.at("counters").as_object();
-  CHECK(num(counters, "worker_restarts") == kKills);
-  CHECK(num(counters, "boot_failures") == 0);
+  CHECK(num(h.at("counters").as_object(), "boot_failures") == 0);
   CHECK(str(h.at("workers").as_array().at(0).as_object(), "last_death") == "after_ready");
   CHECK_THAT(d.log(), Contains("restarted however often it is killed"));
   stop_cleanly(d);

@@ -127,12 +127,13 @@ TEST_CASE("a key login runs jobs with the fields of local ones and reuses its co
   CHECK(check.at("latency_ms").as_double() > 0);
 
   // A command that closes its output and runs on past connect_timeout_ms:
-  // the close waits for its exit, which is no stalled step.
+  // the close waits for its exit, which is no stalled step. (2 s: the login,
+  // which it also bounds, must fit in it on a loaded sanitizer run.)
   json::object quick = host_params("web1-quick", s, key);
-  quick["connect_timeout_ms"] = 300;
+  quick["connect_timeout_ms"] = 2000;
   REQUIRE(c.call("host_add", quick).contains("result"));
   json::object quiet =
-      run_on(c, "web1-quick", "exec >/dev/null 2>&1 </dev/null; sleep 1.4322; exit 4");
+      run_on(c, "web1-quick", "exec >/dev/null 2>&1 </dev/null; sleep 2.6322; exit 4");
   CHECK(str(quiet, "status") == "exited");
   CHECK(num(quiet, "exit_code") == 4);
   REQUIRE(c.call("host_remove", json::object{{"name", "web1-quick"}}).contains("result"));
