@@ -255,8 +255,17 @@ void AttachedJobs::finish(Pending& p, JobWord w) {
     result["type"] = "exit";
   } else {
     for (int i = 0; i < 2; ++i) {
+      // The text sized once, and the bytes let go before the answer is encoded: a
+      // stream at its cap is held twice at most, not four times (BENCHMARKS.md, memory).
       std::string text;
-      append_output_text(text, p.data[i], p.encoding, p.carry[i], true);
+      if (p.encoding == OutputEncoding::kBytes) {
+        text = std::move(p.data[i]);  // as they are
+      } else {
+        const size_t n = p.data[i].size();
+        text.reserve(p.encoding == OutputEncoding::kBase64 ? (n + 2) / 3 * 4 : n);
+        append_output_text(text, p.data[i], p.encoding, p.carry[i], true);
+        std::string().swap(p.data[i]);
+      }
       result[i ? "stderr" : "stdout"] = output_value(std::move(text), p.encoding);
     }
   }

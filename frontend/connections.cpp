@@ -25,6 +25,10 @@ struct Connections::Conn {
   bool skipping = false;  // discarding the rest of an over-long line
   std::string out;        // answers not yet written, from out_off
   size_t out_off = 0;
+  // The last send found the socket full: EPOLLOUT says when to go on. A
+  // backlog that has not met a full socket yet is in dirty_, and the loop
+  // flushes it at the end of its turn without asking epoll.
+  bool write_blocked = false;
   bool read_closed = false;  // peer shut its write side: answer what is in flight, then close
   uint32_t events = 0;       // epoll interest currently registered
   uint32_t unanswered = 0;   // calls handed to the dispatcher and not answered yet
@@ -141,7 +145,7 @@ void Connections::request_finished(Conn& c) {
 
 void Connections::update_events(Conn& c) {
   bool reading = !c.read_closed && takes_requests(c);
-  uint32_t want = (reading ? EPOLLIN | EPOLLRDHUP : 0u) | (c.backlog() ? EPOLLOUT : 0u);
+  uint32_t want = (reading ? EPOLLIN | EPOLLRDHUP : 0u) | (c.write_blocked ? EPOLLOUT : 0u);
   if (c.events == want) return;
   // EPOLLHUP (the peer closed entirely) is reported even with no interest.
   epoll_event ev{want, {.u64 = c.id}};
@@ -370,6 +374,7 @@ void Connections::flush(Conn& c) {
     close(c.id);  // EPIPE / ECONNRESET: the client is gone
     return;
   }
+  c.write_blocked = c.backlog() > 0;
   bool was_full = c.out.size() >= kMaxBacklogBytes;
   if (!c.backlog()) {
     c.out.clear();
