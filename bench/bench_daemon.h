@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -130,6 +131,8 @@ class Daemon {
     }
   }
 
+  pid_t pid() const { return pid_; }
+
   // SIGTERM, then SIGKILL after timeout_s. Value: how it ended; error: it had to be killed.
   sp::Result<std::string> stop(double timeout_s) {
     if (pid_ <= 0) return std::string("already reaped");
@@ -227,21 +230,90 @@ class Conn {
         return std::string_view(buf_).substr(0, unit->first);
       }
       if (buf_.size() > kMaxLine) return sp::Error{0, "response over 64 MiB"};
-      char chunk[16384];
-      auto n = sp::sys("recv", [&] { return ::recv(fd_.get(), chunk, sizeof chunk, 0); });
+      // As much as the socket holds: streams come in large chunks.
+      auto n = sp::sys("recv", [&] { return ::recv(fd_.get(), chunk_.data(), chunk_.size(), 0); });
       if (!n && n.error().code == EAGAIN) return sp::Error{0, "no response within the timeout"};
       if (!n) return n.error();
       if (*n == 0) return sp::Error{0, "daemon closed the connection"};
-      buf_.append(chunk, static_cast<size_t>(*n));
+      buf_.append(chunk_.data(), static_cast<size_t>(*n));
     }
   }
 
  private:
   static constexpr size_t kMaxLine = 64u << 20;
+
   sp::UniqueFd fd_;
   std::string buf_;
+  std::vector<char> chunk_ = std::vector<char>(256u << 10);
   size_t consumed_ = 0;  // bytes of the line returned last, dropped at the next call
 };
+
+// One process of a running daemon: the supervisor or one of its roles.
+struct Proc {
+  pid_t pid = 0;
+  std::string role;  // "supervisor", "frontend", "worker 0", "worker 128" (the remote one)...
+};
+
+// The supervisor and its children, each named by its role (argv[1] and its
+// --index), in /proc order.
+inline std::vector<Proc> daemon_processes(pid_t supervisor) {
+  std::vector<Proc> out{{supervisor, "supervisor"}};
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t close = line.rfind(')');  // the comm may hold spaces and parentheses
+    int ppid = 0;
+    if (close == std::string::npos || sscanf(line.c_str() + close + 2, "%*c %d", &ppid) != 1 ||
+        ppid != supervisor) {
+      continue;
+    }
+    std::ifstream in(e.path() / "cmdline", std::ios::binary);
+    std::vector<std::string> argv;
+    for (std::string arg; std::getline(in, arg, '\0');) argv.push_back(arg);
+    std::string role = argv.size() > 1 ? argv[1] : "?";
+    for (size_t i = 2; i + 1 < argv.size(); ++i)
+      if (argv[i] == "--index") role += " " + argv[i + 1];
+    out.push_back({static_cast<pid_t>(std::stol(name)), role});
+  }
+  return out;
+}
+
+// CPU seconds (user + system) of a process and of its children it reaped;
+// zeros once it is gone.
+struct Cpu {
+  double self = 0, children = 0;
+};
+
+inline Cpu process_cpu(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const size_t close = line.rfind(')');
+  unsigned long long ut = 0, st = 0, cut = 0, cst = 0;
+  if (close == std::string::npos ||
+      sscanf(line.c_str() + close + 2,
+             "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", &ut, &st, &cut,
+             &cst) != 4) {
+    return {};
+  }
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  return {static_cast<double>(ut + st) / tick, static_cast<double>(cut + cst) / tick};
+}
+
+// The process's proportional set size in KiB (its private memory plus its
+// share of what it maps with others, shared memory included); 0 once it is gone.
+inline uint64_t pss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  for (std::string line; std::getline(in, line);) {
+    unsigned long long kib = 0;
+    if (sscanf(line.c_str(), "Pss: %llu kB", &kib) == 1) return kib;
+  }
+  return 0;
+}
 
 inline std::string find_daemon(const std::string& given) {
   if (given.find('/') != std::string::npos) return access(given.c_str(), X_OK) == 0 ? given : "";

@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -59,6 +60,15 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 using namespace sp::bench;
 
+// The command of every phase: /bin/true, or with --echo `/bin/echo shell-pool`, whose
+// output (a) captures through a pipe as the daemon does.
+struct Command {
+  bool echo = false;
+  const char* path() const { return echo ? "/bin/echo" : "/bin/true"; }
+  const char* args_json() const { return echo ? "[\"shell-pool\"]" : "[]"; }
+  sp::rpc::Array args() const { return echo ? sp::rpc::Array{"shell-pool"} : sp::rpc::Array{}; }
+};
+
 struct Options {
   double seconds = 3;
   uint64_t count = 2000;
@@ -70,6 +80,7 @@ struct Options {
   std::string json_file;
   bool detached = false;  // (b), (c): job_submit + job_wait instead of execute
   bool msgpack = false;   // (b), (c): MessagePack-RPC instead of JSON-RPC
+  Command command;        // every phase's
 };
 
 // Bounds on waiting for the daemon, in seconds.
@@ -99,37 +110,53 @@ PhaseStats summarize(std::vector<uint64_t> lat_ns, double secs, uint64_t errors,
 
 // ---- (a) baseline --------------------------------------------------------------------------
 
-// vfork shares our memory until the child execs, so the child calls only execve and _exit.
-// Only called while this process has a single thread.
-__attribute__((noinline)) pid_t spawn_true() {
-  static char path[] = "/bin/true";
-  static char* argv[] = {path, nullptr};
+// vfork shares our memory until the child execs, so the child calls only dup2, execve and
+// _exit. Only called while this process has a single thread. out_fd >= 0: the child's stdout.
+__attribute__((noinline)) pid_t spawn(const Command& cmd, int out_fd) {
+  static char t[] = "/bin/true", e[] = "/bin/echo", word[] = "shell-pool";
+  static char* true_argv[] = {t, nullptr};
+  static char* echo_argv[] = {e, word, nullptr};
+  char** argv = cmd.echo ? echo_argv : true_argv;
   pid_t pid = vfork();
   if (pid == 0) {
-    execve(path, argv, environ);
+    if (out_fd >= 0 && dup2(out_fd, 1) < 0) _exit(127);
+    execve(argv[0], argv, environ);
     _exit(127);
   }
   return pid;
 }
 
-bool spawn_and_reap_true() {
-  pid_t pid = spawn_true();
+// One spawn to reaped; with --echo its output read to EOF from a pipe first.
+bool spawn_and_reap(const Command& cmd) {
+  sp::UniqueFd rd, wr;
+  if (cmd.echo) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return false;
+    rd.reset(p[0]);
+    wr.reset(p[1]);
+  }
+  pid_t pid = spawn(cmd, wr.get());
   if (pid < 0) return false;
+  wr.reset();
+  size_t got = 0;
+  char buf[64];
+  for (ssize_t n; rd && (n = sp::sys_raw([&] { return read(rd.get(), buf, sizeof buf); })) > 0;)
+    got += size_t(n);
   int status = 0;
   auto r = sp::sys("waitpid", [&] { return waitpid(pid, &status, 0); });
-  return r.ok() && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  return r.ok() && WIFEXITED(status) && WEXITSTATUS(status) == 0 && got == (cmd.echo ? 11 : 0);
 }
 
 PhaseStats run_baseline(const Options& opt) {
   uint64_t errors = 0;
-  for (int i = 0; i < opt.warmup; ++i) errors += spawn_and_reap_true() ? 0 : 1;
+  for (int i = 0; i < opt.warmup; ++i) errors += spawn_and_reap(opt.command) ? 0 : 1;
   std::vector<uint64_t> lat;
   lat.reserve(opt.count ? opt.count : 1 << 14);
   const uint64_t t0 = now_ns();
   const uint64_t end = t0 + to_ns(opt.seconds);
   uint64_t t = t0;
   while (t < end && (opt.count == 0 || lat.size() < opt.count)) {
-    const bool ok = spawn_and_reap_true();
+    const bool ok = spawn_and_reap(opt.command);
     const uint64_t t1 = now_ns();
     if (ok) {
       lat.push_back(t1 - t);
@@ -228,26 +255,26 @@ void client_loop(const std::string& socket, const Options& opt, std::barrier<>& 
     std::string frame;
     if (opt.msgpack) {
       using sp::rpc::Array, sp::rpc::Object;
-      sp::rpc::append_msgpack(
-          frame,
-          Array{0, int64_t(++id), "execute",
-                Array{Object{{"command", "/bin/true"}, {"args", Array{}}, {"shell", false}}}});
+      sp::rpc::append_msgpack(frame, Array{0, int64_t(++id), "execute",
+                                           Array{Object{{"command", opt.command.path()},
+                                                        {"args", opt.command.args()},
+                                                        {"shell", false}}}});
     } else if (opt.detached) {  // both lines at once: the submit is answered first, then the wait
       const auto job = static_cast<unsigned long long>(job_seq.fetch_add(1));
-      n = snprintf(
-          req, sizeof req,
-          "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"job_submit\",\"params\":"
-          "{\"command\":\"/bin/true\",\"args\":[],\"shell\":false,\"job_id\":\"b-%llu\"}}\n"
-          "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"job_wait\",\"params\":"
-          "{\"job_id\":\"b-%llu\"}}\n",
-          static_cast<unsigned long long>(id + 1), job, static_cast<unsigned long long>(id + 2),
-          job);
+      n = snprintf(req, sizeof req,
+                   "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"job_submit\",\"params\":"
+                   "{\"command\":\"%s\",\"args\":%s,\"shell\":false,\"job_id\":\"b-%llu\"}}\n"
+                   "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"job_wait\",\"params\":"
+                   "{\"job_id\":\"b-%llu\"}}\n",
+                   static_cast<unsigned long long>(id + 1), opt.command.path(),
+                   opt.command.args_json(), job, static_cast<unsigned long long>(id + 2), job);
       id += 2;
     } else {
       n = snprintf(req, sizeof req,
                    "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"execute\",\"params\":"
-                   "{\"command\":\"/bin/true\",\"args\":[],\"shell\":false}}\n",
-                   static_cast<unsigned long long>(++id));
+                   "{\"command\":\"%s\",\"args\":%s,\"shell\":false}}\n",
+                   static_cast<unsigned long long>(++id), opt.command.path(),
+                   opt.command.args_json());
     }
     const uint64_t t0 = now_ns();
     const std::string_view sending =
@@ -311,6 +338,38 @@ PhaseStats run_clients(const std::string& socket, const Options& opt, int client
   return summarize(std::move(lat), wall, errors, rejected);
 }
 
+// ---- CPU per job, by who spends it ---------------------------------------------------------
+
+double cpu_seconds(int who) {  // RUSAGE_SELF (all our threads) or RUSAGE_CHILDREN (reaped)
+  rusage ru{};
+  getrusage(who, &ru);
+  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
+  return secs(ru.ru_utime) + secs(ru.ru_stime);
+}
+
+// CPU seconds so far of this process (the clients' threads) and of the daemon's roles;
+// a worker's reaped children are the commands it ran.
+struct CpuSnapshot {
+  double clients = 0, frontend = 0, workers = 0, commands = 0, supervisor = 0;
+};
+
+CpuSnapshot cpu_snapshot(pid_t supervisor) {
+  CpuSnapshot s;
+  s.clients = cpu_seconds(RUSAGE_SELF);
+  for (const Proc& p : daemon_processes(supervisor)) {
+    const Cpu c = process_cpu(p.pid);
+    if (p.role == "supervisor") {
+      s.supervisor += c.self;
+    } else if (p.role == "frontend") {
+      s.frontend += c.self;
+    } else {
+      s.workers += c.self;
+      s.commands += c.children;
+    }
+  }
+  return s;
+}
+
 // ---- a whole run ----------------------------------------------------------------------------
 
 struct Run {
@@ -321,8 +380,11 @@ struct Run {
   double xargs_jobs_s = 0, socket_rtt_us = 0, eventfd_rtt_us = 0;
   double ratio_b_xargs = 0;  // jobs/s of b over xargs
   double added_c_floor = 0;  // added p50 per job over the floor (one of each round trip)
-  bool ok = true;            // no job errors, daemon stopped on SIGTERM
-  std::string diagnostics;   // what went wrong, for stderr after the table
+  // CPU per job in µs: (a)'s spawner and its /bin/true; (b)'s clients, roles and commands.
+  double cpu_raw_spawner = 0, cpu_raw_commands = 0;
+  double cpu_clients = 0, cpu_frontend = 0, cpu_workers = 0, cpu_commands = 0, cpu_supervisor = 0;
+  bool ok = true;           // no job errors, daemon stopped on SIGTERM
+  std::string diagnostics;  // what went wrong, for stderr after the table
 
   void derive() {
     ratio_b = a.jobs_per_s > 0 ? b.jobs_per_s / a.jobs_per_s : 0;
@@ -334,6 +396,15 @@ struct Run {
     added_c_floor = floor_us > 0 ? added_c / floor_us : 0;
   }
 };
+
+// (a), with its CPU per spawn: the spawner's own and its /bin/true's (warm-up included).
+void run_raw(const Options& opt, Run& run) {
+  const double self0 = cpu_seconds(RUSAGE_SELF), children0 = cpu_seconds(RUSAGE_CHILDREN);
+  run.a = run_baseline(opt);
+  const double per_spawn = run.a.jobs ? 1e6 / double(run.a.jobs + uint64_t(opt.warmup)) : 0;
+  run.cpu_raw_spawner = (cpu_seconds(RUSAGE_SELF) - self0) * per_spawn;
+  run.cpu_raw_commands = (cpu_seconds(RUSAGE_CHILDREN) - children0) * per_spawn;
+}
 
 // Beside (a), before the daemon starts: xargs over as many jobs as (a) ran
 // (at least 500), and 20,000 of each round trip.
@@ -360,7 +431,15 @@ sp::Status run_daemon_phases(const Options& opt, const std::string& exe, Run& ru
     return st;
   }
   std::string first_error;
+  const CpuSnapshot before = cpu_snapshot(daemon.pid());
   run.b = run_clients(socket, opt, opt.clients, run.a.secs, first_error);
+  const CpuSnapshot after = cpu_snapshot(daemon.pid());
+  const double per_job = run.b.jobs ? 1e6 / double(run.b.jobs) : 0;
+  run.cpu_clients = (after.clients - before.clients) * per_job;
+  run.cpu_frontend = (after.frontend - before.frontend) * per_job;
+  run.cpu_workers = (after.workers - before.workers) * per_job;
+  run.cpu_commands = (after.commands - before.commands) * per_job;
+  run.cpu_supervisor = (after.supervisor - before.supervisor) * per_job;
   run.c = run_clients(socket, opt, 1, run.a.secs, first_error);
   auto stopped = daemon.stop(kStopTimeout);
   run.ok = run.a.errors + run.b.errors + run.c.errors == 0 && stopped.ok();
@@ -397,8 +476,16 @@ void print_run(const char* title, const Run& r, int clients) {
          std::thread::hardware_concurrency(), r.xargs_jobs_s, r.ratio_b_xargs);
   printf(
       "floor = %.1f µs (Unix-socket round trip %.1f + eventfd round trip %.1f, p50)   "
-      "added p50 per job / floor = %.2f   (goal <= 1.2)\n\n",
+      "added p50 per job / floor = %.2f   (goal <= 1.2)\n",
       r.socket_rtt_us + r.eventfd_rtt_us, r.socket_rtt_us, r.eventfd_rtt_us, r.added_c_floor);
+  const double raw = r.cpu_raw_spawner + r.cpu_raw_commands;
+  const double total =
+      r.cpu_clients + r.cpu_frontend + r.cpu_workers + r.cpu_commands + r.cpu_supervisor;
+  printf(
+      "CPU per job, µs: (a) %.0f (spawner %.0f, /bin/true %.0f); (b) %.0f = %.2f x (a): "
+      "clients %.0f, frontend %.0f, workers %.0f, their commands %.0f, supervisor %.0f\n\n",
+      raw, r.cpu_raw_spawner, r.cpu_raw_commands, total, raw > 0 ? total / raw : 0, r.cpu_clients,
+      r.cpu_frontend, r.cpu_workers, r.cpu_commands, r.cpu_supervisor);
 }
 
 // Medians field by field over the runs (ratios: median of each run's own ratio); errors and
@@ -423,7 +510,9 @@ Run median_run(const std::vector<Run>& runs) {
   }
   for (double Run::*f :
        {&Run::ratio_b, &Run::ratio_c, &Run::added_b, &Run::added_c, &Run::xargs_jobs_s,
-        &Run::socket_rtt_us, &Run::eventfd_rtt_us, &Run::ratio_b_xargs, &Run::added_c_floor}) {
+        &Run::socket_rtt_us, &Run::eventfd_rtt_us, &Run::ratio_b_xargs, &Run::added_c_floor,
+        &Run::cpu_raw_spawner, &Run::cpu_raw_commands, &Run::cpu_clients, &Run::cpu_frontend,
+        &Run::cpu_workers, &Run::cpu_commands, &Run::cpu_supervisor}) {
     m.*f = med([&](const Run& r) { return r.*f; });
   }
   m.ok = std::all_of(runs.begin(), runs.end(), [](const Run& r) { return r.ok; });
@@ -449,7 +538,35 @@ json::object to_json(const Run& r) {
           {"socket_round_trip_us", r.socket_rtt_us},
           {"eventfd_round_trip_us", r.eventfd_rtt_us},
           {"added_p50_per_job_over_floor", r.added_c_floor},
+          {"cpu_us_per_job",
+           {{"raw_spawner", r.cpu_raw_spawner},
+            {"raw_commands", r.cpu_raw_commands},
+            {"clients", r.cpu_clients},
+            {"frontend", r.cpu_frontend},
+            {"workers", r.cpu_workers},
+            {"commands", r.cpu_commands},
+            {"supervisor", r.cpu_supervisor}}},
           {"ok", r.ok}};
+}
+
+// Every run and the medians to --json; false when the file could not be written.
+bool write_json(const Options& opt, const std::string& exe, const std::vector<Run>& runs,
+                const Run& med) {
+  json::array all;
+  for (const Run& r : runs) all.push_back(to_json(r));
+  json::array extra(opt.daemon_args.begin(), opt.daemon_args.end());
+  const json::object doc{{"daemon", exe},
+                         {"daemon_args", std::move(extra)},
+                         {"command", opt.command.path()},
+                         {"seconds", opt.seconds},
+                         {"count", opt.count},
+                         {"clients", opt.clients},
+                         {"runs", std::move(all)},
+                         {"median", to_json(med)},
+                         {"ok", med.ok}};
+  std::ofstream out(opt.json_file);
+  out << json::serialize(doc) << "\n";
+  return bool(out);
 }
 
 // --daemon, else shell-poold next to this binary, else in ../supervisor/ (the build tree).
@@ -481,6 +598,10 @@ int main(int argc, char** argv) {
                "execute");
   app.add_flag("--msgpack", opt.msgpack, "(b), (c): speak MessagePack-RPC instead of JSON-RPC")
       ->excludes("--detached");
+  app.add_flag("--echo", opt.command.echo,
+               "every phase runs `/bin/echo shell-pool` instead of /bin/true, and (a) captures "
+               "its output through a pipe: (c) - (a) is then what the daemon adds to a "
+               "spawn-and-capture");
   CLI11_PARSE(app, argc, argv);
   setvbuf(stdout, nullptr, _IOLBF, 0);
 
@@ -491,13 +612,14 @@ int main(int argc, char** argv) {
                                : "--daemon is not an executable file");
     return 2;
   }
-  printf("daemon %s, %.1f s or %llu spawns per phase, %d clients in (b), %s\n\n", exe.c_str(),
+  printf("daemon %s, %.1f s or %llu spawns per phase, %d clients in (b), %s, %s\n\n", exe.c_str(),
          opt.seconds, static_cast<unsigned long long>(opt.count), opt.clients,
-         opt.msgpack ? "MessagePack-RPC" : "JSON-RPC");
+         opt.msgpack ? "MessagePack-RPC" : "JSON-RPC",
+         opt.command.echo ? "/bin/echo shell-pool, output captured" : "/bin/true");
   std::vector<Run> runs;
   for (int k = 1; k <= opt.repeat; ++k) {
     Run run;
-    run.a = run_baseline(opt);
+    run_raw(opt, run);
     run_yardsticks(run);
     if (auto st = run_daemon_phases(opt, exe, run); !st) {
       fprintf(stderr, "e2e: %s\n", st.error().message().c_str());
@@ -515,20 +637,9 @@ int main(int argc, char** argv) {
         "median of " + std::to_string(opt.repeat) + " runs (errors and rejected: totals)";
     print_run(title.c_str(), med, opt.clients);
   }
-  if (!opt.json_file.empty()) {
-    json::array all;
-    for (const Run& r : runs) all.push_back(to_json(r));
-    json::array extra(opt.daemon_args.begin(), opt.daemon_args.end());
-    const json::object doc{{"daemon", exe},          {"daemon_args", std::move(extra)},
-                           {"seconds", opt.seconds}, {"count", opt.count},
-                           {"clients", opt.clients}, {"runs", std::move(all)},
-                           {"median", to_json(med)}, {"ok", med.ok}};
-    std::ofstream out(opt.json_file);
-    out << json::serialize(doc) << "\n";
-    if (!out) {
-      fprintf(stderr, "e2e: cannot write %s\n", opt.json_file.c_str());
-      return 1;
-    }
+  if (!opt.json_file.empty() && !write_json(opt, exe, runs, med)) {
+    fprintf(stderr, "e2e: cannot write %s\n", opt.json_file.c_str());
+    return 1;
   }
   if (!med.ok) fprintf(stderr, "e2e: FAILED: some jobs failed or the daemon misbehaved\n");
   return med.ok ? 0 : 1;
