@@ -22,8 +22,9 @@ struct Connections::Conn {
   // incomplete one. At most one read (64 KiB) plus one line.
   std::string in;
   size_t in_off = 0;
-  bool skipping = false;  // discarding the rest of an over-long line
-  std::string out;        // answers not yet written, from out_off
+  bool skipping = false;     // discarding the rest of an over-long line
+  rpc::FrameScanner frames;  // MessagePack-RPC: the frame at in_off, as far as it came
+  std::string out;           // answers not yet written, from out_off
   size_t out_off = 0;
   // The last send found the socket full: EPOLLOUT says when to go on. A
   // backlog that has not met a full socket yet is in dirty_, and the loop
@@ -236,7 +237,7 @@ void Connections::handle_lines(Conn& c) {
 void Connections::handle_frames(Conn& c) {
   while (c.lines_waiting() && takes_requests(c)) {
     std::string_view rest = std::string_view(c.in).substr(c.in_off);
-    rpc::FrameScan f = rpc::scan_frame(rest);
+    rpc::FrameScan f = c.frames.scan(rest);
     if (f.status == rpc::FrameScan::kInvalid)
       return give_up(c, {rpc::Code::ParseError, "parse error: " + f.why});
     if (f.status == rpc::FrameScan::kNeedMore || f.size > limits_.max_line_bytes) {
@@ -256,6 +257,7 @@ void Connections::give_up(Conn& c, const rpc::RpcError& err) {
   send(c.id, c.codec->error(nullptr, err));
   c.in.clear();
   c.in_off = 0;
+  c.frames = {};
   c.read_closed = true;  // nothing more is read; it closes once answered (Conn::done)
 }
 

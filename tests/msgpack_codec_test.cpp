@@ -34,6 +34,30 @@ TEST_CASE("scan_frame finds a frame's end however the stream is cut") {
   CHECK(pack(*v) == f);
 }
 
+TEST_CASE("a FrameScanner fed a byte at a time goes on where it stopped") {
+  // Many small values: rescanning from the frame's start on every byte would
+  // take 40,000 x 40,000 steps.
+  const std::string f =
+      pack(Array{0, 1, "execute", Array{Array(40000, Value(7))}}) + pack(Array{2, "x", Array{}});
+  FrameScanner scanner;
+  size_t cut = 1;
+  FrameScan s;
+  for (; cut <= f.size(); ++cut)
+    if ((s = scanner.scan(std::string_view(f).substr(0, cut))).status != FrameScan::kNeedMore)
+      break;
+  REQUIRE(s.status == FrameScan::kComplete);
+  CHECK(s.size == f.size() - 5);  // the notification that follows is 5 bytes
+  CHECK(cut == s.size);           // complete with its last byte, not later
+  // Then the next frame, from its own start.
+  s = scanner.scan(std::string_view(f).substr(s.size));
+  CHECK(s.status == FrameScan::kComplete);
+  CHECK(s.size == 5);
+  // A bad byte met after a resume is refused as in one scan, and the scanner starts over.
+  CHECK(scanner.scan("\x92\xc0").status == FrameScan::kNeedMore);
+  CHECK(scanner.scan("\x92\xc0\xc1").status == FrameScan::kInvalid);
+  CHECK(scanner.scan("\xc0").status == FrameScan::kComplete);
+}
+
 TEST_CASE("nesting is bounded, and bytes MessagePack never uses are refused") {
   std::string ok(kMaxDepth, char(0x91));
   ok += char(0xc0);

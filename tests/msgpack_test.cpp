@@ -2,7 +2,8 @@
 // connection's first byte, the same methods with bytes as bin, streams as
 // notifications, notifications never answered, pipelining, errors as
 // {code, message, data}; hostile frames (too deep, too long, cut short,
-// wrong types, bytes MessagePack never uses); a worker killed under a
+// wrong types, bytes MessagePack never uses; a frame a few bytes at a
+// time); a worker killed under a
 // call; and unmodified third-party clients (python3-msgpack, pynvim's
 // msgpack-rpc session, Neovim's own rpcrequest()).
 #include <signal.h>
@@ -189,6 +190,20 @@ TEST_CASE("hostile MessagePack: a clear error, then the connection closes when i
     CHECK(at(error_of(c, 9), "code") == Value(-32600));
     REQUIRE(c.send_raw(request(2, "health", Array{})));
     CHECK(at(result(c, 2), "status") == Value("ok"));
+  }
+  // A frame that comes a few bytes at a time is scanned on from where it stopped: each
+  // piece is read on its own (a call on another connection is answered between them).
+  {
+    Client c(d.socket()), other(d.socket());
+    const std::string f = request(
+        6, "execute",
+        Array{Object{{"command", "echo"}, {"args", Array{"a", "b", "c"}}, {"shell", false}}});
+    for (size_t pos = 0; pos < f.size(); pos += 7) {
+      REQUIRE(c.send_raw(f.substr(pos, 7)));
+      REQUIRE(other.send_raw(request(uint32_t(100 + pos), "health", Array{})));
+      CHECK(at(result(other, uint32_t(100 + pos)), "status") == Value("ok"));
+    }
+    CHECK(at(result(c, 6), "stdout") == Value(Bytes{"a b c\n"}));
   }
   // Frames whose end cannot be found, or past --max-line: answered, then closed.
   std::vector<std::string> fatal = {

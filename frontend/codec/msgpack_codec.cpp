@@ -206,52 +206,58 @@ void append_response_head(std::string& out, const Value& id) {
 }  // namespace
 
 FrameScan scan_frame(std::string_view in) {
-  const char* p = in.data();
-  const char* const end = p + in.size();
-  // left[d]: the values still to come at nesting depth d.
-  uint64_t left[kMaxDepth + 1];
-  size_t depth = 0;
-  left[0] = 1;
+  return FrameScanner().scan(in);
+}
+
+FrameScan FrameScanner::scan(std::string_view in) {
+  const char* p = in.data() + at_;
+  const char* const end = in.data() + in.size();
+  auto restart = [&](FrameScan f) {
+    *this = FrameScanner();
+    return f;
+  };
   for (;;) {
+    // Here p is at a value's start: what is before it is never scanned again.
+    at_ = size_t(p - in.data());
     if (p >= end) return {};
     if (uint8_t(*p) == 0xc1)
-      return {FrameScan::kInvalid, 0, "byte 0xc1, which MessagePack never uses"};
+      return restart({FrameScan::kInvalid, 0, "byte 0xc1, which MessagePack never uses"});
     uint64_t children = 0;
+    const char* q = p;
     switch (mp_typeof(*p)) {
       case MP_ARRAY:
         if (size_t(end - p) < header_bytes(uint8_t(*p))) return {};
-        children = mp_decode_array(&p);
+        children = mp_decode_array(&q);
         break;
       case MP_MAP:
         if (size_t(end - p) < header_bytes(uint8_t(*p))) return {};
-        children = 2ull * mp_decode_map(&p);
+        children = 2ull * mp_decode_map(&q);
         break;
       case MP_STR:
       case MP_BIN: {
         if (size_t(end - p) < header_bytes(uint8_t(*p))) return {};
-        const uint32_t n = mp_typeof(*p) == MP_STR ? mp_decode_strl(&p) : mp_decode_binl(&p);
-        if (size_t(end - p) < n) return {};
-        p += n;
+        const uint32_t n = mp_typeof(*p) == MP_STR ? mp_decode_strl(&q) : mp_decode_binl(&q);
+        if (size_t(end - q) < n) return {};
+        q += n;
         break;
       }
       case MP_EXT:
-        return {FrameScan::kInvalid, 0, "a MessagePack ext value (not used by this protocol)"};
-      default: {  // a scalar: mp_check fails only when it is cut short
-        const char* q = p;
+        return restart(
+            {FrameScan::kInvalid, 0, "a MessagePack ext value (not used by this protocol)"});
+      default:  // a scalar: mp_check fails only when it is cut short
         if (mp_check(&q, end)) return {};
-        p = q;
-      }
     }
-    --left[depth];
+    p = q;
+    --left_[depth_];
     if (children) {
-      if (depth + 1 > kMaxDepth)
-        return {FrameScan::kInvalid, 0,
-                "nested deeper than " + std::to_string(kMaxDepth) + " arrays and maps"};
-      left[++depth] = children;
+      if (depth_ + 1 > kMaxDepth)
+        return restart({FrameScan::kInvalid, 0,
+                        "nested deeper than " + std::to_string(kMaxDepth) + " arrays and maps"});
+      left_[++depth_] = children;
     }
-    while (left[depth] == 0) {
-      if (depth == 0) return {FrameScan::kComplete, size_t(p - in.data()), {}};
-      --depth;
+    while (left_[depth_] == 0) {
+      if (depth_ == 0) return restart({FrameScan::kComplete, size_t(p - in.data()), {}});
+      --depth_;
     }
   }
 }

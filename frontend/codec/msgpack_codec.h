@@ -33,6 +33,22 @@ struct FrameScan {
 };
 FrameScan scan_frame(std::string_view in);
 
+// scan_frame for a frame that arrives in pieces: it goes on from the last
+// value it saw whole, so a frame of many small values fed a few bytes at a
+// time costs its size once, not once per piece (what one connection keeps).
+class FrameScanner {
+ public:
+  // As scan_frame(in); `in` starts where the frame does and holds at least
+  // what the last call saw. After kComplete or kInvalid the next call scans
+  // a new frame from its start.
+  FrameScan scan(std::string_view in);
+
+ private:
+  size_t at_ = 0;  // the frame's bytes up to the value that was cut short
+  size_t depth_ = 0;
+  uint64_t left_[kMaxDepth + 1] = {1};  // values still to come at each nesting depth
+};
+
 // One whole frame (as scan_frame found it) as a Value, or nullopt with the
 // reason in `why`.
 std::optional<Value> parse_msgpack(std::string_view frame, std::string* why = nullptr);

@@ -1,9 +1,11 @@
 // libFuzzer target: the MessagePack-RPC frame scanner and decoder. Any
 // input must scan and decode without crashing or reading past its end; a
 // frame found complete must decode or be refused with a reason; what the
-// codec writes must scan as one whole frame and read back the same; and
+// codec writes must scan as one whole frame and read back the same; the
+// scanner fed in pieces must find what one scan of the whole finds; and
 // every decoded value must also make valid JSON (a JSON-RPC client may be
 // shown what a MessagePack-RPC one stored).
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstdint>
 #include <cstdlib>
@@ -44,6 +46,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view in(reinterpret_cast<const char*>(data), size);
   const MsgpackCodec codec;
   FrameScan s = scan_frame(in);
+  // Fed in pieces (the input's first byte picks their size), a FrameScanner
+  // finds what one scan of the whole finds.
+  FrameScanner pieces;
+  FrameScan last;
+  const size_t step = size ? 1 + data[0] % 7 : 1;
+  for (size_t seen = 0; seen < size;) {
+    seen = std::min(size, seen + step);
+    last = pieces.scan(in.substr(0, seen));
+    if (last.status != FrameScan::kNeedMore) break;
+  }
+  if (size && (last.status != s.status || last.size != s.size)) std::abort();
   if (s.status == FrameScan::kComplete) {
     if (s.size == 0 || s.size > in.size()) std::abort();
     // A prefix of a complete frame is never complete.
