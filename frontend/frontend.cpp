@@ -299,8 +299,12 @@ int Frontend::run() {
       }
     }
     out_.flush_dirty();
-    // Jobs held for the budget may go on once answers were written.
-    if (attached_.want_service()) attached_.service_all();
+    // Jobs held for the budget may go on once answers were written; what
+    // they answer is written now too (EPOLLOUT is armed only for a full socket).
+    if (attached_.want_service()) {
+      attached_.service_all();
+      out_.flush_dirty();
+    }
   }
   spdlog::info("stopped");
   return 0;

@@ -40,7 +40,7 @@ inline constexpr uint8_t kOwnerController = 0xff;
 struct Capacities {
   uint32_t job_slots = 1024;          // queued + running jobs at once (queue capacity)
   uint32_t spec_bytes = 16 * 1024;    // per-job Cap'n Proto spec arena
-  uint32_t output_bytes = 64 * 1024;  // per-job output ring: a full pipe's worth (bench/limits)
+  uint32_t output_bytes = 32 * 1024;  // per-job output ring (stdout+stderr records)
   uint32_t session_slots = 64;
   uint32_t session_env_bytes = 8 * 1024;  // per-session "K=V\0K=V\0..." blob
   uint32_t job_records = 1024;            // detached jobs kept (unfinished + retained)
