@@ -166,7 +166,21 @@ bool AttachedJobs::service(Pending& p) {
     return false;
   }
   auto sink = [&](uint8_t stream, std::string_view bytes) { on_output(p, stream, bytes); };
-  if (reader.drain(sink)) queue_.ring_owner(w);
+  if (p.stream) {
+    // Copied out and freed before the chunks are encoded: the worker fills
+    // the ring again meanwhile, on the other core.
+    staged_.clear();
+    staged_bytes_.clear();
+    const uint64_t tail = reader.peek([&](uint8_t stream, std::string_view bytes) {
+      staged_.push_back({stream, staged_bytes_.size(), bytes.size()});
+      staged_bytes_.append(bytes);
+    });
+    if (reader.free_to(tail)) queue_.ring_owner(w);
+    for (const Staged& c : staged_)
+      on_output(p, c.stream, std::string_view(staged_bytes_).substr(c.off, c.len));
+  } else if (reader.drain(sink)) {
+    queue_.ring_owner(w);
+  }
   if (!shm::is_terminal(w.state)) {
     if (p.heartbeat_ns) {
       const uint64_t now = monotonic_ns();

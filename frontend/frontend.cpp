@@ -4,6 +4,7 @@
 #include "frontend/frontend.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -391,6 +392,14 @@ rpc::Object Frontend::health() const {
 }  // namespace
 
 int run(const std::string& shm_name, const Fds& fds) {
+  // Every chunk of a stream is built in buffers of a ring's size and freed:
+  // with glibc's start values (128 KiB) the heap's top was given back and
+  // faulted in again for each chunk (two brk calls and dozens of page faults
+  // per chunk). Up to kHeapSlack stays; larger blocks (a 16 MiB answer) are
+  // mapped and go back when freed.
+  constexpr int kHeapSlack = 8 << 20;
+  ::mallopt(M_MMAP_THRESHOLD, kHeapSlack / 2);
+  ::mallopt(M_TRIM_THRESHOLD, kHeapSlack);
   auto seg = shm::Segment::open(shm_name);
   if (!seg) {
     spdlog::critical("{}", seg.error().message());

@@ -4,7 +4,10 @@
 
 namespace sp::rpc {
 
-Object::Object(std::initializer_list<Member> members) : members_(members) {}
+Object::Object(std::initializer_list<Init> members) {
+  members_.reserve(members.size());
+  for (const Init& m : members) members_.push_back(std::move(m.member));
+}
 
 const Value* Object::if_contains(std::string_view key) const {
   for (auto it = members_.rbegin(); it != members_.rend(); ++it)

@@ -45,8 +45,11 @@ struct Bytes {
 class Object {
  public:
   using Member = std::pair<std::string, Value>;
+  struct Init;
   Object() = default;
-  Object(std::initializer_list<Member> members);
+  // The members are moved in: `{{"stdout", std::move(text)}}` costs no copy
+  // of the text, and a nested object is not copied at each level.
+  Object(std::initializer_list<Init> members);
 
   // The value of the last member named `key`, or nullptr.
   const Value* if_contains(std::string_view key) const;
@@ -130,6 +133,13 @@ class Value {
  private:
   std::variant<std::monostate, bool, int64_t, uint64_t, double, std::string, Array, Object, Bytes>
       v_;
+};
+
+// One member of a braced list. An initializer_list's elements are const, so
+// the member is held mutable to be moved out of it.
+struct Object::Init {
+  Init(std::string key, Value value) : member(std::move(key), std::move(value)) {}  // NOLINT
+  mutable Member member;
 };
 
 inline size_t Object::size() const {
