@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -78,6 +79,38 @@ inline std::string describe_status(int status) {
   return "unknown status";
 }
 
+// Daemons started and not yet reaped, so that a benchmark stopped by a signal (Ctrl-C,
+// SIGTERM, SIGHUP) leaves none behind: the handler sends each SIGTERM (a daemon then drains
+// and removes its shared memory) and dies of the signal. At most kLiveDaemons are tracked;
+// a benchmark runs one or two at a time.
+inline constexpr size_t kLiveDaemons = 16;
+inline std::atomic<pid_t> live_daemons[kLiveDaemons];
+
+inline void stop_daemons_and_die(int sig) {
+  for (auto& slot : live_daemons)
+    if (const pid_t pid = slot.load(); pid > 0) ::kill(pid, SIGTERM);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+inline void track_daemon(pid_t pid) {
+  static const bool installed = [] {
+    struct sigaction sa {};
+    sa.sa_handler = stop_daemons_and_die;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+    return true;
+  }();
+  (void)installed;
+  for (auto& slot : live_daemons)
+    if (pid_t none = 0; slot.compare_exchange_strong(none, pid)) return;
+}
+
+inline void untrack_daemon(pid_t pid) {
+  for (auto& slot : live_daemons)
+    if (pid_t expected = pid; slot.compare_exchange_strong(expected, 0)) return;
+}
+
 // The shell-poold child: started with posix_spawnp, stdout+stderr to a log file, stopped with
 // SIGTERM then SIGKILL after a bound. The destructor kills and reaps it if stop() was not called.
 class Daemon {
@@ -111,6 +144,7 @@ class Daemon {
       return sp::Error{e, "start " + exe};
     }
     log_ = log;
+    track_daemon(pid_);
     // A pidfd lets waits sleep in poll() until the exit; without one (old kernel) we nap.
     pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0)));
     return {};
@@ -160,6 +194,7 @@ class Daemon {
       const pid_t r =
           sp::sys_raw([&] { return waitpid(pid_, &status, timeout_ms < 0 ? 0 : WNOHANG); });
       if (r != 0) {
+        untrack_daemon(pid_);
         pid_ = -1;
         pidfd_.reset();
         return r > 0 ? describe_status(status) : std::string("not our child");
