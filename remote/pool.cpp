@@ -255,11 +255,16 @@ void HostPool::turn(uint64_t now) {
   for (auto& j : jobs_) take_kills(*j);
   schedule(now);
   pump_kills();
+  // A job counts as started when its channel opens, in whichever pump.
+  auto pump = [&](RemoteJob& j) {
+    const bool opening = j.step() == RemoteJob::Step::kOpening;
+    j.pump(now);
+    if (opening && j.step() != RemoteJob::Step::kOpening && !j.refused()) ++jobs_started_;
+  };
   for (auto& j : jobs_) {
     if (j->step() == RemoteJob::Step::kWaiting || j->done()) continue;
     if (j->connection() && j->connection()->dead()) continue;  // reaped next turn
-    const bool started = j->step() != RemoteJob::Step::kOpening;
-    j->pump(now);
+    pump(*j);
     if (j->refused()) {
       Connection* c = j->connection();
       refused_on(c);
@@ -269,8 +274,6 @@ void HostPool::turn(uint64_t now) {
       } else {
         j->requeue();
       }
-    } else if (!started && j->step() != RemoteJob::Step::kOpening) {
-      ++jobs_started_;
     }
     take_kills(*j);
   }
@@ -279,7 +282,7 @@ void HostPool::turn(uint64_t now) {
   schedule(now);
   pump_kills();
   for (auto& j : jobs_)
-    if (j->step() == RemoteJob::Step::kOpening && !j->connection()->dead()) j->pump(now);
+    if (j->step() == RemoteJob::Step::kOpening && !j->connection()->dead()) pump(*j);
   publish();
 }
 

@@ -54,7 +54,8 @@ class DevNull {
 
 Result<Process> start(const Command& c) {
   static DevNull devnull;
-  return spawn(c.spec, c.spec.path, devnull.get(), false, nullptr);
+  // Taken for every spawn: the tests change dispositions between them.
+  return spawn(c.spec, c.spec.path, devnull.get(), false, nullptr, SignalDispositions::current());
 }
 
 // Reads a pipe to EOF (within 10 s).
@@ -236,6 +237,23 @@ TEST_CASE("the child starts with no signal blocked or ignored, whatever the pare
   std::string status = output_of(Command({"/bin/cat", "/proc/self/status"}));
   CHECK(status_field(status, "SigBlk") == "0000000000000000");
   CHECK(status_field(status, "SigIgn") == "0000000000000000");
+}
+
+TEST_CASE("SignalDispositions lists the signals ignored or caught here, and only those",
+          "[spawn]") {
+  auto has = [](const SignalDispositions& d, int sig) {
+    for (int s : d.changed())
+      if (s == sig) return true;
+    return false;
+  };
+  const SignalDispositions before = SignalDispositions::current();
+  HostileSignals hostile;  // ignores SIGINT and SIGPIPE, blocks (does not catch) others
+  const SignalDispositions now = SignalDispositions::current();
+  CHECK(has(now, SIGINT));
+  CHECK(has(now, SIGPIPE));
+  CHECK(has(now, SIGUSR1) == has(before, SIGUSR1));  // blocked is not changed
+  CHECK_FALSE(has(now, SIGKILL));
+  CHECK(now.changed().size() >= before.changed().size());
 }
 
 TEST_CASE("the parent's signal mask is the same after a spawn as before", "[spawn]") {

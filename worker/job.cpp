@@ -67,7 +67,8 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
   JobWord running = word.with_state(JobState::kRunning);
   env.jobs.transition(slot, word, running);  // we own it: nobody else moves a Claimed job
   const bool input = s.in_state.load(std::memory_order_acquire) & shm::kInputOpen;
-  auto proc = spawn(spec, *program, env.devnull, input, in_cgroup ? env.cgroups.procs() : nullptr);
+  auto proc = spawn(spec, *program, env.devnull, input, in_cgroup ? env.cgroups.procs() : nullptr,
+                    env.dispositions);
   if (!proc) {
     if (in_cgroup) env.cgroups.release(slot);
     publish(env, slot, running, JobState::kFailed, -1, 0, proc.error().message());
@@ -125,7 +126,7 @@ bool Job::flush_redacted(Stream s) {
 // The one pipe-reading loop, for either sink. With secrets the pipe is read
 // into the scratch and redacted into redacted_[s], which goes into the sink
 // before the pipe is read again.
-void Job::on_pipe(Stream s) {
+void Job::on_pipe(Stream s, bool hangup) {
   if (!proc_.pipe_open(s) || paused_[s]) return;  // stale event from this batch
   Redactor* redactor = redactors_[s].get();
   for (int turn = 0; turn < kReadsPerEvent; ++turn) {
@@ -144,7 +145,7 @@ void Job::on_pipe(Stream s) {
       } else {
         take(s, size_t(n));
       }
-      if (size_t(n) < room.size()) {  // drained; epoll tells us when there is more
+      if (size_t(n) < room.size() && !hangup) {  // drained; epoll tells us when there is more
         if (redactor && !flush_redacted(s)) {
           env_->poller.unwatch(proc_.pipe(s));
           paused_[s] = true;
@@ -169,6 +170,11 @@ void Job::on_pipe(Stream s) {
       }
     }
     close_pipe(s);
+    // Both pipes at EOF: the command has most likely ended too, its pidfd
+    // not yet seen. Looking now saves a loop turn (and a second wake-up of
+    // the frontend) for every short job.
+    if (!exited_ && !proc_.pipe_open(kStdout) && !proc_.pipe_open(kStderr) && proc_.ended())
+      return on_exit();
     maybe_finish();
     return;
   }

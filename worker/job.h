@@ -41,12 +41,13 @@ struct JobEnv {
   isolation::Cgroups& cgroups;
   Poller& poller;
   int devnull = -1;
-  int spool_dir = -1;              // O_PATH fd; -1: none (detached jobs cannot start)
-  uint32_t default_grace_ms = 0;   // TERM -> KILL when the spec has none
-  std::span<char> spool_scratch;   // detached jobs' pipes are read into it
-  std::span<char> redact_scratch;  // pipes of jobs with secrets are read into it
-  shm::DecodedSpec spec{};         // reused across starts
-  bool notify_frontend = false;    // a job published output or its end: ring the frontend
+  int spool_dir = -1;                 // O_PATH fd; -1: none (detached jobs cannot start)
+  uint32_t default_grace_ms = 0;      // TERM -> KILL when the spec has none
+  std::span<char> spool_scratch;      // detached jobs' pipes are read into it
+  std::span<char> redact_scratch;     // pipes of jobs with secrets are read into it
+  shm::DecodedSpec spec{};            // reused across starts
+  SignalDispositions dispositions{};  // the worker's, taken when it has set them
+  bool notify_frontend = false;       // a job published output or its end: ring the frontend
   bool shutting_down = false;
 };
 
@@ -60,7 +61,9 @@ class Job {
   Job(Job&&) noexcept = default;
   Job& operator=(Job&&) noexcept = default;
 
-  void on_pipe(Stream s);
+  // `hangup`: the writers are gone (EPOLLHUP), so a short read is not the
+  // end: it reads on to EOF in this turn rather than the next.
+  void on_pipe(Stream s, bool hangup = false);
   void on_exit();
   void on_bell();
   void on_stdin_writable();

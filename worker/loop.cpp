@@ -48,6 +48,7 @@ Status Loop::init() {
   // A command that stops reading its stdin must give us EPIPE, not kill us;
   // commands get every disposition back to the default (spawn.cpp).
   ::signal(SIGPIPE, SIG_IGN);
+  env_.dispositions = SignalDispositions::current();  // ours are set: none changes later
   auto sfd = open_signalfd({SIGTERM, SIGINT, SIGHUP});
   if (!sfd) return sfd.error();
   signal_fd_ = std::move(*sfd);
@@ -111,7 +112,7 @@ int Loop::run() {
     // so a lost wake-up delays work by one tick (≤ 1 s), never forever; it is
     // also the heartbeat the supervisor watches.
     if (*n == 0) on_bell();
-    for (int i = 0; i < *n; ++i) dispatch(Tag::unpack(events[i].data.u64));
+    for (int i = 0; i < *n; ++i) dispatch(Tag::unpack(events[i].data.u64), events[i].events);
   }
   spdlog::info("stopped");
   return 0;
@@ -126,7 +127,7 @@ void Loop::follow_log_level() {
   spdlog::set_level(spdlog::level::level_enum(shm::read_config(seg_.header()).log_level));
 }
 
-void Loop::dispatch(Tag t) {
+void Loop::dispatch(Tag t, uint32_t events) {
   switch (t.kind) {
     case Kind::kSubmit:
       submit_.acknowledge();
@@ -162,7 +163,7 @@ void Loop::dispatch(Tag t) {
   else if (t.kind == Kind::kStdin)
     e.job->on_stdin_writable();
   else
-    e.job->on_pipe(t.kind == Kind::kStdout ? kStdout : kStderr);
+    e.job->on_pipe(t.kind == Kind::kStdout ? kStdout : kStderr, events & EPOLLHUP);
   drop_if_done(e);
 }
 

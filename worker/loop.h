@@ -43,7 +43,7 @@ class Loop {
     std::optional<Job> job;
   };
 
-  void dispatch(Tag t);
+  void dispatch(Tag t, uint32_t events);
   void claim_more();
   bool recycling() const;
   void set_submit_interest(bool want);

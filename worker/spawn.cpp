@@ -119,7 +119,7 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pty(uint16_t rows, uint16_t cols) {
 // in _exit(127).
 [[noreturn]] void exec_child(const shm::DecodedSpec& spec, const char* program, int in, int out,
                              int err, bool tty, const char* const* cgroup_procs,
-                             ChildFailure* failure) {
+                             const SignalDispositions& dispositions, ChildFailure* failure) {
   auto fail = [failure](Step step) {
     failure->error = errno;
     failure->step = step;
@@ -166,15 +166,15 @@ Result<std::pair<UniqueFd, UniqueFd>> make_pty(uint16_t rows, uint16_t cols) {
     }
     if (::setrlimit(resource, &rl) < 0) fail(Step::kSetrlimit);
   }
-  // Every disposition back to the default: a handler of ours would not exist
-  // after exec anyway, and a signal ignored by whoever started the daemon (a
-  // shell's SIG_IGN for SIGINT in a background job) would stay ignored across
-  // exec, so job_signal and job_cancel could not reach the command. vfork
-  // does not share the handler table (no CLONE_SIGHAND): ours stay as they are.
+  // Every disposition back to the default: a handler of ours must not run
+  // here once the mask is emptied, and a signal ignored by whoever started
+  // the daemon (a shell's SIG_IGN for SIGINT in a background job) would stay
+  // ignored across exec, so job_signal and job_cancel could not reach the
+  // command. vfork does not share the handler table (no CLONE_SIGHAND): ours
+  // stay as they are.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig)
-    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &dfl, nullptr);
+  for (int sig : dispositions.changed()) ::sigaction(sig, &dfl, nullptr);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -191,6 +191,17 @@ std::string_view path_of(const shm::DecodedSpec& spec) {
 }
 
 }  // namespace
+
+SignalDispositions SignalDispositions::current() {
+  SignalDispositions d;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction now {};
+    if (sig != SIGKILL && sig != SIGSTOP && ::sigaction(sig, nullptr, &now) == 0 &&
+        now.sa_handler != SIG_DFL)
+      d.signals_[d.count_++] = sig;
+  }
+  return d;
+}
 
 Process::Process(Process&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
@@ -249,6 +260,12 @@ bool Process::signal_group(int sig) {
   return true;
 }
 
+bool Process::ended() const {
+  if (!owned()) return false;
+  siginfo_t info{};
+  return ::waitid(P_PID, id_t(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid != 0;
+}
+
 Process::Exit Process::kill_and_reap() {
   Exit exit;
   if (!signal_group(SIGKILL)) return exit;  // not reaped yet: the pgid is still the job's
@@ -290,7 +307,8 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec) {
 // spawn() on a new terminal: the master is read as stdout and written as
 // stdin (two fds of it, so each can be closed alone), and kept for resizes.
 Result<Process> spawn_on_pty(const shm::DecodedSpec& spec, const std::string& program,
-                             const char* const* cgroup_procs) {
+                             const char* const* cgroup_procs,
+                             const SignalDispositions& dispositions) {
   auto pty = make_pty(spec.pty_rows, spec.pty_cols ? spec.pty_cols : 80);
   if (!pty) return pty.error();
   auto input = new_fd("dup", [&] { return ::fcntl(pty->first.get(), F_DUPFD_CLOEXEC, 0); });
@@ -306,7 +324,7 @@ Result<Process> spawn_on_pty(const shm::DecodedSpec& spec, const std::string& pr
     pid = ::vfork();
     if (pid == 0)
       exec_child(spec, prog, pty->second.get(), pty->second.get(), pty->second.get(), true,
-                 cgroup_procs, &failure);
+                 cgroup_procs, dispositions, &failure);
     vfork_error = errno;
   }
   if (pid < 0) return Error{vfork_error, "vfork"};
@@ -325,8 +343,9 @@ Result<Process> spawn_on_pty(const shm::DecodedSpec& spec, const std::string& pr
 }
 
 Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
-                      bool stdin_pipe, const char* const* cgroup_procs) {
-  if (spec.pty_rows) return spawn_on_pty(spec, program, cgroup_procs);
+                      bool stdin_pipe, const char* const* cgroup_procs,
+                      const SignalDispositions& dispositions) {
+  if (spec.pty_rows) return spawn_on_pty(spec, program, cgroup_procs, dispositions);
   auto out = make_pipe(0);
   if (!out) return out.error();
   auto err = make_pipe(0);
@@ -347,7 +366,7 @@ Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, 
     pid = ::vfork();
     if (pid == 0)
       exec_child(spec, prog, stdin_pipe ? in->first.get() : devnull, out_w, err_w, false,
-                 cgroup_procs, &failure);
+                 cgroup_procs, dispositions, &failure);
     vfork_error = errno;
   }
   if (pid < 0) return Error{vfork_error, "vfork"};

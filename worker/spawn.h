@@ -3,7 +3,8 @@
 // spawn() starts the command with vfork + execve in a new session (so its pid
 // is its process group id), stdin from /dev/null or from a fresh pipe, and
 // stdout/stderr into fresh pipes, and returns a Process. Signals are blocked around the vfork; the
-// child resets every disposition to default, unblocks everything and closes
+// child sets every disposition the caller changed back to default (the
+// caller says which: SignalDispositions), unblocks everything and closes
 // every fd but 0, 1 and 2 before exec, whatever the caller had.
 //
 // A Process owns the child (pid, pidfd) and the read ends of its pipes. Its
@@ -14,6 +15,7 @@
 // between vfork and exec.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -30,6 +32,23 @@ namespace sp::worker {
 // A child's output pipe; also an index into per-stream arrays.
 enum Stream : uint8_t { kStdout = 0, kStderr = 1 };
 inline constexpr Stream kStreams[] = {kStdout, kStderr};
+
+// The signals whose disposition is not the default in this process: caught
+// or ignored, which a command must not inherit (an ignored signal stays
+// ignored across exec; a handler of ours must not run in the vfork child).
+// A worker takes them once, when it has set its own, for all its spawns:
+// asking for all 64 in every child cost 64 system calls per job with the
+// worker suspended in vfork. Whoever changes a disposition later takes them
+// again.
+class SignalDispositions {
+ public:
+  static SignalDispositions current();
+  std::span<const int> changed() const { return {signals_, size_t(count_)}; }
+
+ private:
+  int count_ = 0;
+  int signals_[NSIG] = {};
+};
 
 class Process {
  public:
@@ -91,11 +110,17 @@ class Process {
   // it when the pidfd is readable, or to stop it at once.
   Exit kill_and_reap();
 
+  // Whether the leader has ended (a zombie, not yet reaped), without waiting
+  // for its pidfd to be seen.
+  bool ended() const;
+
  private:
   friend Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program,
-                               int devnull, bool stdin_pipe, const char* const* cgroup_procs);
+                               int devnull, bool stdin_pipe, const char* const* cgroup_procs,
+                               const SignalDispositions& dispositions);
   friend Result<Process> spawn_on_pty(const shm::DecodedSpec& spec, const std::string& program,
-                                      const char* const* cgroup_procs);
+                                      const char* const* cgroup_procs,
+                                      const SignalDispositions& dispositions);
   explicit Process(pid_t pid) : pid_(pid) {}
 
   pid_t pid_ = -1;
@@ -115,12 +140,14 @@ Result<std::string> resolve_program(const shm::DecodedSpec& spec);
 // when `stdin_pipe`, else `devnull` (borrowed for the call). A spec with
 // pty_rows runs on a new terminal instead: stdin, stdout and stderr are its
 // slave, pipe(kStdout) reads its master (kStderr stays closed) and
-// stdin_fd() writes it. On failure
+// stdin_fd() writes it. `dispositions` are this process's (above). On failure
 // nothing is left running and the Error says what failed (chdir, exec,
 // pipe...) with the child's errno.
 Result<Process> spawn(const shm::DecodedSpec& spec, const std::string& program, int devnull,
-                      bool stdin_pipe, const char* const* cgroup_procs);
+                      bool stdin_pipe, const char* const* cgroup_procs,
+                      const SignalDispositions& dispositions);
 Result<Process> spawn_on_pty(const shm::DecodedSpec& spec, const std::string& program,
-                             const char* const* cgroup_procs);
+                             const char* const* cgroup_procs,
+                             const SignalDispositions& dispositions);
 
 }  // namespace sp::worker
