@@ -255,26 +255,26 @@ void HostPool::turn(uint64_t now) {
   for (auto& j : jobs_) take_kills(*j);
   schedule(now);
   pump_kills();
-  // A job counts as started when its channel opens, in whichever pump.
+  // Both of the turn's pumps count a job started when its channel opens,
+  // and act on a refusal (MaxSessions) before the job is pumped again.
   auto pump = [&](RemoteJob& j) {
-    const bool opening = j.step() == RemoteJob::Step::kOpening;
+    const bool was_started = j.started();
     j.pump(now);
-    if (opening && j.step() != RemoteJob::Step::kOpening && !j.refused()) ++jobs_started_;
+    if (!was_started && j.started()) ++jobs_started_;
+    if (!j.refused()) return;
+    Connection* c = j.connection();
+    refused_on(c);
+    if (c->channels == 0) {
+      j.fail_unstarted({RemoteError::kChannelOpenFailed, RemotePhase::kChannel,
+                        "the host refused to open a channel"});
+    } else {
+      j.requeue();
+    }
   };
   for (auto& j : jobs_) {
     if (j->step() == RemoteJob::Step::kWaiting || j->done()) continue;
     if (j->connection() && j->connection()->dead()) continue;  // reaped next turn
     pump(*j);
-    if (j->refused()) {
-      Connection* c = j->connection();
-      refused_on(c);
-      if (c->channels == 0) {
-        j->fail_unstarted({RemoteError::kChannelOpenFailed, RemotePhase::kChannel,
-                           "the host refused to open a channel"});
-      } else {
-        j->requeue();
-      }
-    }
     take_kills(*j);
   }
   std::erase_if(jobs_, [](const auto& j) { return j->done(); });

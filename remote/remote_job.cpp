@@ -149,6 +149,7 @@ void RemoteJob::open_channel() {
   if (removed_) return finish(JobState::kFailed, -1, 0, removed_.message, removed_);
   if (cancelled_) return finish(JobState::kCancelled, -1, 0, "cancelled before it started");
   step_ = Step::kStarting;
+  started_ = true;
   spdlog::debug("host {}: job slot {}: channel open", conn_->host_name(), slot_);
   // Running before the command starts: if we die from here on, the job ends
   // lost; it is never started twice.

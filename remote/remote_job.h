@@ -89,6 +89,9 @@ class RemoteJob {
   // The channel open failed with the server's refusal (MaxSessions): the
   // pool learns a lower cap and puts it back.
   bool refused() const { return refused_; }
+  // Its channel opened and the command is (or was) on its way: what the
+  // host's jobs_started counts. Never false again once true.
+  bool started() const { return started_; }
   void requeue();         // back to waiting, or its end if it was cancelled meanwhile
   uint32_t attempts = 0;  // connections that failed before it got one
 
@@ -132,6 +135,7 @@ class RemoteJob {
   bool paused_[2] = {};
   bool eof_sent_ = false;
   bool refused_ = false;
+  bool started_ = false;
   std::string head_;          // stdout before the pgid line ended
   int32_t pgid_ = 0;          // on the host; 0: not known yet
   std::vector<int> signals_;  // to send to its group, once it is known
