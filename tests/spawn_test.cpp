@@ -253,7 +253,17 @@ TEST_CASE("SignalDispositions lists the signals ignored or caught here, and only
   CHECK(has(now, SIGPIPE));
   CHECK(has(now, SIGUSR1) == has(before, SIGUSR1));  // blocked is not changed
   CHECK_FALSE(has(now, SIGKILL));
-  CHECK(now.changed().size() >= before.changed().size());
+  // Caught is changed too; back to the default is not.
+  struct sigaction caught {
+  }, old{};
+  caught.sa_handler = [](int) {};
+  ::sigaction(SIGUSR2, &caught, &old);
+  CHECK(has(SignalDispositions::current(), SIGUSR2));
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(SIGUSR2, &dfl, nullptr);
+  CHECK_FALSE(has(SignalDispositions::current(), SIGUSR2));
+  ::sigaction(SIGUSR2, &old, nullptr);
 }
 
 TEST_CASE("the parent's signal mask is the same after a spawn as before", "[spawn]") {
