@@ -124,8 +124,7 @@ void AttachedJobs::service_all() {
     if (over)
       for (auto& [slot, p] : pending_)
         if (p.job_id < draining_ && keeps_output(p) && !out_.backlogged(p.reply.conn_id) &&
-            !shm::OutputReader(jobs_.slot(slot), seg_.output(slot), seg_.caps().output_bytes)
-                 .empty())
+            !seg_.output_reader(slot).empty())
           draining_ = p.job_id;
     held_back_ = false;
     next_beat_ns_ = 0;  // recomputed by service()
@@ -158,8 +157,7 @@ bool AttachedJobs::service(Pending& p) {
   // reading the command's pipe, and the command blocks: nothing is lost.
   if (out_.backlogged(p.reply.conn_id)) return false;
   JobWord w = jobs_.load(p.slot);
-  shm::JobSlot& s = jobs_.slot(p.slot);
-  shm::OutputReader reader(s, seg_.output(p.slot), seg_.caps().output_bytes);
+  shm::OutputReader reader = seg_.output_reader(p.slot);
   if (over_budget() && p.job_id != draining_ && keeps_output(p) && !reader.empty()) {
     held_back_ = true;  // see service_all()
     ++budget_holds_;

@@ -306,6 +306,7 @@ int Frontend::run() {
       attached_.service_all();
       out_.flush_dirty();
     }
+    queue_.wake_ring_waiters();  // after the slots this turn freed
   }
   spdlog::info("stopped");
   return 0;

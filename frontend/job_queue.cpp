@@ -152,6 +152,11 @@ void JobQueue::signal(uint32_t slot, int sig, std::optional<bool> foreground) {
   ring_owner(jobs_.load(slot));
 }
 
+void JobQueue::wake_ring_waiters() const {
+  if (!seg_.output_rings().take_wanted()) return;
+  for (const shm::Doorbell& bell : worker_bells_) bell.ring();
+}
+
 void JobQueue::ring_owner(JobWord w) const {
   if (w.owner && w.owner <= worker_bells_.size()) worker_bells_[w.owner - 1].ring();
 }

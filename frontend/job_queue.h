@@ -65,6 +65,9 @@ class JobQueue {
   // Puts queued job `slot` on its ring (the remote worker's for a remote
   // job) and wakes who takes it; false if the ring is full.
   bool publish(uint32_t slot);
+  // Wakes the workers if a job of theirs waits for an output ring (one
+  // load when none does): called after a turn that may have freed slots.
+  void wake_ring_waiters() const;
   // Wakes the remote worker (a host was removed).
   void ring_remote() const { worker_bells_[shm::kRemoteWorker].ring(); }
 

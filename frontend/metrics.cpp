@@ -68,6 +68,11 @@ void job_families(Exposition& e, const shm::Segment& seg) {
   e.sample("", "", uint64_t(jobs.running));
   e.family("shell_pool_queue_capacity", T::kGauge, "Jobs that can be queued or run at once.");
   e.sample("", "", uint64_t(seg.caps().job_slots));
+  const shm::OutputRings rings = seg.output_rings();
+  e.family("shell_pool_output_rings", T::kGauge,
+           "Output rings in shared memory: all of them, and those jobs hold now.");
+  e.sample("", "state=\"total\"", uint64_t(rings.count()));
+  e.sample("", "state=\"held\"", uint64_t(rings.in_use()));
   e.family("shell_pool_output_bytes_total", T::kCounter, "Bytes jobs wrote, by stream.");
   e.sample("", "stream=\"stdout\"", m.output_bytes[0].load());
   e.sample("", "stream=\"stderr\"", m.output_bytes[1].load());

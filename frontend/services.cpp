@@ -535,7 +535,7 @@ bool Services::follow_job(uint32_t i) {
     return true;
   }
   shm::JobSlot& js = jobs_.slot(slot);
-  shm::OutputReader reader(js, seg_.output(slot), seg_.caps().output_bytes);
+  shm::OutputReader reader = seg_.output_reader(slot);
   Run& run = runs_.at(i);
   std::string held;
   uint8_t held_stream = 0;
@@ -805,7 +805,7 @@ void Services::service() {
   std::erase_if(orphans_, [&](std::pair<uint32_t, uint32_t> o) {
     const JobWord w = jobs_.load(o.first);
     if (w.generation != o.second) return true;
-    shm::OutputReader reader(jobs_.slot(o.first), seg_.output(o.first), seg_.caps().output_bytes);
+    shm::OutputReader reader = seg_.output_reader(o.first);
     if (reader.drain([](uint8_t, std::string_view) {})) queue_.ring_owner(w);
     if (!shm::is_terminal(w.state)) return false;
     jobs_.release(o.first, w);

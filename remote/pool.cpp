@@ -351,6 +351,12 @@ void HostPool::finish_checks() {
     if (!c) continue;
     if (!c->c->ready() && !c->c->dead()) continue;
     if (c->c->ready()) {
+      // The answer goes into an output ring in one piece: with none free,
+      // the check waits (the frontend rings us when slots go).
+      if (shm::OutputRings rings = env_.seg.output_rings(); !rings.take(ch.slot)) {
+        rings.want();
+        if (!rings.take(ch.slot)) continue;
+      }
       const Connection& k = *c->c;
       std::string banner = k.banner();
       // The host's words: printable ASCII only (an answer is UTF-8 JSON).
@@ -359,7 +365,7 @@ void HostPool::finish_checks() {
                         k.host_key().type + "\nbanner " + banner + "\nauth_methods " +
                         k.auth_methods() + "\nlatency_us " + std::to_string(k.login_ns() / 1000) +
                         "\n";
-      worker::RingSink sink(env_.seg, ch.slot);
+      worker::RingSink sink(env_.seg, ch.slot, env_.notify_frontend);
       std::span<char> room = sink.room();
       size_t n = std::min(room.size(), out.size());
       std::memcpy(room.data(), out.data(), n);

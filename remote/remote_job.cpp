@@ -164,7 +164,7 @@ void RemoteJob::open_channel() {
     sink_ = std::make_unique<worker::SpoolSink>(env_->seg, slot_, env_->rec, env_->spool_dir,
                                                 env_->scratch);
   else
-    sink_ = std::make_unique<worker::RingSink>(env_->seg, slot_);
+    sink_ = std::make_unique<worker::RingSink>(env_->seg, slot_, env_->notify_frontend);
   deadline_ns_ = timeout_ms_ ? now + timeout_ms_ * kMs : 0;
   step_by_ns_ = now + conn_->step_timeout_ns();
 }

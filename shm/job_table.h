@@ -92,6 +92,7 @@ class JobTable {
         s.out_head.store(0, std::memory_order_relaxed);
         s.out_tail.store(0, std::memory_order_relaxed);
         s.out_writer_waiting.store(0, std::memory_order_relaxed);
+        s.out_ring.store(0, std::memory_order_relaxed);
         return i;
       }
     }

@@ -10,8 +10,9 @@
 // Region order after the header (all 64-byte aligned, sizes from Capacities):
 //   WorkerSlot[kWorkerSlots] | JobSlot[job_slots] | ring cells[ring_cells] |
 //   SessionSlot[session_slots] | session env blobs | JobRecord[job_records] |
-//   spec arenas | output buffers | input buffers | ServiceSlot[service_slots] |
-//   service spec blobs | remote ring cells[ring_cells] | HostSlot[host_slots]
+//   spec arenas | output rings[output_rings] | input buffers |
+//   ServiceSlot[service_slots] | service spec blobs | remote ring cells[ring_cells] |
+//   HostSlot[host_slots] | output ring owners[output_rings]
 #pragma once
 
 #include <atomic>
@@ -24,7 +25,7 @@
 namespace sp::shm {
 
 inline constexpr uint64_t kMagic = 0x4d48534c4f4f5053ULL;  // "SPOOLSHM" little-endian
-inline constexpr uint32_t kLayoutVersion = 17;  // bump with the pins at the end of this file
+inline constexpr uint32_t kLayoutVersion = 18;  // bump with the pins at the end of this file
 inline constexpr uint32_t kMaxWorkers = 64;
 // Worker slots: room for a serving generation and a retiring one at once
 // (a live reload that changes --workers), and the remote worker's, the last
@@ -40,7 +41,7 @@ inline constexpr uint8_t kOwnerController = 0xff;
 struct Capacities {
   uint32_t job_slots = 1024;          // queued + running jobs at once (queue capacity)
   uint32_t spec_bytes = 16 * 1024;    // per-job Cap'n Proto spec arena
-  uint32_t output_bytes = 32 * 1024;  // per-job output ring (stdout+stderr records)
+  uint32_t output_bytes = 64 * 1024;  // per output ring (stdout+stderr records): a pipe's worth
   uint32_t session_slots = 64;
   uint32_t session_env_bytes = 8 * 1024;  // per-session "K=V\0K=V\0..." blob
   uint32_t job_records = 1024;            // detached jobs kept (unfinished + retained)
@@ -54,6 +55,11 @@ struct Capacities {
   uint32_t service_spec_bytes = 16 * 1024;  // per-service spec (the JSON of its params)
   uint32_t host_slots = 64;                 // remote hosts known at once
   uint32_t remote_jobs = 256;               // jobs the remote worker runs at once, all hosts
+  // Output rings, taken by running jobs (local, remote, services) when their
+  // first output comes and held until their slot is freed (output.h,
+  // OutputRings); a job that finds none free stops reading its output until
+  // one is (its command blocks once its pipe fills).
+  uint32_t output_rings = 256;
 };
 
 // Resource limits of a job; 0: not set.
@@ -251,6 +257,10 @@ struct alignas(64) Header {
   uint64_t remote_ring_off, hosts_off;
   alignas(64) std::atomic<uint64_t> remote_ring_head;
   alignas(64) std::atomic<uint64_t> remote_ring_tail;
+  uint64_t output_owners_off;  // OutputRings' owner words
+  // 1: a worker has a job waiting for an output ring; whoever frees a slot
+  // (the frontend, after each turn) takes it and rings the workers' bells.
+  std::atomic<uint32_t> rings_wanted;
 };
 
 // A job record named from shared memory: its index + 1, so that the zero a
@@ -359,6 +369,9 @@ struct alignas(64) JobSlot {
   alignas(64) std::atomic<uint64_t> out_tail;  // bytes consumed by the reader
   std::atomic<uint32_t> out_writer_waiting;    // writer paused on a full ring
   std::atomic<uint64_t> in_tail;               // input bytes the worker took
+  // The output ring the job holds, index + 1 (0: none yet; output.h,
+  // OutputRings). Written by the worker before the ring's first chunk.
+  std::atomic<uint32_t> out_ring;
 };
 
 // JobSlot::in_state. kInputOpen: the job's stdin is a pipe fed from its input
@@ -574,11 +587,11 @@ static_assert(std::atomic<RecordRef>::is_always_lock_free && sizeof(RecordRef) =
 // Layout pins. A change to any shared struct fails one of these: bump
 // kLayoutVersion (a segment of another version is refused at open) and
 // update the numbers together with it.
-static_assert(kLayoutVersion == 17, "update the pins below with the layout version");
+static_assert(kLayoutVersion == 18, "update the pins below with the layout version");
 static_assert(sizeof(Capacities) == 72 && offsetof(Capacities, tick_ms) == 32 &&
               offsetof(Capacities, input_bytes) == 36 && offsetof(Capacities, spool_bytes) == 40 &&
               offsetof(Capacities, service_slots) == 48 && offsetof(Capacities, host_slots) == 60 &&
-              offsetof(Capacities, remote_jobs) == 64);
+              offsetof(Capacities, remote_jobs) == 64 && offsetof(Capacities, output_rings) == 68);
 static_assert(sizeof(Counters) == 168 && offsetof(Counters, role_deaths) == 88);
 static_assert(sizeof(Histogram) == 136 && sizeof(Metrics) == 288);
 static_assert(sizeof(BellWord) == 64);
@@ -596,7 +609,8 @@ static_assert(
     offsetof(Header, reload) == 36456 && sizeof(ReloadState) == 320 &&
     offsetof(Header, metrics) == 36800 && offsetof(Header, services_off) == 37088 &&
     offsetof(Header, remote_ring_off) == 37104 && offsetof(Header, hosts_off) == 37112 &&
-    offsetof(Header, remote_ring_head) == 37120 && offsetof(Header, remote_ring_tail) == 37184);
+    offsetof(Header, remote_ring_head) == 37120 && offsetof(Header, remote_ring_tail) == 37184 &&
+    offsetof(Header, output_owners_off) == 37192 && offsetof(Header, rings_wanted) == 37200);
 static_assert(sizeof(HostSlot) == 2240 && offsetof(HostSlot, port) == 16 &&
               offsetof(HostSlot, name) == 48 && offsetof(HostSlot, address) == 120 &&
               offsetof(HostSlot, secret) == 1464 && offsetof(HostSlot, fingerprint) == 1720 &&
@@ -622,7 +636,8 @@ static_assert(sizeof(JobSlot) == 512 && offsetof(JobSlot, control) == 8 &&
               offsetof(JobSlot, in_head) == 336 && offsetof(JobSlot, in_state) == 344 &&
               offsetof(JobSlot, winsize) == 348 && offsetof(JobSlot, fg_signals) == 352 &&
               offsetof(JobSlot, out_head) == 384 && offsetof(JobSlot, out_tail) == 448 &&
-              offsetof(JobSlot, out_writer_waiting) == 456 && offsetof(JobSlot, in_tail) == 464);
+              offsetof(JobSlot, out_writer_waiting) == 456 && offsetof(JobSlot, in_tail) == 464 &&
+              offsetof(JobSlot, out_ring) == 472);
 static_assert(sizeof(SessionSlot) == 192 && offsetof(SessionSlot, env_bytes) == 4 &&
               offsetof(SessionSlot, created_unix_ms) == 8 && offsetof(SessionSlot, id) == 16 &&
               offsetof(SessionSlot, name) == 56 && offsetof(SessionSlot, secret_bytes) == 184);

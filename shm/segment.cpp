@@ -41,7 +41,7 @@ Offsets compute_offsets(const Capacities& caps) {
   o.specs = at;
   at = up64(at + uint64_t(caps.spec_bytes) * caps.job_slots);
   o.outputs = at;
-  at = up64(at + uint64_t(caps.output_bytes) * caps.job_slots);
+  at = up64(at + uint64_t(caps.output_bytes) * output_ring_count(caps));
   o.inputs = at;
   at = up64(at + uint64_t(caps.input_bytes) * caps.job_slots);
   o.services = at;
@@ -52,6 +52,8 @@ Offsets compute_offsets(const Capacities& caps) {
   at = up64(at + sizeof(uint64_t) * uint64_t(o.ring_cells));
   o.hosts = at;
   at = up64(at + sizeof(HostSlot) * uint64_t(caps.host_slots));
+  o.output_owners = at;
+  at = up64(at + sizeof(uint64_t) * uint64_t(output_ring_count(caps)));
   o.total = at;
   return o;
 }
@@ -63,6 +65,8 @@ Status validate(const Capacities& c) {
     return bad("spec bytes must be a multiple of 8 in 1 KiB..16 MiB");
   if (c.output_bytes < 4096 || c.output_bytes > (256u << 20) || c.output_bytes % 8)
     return bad("output buffer bytes must be a multiple of 8 in 4 KiB..256 MiB");
+  if (c.output_rings < 1 || c.output_rings > (1u << 20))
+    return bad("output rings must be 1..1048576");
   if (c.input_bytes < 1024 || c.input_bytes > (16u << 20))
     return bad("input buffer bytes must be 1 KiB..16 MiB");
   if (c.session_slots < 1 || c.session_slots > 65536) return bad("sessions must be 1..65536");
@@ -132,6 +136,7 @@ Result<Segment> Segment::create(const std::string& name, const Capacities& caps)
     h->service_specs_off = o.service_specs;
     h->remote_ring_off = o.remote_ring;
     h->hosts_off = o.hosts;
+    h->output_owners_off = o.output_owners;
     h->next_job_id.store(1);
     h->started_unix_ms.store(unix_ms());
     auto* cells = reinterpret_cast<std::atomic<uint64_t>*>(base + o.ring);

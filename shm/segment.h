@@ -13,6 +13,7 @@
 #include "shm/input.h"
 #include "shm/job_table.h"
 #include "shm/layout.h"
+#include "shm/output.h"
 #include "shm/ring.h"
 #include "shm/spool_budget.h"
 
@@ -21,8 +22,13 @@ namespace sp::shm {
 struct Offsets {
   uint32_t ring_cells;
   uint64_t workers, jobs, ring, sessions, session_envs, records, specs, outputs, inputs, services,
-      service_specs, remote_ring, hosts, total;
+      service_specs, remote_ring, hosts, output_owners, total;
 };
+// The output rings a segment has: --output-rings, but never more than there
+// are job slots (the rest could never be held).
+inline uint32_t output_ring_count(const Capacities& caps) {
+  return caps.output_rings < caps.job_slots ? caps.output_rings : caps.job_slots;
+}
 Offsets compute_offsets(const Capacities& caps);
 
 // Checks capacities for sane bounds; the Error says which one and why.
@@ -72,8 +78,18 @@ class Segment {
   unsigned char* spec(uint32_t job) const {
     return base_ + header().specs_off + uint64_t(job) * caps().spec_bytes;
   }
-  unsigned char* output(uint32_t job) const {
-    return base_ + header().outputs_off + uint64_t(job) * caps().output_bytes;
+  OutputRings output_rings() const {
+    Header& h = header();
+    return {jobs(),
+            at<std::atomic<uint64_t>>(h.output_owners_off),
+            at<unsigned char>(h.outputs_off),
+            output_ring_count(h.caps),
+            h.caps.output_bytes,
+            &h.rings_wanted};
+  }
+  // Reads job `slot`'s output (empty while it holds no ring).
+  OutputReader output_reader(uint32_t slot) const {
+    return {jobs().slot(slot), output_rings().held(slot), caps().output_bytes};
   }
   unsigned char* input(uint32_t job) const {
     return base_ + header().inputs_off + uint64_t(job) * caps().input_bytes;

@@ -108,6 +108,7 @@ std::vector<std::string> restart_required(const Config& running, const Config& n
   differs(a.job_slots != b.job_slots, "--queue-size");
   differs(a.input_bytes != b.input_bytes, "--input-buffer");
   differs(a.output_bytes != b.output_bytes, "--output-buffer");
+  differs(a.output_rings != b.output_rings, "--output-rings");
   differs(a.spec_bytes != b.spec_bytes, "--spec-bytes");
   differs(a.session_slots != b.session_slots, "--sessions");
   differs(a.session_env_bytes != b.session_env_bytes, "--session-env-bytes");

@@ -49,7 +49,12 @@ void add_pool_flags(CLI::App& app, Config& cfg) {
                  "others' commands wait)")
       ->capture_default_str();
   app.add_option("--output-buffer", cfg.caps.output_bytes,
-                 "Shared-memory output buffer per job, bytes (multiple of 8)")
+                 "Shared-memory output ring, bytes (multiple of 8; 4 KiB..256 MiB)")
+      ->capture_default_str();
+  app.add_option("--output-rings", cfg.caps.output_rings,
+                 "Output rings for jobs that run at once (at most --queue-size are made); a "
+                 "job takes one with its first output and keeps it until its result is "
+                 "read; while none is free, new output waits in the command's pipe")
       ->capture_default_str();
   app.add_option("--input-buffer", cfg.caps.input_bytes,
                  "Shared-memory stdin buffer per job, bytes (1 KiB..16 MiB); stdin beyond it "

@@ -462,6 +462,63 @@ TEST_CASE("pipelined requests on one connection are all answered", "[daemon][jso
   stop_cleanly(d);
 }
 
+TEST_CASE("jobs with output wait for an output ring, silent ones do not, and no byte is lost",
+          "[daemon][output]") {
+  START_DAEMON(d, {"--workers", "2", "--output-rings", "2", "--output-buffer", "4096"});
+  const std::string go = d.dir() + "/go";
+  Client c(d.socket()), m(d.socket());
+  auto rings_held = [&] {
+    std::string text = str(result_of(m.call("metrics", nullptr)), "text");
+    size_t at = text.find("shell_pool_output_rings{state=\"held\"} ");
+    return at == std::string::npos ? -1 : std::atoi(text.c_str() + text.find(' ', at) + 1);
+  };
+  CHECK(rings_held() == 0);
+  // Two jobs print, so each takes a ring, and hold both until `go` exists.
+  auto holder = [&](const char* word) {
+    return sh(std::string("echo ") + word + "; until [ -e " + go + " ]; do sleep 0.02; done");
+  };
+  REQUIRE(c.send_raw(Client::request(1, "execute", holder("one")) + "\n" +
+                     Client::request(2, "execute", holder("two")) + "\n"));
+  REQUIRE(wait_until([&] { return rings_held() == 2; }, 20));
+  // A third job with output waits for a ring; a silent one runs and answers.
+  REQUIRE(c.send_raw(Client::request(3, "execute", sh("echo three")) + "\n" +
+                     Client::request(4, "execute", sh("exit 4")) + "\n"));
+  auto v = c.read_json(20);
+  INFO("answer: " << c.last_line());
+  REQUIRE(v);
+  CHECK(v->as_object().at("id").as_int64() == 4);
+  CHECK(num(result_of(v->as_object()), "exit_code") == 4);
+  CHECK_FALSE(c.read_json(0.3));  // three is still waiting
+  { std::ofstream(go).put('x'); }
+  std::map<int64_t, std::string> out;
+  for (int i = 0; i < 3; ++i) {
+    v = c.read_json(20);
+    REQUIRE(v);
+    out[v->as_object().at("id").as_int64()] = str(result_of(v->as_object()), "stdout");
+  }
+  CHECK(out == std::map<int64_t, std::string>{{1, "one\n"}, {2, "two\n"}, {3, "three\n"}});
+  CHECK(wait_until([&] { return rings_held() == 0; }, 10));  // freed with their slots
+
+  // Six jobs at once through two rings, each 25 rings' worth: every byte arrives.
+  std::string lines;
+  for (int i = 0; i < 6; ++i)
+    lines +=
+        Client::request(10 + i, "execute",
+                        sh("head -c 100000 /dev/zero | tr '\\0' " + std::string(1, char('a' + i)) +
+                           "; echo e" + std::to_string(i) + " >&2")) +
+        "\n";
+  REQUIRE(c.send_raw(lines));
+  for (int i = 0; i < 6; ++i) {
+    v = c.read_json(60);
+    REQUIRE(v);
+    const int64_t k = v->as_object().at("id").as_int64() - 10;
+    json::object r = result_of(v->as_object());
+    CHECK(str(r, "stdout") == std::string(100000, char('a' + k)));
+    CHECK(str(r, "stderr") == "e" + std::to_string(k) + "\n");
+  }
+  stop_cleanly(d);
+}
+
 TEST_CASE("an over-long request line is rejected and the connection stays usable",
           "[daemon][jsonrpc]") {
   START_DAEMON(d, {"--max-line", "4096"});

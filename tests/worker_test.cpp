@@ -85,7 +85,8 @@ TEST_CASE("the ring sink holds back when the ring is full and resumes once it is
   TestSegment seg;
   const uint32_t slot = 3;
   shm::JobSlot& s = seg->jobs().slot(slot);
-  RingSink sink(*seg, slot);
+  bool notify = false;
+  RingSink sink(*seg, slot, notify);
   CHECK_FALSE(sink.durable());
   std::string out, err;
   for (int i = 0;; ++i) {
@@ -101,7 +102,7 @@ TEST_CASE("the ring sink holds back when the ring is full and resumes once it is
   CHECK(s.out_writer_waiting.load() == 1);  // for the reader to ring the worker
   CHECK_FALSE(sink.resume());
 
-  shm::OutputReader reader(s, seg->output(slot), seg->caps().output_bytes);
+  shm::OutputReader reader = seg->output_reader(slot);
   std::string got_out, got_err;
   CHECK(reader.drain([&](uint8_t stream, std::string_view d) {
     (stream == shm::kStreamStdout ? got_out : got_err) += d;
@@ -111,6 +112,39 @@ TEST_CASE("the ring sink holds back when the ring is full and resumes once it is
   CHECK(sink.resume());
   CHECK(s.out_writer_waiting.load() == 0);
   CHECK_FALSE(sink.room().empty());
+}
+
+TEST_CASE("without a free output ring the ring sink holds one read, then publishes it first",
+          "[worker][sinks]") {
+  shm::Capacities caps = TestSegment::small_caps();
+  caps.output_rings = 1;
+  TestSegment seg(caps);
+  shm::OutputRings rings = seg->output_rings();
+  REQUIRE(rings.take(0) != nullptr);  // job 0 holds the only ring
+  bool notify = false;
+  RingSink sink(*seg, 1, notify);
+  // One read fits: a silent job reads its EOF here and needs no ring.
+  auto [taken, n] = put(sink, kStderr, "held while no ring is free");
+  CHECK(n == std::string("held while no ring is free").size());
+  CHECK_FALSE(taken.published);
+  CHECK(sink.room().empty());  // then it waits, as on a full ring
+  CHECK_FALSE(sink.resume());
+  CHECK(seg->header().rings_wanted.load() == 1);
+  CHECK_FALSE(notify);
+
+  // Job 0's slot is freed: the sink gets the ring, the held read first.
+  shm::JobTable jobs = seg->jobs();
+  shm::JobWord w = jobs.load(0);
+  REQUIRE(jobs.transition(0, w, w.with_state(shm::JobState::kExited)));
+  REQUIRE(jobs.release(0, w.with_state(shm::JobState::kExited)));
+  CHECK(sink.resume());
+  CHECK(notify);  // published outside take(): the frontend is rung
+  put(sink, kStdout, "then the rest");
+  std::string got;
+  seg->output_reader(1).drain([&](uint8_t stream, std::string_view d) {
+    got += (stream == shm::kStreamStderr ? "err:" : "out:") + std::string(d) + ";";
+  });
+  CHECK(got == "err:held while no ring is free;out:then the rest;");
 }
 
 TEST_CASE("the spool sink keeps a prefix up to the job's output cap and marks it truncated",

@@ -87,7 +87,7 @@ std::optional<Job> Job::start(JobEnv& env, uint32_t slot, uint32_t entry, uint32
   if (s.record)
     j.sink_ = std::make_unique<SpoolSink>(env.seg, slot, env.rec, env.spool_dir, env.spool_scratch);
   else
-    j.sink_ = std::make_unique<RingSink>(env.seg, slot);
+    j.sink_ = std::make_unique<RingSink>(env.seg, slot, env.notify_frontend);
   if (!spec.secrets.empty()) {
     std::vector<std::string> secrets(spec.secrets.begin(), spec.secrets.end());
     if (spec.pty_rows) secrets = with_terminal_forms(std::move(secrets));

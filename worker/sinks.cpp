@@ -11,24 +11,51 @@
 
 namespace sp::worker {
 
-RingSink::RingSink(const shm::Segment& seg, uint32_t slot)
-    : slot_(seg.jobs().slot(slot)), writer_(slot_, seg.output(slot), seg.caps().output_bytes) {}
+RingSink::RingSink(const shm::Segment& seg, uint32_t slot, bool& notify)
+    : rings_(seg.output_rings()),
+      slot_index_(slot),
+      slot_(seg.jobs().slot(slot)),
+      notify_(notify) {}
+
+bool RingSink::have_ring() {
+  if (writer_) return true;
+  unsigned char* ring = rings_.take(slot_index_);
+  if (!ring) {
+    rings_.want();
+    ring = rings_.take(slot_index_);  // one freed before want() rang nobody
+  }
+  if (!ring) return false;
+  writer_.emplace(slot_, ring, rings_.bytes());
+  if (held_) {  // an empty ring has room for it
+    std::memcpy(writer_->reserve().data(), hold_, held_);
+    writer_->commit(shm::stream_tag(held_stream_), held_);
+    held_ = 0;
+    notify_ = true;
+  }
+  return true;
+}
 
 std::span<char> RingSink::room() {
-  std::span<unsigned char> room = writer_.reserve();
+  if (!have_ring()) return held_ ? std::span<char>() : std::span<char>(hold_);
+  std::span<unsigned char> room = writer_->reserve();
   // Full: mark the writer waiting; space that appeared meanwhile is used.
-  if (room.empty() && writer_.pause()) room = writer_.reserve();
+  if (room.empty() && writer_->pause()) room = writer_->reserve();
   return {reinterpret_cast<char*>(room.data()), room.size()};
 }
 
 OutputSink::Taken RingSink::take(Stream stream, size_t n) {
+  if (!writer_) {  // into hold_: published with the ring
+    held_ = uint32_t(n);
+    held_stream_ = stream;
+    return {};
+  }
   crash_point("mid_output_chunk");
-  writer_.commit(shm::stream_tag(stream), uint32_t(n));
+  writer_->commit(shm::stream_tag(stream), uint32_t(n));
   return {.published = true};
 }
 
 bool RingSink::resume() {
-  if (writer_.reserve().empty()) return false;
+  if (!have_ring() || writer_->reserve().empty()) return false;
   slot_.out_writer_waiting.store(0, std::memory_order_relaxed);
   return true;
 }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -70,10 +71,15 @@ bool drain_into(OutputSink& sink, std::string& pending, Take&& take) {
 
 // Into the job's shm output ring (shm/output.h): never drops a byte; when
 // the ring is full it marks itself waiting, for the frontend to ring the
-// worker once it has drained some.
+// worker once it has drained some. The ring is taken with the first output
+// (a silent job holds none). While none is free, one read is held here (so a
+// silent job still sees its EOF and ends) and then the sink has no room, as
+// if its ring were full; the frontend rings the workers when slots go, and
+// the held bytes are the ring's first chunk.
 class RingSink final : public OutputSink {
  public:
-  RingSink(const shm::Segment& seg, uint32_t slot);
+  // `notify`: set when output is published outside take() (the held read).
+  RingSink(const shm::Segment& seg, uint32_t slot, bool& notify);
 
   std::span<char> room() override;
   Taken take(Stream stream, size_t n) override;
@@ -81,8 +87,17 @@ class RingSink final : public OutputSink {
   bool durable() const override { return false; }
 
  private:
+  // The ring, taken if the job holds none; false if none is free.
+  bool have_ring();
+
+  shm::OutputRings rings_;
+  uint32_t slot_index_;
   shm::JobSlot& slot_;
-  shm::OutputWriter writer_;
+  bool& notify_;
+  std::optional<shm::OutputWriter> writer_;
+  char hold_[512];  // the read taken while no ring is free
+  uint32_t held_ = 0;
+  Stream held_stream_ = kStdout;
 };
 
 // Into a detached job's spool file (shm/spool.h), made on its first output
