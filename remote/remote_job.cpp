@@ -116,11 +116,11 @@ void RemoteJob::pump(uint64_t now) {
       if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) return broke(rc, "cannot read the connection");
     }
     if (step_ == Step::kRunning && pending_[0].empty() && pending_[1].empty() &&
-        libssh2_channel_eof(channel_)) {
+        !sink_->holding() && libssh2_channel_eof(channel_)) {
       finish_redaction();
       // The close waits for the command's exit, which may come long after
       // its output ended (`exec >/dev/null 2>&1; ...`): no step deadline.
-      if (pending_[0].empty() && pending_[1].empty()) step_ = Step::kClosing;
+      if (pending_[0].empty() && pending_[1].empty() && !sink_->holding()) step_ = Step::kClosing;
     }
   }
   if (step_ == Step::kClosing) wait_closed();
@@ -199,7 +199,11 @@ void RemoteJob::take(int s, size_t n) {
 }
 
 bool RemoteJob::flush_pending(int s) {
-  paused_[s] = !worker::drain_into(*sink_, pending_[s], [&](size_t n) { take(s, n); });
+  // A read the sink holds unpublished (no output ring free) waits like a
+  // full ring: nothing more is read, and the job does not close, until a
+  // bell's resume() has published it.
+  paused_[s] =
+      !worker::drain_into(*sink_, pending_[s], [&](size_t n) { take(s, n); }) || sink_->holding();
   return !paused_[s];
 }
 

@@ -462,16 +462,19 @@ TEST_CASE("pipelined requests on one connection are all answered", "[daemon][jso
   stop_cleanly(d);
 }
 
+// How many output rings jobs hold, from the metrics (-1: not in them).
+static int output_rings_held(Client& m) {
+  std::string text = str(result_of(m.call("metrics", nullptr)), "text");
+  size_t at = text.find("shell_pool_output_rings{state=\"held\"} ");
+  return at == std::string::npos ? -1 : std::atoi(text.c_str() + text.find(' ', at) + 1);
+}
+
 TEST_CASE("jobs with output wait for an output ring, silent ones do not, and no byte is lost",
           "[daemon][output]") {
   START_DAEMON(d, {"--workers", "2", "--output-rings", "2", "--output-buffer", "4096"});
   const std::string go = d.dir() + "/go";
   Client c(d.socket()), m(d.socket());
-  auto rings_held = [&] {
-    std::string text = str(result_of(m.call("metrics", nullptr)), "text");
-    size_t at = text.find("shell_pool_output_rings{state=\"held\"} ");
-    return at == std::string::npos ? -1 : std::atoi(text.c_str() + text.find(' ', at) + 1);
-  };
+  auto rings_held = [&] { return output_rings_held(m); };
   CHECK(rings_held() == 0);
   // Two jobs print, so each takes a ring, and hold both until `go` exists.
   auto holder = [&](const char* word) {
@@ -516,6 +519,41 @@ TEST_CASE("jobs with output wait for an output ring, silent ones do not, and no 
     CHECK(str(r, "stdout") == std::string(100000, char('a' + k)));
     CHECK(str(r, "stderr") == "e" + std::to_string(k) + "\n");
   }
+  stop_cleanly(d);
+}
+
+TEST_CASE("output read while no ring is free shows once one frees, though the job says no more",
+          "[daemon][output]") {
+  START_DAEMON(d, {"--workers", "1", "--output-rings", "1"});
+  const std::string go1 = d.dir() + "/go1", go2 = d.dir() + "/go2", said = d.dir() + "/said";
+  auto until = [](const std::string& f) { return "until [ -e " + f + " ]; do sleep 0.02; done"; };
+  Client c(d.socket()), st(d.socket()), m(d.socket());
+  // Job 1 prints, so it takes the only ring, and keeps it until go1 exists.
+  REQUIRE(c.send_line(Client::request(1, "execute", sh("echo one; " + until(go1)))));
+  REQUIRE(wait_until([&] { return output_rings_held(m) == 1; }, 20));
+  // The streamed job prints once, then goes quiet until go2 exists: its line
+  // is read while no ring is free and must not wait for more output.
+  REQUIRE(st.send_line(Client::request(
+      "q", "execute_stream", sh("echo ready; touch " + said + "; " + until(go2) + "; echo end"))));
+  REQUIRE(wait_until([&] { return std::filesystem::exists(said); }, 20));
+  CHECK_FALSE(st.read_json(0.3));  // no ring: nothing is shown yet
+  { std::ofstream(go1).put('x'); }
+  auto one = c.read_json(20);
+  REQUIRE(one);
+  CHECK(str(result_of(one->as_object()), "stdout") == "one\n");
+  auto chunk = st.read_json(20);  // job 1's slot is freed, so the ring is
+  INFO("line: " << st.last_line());
+  REQUIRE(chunk);
+  json::object r = result_of(chunk->as_object());
+  CHECK(str(r, "type") == "stdout");
+  CHECK(str(r, "data") == "ready\n");
+  CHECK_FALSE(std::filesystem::exists(go2));
+  { std::ofstream(go2).put('x'); }
+  Streamed rest = read_stream(st, "q", 20);
+  INFO(rest.problem);
+  REQUIRE(rest.ok);
+  CHECK(rest.out == "end\n");
+  CHECK(num(rest.exit, "exit_code") == 0);
   stop_cleanly(d);
 }
 
@@ -767,8 +805,6 @@ TEST_CASE("--env-pass lets a named daemon variable through and nothing else",
         "yes none\n");
   stop_cleanly(d);
 }
-
-namespace {}  // namespace
 
 TEST_CASE("peers are checked by uid: others are refused unless allowed", "[daemon][security]") {
   if (::getuid() != 0) {

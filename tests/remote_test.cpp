@@ -17,6 +17,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -434,6 +435,61 @@ TEST_CASE("timeout and cancel kill the remote process group and free the channel
         return num(now, "busy_channels") == 0;
       },
       10));
+}
+
+TEST_CASE("remote output read while no ring is free waits for one and is all shown",
+          "[remote][output]") {
+  TempDir dir;
+  SshKeyPair key = make_key(dir.path(), "id");
+  Sshd s({.address = "127.0.0.28"}, {key.public_line});
+  START_DAEMON(d, remote_flags(dir.path(), {"--output-rings", "1"}));
+  const std::string go1 = dir.path() + "/go1", go2 = dir.path() + "/go2";
+  const std::string said = dir.path() + "/said";
+  auto until = [](const std::string& f) { return "until [ -e " + f + " ]; do sleep 0.02; done"; };
+  Client c(d.socket()), st(d.socket()), m(d.socket());
+  result_of(c.call("host_add", host_params("h", s, key)));
+  // A local job prints, so it takes the only ring, until go1 exists.
+  REQUIRE(c.send_line(
+      Client::request(1, "execute", json::object{{"command", "echo one; " + until(go1)}})));
+  REQUIRE(wait_until(
+      [&] {
+        std::string text = str(result_of(m.call("metrics", nullptr)), "text");
+        return text.find("shell_pool_output_rings{state=\"held\"} 1") != std::string::npos;
+      },
+      20));
+  // A short remote job: its output is read, held, and then its channel
+  // ends; the answer waits for a ring rather than lose the held bytes.
+  REQUIRE(c.send_line(
+      Client::request(2, "execute", json::object{{"command", "echo three"}, {"host", "h"}})));
+  // A streamed remote job prints once and goes quiet until go2 exists.
+  REQUIRE(st.send_line(Client::request(
+      "q", "execute_stream",
+      json::object{{"command", "echo ready; touch " + said + "; " + until(go2) + "; echo end"},
+                   {"host", "h"}})));
+  REQUIRE(wait_until([&] { return file_exists(said); }, 20));
+  CHECK_FALSE(c.read_json(0.5));  // job 2 waits for a ring
+  { std::ofstream(go1).put('x'); }
+  // Job 1 ends; the ring goes to job 2 or to the streamed job first. Either
+  // way "ready" shows before go2 exists (the streamed job says no more), and
+  // job 2's answer has its line.
+  auto chunk = st.read_json(20);
+  INFO("line: " << st.last_line());
+  REQUIRE(chunk);
+  json::object r = result_of(chunk->as_object());
+  CHECK(str(r, "type") == "stdout");
+  CHECK(str(r, "data") == "ready\n");
+  { std::ofstream(go2).put('x'); }
+  Streamed rest = read_stream(st, "q", 20);
+  INFO(rest.problem);
+  REQUIRE(rest.ok);
+  CHECK(rest.out == "end\n");
+  std::map<int64_t, std::string> out;
+  for (int i = 0; i < 2; ++i) {
+    auto v = c.read_json(20);
+    REQUIRE(v);
+    out[v->as_object().at("id").as_int64()] = str(result_of(v->as_object()), "stdout");
+  }
+  CHECK(out == std::map<int64_t, std::string>{{1, "one\n"}, {2, "three\n"}});
 }
 
 TEST_CASE("20 MB on both streams at once, and stdin through a rekey", "[remote]") {

@@ -127,6 +127,7 @@ TEST_CASE("without a free output ring the ring sink holds one read, then publish
   auto [taken, n] = put(sink, kStderr, "held while no ring is free");
   CHECK(n == std::string("held while no ring is free").size());
   CHECK_FALSE(taken.published);
+  CHECK(sink.holding());       // the job reads no more and does not end yet
   CHECK(sink.room().empty());  // then it waits, as on a full ring
   CHECK_FALSE(sink.resume());
   CHECK(seg->header().rings_wanted.load() == 1);
@@ -139,6 +140,7 @@ TEST_CASE("without a free output ring the ring sink holds one read, then publish
   REQUIRE(jobs.release(0, w.with_state(shm::JobState::kExited)));
   CHECK(sink.resume());
   CHECK(notify);  // published outside take(): the frontend is rung
+  CHECK_FALSE(sink.holding());
   put(sink, kStdout, "then the rest");
   std::string got;
   seg->output_reader(1).drain([&](uint8_t stream, std::string_view d) {

@@ -131,11 +131,7 @@ void Job::on_pipe(Stream s, bool hangup) {
   Redactor* redactor = redactors_[s].get();
   for (int turn = 0; turn < kReadsPerEvent; ++turn) {
     std::span<char> room = redactor ? env_->redact_scratch : sink_->room();
-    if ((redactor && !flush_redacted(s)) || room.empty()) {
-      env_->poller.unwatch(proc_.pipe(s));  // backpressure: the child blocks once its pipe fills
-      paused_[s] = true;
-      return;
-    }
+    if ((redactor && !flush_redacted(s)) || room.empty()) return pause(s);
     ssize_t n = proc_.read(s, room);
     if (n > 0) {
       if (redactor) {
@@ -146,10 +142,9 @@ void Job::on_pipe(Stream s, bool hangup) {
         take(s, size_t(n));
       }
       if (size_t(n) < room.size() && !hangup) {  // drained; epoll tells us when there is more
-        if (redactor && !flush_redacted(s)) {
-          env_->poller.unwatch(proc_.pipe(s));
-          paused_[s] = true;
-        }
+        // Output the sink holds unpublished waits for a bell like a full
+        // ring's, or a job that goes quiet now would never show it.
+        if ((redactor && !flush_redacted(s)) || sink_->holding()) pause(s);
         return;
       }
       continue;
@@ -163,11 +158,7 @@ void Job::on_pipe(Stream s, bool hangup) {
       const size_t had = out.size();
       out.resize(had + redactor->held());
       out.resize(had + redactor->finish(out.data() + had));
-      if (!flush_redacted(s)) {
-        env_->poller.unwatch(proc_.pipe(s));
-        paused_[s] = true;
-        return;
-      }
+      if (!flush_redacted(s)) return pause(s);
     }
     close_pipe(s);
     // Both pipes at EOF: the command has most likely ended too, its pidfd
@@ -244,6 +235,13 @@ void Job::on_exit() {
   if (proc_.pipe_open(kStdout) || proc_.pipe_open(kStderr))
     eof_deadline_ns_ = monotonic_ns() + kEofGraceNs;
   maybe_finish();
+}
+
+// Backpressure: the pipe is not read until a bell finds room in the sink
+// (on_bell), so the child blocks once the pipe fills.
+void Job::pause(Stream s) {
+  env_->poller.unwatch(proc_.pipe(s));
+  paused_[s] = true;
 }
 
 void Job::close_pipe(Stream s) {

@@ -83,6 +83,8 @@ class Job {
   void stop(int sig, uint64_t grace_ns = 0);
   void take_control();
   void close_pipe(Stream s);
+  // Stops reading pipe `s` until a bell finds room in the sink again.
+  void pause(Stream s);
   // `n` bytes of the sink's last room() came from stream `s`.
   void take(Stream s, size_t n);
   // Moves redacted_[s] into the sink as far as it has room; true when all went.

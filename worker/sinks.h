@@ -43,6 +43,10 @@ class OutputSink {
   // space again (and the sink no longer waits for it).
   virtual bool resume() = 0;
 
+  // Bytes were taken that no reader can see yet (RingSink's held read): the
+  // job reads no more and does not end until resume() has published them.
+  virtual bool holding() const { return false; }
+
   // Output is kept for a reader who comes later (a detached job's), so it is
   // read to the end even when the job is cancelled.
   virtual bool durable() const = 0;
@@ -84,6 +88,7 @@ class RingSink final : public OutputSink {
   std::span<char> room() override;
   Taken take(Stream stream, size_t n) override;
   bool resume() override;
+  bool holding() const override { return held_ != 0; }
   bool durable() const override { return false; }
 
  private:
