@@ -29,20 +29,12 @@ using Catch::Contains;
 
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SP_HOSTILE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SP_HOSTILE_ASAN 1
-#endif
-#endif
-
 // kFlatKib: how much a role's VmRSS may grow over its idle baseline while a
 // hostile client does its worst: "memory stays flat". Under AddressSanitizer
 // freed memory stays resident (its quarantine, then chunks cached per size
 // class) and shadow memory adds more, so RSS tells nothing there; the
 // normal build's run of these tests is the one that checks memory.
-#ifdef SP_HOSTILE_ASAN
+#ifdef SP_DAEMON_SANITIZED         // tests/CMakeLists.txt: the daemon has AddressSanitizer
 constexpr bool kRssTells = false;  // memory checks are skipped: they would tell nothing
 #else
 constexpr bool kRssTells = true;
