@@ -116,11 +116,11 @@ void RemoteJob::pump(uint64_t now) {
       if (rc < 0 && rc != LIBSSH2_ERROR_EAGAIN) return broke(rc, "cannot read the connection");
     }
     if (step_ == Step::kRunning && pending_[0].empty() && pending_[1].empty() &&
-        !sink_->holding() && libssh2_channel_eof(channel_)) {
+        libssh2_channel_eof(channel_)) {
       finish_redaction();
       // The close waits for the command's exit, which may come long after
       // its output ended (`exec >/dev/null 2>&1; ...`): no step deadline.
-      if (pending_[0].empty() && pending_[1].empty() && !sink_->holding()) step_ = Step::kClosing;
+      if (pending_[0].empty() && pending_[1].empty()) step_ = Step::kClosing;
     }
   }
   if (step_ == Step::kClosing) wait_closed();
@@ -287,18 +287,31 @@ void RemoteJob::feed_stdin() {
 }
 
 void RemoteJob::wait_closed() {
-  int rc = libssh2_channel_wait_closed(channel_);
-  if (rc == LIBSSH2_ERROR_EAGAIN) return;
-  if (rc) return broke(rc, "the channel broke");
-  int code = libssh2_channel_get_exit_status(channel_);
-  int sig = 0;
-  char* name = nullptr;
-  size_t name_len = 0;
-  libssh2_channel_get_exit_signal(channel_, &name, &name_len, nullptr, nullptr, nullptr, nullptr);
-  if (name) {
-    sig = signal_number(std::string_view(name, name_len)).value_or(SIGKILL);
-    code = -1;
-    libssh2_free(conn_->session(), name);
+  if (!ended_) {
+    int rc = libssh2_channel_wait_closed(channel_);
+    if (rc == LIBSSH2_ERROR_EAGAIN) return;
+    if (rc) return broke(rc, "the channel broke");
+    exit_code_ = libssh2_channel_get_exit_status(channel_);
+    char* name = nullptr;
+    size_t name_len = 0;
+    libssh2_channel_get_exit_signal(channel_, &name, &name_len, nullptr, nullptr, nullptr, nullptr);
+    if (name) {
+      exit_signal_ = signal_number(std::string_view(name, name_len)).value_or(SIGKILL);
+      exit_code_ = -1;
+      libssh2_free(conn_->session(), name);
+    }
+    ended_ = true;
+  }
+  // A read held while no output ring was free (worker/sinks.h) goes out
+  // before the end, which the bell that brings a ring completes. The command
+  // is over meanwhile: no timer runs, no signal goes to its old group, and
+  // its channel and connection are let go.
+  if (sink_->holding() && !cancelled_) {
+    deadline_ns_ = kill_at_ns_ = give_up_ns_ = step_by_ns_ = 0;
+    pgid_ = -1;
+    drop_channel();
+    conn_ = nullptr;
+    return;
   }
   JobState state = cancelled_   ? JobState::kCancelled
                    : timed_out_ ? JobState::kTimedOut
@@ -306,7 +319,7 @@ void RemoteJob::wait_closed() {
   std::string why = cancelled_ && env_->shutting_down ? "the daemon is shutting down" : "";
   if (output_killed_ && !env_->shutting_down) why = sink_->stop_reason();
   if (removed_) why = "cancelled: " + removed_.message;
-  finish(state, code, sig, why, removed_);
+  finish(state, exit_code_, exit_signal_, why, removed_);
 }
 
 void RemoteJob::finish(JobState state, int code, int sig, const std::string& why,
@@ -401,6 +414,7 @@ void RemoteJob::on_bell() {
       cancelled_ = true;
       if (step_ == Step::kWaiting)
         return finish(JobState::kCancelled, -1, 0, "cancelled before it started");
+      if (ended_) return wait_closed();  // it waited only for a ring: ends cancelled
       if (step_ != Step::kOpening)
         stop(cancel->signal ? cancel->signal : SIGTERM, cancel->grace_ms == shm::kCancelGraceDefault
                                                             ? grace_ns_
@@ -462,6 +476,7 @@ void RemoteJob::shutdown() {
     finish(JobState::kCancelled, -1, 0, "the daemon is shutting down");
     return;
   }
+  if (ended_) return wait_closed();  // it waited only for a ring
   stop(SIGKILL, 0);
 }
 

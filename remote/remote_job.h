@@ -132,6 +132,9 @@ class RemoteJob {
   std::string pending_[2];                  // read (and redacted) but not yet in the sink
   std::unique_ptr<Redactor> redactors_[2];  // per stream, when the job has secrets
   bool redaction_done_ = false;
+  bool ended_ = false;  // the channel closed: the command's end is known
+  int exit_code_ = -1;
+  int exit_signal_ = 0;
   bool paused_[2] = {};
   bool eof_sent_ = false;
   bool refused_ = false;

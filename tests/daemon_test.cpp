@@ -525,7 +525,8 @@ TEST_CASE("jobs with output wait for an output ring, silent ones do not, and no 
 TEST_CASE("output read while no ring is free shows once one frees, though the job says no more",
           "[daemon][output]") {
   START_DAEMON(d, {"--workers", "1", "--output-rings", "1"});
-  const std::string go1 = d.dir() + "/go1", go2 = d.dir() + "/go2", said = d.dir() + "/said";
+  const std::string go1 = d.dir() + "/go1", go2 = d.dir() + "/go2", go3 = d.dir() + "/go3";
+  const std::string said = d.dir() + "/said";
   auto until = [](const std::string& f) { return "until [ -e " + f + " ]; do sleep 0.02; done"; };
   Client c(d.socket()), st(d.socket()), m(d.socket());
   // Job 1 prints, so it takes the only ring, and keeps it until go1 exists.
@@ -554,6 +555,38 @@ TEST_CASE("output read while no ring is free shows once one frees, though the jo
   REQUIRE(rest.ok);
   CHECK(rest.out == "end\n");
   CHECK(num(rest.exit, "exit_code") == 0);
+
+  // Job 5 takes the ring until go3 exists.
+  REQUIRE(c.send_line(Client::request(5, "execute", sh("echo five; " + until(go3)))));
+  REQUIRE(wait_until([&] { return output_rings_held(m) == 1; }, 20));
+  // Job 3 has a secret (its output goes through the redactor) and ends at
+  // once; job 4's line is held past the EOF grace while a process that left
+  // its group keeps the pipe open. Both wait for the ring, and lose nothing.
+  json::object secret = sh("echo hello hunter22");
+  secret["secrets"] = json::array{"hunter22"};
+  const std::string escaped = "sleep 31.4159", left = d.dir() + "/left";
+  struct KillEscaped {
+    const std::string& what;
+    ~KillEscaped() {
+      for (pid_t pid : pids_matching(what)) ::kill(pid, SIGKILL);
+    }
+  } kill_escaped{escaped};
+  REQUIRE(c.send_raw(Client::request(3, "execute", secret) + "\n" +
+                     Client::request(4, "execute",
+                                     sh("setsid sh -c 'touch " + left + "; exec " + escaped +
+                                        "' & " + until(left) + "; echo hi")) +
+                     "\n"));
+  REQUIRE(wait_until([&] { return !pids_matching(escaped).empty(); }, 20));
+  CHECK_FALSE(c.read_json(1.5));  // no ring, and past job 4's EOF grace
+  { std::ofstream(go3).put('x'); }
+  std::map<int64_t, std::string> out;
+  for (int i = 0; i < 3; ++i) {
+    auto v = c.read_json(10);  // job 4 within a new EOF grace, not after the sleep
+    INFO("answer " << i << ": " << c.last_line());
+    REQUIRE(v);
+    out[v->as_object().at("id").as_int64()] = str(result_of(v->as_object()), "stdout");
+  }
+  CHECK(out == std::map<int64_t, std::string>{{5, "five\n"}, {3, "hello ***\n"}, {4, "hi\n"}});
   stop_cleanly(d);
 }
 

@@ -458,16 +458,19 @@ TEST_CASE("remote output read while no ring is free waits for one and is all sho
       },
       20));
   // A short remote job: its output is read, held, and then its channel
-  // ends; the answer waits for a ring rather than lose the held bytes.
-  REQUIRE(c.send_line(
-      Client::request(2, "execute", json::object{{"command", "echo three"}, {"host", "h"}})));
+  // ends; the answer waits for a ring rather than lose the held bytes. Its
+  // command is over, so its timeout, which passes meanwhile, stops nothing.
+  REQUIRE(c.send_line(Client::request(
+      2, "execute",
+      json::object{
+          {"command", "echo three"}, {"host", "h"}, {"timeout", 1}, {"kill_grace_ms", 200}})));
   // A streamed remote job prints once and goes quiet until go2 exists.
   REQUIRE(st.send_line(Client::request(
       "q", "execute_stream",
       json::object{{"command", "echo ready; touch " + said + "; " + until(go2) + "; echo end"},
                    {"host", "h"}})));
   REQUIRE(wait_until([&] { return file_exists(said); }, 20));
-  CHECK_FALSE(c.read_json(0.5));  // job 2 waits for a ring
+  CHECK_FALSE(c.read_json(1.5));  // job 2 waits for a ring, past its timeout
   { std::ofstream(go1).put('x'); }
   // Job 1 ends; the ring goes to job 2 or to the streamed job first. Either
   // way "ready" shows before go2 exists (the streamed job says no more), and
@@ -487,7 +490,9 @@ TEST_CASE("remote output read while no ring is free waits for one and is all sho
   for (int i = 0; i < 2; ++i) {
     auto v = c.read_json(20);
     REQUIRE(v);
-    out[v->as_object().at("id").as_int64()] = str(result_of(v->as_object()), "stdout");
+    json::object answer = result_of(v->as_object());
+    CHECK(str(answer, "status") == "exited");
+    out[v->as_object().at("id").as_int64()] = str(answer, "stdout");
   }
   CHECK(out == std::map<int64_t, std::string>{{1, "one\n"}, {2, "three\n"}});
 }

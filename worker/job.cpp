@@ -131,7 +131,9 @@ void Job::on_pipe(Stream s, bool hangup) {
   Redactor* redactor = redactors_[s].get();
   for (int turn = 0; turn < kReadsPerEvent; ++turn) {
     std::span<char> room = redactor ? env_->redact_scratch : sink_->room();
-    if ((redactor && !flush_redacted(s)) || room.empty()) return pause(s);
+    // A held read (no output ring free, worker/sinks.h) is published before
+    // more is read: the pipe's EOF, read now, would end the job without it.
+    if ((redactor && !flush_redacted(s)) || room.empty() || sink_->holding()) return pause(s);
     ssize_t n = proc_.read(s, room);
     if (n > 0) {
       if (redactor) {
@@ -158,7 +160,7 @@ void Job::on_pipe(Stream s, bool hangup) {
       const size_t had = out.size();
       out.resize(had + redactor->held());
       out.resize(had + redactor->finish(out.data() + had));
-      if (!flush_redacted(s)) return pause(s);
+      if (!flush_redacted(s) || sink_->holding()) return pause(s);
     }
     close_pipe(s);
     // Both pipes at EOF: the command has most likely ended too, its pidfd
@@ -324,6 +326,8 @@ void Job::on_bell() {
     if (!paused_[s] || !sink_->resume()) continue;
     paused_[s] = false;
     if (!env_->poller.watch(proc_.pipe(s), Tag::pipe(s, entry_, generation_))) stop(SIGKILL);
+    // The EOF grace may have passed while it waited: it starts again.
+    if (exited_ && !eof_deadline_ns_) eof_deadline_ns_ = monotonic_ns() + kEofGraceNs;
     // Redacted output may wait with nothing new in the pipe to wake us.
     if (redactors_[s]) on_pipe(s);
     if (done_) return;
