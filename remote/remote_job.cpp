@@ -304,7 +304,8 @@ void RemoteJob::wait_closed() {
   }
   // A read held while no output ring was free (worker/sinks.h) goes out
   // before the end, which the bell that brings a ring completes. The command
-  // is over meanwhile: no timer runs, no signal goes to its old group, and
+  // is over meanwhile: no timer runs, no new signal is queued for its old
+  // group (one already with the pool goes, as for any job that ended), and
   // its channel and connection are let go.
   if (sink_->holding() && !cancelled_) {
     deadline_ns_ = kill_at_ns_ = give_up_ns_ = step_by_ns_ = 0;

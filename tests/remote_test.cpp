@@ -460,17 +460,20 @@ TEST_CASE("remote output read while no ring is free waits for one and is all sho
   // A short remote job: its output is read, held, and then its channel
   // ends; the answer waits for a ring rather than lose the held bytes. Its
   // command is over, so its timeout, which passes meanwhile, stops nothing.
-  REQUIRE(c.send_line(Client::request(
-      2, "execute",
-      json::object{
-          {"command", "echo three"}, {"host", "h"}, {"timeout", 1}, {"kill_grace_ms", 200}})));
+  const std::string three = dir.path() + "/three";
+  REQUIRE(c.send_line(Client::request(2, "execute",
+                                      json::object{{"command", "echo three; touch " + three},
+                                                   {"host", "h"},
+                                                   {"timeout", 3},
+                                                   {"kill_grace_ms", 200}})));
   // A streamed remote job prints once and goes quiet until go2 exists.
   REQUIRE(st.send_line(Client::request(
       "q", "execute_stream",
       json::object{{"command", "echo ready; touch " + said + "; " + until(go2) + "; echo end"},
                    {"host", "h"}})));
-  REQUIRE(wait_until([&] { return file_exists(said); }, 20));
-  CHECK_FALSE(c.read_json(1.5));  // job 2 waits for a ring, past its timeout
+  REQUIRE(wait_until([&] { return file_exists(said) && file_exists(three); }, 20));
+  // Job 2 waits for a ring, past its timeout (which began before `three`).
+  CHECK_FALSE(c.read_json(3.2));
   { std::ofstream(go1).put('x'); }
   // Job 1 ends; the ring goes to job 2 or to the streamed job first. Either
   // way "ready" shows before go2 exists (the streamed job says no more), and
