@@ -199,11 +199,9 @@ void RemoteJob::take(int s, size_t n) {
 }
 
 bool RemoteJob::flush_pending(int s) {
-  // A read the sink holds unpublished (no output ring free) waits like a
-  // full ring: nothing more is read, and the job does not close, until a
-  // bell's resume() has published it.
-  paused_[s] =
-      !worker::drain_into(*sink_, pending_[s], [&](size_t n) { take(s, n); }) || sink_->holding();
+  // Also while the sink holds a read unpublished (no output ring free):
+  // nothing more is read until a bell's resume() has published it.
+  paused_[s] = !worker::drain_into(*sink_, pending_[s], [&](size_t n) { take(s, n); });
   return !paused_[s];
 }
 

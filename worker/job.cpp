@@ -133,7 +133,8 @@ void Job::on_pipe(Stream s, bool hangup) {
     std::span<char> room = redactor ? env_->redact_scratch : sink_->room();
     // A held read (no output ring free, worker/sinks.h) is published before
     // more is read: the pipe's EOF, read now, would end the job without it.
-    if ((redactor && !flush_redacted(s)) || room.empty() || sink_->holding()) return pause(s);
+    // room() is then empty, and flush_redacted() false.
+    if ((redactor && !flush_redacted(s)) || room.empty()) return pause(s);
     ssize_t n = proc_.read(s, room);
     if (n > 0) {
       if (redactor) {
@@ -160,7 +161,7 @@ void Job::on_pipe(Stream s, bool hangup) {
       const size_t had = out.size();
       out.resize(had + redactor->held());
       out.resize(had + redactor->finish(out.data() + had));
-      if (!flush_redacted(s) || sink_->holding()) return pause(s);
+      if (!flush_redacted(s)) return pause(s);
     }
     close_pipe(s);
     // Both pipes at EOF: the command has most likely ended too, its pidfd

@@ -57,7 +57,8 @@ class OutputSink {
 
 // Moves `pending` into `sink` as far as it has room, calling `take(n)` for
 // each piece written into the sink's room() (the job's own bookkeeping and
-// the sink's take). True when all of it went.
+// the sink's take). True when all of it went and a reader can see it: a
+// read the sink holds unpublished (holding()) waits like a full ring.
 template <typename Take>
 bool drain_into(OutputSink& sink, std::string& pending, Take&& take) {
   size_t at = 0;
@@ -70,7 +71,7 @@ bool drain_into(OutputSink& sink, std::string& pending, Take&& take) {
     at += n;
   }
   pending.erase(0, at);
-  return pending.empty();
+  return pending.empty() && !sink.holding();
 }
 
 // Into the job's shm output ring (shm/output.h): never drops a byte; when
