@@ -332,12 +332,28 @@ sp::Result<Streamed> stream(Conn& conn, const Dialect& d, const std::string& com
   return out;
 }
 
+// CPU seconds so far of the daemon's frontend and of its workers (not the commands they
+// ran): what the daemon spends on a stream, apart from its producer and its reader.
+struct RoleCpu {
+  double frontend = 0, workers = 0;
+};
+
+RoleCpu role_cpu(pid_t supervisor) {
+  RoleCpu r;
+  for (const Proc& p : daemon_processes(supervisor))
+    if (p.role != "supervisor")
+      (p.role == "frontend" ? r.frontend : r.workers) += process_cpu(p.pid).self;
+  return r;
+}
+
 struct StreamRow {
   double local_s = 0, daemon_s = 0;
+  RoleCpu cpu;  // during the daemon's stream
   double ratio() const { return daemon_s > 0 ? local_s / daemon_s : 0; }
 };
 
-sp::Result<StreamRow> run_stream(const std::string& socket, const Dialect& d, const Options& opt) {
+sp::Result<StreamRow> run_stream(const std::string& socket, pid_t daemon, const Dialect& d,
+                                 const Options& opt) {
   const std::string command = text_command(opt.stream_bytes);
   StreamRow row;
   auto local = local_pipe_seconds(command, opt.stream_bytes);
@@ -345,10 +361,13 @@ sp::Result<StreamRow> run_stream(const std::string& socket, const Dialect& d, co
   row.local_s = *local;
   auto conn = connect(socket);
   if (!conn) return conn.error();
+  const RoleCpu cpu0 = role_cpu(daemon);
   const uint64_t t0 = now_ns();
   auto got = stream(*conn, d, command);
   if (!got) return got.error();
   row.daemon_s = static_cast<double>(now_ns() - t0) / 1e9;
+  const RoleCpu cpu1 = role_cpu(daemon);
+  row.cpu = {cpu1.frontend - cpu0.frontend, cpu1.workers - cpu0.workers};
   if (got->bytes != opt.stream_bytes || !got->exited_zero)
     return sp::Error{0, "execute_stream: " + std::to_string(got->bytes) + " bytes"};
   return row;
@@ -487,14 +506,14 @@ struct Round {
   StreamRow stream[2];
 };
 
-sp::Result<Round> run_round(const std::string& socket, const Options& opt) {
+sp::Result<Round> run_round(const std::string& socket, pid_t daemon, const Options& opt) {
   Round r;
   for (int m = 0; m < 2; ++m) {
     const Dialect d{m == 1};
     auto h = run_health(socket, d, opt);
     if (!h) return sp::Error{0, std::string(d.name()) + " health: " + h.error().message()};
     r.health[m] = *h;
-    auto s = run_stream(socket, d, opt);
+    auto s = run_stream(socket, daemon, d, opt);
     if (!s) return sp::Error{0, std::string(d.name()) + " stream: " + s.error().message()};
     r.stream[m] = *s;
   }
@@ -511,18 +530,20 @@ void print_round(const Round& r, const Options& opt) {
     }
   }
   const double mib = static_cast<double>(opt.stream_bytes) / (1 << 20);
-  printf("%-16s %8s %13s %9s %13s %9s %7s\n", "stream", "MiB", "local MiB/s", "", "daemon MiB/s",
-         "", "ratio");
+  printf("%-16s %8s %13s %9s %13s %9s %7s %13s\n", "stream", "MiB", "local MiB/s", "",
+         "daemon MiB/s", "", "ratio", "CPU ms/MiB");
   for (int m = 0; m < 2; ++m) {
     const StreamRow& s = r.stream[m];
-    printf("%-16s %8.0f %13.0f %9s %13.0f %9s %7.2f\n", Dialect{m == 1}.name(), mib,
-           mib / s.local_s, "", mib / s.daemon_s, "", s.ratio());
+    printf("%-16s %8.0f %13.0f %9s %13.0f %9s %7.2f %6.2f + %4.2f\n", Dialect{m == 1}.name(), mib,
+           mib / s.local_s, "", mib / s.daemon_s, "", s.ratio(), 1e3 * s.cpu.frontend / mib,
+           1e3 * s.cpu.workers / mib);
   }
+  printf("(CPU: the frontend's + the workers', not the command's)\n");
   printf("\n");
 }
 
 // Median of each ratio over the rounds.
-void print_medians(const std::vector<Round>& rounds) {
+void print_medians(const std::vector<Round>& rounds, const Options& opt) {
   auto med = [&](auto get) {
     std::vector<double> v;
     for (const Round& r : rounds) v.push_back(get(r));
@@ -533,11 +554,15 @@ void print_medians(const std::vector<Round>& rounds) {
       "medians of %zu rounds (goals: health >= 0.90; stream: JSON >= 0.35, MessagePack >= 0.60)\n",
       rounds.size());
   for (int m = 0; m < 2; ++m) {
-    printf("%-16s health 1 client %.2f, %d clients %.2f; stream %.2f\n", Dialect{m == 1}.name(),
-           med([&](const Round& r) { return r.health[m][0].ratio(); }),
-           rounds[0].health[m][1].clients,
-           med([&](const Round& r) { return r.health[m][1].ratio(); }),
-           med([&](const Round& r) { return r.stream[m].ratio(); }));
+    const double mib = static_cast<double>(opt.stream_bytes) / (1 << 20);
+    printf(
+        "%-16s health 1 client %.2f, %d clients %.2f; stream %.2f, CPU ms/MiB frontend %.2f, "
+        "workers %.2f\n",
+        Dialect{m == 1}.name(), med([&](const Round& r) { return r.health[m][0].ratio(); }),
+        rounds[0].health[m][1].clients, med([&](const Round& r) { return r.health[m][1].ratio(); }),
+        med([&](const Round& r) { return r.stream[m].ratio(); }),
+        med([&](const Round& r) { return 1e3 * r.stream[m].cpu.frontend / mib; }),
+        med([&](const Round& r) { return 1e3 * r.stream[m].cpu.workers / mib; }));
   }
   printf("\n");
 }
@@ -600,13 +625,13 @@ int main(int argc, char** argv) {
   if (auto st = daemon.wait_ready(socket, kStartupTimeout); !st) return fail(st.error().message());
   std::vector<Round> rounds;
   for (int k = 1; k <= repeat; ++k) {
-    auto r = run_round(socket, opt);
+    auto r = run_round(socket, daemon.pid(), opt);
     if (!r) return fail(r.error().message());
     printf("round %d/%d\n", k, repeat);
     print_round(*r, opt);
     rounds.push_back(*r);
   }
-  print_medians(rounds);
+  print_medians(rounds, opt);
   if (auto st = daemon.stop(kStopTimeout); !st) return fail(st.error().message());
   if (skip_memory) return 0;
   auto m = run_memory(exe, opt, dir);

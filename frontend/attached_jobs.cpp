@@ -164,9 +164,10 @@ bool AttachedJobs::service(Pending& p) {
     return false;
   }
   auto sink = [&](uint8_t stream, std::string_view bytes) { on_output(p, stream, bytes); };
-  if (p.stream) {
+  if (p.stream && p.encoding != OutputEncoding::kBytes) {
     // Copied out and freed before the chunks are encoded: the worker fills
-    // the ring again meanwhile, on the other core.
+    // the ring again meanwhile, on the other core. (Bytes, which need no
+    // encoding, are framed straight from the ring: drain below.)
     staged_.clear();
     staged_bytes_.clear();
     const uint64_t tail = reader.peek([&](uint8_t stream, std::string_view bytes) {
@@ -224,11 +225,19 @@ void AttachedJobs::on_output(Pending& p, uint8_t stream, std::string_view bytes)
 
 void AttachedJobs::send_chunk(Pending& p, int stream, std::string_view bytes, bool final) {
   if (!out_.wanted(p.reply)) return;
-  std::string data;
-  append_output_text(data, bytes, p.encoding, p.carry[stream], final);
-  if (data.empty()) return;
-  rpc::Object chunk{{"type", stream ? "stderr" : "stdout"},
-                    {"data", output_value(std::move(data), p.encoding)}};
+  rpc::Value data;
+  if (p.encoding == OutputEncoding::kBytes) {
+    // Borrowed: framed into the connection's buffer before `bytes` (the
+    // output ring) is freed. Bytes carry nothing between chunks.
+    if (bytes.empty()) return;
+    data = rpc::Bytes::borrow(bytes);
+  } else {
+    std::string text;
+    append_output_text(text, bytes, p.encoding, p.carry[stream], final);
+    if (text.empty()) return;
+    data = std::move(text);
+  }
+  rpc::Object chunk{{"type", stream ? "stderr" : "stdout"}, {"data", std::move(data)}};
   if (!p.host.empty()) chunk["host"] = p.host;
   out_.partial(p.reply, chunk);
   if (p.heartbeat_ns) p.next_beat_ns = monotonic_ns() + p.heartbeat_ns;  // it is not silent

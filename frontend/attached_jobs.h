@@ -135,8 +135,9 @@ class AttachedJobs {
   bool held_back_ = false;          // service() skipped a job for the budget
   uint64_t next_beat_ns_ = 0;       // the earliest heartbeat due (0: none); may be early
   uint64_t budget_holds_ = 0;       // times it did, since this frontend started (health)
-  // A stream's chunks copied out of its output ring, so the ring is freed
-  // before they are encoded (at most one ring's worth; reused).
+  // A text stream's chunks copied out of its output ring, so the ring is
+  // freed before they are encoded (at most one ring's worth; reused). Bytes
+  // are framed from the ring itself (send_chunk).
   struct Staged {
     uint8_t stream;
     size_t off, len;  // in staged_bytes_

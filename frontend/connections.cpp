@@ -310,7 +310,14 @@ void Connections::drop(Reply& r) {
 }
 
 void Connections::partial(const Reply& r, const rpc::Value& result) {
-  if (wanted(r)) send(r.conn_id, codec_of(r.conn_id).chunk(r.id, result));
+  if (!wanted(r)) return;
+  Conn& c = *conn(r.conn_id);
+  const rpc::Codec& codec = codec_of(r.conn_id);
+  const size_t before = c.out.size();
+  codec.chunk(c.out, r.id, result);  // into the buffer itself: no copy of the frame
+  c.out += codec.terminator();
+  unsent_ += c.out.size() - before;
+  dirty_.push_back(r.conn_id);
 }
 
 void Connections::finish(Reply& r, std::string text) {

@@ -111,7 +111,12 @@ TEST_CASE("answers, errors and stream chunks are MessagePack-RPC frames") {
                            {"message", "queue full"},
                            {"data", Object{{"retry_after_ms", 50}}}},
                     nullptr}));
-  CHECK(*parse_msgpack(codec.chunk(5, Object{{"data", Bytes{"x"}}})) ==
+  // A chunk is appended to what the buffer holds, its bytes borrowed.
+  std::string out = "before";
+  const std::string text = "x";
+  codec.chunk(out, 5, Object{{"data", Bytes::borrow(text)}});
+  REQUIRE(out.starts_with("before"));
+  CHECK(*parse_msgpack(std::string_view(out).substr(6)) ==
         Value(Array{2, "stream", Array{5, Object{{"data", Bytes{"x"}}}}}));
   CHECK(codec.terminator().empty());
   CHECK(starts_msgpack(0x94));

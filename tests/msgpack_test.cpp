@@ -131,7 +131,7 @@ TEST_CASE("MessagePack-RPC reaches the same methods, with bytes as bin", "[msgpa
   for (int i = 0; i < 3; ++i) {
     Array a = next(c).get_array();
     REQUIRE(a[0] == Value(1));
-    seen.push_back(at(a[3].get_object(), "stdout").get_bytes());
+    seen.emplace_back(at(a[3].get_object(), "stdout").get_bytes());
   }
   std::sort(seen.begin(), seen.end());
   CHECK(seen == std::vector<std::string>{"10\n", "11\n", "12\n"});
@@ -155,6 +155,44 @@ TEST_CASE("MessagePack-RPC reaches the same methods, with bytes as bin", "[msgpa
   CHECK(at(response(c, 31)[2].get_object(), "code") == Value(-32602));
   Client j(d.socket());
   CHECK(j.call("health", json::object{}).contains("result"));
+}
+
+// Bin chunks are framed straight from the output ring: megabytes of random
+// bytes on both streams, through many wraps of 64 KiB rings (and their pad
+// chunks), arrive exact and in order.
+TEST_CASE("a MessagePack-RPC stream of binary output arrives exact", "[msgpack]") {
+  START_DAEMON(d, {"--workers", "1", "--output-buffer", "65536"});
+  TempDir dir;
+  const std::string file = dir.path() + "/random";
+  {
+    std::ifstream in("/dev/urandom", std::ios::binary);
+    std::string bytes(3'000'001, '\0');  // odd: chunks end off the ring's 8-byte alignment
+    in.read(bytes.data(), std::streamsize(bytes.size()));
+    REQUIRE(in);
+    std::ofstream(file, std::ios::binary) << bytes;
+  }
+  std::ifstream in(file, std::ios::binary);
+  const std::string want{std::istreambuf_iterator<char>(in), {}};
+  REQUIRE(want.size() == 3'000'001);
+  Client c(d.socket());
+  REQUIRE(c.send_raw(request(
+      1, "execute_stream", Array{Object{{"command", "cat " + file + "; cat " + file + " >&2"}}})));
+  std::string out, err;
+  for (;;) {
+    Value v = next(c);
+    Array& a = v.get_array();
+    if (a[0] == Value(1)) {
+      REQUIRE(a[3].is_object());
+      CHECK(at(a[3].get_object(), "exit_code") == Value(0));
+      break;
+    }
+    const Object& chunk = a[2].get_array()[1].get_object();
+    REQUIRE(at(chunk, "data").is_bytes());
+    (at(chunk, "type") == Value("stdout") ? out : err) += at(chunk, "data").get_bytes();
+  }
+  CHECK(out.size() == want.size());
+  CHECK(err.size() == want.size());
+  CHECK((out == want && err == want));
 }
 
 TEST_CASE("hostile MessagePack: a clear error, then the connection closes when it must",

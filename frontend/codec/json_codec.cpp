@@ -344,12 +344,17 @@ void append_value(std::string& out, const Value& v) {
   }
 }
 
-std::string result_text(const Value& id, const Value& result) {
-  std::string out = R"({"jsonrpc":"2.0","id":)";
+void append_result(std::string& out, const Value& id, const Value& result) {
+  out += R"({"jsonrpc":"2.0","id":)";
   append_value(out, id);
   out += R"(,"result":)";
   append_value(out, result);
   out.push_back('}');
+}
+
+std::string result_text(const Value& id, const Value& result) {
+  std::string out;
+  append_result(out, id, result);
   return out;
 }
 

@@ -26,6 +26,8 @@ Line parse_line(std::string_view text);
 std::optional<Value> parse_value(std::string_view text, std::string* why = nullptr);
 
 std::string result_text(const Value& id, const Value& result);
+// result_text appended to `out`.
+void append_result(std::string& out, const Value& id, const Value& result);
 std::string error_text(const Value& id, const RpcError& err);
 // "[a,b,c]"; "" for none.
 std::string batch_text(const std::vector<std::string>& member_texts);
@@ -45,6 +47,9 @@ class JsonCodec final : public Codec {
   std::string error(const Value& id, const RpcError& e) const override { return error_text(id, e); }
   std::string batch(const std::vector<std::string>& members) const override {
     return batch_text(members);
+  }
+  void chunk(std::string& out, const Value& id, const Value& v) const override {
+    append_result(out, id, v);
   }
   std::string_view terminator() const override { return "\n"; }
 };

@@ -380,14 +380,12 @@ std::string MsgpackCodec::batch(const std::vector<std::string>& members) const {
   return out;
 }
 
-std::string MsgpackCodec::chunk(const Value& id, const Value& v) const {
-  std::string out;
+void MsgpackCodec::chunk(std::string& out, const Value& id, const Value& v) const {
   encode(out, 2, [](char* p) { return mp_encode_uint(mp_encode_array(p, 3), kNotification); });
   append_str(out, "stream");
   encode(out, 1, [](char* p) { return mp_encode_array(p, 2); });
   append_msgpack(out, id);
   append_msgpack(out, v);
-  return out;
 }
 
 }  // namespace sp::rpc

@@ -62,7 +62,7 @@ class MsgpackCodec final : public Codec {
   std::string result(const Value& id, const Value& r) const override;
   std::string error(const Value& id, const RpcError& e) const override;
   std::string batch(const std::vector<std::string>& members) const override;
-  std::string chunk(const Value& id, const Value& v) const override;
+  void chunk(std::string& out, const Value& id, const Value& v) const override;
   std::string_view terminator() const override { return {}; }
   bool carries_bytes() const override { return true; }
 };

@@ -80,10 +80,12 @@ class Codec {
   // The answers of a batch as one frame; "" when there are none (a batch of
   // notifications only gets no answer at all).
   virtual std::string batch(const std::vector<std::string>& members) const = 0;
-  // One chunk of a streaming call (execute_stream), before its answer:
-  // JSON-RPC sends a result with the call's id, MessagePack-RPC a "stream"
-  // notification naming it.
-  virtual std::string chunk(const Value& id, const Value& v) const { return result(id, v); }
+  // Appends one chunk of a streaming call (execute_stream), before its
+  // answer, as a complete frame without its terminator: JSON-RPC sends a
+  // result with the call's id, MessagePack-RPC a "stream" notification
+  // naming it. Written where it goes (the connection's buffer): a chunk's
+  // bytes are copied once.
+  virtual void chunk(std::string& out, const Value& id, const Value& v) const = 0;
   // What follows each frame on the wire: a newline for JSON-RPC's lines,
   // nothing for MessagePack (its frames end themselves).
   virtual std::string_view terminator() const = 0;

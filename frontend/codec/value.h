@@ -36,10 +36,29 @@ inline constexpr size_t kMaxDepth = 64;
 using Array = std::vector<Value>;
 
 // Bytes that are not text: a Value of their own, so a codec that can carry
-// them (MessagePack's bin) does, exactly.
-struct Bytes {
-  std::string data;
-  bool operator==(const Bytes&) const = default;
+// them (MessagePack's bin) does, exactly. Owned, or borrowed (borrow()) by a
+// frame that is encoded at once while the memory it names lives: a stream
+// chunk framed straight from its output ring, with no copy on the way.
+class Bytes {
+ public:
+  Bytes(std::string data) : data_(std::move(data)) {}  // NOLINT: implicit, like Value's
+  Bytes(const char* data) : data_(data) {}             // NOLINT
+  static Bytes borrow(std::string_view bytes) {
+    Bytes b;
+    b.borrowed_ = bytes.data();
+    b.borrowed_size_ = bytes.size();
+    return b;
+  }
+  std::string_view view() const {
+    return borrowed_ ? std::string_view(borrowed_, borrowed_size_) : std::string_view(data_);
+  }
+  bool operator==(const Bytes& other) const { return view() == other.view(); }
+
+ private:
+  Bytes() = default;
+  std::string data_;
+  const char* borrowed_ = nullptr;
+  size_t borrowed_size_ = 0;
 };
 
 class Object {
@@ -126,7 +145,7 @@ class Value {
   Array& get_array() { return std::get<Array>(v_); }
   const Object& get_object() const { return std::get<Object>(v_); }
   Object& get_object() { return std::get<Object>(v_); }
-  const std::string& get_bytes() const { return std::get<Bytes>(v_).data; }
+  std::string_view get_bytes() const { return std::get<Bytes>(v_).view(); }
 
   bool operator==(const Value&) const;
 

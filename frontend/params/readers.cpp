@@ -280,7 +280,7 @@ std::optional<RpcError> read_bytes(Obj obj, std::string_view key, std::string_vi
   const Value* v = field(obj, key);
   if (v == nullptr) return std::nullopt;
   if (v->is_bytes()) {
-    out = v->get_bytes();
+    out = std::string(v->get_bytes());
     return std::nullopt;
   }
   if (!v->is_string()) return bad_params(quoted(key) + " must be a string, or bytes");

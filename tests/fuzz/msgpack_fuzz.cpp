@@ -80,7 +80,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       // A result as deep as the request (params echoed), and a stream chunk
       // (the daemon's own, shallow: [2, "stream", [msgid, {...}]]).
       require_frame(codec.result(call.id, call.params));
-      require_frame(codec.chunk(call.id, Object{{"data", Bytes{call.method}}}));
+      std::string chunk;
+      codec.chunk(chunk, call.id, Object{{"data", Bytes::borrow(call.method)}});
+      require_frame(chunk);
     }
   } else if (s.status == FrameScan::kInvalid && s.why.empty()) {
     std::abort();
