@@ -46,6 +46,7 @@ using sp::rpc::Array, sp::rpc::Object, sp::rpc::Value;
 struct Options {
   double seconds = 2;
   int clients = 8;
+  std::string method = "health";  // of the closed loops
   uint64_t stream_bytes = 256ull << 20;
   int queued = 10000;
   uint64_t flood_bytes = 1ull << 30;
@@ -242,7 +243,7 @@ struct HealthRow {
 
 sp::Result<std::vector<HealthRow>> run_health(const std::string& socket, const Dialect& d,
                                               const Options& opt) {
-  const std::string request = d.request(1, "health", {});
+  const std::string request = d.request(1, opt.method.c_str(), {});
   std::string answer;  // the daemon's own answer, framing included, for the raw server
   {
     auto conn = connect(socket);
@@ -521,7 +522,7 @@ sp::Result<Round> run_round(const std::string& socket, pid_t daemon, const Optio
 }
 
 void print_round(const Round& r, const Options& opt) {
-  printf("%-16s %8s %13s %9s %13s %9s %7s\n", "health", "clients", "raw req/s", "raw p50",
+  printf("%-16s %8s %13s %9s %13s %9s %7s\n", opt.method.c_str(), "clients", "raw req/s", "raw p50",
          "daemon req/s", "p50 µs", "ratio");
   for (int m = 0; m < 2; ++m) {
     for (const HealthRow& h : r.health[m]) {
@@ -556,10 +557,11 @@ void print_medians(const std::vector<Round>& rounds, const Options& opt) {
   for (int m = 0; m < 2; ++m) {
     const double mib = static_cast<double>(opt.stream_bytes) / (1 << 20);
     printf(
-        "%-16s health 1 client %.2f, %d clients %.2f; stream %.2f, CPU ms/MiB frontend %.2f, "
+        "%-16s %s 1 client %.2f, %d clients %.2f; stream %.2f, CPU ms/MiB frontend %.2f, "
         "workers %.2f\n",
-        Dialect{m == 1}.name(), med([&](const Round& r) { return r.health[m][0].ratio(); }),
-        rounds[0].health[m][1].clients, med([&](const Round& r) { return r.health[m][1].ratio(); }),
+        Dialect{m == 1}.name(), opt.method.c_str(),
+        med([&](const Round& r) { return r.health[m][0].ratio(); }), rounds[0].health[m][1].clients,
+        med([&](const Round& r) { return r.health[m][1].ratio(); }),
         med([&](const Round& r) { return r.stream[m].ratio(); }),
         med([&](const Round& r) { return 1e3 * r.stream[m].cpu.frontend / mib; }),
         med([&](const Round& r) { return 1e3 * r.stream[m].cpu.workers / mib; }));
@@ -591,6 +593,9 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", opt.seconds, "wall time per health loop")->check(CLI::PositiveNumber);
   app.add_option("--clients", opt.clients, "clients of the second health loop")
       ->check(CLI::Range(1, 256));
+  app.add_option("--method", opt.method,
+                 "method of the closed loops; a name the daemon does not know measures the "
+                 "frontend doing no work (answered -32601)");
   app.add_option("--stream-bytes", opt.stream_bytes, "bytes of text per execute_stream")
       ->check(CLI::Range(uint64_t(1), uint64_t(1) << 40));
   app.add_option("--queued", opt.queued, "jobs queued at once in the memory phase")
