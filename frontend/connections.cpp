@@ -386,7 +386,10 @@ void Connections::flush(Conn& c) {
   c.write_blocked = c.backlog() > 0;
   bool was_full = c.out.size() >= kMaxBacklogBytes;
   if (!c.backlog()) {
-    c.out.clear();
+    if (c.out.capacity() > kKeptBufferBytes)
+      std::string().swap(c.out);
+    else
+      c.out.clear();
     c.out_off = 0;
   } else if (c.out_off > (1u << 20) && c.out_off * 2 > c.out.size()) {
     c.out.erase(0, c.out_off);

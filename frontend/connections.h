@@ -39,6 +39,10 @@ namespace sp::frontend {
 
 inline constexpr size_t kMaxBacklogBytes = 4u << 20;  // unsent answers: stop reading requests
                                                       // and draining its streams beyond this
+// A connection's output buffer, once all written, keeps its memory up to this
+// for the next answers and chunks (a stream's are framed into it); a larger
+// one (a backlog that reached kMaxBacklogBytes, a big answer) is let go.
+inline constexpr size_t kKeptBufferBytes = 1u << 20;
 
 // Collects the answers of one batch; sent as one frame when all are in.
 struct Batch {

@@ -161,7 +161,7 @@ TEST_CASE("MessagePack-RPC reaches the same methods, with bytes as bin", "[msgpa
 // bytes on both streams, through many wraps of 64 KiB rings (and their pad
 // chunks), arrive exact and in order.
 TEST_CASE("a MessagePack-RPC stream of binary output arrives exact", "[msgpack]") {
-  START_DAEMON(d, {"--workers", "1", "--output-buffer", "65536"});
+  START_DAEMON(d, {"--workers", "1"});
   TempDir dir;
   const std::string file = dir.path() + "/random";
   {
@@ -186,6 +186,8 @@ TEST_CASE("a MessagePack-RPC stream of binary output arrives exact", "[msgpack]"
       CHECK(at(a[3].get_object(), "exit_code") == Value(0));
       break;
     }
+    REQUIRE(a[1] == Value("stream"));
+    REQUIRE(a[2].get_array()[0] == Value(1));
     const Object& chunk = a[2].get_array()[1].get_object();
     REQUIRE(at(chunk, "data").is_bytes());
     (at(chunk, "type") == Value("stdout") ? out : err) += at(chunk, "data").get_bytes();

@@ -38,7 +38,8 @@ using Array = std::vector<Value>;
 // Bytes that are not text: a Value of their own, so a codec that can carry
 // them (MessagePack's bin) does, exactly. Owned, or borrowed (borrow()) by a
 // frame that is encoded at once while the memory it names lives: a stream
-// chunk framed straight from its output ring, with no copy on the way.
+// chunk framed straight from its output ring, with no copy on the way. A
+// copy of a borrowed Bytes borrows too: never keep one past that encode.
 class Bytes {
  public:
   Bytes(std::string data) : data_(std::move(data)) {}  // NOLINT: implicit, like Value's
